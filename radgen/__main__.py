@@ -1,0 +1,5 @@
+import sys
+
+from radgen.cli import main
+
+sys.exit(main())
