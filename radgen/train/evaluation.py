@@ -1,0 +1,77 @@
+"""Validation during training: mean val loss and a quick BLEU-4 / ROUGE-L on a few generated reports.
+
+The text metric is a sanity signal (does the model produce reports at all?), computed on
+`train.eval_generate` studies with the recipe's decoding settings; the full, protocol-exact
+evaluation is `radgen evaluate` on a predictions file.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from radgen.train.data import eval_batches
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def validation_loss(
+    model: torch.nn.Module,
+    dataset: Sequence[dict],
+    collate: Callable[[list[dict]], dict],
+    to_inputs: Callable[[dict], dict[str, Any]],
+    batch_size: int,
+    max_batches: int | None,
+    accelerator: Any,
+) -> float:
+    """Mean of per-batch token-mean losses, weighted by batch size, over all processes."""
+    was_training = model.training
+    model.eval()
+    total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
+    for indices in eval_batches(len(dataset), batch_size, max_batches, accelerator.num_processes, accelerator.process_index):
+        batch = collate([dataset[i] for i in indices])
+        with accelerator.autocast():
+            loss = model(**to_inputs(batch)).loss
+        total[0] += loss.double() * len(indices)
+        total[1] += len(indices)
+    total = accelerator.reduce(total, reduction="sum") if accelerator.num_processes > 1 else total
+    model.train(was_training)
+    return float(total[0] / total[1]) if total[1] > 0 else math.nan
+
+
+@torch.no_grad()
+def generation_scores(
+    model: torch.nn.Module,
+    dataset: Sequence[dict],
+    collate: Callable[[list[dict]], dict],
+    count: int,
+    generate_kwargs: dict[str, Any],
+    device: torch.device,
+    batch_size: int = 8,
+) -> dict[str, float]:
+    """BLEU-4 and ROUGE-L (radgen.metrics, pycocoevalcap-equivalent) on the first `count` val studies."""
+    try:
+        from radgen.metrics.text import text_metrics
+    except ImportError:  # metrics package not installed in this build: val loss only
+        return {}
+    count = min(count, len(dataset))
+    if count <= 0:
+        return {}
+    was_training = model.training
+    model.eval()
+    hypotheses, references = [], []
+    for start in range(0, count, batch_size):
+        batch = collate([dataset[i] for i in range(start, min(start + batch_size, count))])
+        visual = {"image_features": batch["image_features"].to(device)} if "image_features" in batch else {"pixel_values": batch["pixel_values"].to(device)}
+        outputs = model.generate(**visual, **generate_kwargs)
+        hypotheses += [out.text for out in outputs]
+        references += list(batch["reports"])
+    model.train(was_training)
+    # an empty hypothesis is a legitimate (bad) output early in training; score it as such
+    scores = text_metrics([h if h.strip() else "<empty>" for h in hypotheses], references, metrics=("bleu", "rouge_l")).corpus
+    return {"bleu4": scores["bleu4"], "rouge_l": scores["rouge_l"], "sample_report": hypotheses[0] if hypotheses else ""}

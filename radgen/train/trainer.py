@@ -1,0 +1,424 @@
+"""The training loop: stages, mixed precision, accumulation, checkpoints, eval, feature cache.
+
+Built on HF accelerate: `Accelerator(mixed_precision, gradient_accumulation_steps)` provides
+device placement, autocast, the fp16 GradScaler, DDP/FSDP wrapping under `accelerate launch` /
+`torchrun`, and `accumulate()`/`backward()`. What accelerate leaves to us, and lives here:
+
+* batches come from `BatchPlan` (radgen.train.data), not a prepared DataLoader, so the data
+  position is two integers and resume is exact;
+* a step whose loss or gradient norm is not finite is skipped (fp16 overflow, the classic LoRA
+  NaN): with a GradScaler it skips the step and lowers the scale, without one we zero the
+  gradients ourselves; the schedule does not advance; every skip is counted and logged;
+* stages (radgen.train.stages) re-wrap the model after `set_trainable`, because DDP records the
+  trainable parameters when it wraps.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from radgen.config import RecipeConfig, recipe_to_yaml
+from radgen.errors import ConfigError, DataError
+from radgen.io import atomic_write_json, atomic_write_text
+from radgen.train import checkpoint as ckpt
+from radgen.train.data import BatchPlan, collate_features, collate_pixels, load_splits
+from radgen.train.evaluation import generation_scores, validation_loss
+from radgen.train.feature_cache import CachedFeatures, FeatureCache, encoder_identity, fill_cache
+from radgen.train.run_log import MetricsLog
+from radgen.train.stages import StagePlan, apply_stage, build_optimizer, build_scheduler, encoder_frozen, plan_stages, set_train_mode
+
+log = logging.getLogger(__name__)
+
+KILL_ENV = "RADGEN_TEST_KILL_AT_STEP"  # tests: SIGKILL this process right after that optimizer step
+_PRECISION = {"fp32": "no", "no": "no", "bf16": "bf16", "fp16": "fp16"}
+
+
+@dataclass
+class TrainResult:
+    run_dir: str
+    global_step: int
+    skipped_steps: int
+    best_metric: float | None
+    best_step: int | None
+    stopped_early: bool
+    last_eval: dict[str, Any]
+    seconds: float
+
+
+def make_accelerator(recipe: RecipeConfig) -> Any:
+    """Accelerator for this recipe (FSDP plugin when train.distributed=fsdp under a multi-process launch)."""
+    from accelerate import Accelerator
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    train = recipe.train
+    if train.precision not in _PRECISION:
+        raise ConfigError(f"train.precision: '{train.precision}' is not one of fp32, bf16, fp16")
+    if train.distributed not in ("ddp", "fsdp"):
+        raise ConfigError(f"train.distributed: '{train.distributed}' is not ddp or fsdp")
+    if train.precision == "fp16" and not torch.cuda.is_available():
+        raise ConfigError("train.precision=fp16 needs a GPU (dynamic loss scaling is CUDA-only here); on CPU use train.precision=bf16 or fp32")
+    kwargs: dict[str, Any] = {}
+    if train.distributed == "fsdp" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # use_orig_params: frozen and trainable parameters may share an FSDP unit (LoRA, adapters)
+        kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(use_orig_params=True)
+    return Accelerator(mixed_precision=_PRECISION[train.precision], gradient_accumulation_steps=train.grad_accum, **kwargs)
+
+
+class Trainer:
+    """Train a ReportGenerator from a recipe; see docs/training.md.
+
+    `model_factory(recipe)` defaults to `radgen.models.build_model`; datasets default to the
+    recipe's manifest (`data.manifest`, splits train / val). Tests and notebooks can pass their own.
+    """
+
+    def __init__(
+        self,
+        recipe: RecipeConfig,
+        output_dir: str | Path | None = None,
+        resume: bool = False,
+        model_factory: Callable[[RecipeConfig], torch.nn.Module] | None = None,
+        train_dataset: Sequence[dict] | None = None,
+        val_dataset: Sequence[dict] | None = None,
+        max_steps: int | None = None,
+        progress: bool = True,
+        accelerator: Any = None,
+        collate: Callable[[list[dict]], dict] | None = None,
+    ):
+        self.recipe = recipe
+        self.run_dir = Path(output_dir or recipe.train.output_dir)
+        self.resume = resume
+        self.model_factory = model_factory
+        self.train_dataset = train_dataset
+        self.val_dataset = val_dataset
+        self.max_steps = max_steps
+        self.progress = progress
+        self.accelerator = accelerator
+        self.collate = collate or collate_pixels  # custom datasets may bring their own batching
+
+    # ------------------------------------------------------------------ setup
+
+    def _prepare_run_dir(self) -> Path | None:
+        """Check the run folder against --resume; return the checkpoint to resume from."""
+        text = recipe_to_yaml(self.recipe)
+        saved = self.run_dir / "recipe.yaml"
+        existing = ckpt.latest_checkpoint(self.run_dir)
+        if self.resume:
+            if saved.is_file() and _comparable(saved.read_text()) != _comparable(text):
+                raise ConfigError(f"{saved}: the run was started with a different recipe; resume with the same config and overrides, or use a new --output-dir")
+        elif existing is not None:
+            raise ConfigError(f"{self.run_dir}: already holds checkpoints; pass --resume to continue it or choose a new --output-dir")
+        if self.accelerator.is_main_process:
+            atomic_write_text(saved, text)
+        return existing if self.resume else None
+
+    def _build_model(self) -> torch.nn.Module:
+        factory = self.model_factory
+        if factory is None:
+            from radgen.models import build_model
+
+            factory = build_model
+        return factory(self.recipe)
+
+    # ------------------------------------------------------------------ main loop
+
+    def train(self) -> TrainResult:
+        from accelerate.utils import set_seed
+
+        started = time.perf_counter()
+        recipe, train_cfg = self.recipe, self.recipe.train
+        if self.accelerator is None:
+            self.accelerator = make_accelerator(recipe)
+        acc = self.accelerator
+        resume_from = self._prepare_run_dir()
+        # Seed before building: frozen weights are rebuilt (not saved) on resume, so init must repeat.
+        set_seed(train_cfg.seed)
+        raw_model = self._build_model().to(acc.device)
+        if self.train_dataset is None:
+            self.train_dataset, self.val_dataset = load_splits(recipe, raw_model.image_transform)
+        train_set, val_set = self.train_dataset, self.val_dataset or []
+        if len(train_set) == 0:
+            raise DataError(f"{recipe.data.manifest}: no training studies (split 'train'); check the manifest's split field")
+
+        plan = BatchPlan(len(train_set), train_cfg.batch_size, train_cfg.grad_accum, acc.num_processes, acc.process_index, train_cfg.seed)
+        stages = plan_stages(recipe, plan.steps_per_epoch, self.max_steps)
+        total_steps = sum(s.steps for s in stages)
+
+        state = ckpt.TrainerState()
+        if resume_from is not None:
+            state = ckpt.load_state(resume_from)
+            log.info("resuming %s from %s (step %d)", self.run_dir, resume_from, state.global_step)
+        self.metrics = MetricsLog(self.run_dir, enabled=acc.is_main_process, resume_step=state.global_step if resume_from else None)
+        self.last_eval: dict[str, Any] = {}
+        progress = _progress_bar(total_steps, state.global_step, self.progress and acc.is_main_process)
+        try:
+            for stage in stages[state.stage_index :]:
+                if state.stopped_early:
+                    break
+                self._run_stage(stage, raw_model, plan, state, resume_from, progress, len(stages))
+                resume_from = None  # only the first stage entered resumes optimizer/RNG state
+        finally:
+            progress.close()
+            self.metrics.close()
+
+        if acc.is_main_process and not (self.run_dir / "best").exists():
+            # no validation split: the last weights are the best we know
+            acc.unwrap_model(raw_model).save_pretrained(self.run_dir / "best")
+        acc.wait_for_everyone()
+        result = TrainResult(str(self.run_dir), state.global_step, state.skipped_steps, state.best_metric, state.best_step, state.stopped_early, self.last_eval, time.perf_counter() - started)
+        if acc.is_main_process:
+            atomic_write_json(self.run_dir / "train_summary.json", asdict(result))
+        return result
+
+    def _run_stage(self, stage: StagePlan, raw_model: torch.nn.Module, plan: BatchPlan, state: ckpt.TrainerState, resume_from: Path | None, progress: Any, num_stages: int) -> None:
+        acc, train_cfg = self.accelerator, self.recipe.train
+        acc.free_memory()  # drop the previous stage's DDP wrapper and optimizer
+        trainable = apply_stage(raw_model, stage)
+        state.trained_names = sorted(set(state.trained_names) | {n for n, p in raw_model.named_parameters() if p.requires_grad})
+        log.info("stage %d/%d '%s': %d steps, lr %.3g, %s trainable parameters", stage.index + 1, num_stages, stage.name, stage.steps, stage.lr, f"{trainable:,}")
+
+        train_set, val_set, collate = self._stage_data(raw_model)
+        if resume_from is not None:
+            ckpt.load_model_state(raw_model, resume_from)  # before wrapping: DDP/FSDP copy the weights
+        optimizer = build_optimizer(raw_model, stage, train_cfg)
+        scheduler = build_scheduler(optimizer, stage, train_cfg)
+        model, optimizer = acc.prepare(raw_model, optimizer)
+        set_train_mode(acc.unwrap_model(model))
+        stage_plan = BatchPlan(plan.num_examples, plan.batch_size, plan.grad_accum, plan.world_size, plan.rank, plan.seed, stage.index)
+
+        if resume_from is not None:
+            if state.stage_step > 0:  # a checkpoint at a stage boundary carries the old stage's optimizer
+                optimizer.optimizer.load_state_dict(ckpt.load_torch(resume_from / "optimizer.pt"))
+                scheduler.load_state_dict(ckpt.load_torch(resume_from / "scheduler.pt"))
+            if acc.scaler is not None and (resume_from / "scaler.pt").is_file():
+                acc.scaler.load_state_dict(ckpt.load_torch(resume_from / "scaler.pt"))
+            rng_states = ckpt.load_torch(resume_from / "rng.pt")
+            ckpt.restore_rng(rng_states[min(acc.process_index, len(rng_states) - 1)])
+        else:
+            state.epoch, state.step_in_epoch = 0, 0
+
+        to_inputs = self._input_builder(raw_model)
+        loader = torch.utils.data.DataLoader(
+            train_set,
+            batch_sampler=_MicroBatches(stage_plan, state.epoch, state.step_in_epoch, stage.steps - state.stage_step),
+            collate_fn=collate,
+            num_workers=train_cfg.num_workers,
+        )
+        batches = iter(loader)
+        window_start = time.perf_counter()
+        window_samples = 0
+        while state.stage_step < stage.steps:
+            step_loss = torch.zeros((), device=acc.device)
+            for _ in range(train_cfg.grad_accum):
+                batch = next(batches)
+                with acc.accumulate(model):
+                    loss = model(**to_inputs(batch)).loss
+                    step_loss += loss.detach().float() / train_cfg.grad_accum
+                    acc.backward(loss)
+            lr_used = optimizer.param_groups[0]["lr"]
+            params = [p for p in raw_model.parameters() if p.requires_grad]
+            grad_norm = acc.clip_grad_norm_(params, train_cfg.max_grad_norm if train_cfg.max_grad_norm else float("inf"))
+            mean_loss = float(acc.reduce(step_loss, reduction="mean")) if acc.num_processes > 1 else float(step_loss)
+            finite = math.isfinite(mean_loss) and grad_norm is not None and math.isfinite(float(grad_norm))
+            if acc.scaler is not None:
+                optimizer.step()  # the GradScaler skips it on inf/NaN gradients and lowers the scale
+                skipped = acc.optimizer_step_was_skipped or not finite
+            elif finite:
+                optimizer.step()
+                skipped = False
+            else:
+                skipped = True
+            optimizer.zero_grad(set_to_none=True)
+            if skipped:
+                state.skipped_steps += 1
+                log.warning("step %d: non-finite loss/gradient (loss %s, grad norm %s); step skipped (%d so far)", state.global_step + 1, mean_loss, float(grad_norm), state.skipped_steps)
+            else:
+                scheduler.step()
+
+            state.global_step += 1
+            state.stage_step += 1
+            state.step_in_epoch += 1
+            if state.step_in_epoch >= stage_plan.steps_per_epoch:
+                state.epoch, state.step_in_epoch = state.epoch + 1, 0
+            state.samples_seen += stage_plan.global_batch
+            window_samples += stage_plan.global_batch
+            if math.isfinite(mean_loss):
+                state.window_loss += mean_loss
+                state.window_steps += 1
+            progress.update(1)
+
+            last_of_stage = state.stage_step >= stage.steps
+            if state.global_step % train_cfg.log_every == 0 or last_of_stage:
+                elapsed = time.perf_counter() - window_start
+                row = {
+                    "kind": "train",
+                    "step": state.global_step,
+                    "stage": stage.name,
+                    "epoch": round(state.epoch + state.step_in_epoch / stage_plan.steps_per_epoch, 4),
+                    "loss": state.window_loss / state.window_steps if state.window_steps else math.nan,
+                    "lr": lr_used,
+                    "grad_norm": float(grad_norm),
+                    "samples_per_s": window_samples / elapsed if elapsed > 0 else math.nan,
+                    "skipped_steps": state.skipped_steps,
+                }
+                self.metrics.log(row)
+                progress.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", sps=f"{row['samples_per_s']:.1f}")
+                state.window_loss, state.window_steps = 0.0, 0
+                window_start, window_samples = time.perf_counter(), 0
+
+            if val_set and (state.global_step % train_cfg.eval_every == 0 or last_of_stage):
+                self._evaluate(raw_model, model, val_set, collate, to_inputs, state, stage)
+            if last_of_stage:
+                state.stage_index += 1
+                state.stage_step = 0
+                state.epoch, state.step_in_epoch = 0, 0
+            if state.global_step % train_cfg.save_every == 0 or last_of_stage or state.stopped_early:
+                self._save(raw_model, optimizer, scheduler, state)
+                window_start = time.perf_counter()  # saving is not training time
+            if os.environ.get(KILL_ENV) == str(state.global_step):
+                os.kill(os.getpid(), signal.SIGKILL)
+            if state.stopped_early or last_of_stage:
+                break
+
+    # ------------------------------------------------------------------ pieces
+
+    def _stage_data(self, raw_model: torch.nn.Module) -> tuple[Sequence[dict], Sequence[dict], Callable]:
+        """Datasets for this stage: cached encoder features when the encoder is frozen, else pixels."""
+        recipe, acc = self.recipe, self.accelerator
+        train_set, val_set = self.train_dataset, self.val_dataset or []
+        if not (recipe.train.feature_cache and encoder_frozen(raw_model)):
+            return train_set, val_set, self.collate
+        if recipe.data.images == "list":
+            log.info("feature cache off: data.images=list gives several images per study")
+            return train_set, val_set, self.collate
+        root = Path(recipe.train.feature_cache_dir or self.run_dir / "feature_cache")
+        encoder_id = encoder_identity(raw_model)
+        # One process writes the store; the others wait and then read it (memory-mapped, shared).
+        records: dict[str, list[dict]] = {}
+        with acc.main_process_first():
+            cache = FeatureCache(root, encoder_id, recipe.train.feature_cache_dtype)
+            for name, dataset in (("train", train_set), ("val", val_set)):
+                records[name], encoded = fill_cache(raw_model, dataset, cache, recipe.train.batch_size, acc.device, acc.autocast, self.progress and acc.is_main_process)
+                log.info("feature cache %s: %d %s images encoded, %d reused", cache.dir, encoded, name, len(dataset) - encoded)
+        self.cache_stats = {"dir": str(cache.dir), "entries": len(cache)}
+        return CachedFeatures(records["train"], cache), CachedFeatures(records["val"], cache), collate_features
+
+    def _input_builder(self, raw_model: torch.nn.Module) -> Callable[[dict], dict[str, Any]]:
+        device, max_tokens = self.accelerator.device, self.recipe.data.max_tokens
+
+        def to_inputs(batch: dict) -> dict[str, Any]:
+            tokens = raw_model.tokenize_reports(list(batch["reports"]), max_tokens=max_tokens)
+            inputs = {k: tokens[k].to(device) for k in ("input_ids", "attention_mask", "labels")}
+            if "image_features" in batch:
+                inputs["image_features"] = batch["image_features"].to(device)
+            else:
+                inputs["pixel_values"] = batch["pixel_values"].to(device)
+            return inputs
+
+        return to_inputs
+
+    def _evaluate(self, raw_model, model, val_set, collate, to_inputs, state: ckpt.TrainerState, stage: StagePlan) -> None:
+        acc, train_cfg = self.accelerator, self.recipe.train
+        started = time.perf_counter()
+        row: dict[str, Any] = {"kind": "eval", "step": state.global_step, "stage": stage.name}
+        row["val_loss"] = validation_loss(raw_model, val_set, collate, to_inputs, train_cfg.batch_size, train_cfg.eval_max_batches, acc)
+        distributed_fsdp = acc.num_processes > 1 and train_cfg.distributed == "fsdp"  # FSDP generate needs every rank; val loss only
+        if train_cfg.eval_generate > 0 and acc.is_main_process and not distributed_fsdp:
+            gen = self.recipe.generate
+            kwargs = {"num_beams": gen.num_beams, "max_new_tokens": gen.max_new_tokens, "repetition_penalty": gen.repetition_penalty, "no_repeat_ngram_size": gen.no_repeat_ngram_size}
+            scores = generation_scores(raw_model, val_set, collate, train_cfg.eval_generate, kwargs, acc.device, train_cfg.batch_size)
+            sample = scores.pop("sample_report", None)
+            row.update(scores)
+            if sample is not None:
+                log.info("step %d sample report: %s", state.global_step, sample[:200])
+        set_train_mode(raw_model)
+        metric_name = train_cfg.select_metric
+        value = row.get(metric_name)
+        if value is None:
+            if metric_name != "val_loss" and acc.is_main_process:
+                log.warning("train.select_metric=%s not computed (is train.eval_generate > 0 and radgen.metrics present?); using val_loss", metric_name)
+            metric_name, value = "val_loss", row["val_loss"]
+        value = _broadcast_float(acc, value)
+        lower_better = metric_name.endswith("loss")
+        improved = math.isfinite(value) and (state.best_metric is None or (value < state.best_metric if lower_better else value > state.best_metric))
+        if improved:
+            state.best_metric, state.best_step, state.bad_evals = value, state.global_step, 0
+            if acc.is_main_process:
+                acc.unwrap_model(raw_model).save_pretrained(self.run_dir / "best")
+        else:
+            state.bad_evals += 1
+            patience = train_cfg.early_stopping_patience
+            if patience is not None and state.bad_evals >= patience:
+                state.stopped_early = True
+                log.info("early stopping at step %d: %s has not improved for %d evaluations (best %.4f at step %s)", state.global_step, metric_name, patience, state.best_metric, state.best_step)
+        row["best"] = improved
+        row["eval_seconds"] = time.perf_counter() - started
+        self.last_eval = row
+        self.metrics.log(row)
+        acc.wait_for_everyone()
+
+    def _save(self, raw_model, optimizer, scheduler, state: ckpt.TrainerState) -> None:
+        acc = self.accelerator
+        from accelerate.utils import gather_object
+
+        rng = ckpt.capture_rng()
+        rng_states = gather_object([rng]) if acc.num_processes > 1 else [rng]
+        if acc.is_main_process:
+            model_state = ckpt.trainable_state(acc.unwrap_model(raw_model), state.trained_names)
+            ckpt.save_checkpoint(self.run_dir, state, model_state, optimizer.optimizer, scheduler, acc.scaler, rng_states, self.recipe.train.keep_checkpoints)
+        acc.wait_for_everyone()
+
+
+class _MicroBatches(torch.utils.data.Sampler):
+    """Micro-batches of one stage from a saved position: `steps` optimizer steps × grad_accum."""
+
+    def __init__(self, plan: BatchPlan, epoch: int, step_in_epoch: int, steps: int):
+        self.plan, self.epoch, self.step_in_epoch, self.steps = plan, epoch, step_in_epoch, steps
+
+    def __iter__(self):
+        for count, (_, _, micro_batches) in enumerate(self.plan.steps(self.epoch, self.step_in_epoch)):
+            if count >= self.steps:
+                return
+            yield from micro_batches
+
+    def __len__(self) -> int:
+        return self.steps * self.plan.grad_accum
+
+
+def _broadcast_float(acc: Any, value: float) -> float:
+    """Every process must take the same best/early-stop decision: use the main process's value."""
+    if acc.num_processes == 1:
+        return float(value)
+    from accelerate.utils import broadcast
+
+    tensor = torch.tensor([float(value)], dtype=torch.float64, device=acc.device)
+    return float(broadcast(tensor, from_process=0)[0])
+
+
+def _comparable(recipe_yaml: str) -> dict:
+    """Recipe as saved, minus settings that may change between a run and its resume."""
+    data = yaml.safe_load(recipe_yaml) or {}
+    data.get("train", {}).pop("output_dir", None)
+    data.get("train", {}).pop("num_workers", None)
+    return data
+
+
+def _progress_bar(total: int, initial: int, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="train", unit="step", disable=not enabled, dynamic_ncols=True)
+
+
+def train(recipe: RecipeConfig, output_dir: str | Path | None = None, resume: bool = False, **kwargs: Any) -> TrainResult:
+    """Python entry point: `radgen.train.train(load_recipe("radgen-small", size="tiny"), "runs/x")`."""
+    return Trainer(recipe, output_dir=output_dir, resume=resume, **kwargs).train()
