@@ -103,6 +103,11 @@ def _observation_for(term: MeshTerm) -> str | None:
         return observation
     if heading == "density" and term.has("lung", "base", "apex", "upper lobe", "lower lobe", "middle lobe", "lingula"):
         return "Lung Opacity"
+    # CheXpert's mention list counts lung scarring and interstitial markings as (Lung/Airspace) Opacity.
+    if heading == "cicatrix" and term.has("lung", "base", "apex", "upper lobe", "lower lobe", "middle lobe", "lingula"):
+        return "Lung Opacity"
+    if heading == "markings" and term.has("interstitial"):
+        return "Lung Opacity"
     if heading == "costophrenic angle" and term.has("blunted"):
         return "Pleural Effusion"
     if heading == "thickening" and term.has("pleura"):
