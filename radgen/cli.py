@@ -16,7 +16,8 @@ from radgen.errors import RadgenError
 
 # Modules that add subcommands, in the order `radgen --help` lists them.
 COMMAND_MODULES = [
-    # "radgen.data.cli",  each stage adds its module here
+    "radgen.data.cli",
+    # each stage adds its module here
 ]
 
 

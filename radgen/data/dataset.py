@@ -1,0 +1,199 @@
+"""Torch dataset over Study records: images → tensors, report section → cleaned text.
+
+`StudyDataset` knows nothing of models: the `ImageTransform` (size/mean/std from the encoder) is
+passed in, and tokenisation happens in the model (`ReportGenerator.tokenize_reports`), so one
+dataset serves every recipe. Items::
+
+    {"study_id": str, "pixel_values": Tensor(C,H,W) (list mode: (N,C,H,W)),
+     "image_key": str, "report": str}
+
+`image_key` is the sha1 of the bytes of the images used plus the image mode, so a frozen-encoder
+feature cache can key on it and stays valid when files are renamed, and is invalidated when an
+image changes. In text_only mode items carry neither pixel_values nor image_key.
+
+Decoded images can be kept in an in-memory LRU cache (`cache_size` images). With DataLoader
+workers each worker process holds its own cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from radgen.data.images import decode_image, read_image_bytes, stitch_images
+from radgen.data.study import ImageRef, Study, read_manifest
+from radgen.data.text import SECTION_CHOICES, clean_report, select_section
+from radgen.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+IMAGE_MODES = ("first_frontal", "stitch", "list")
+
+
+class _DecodedImageCache:
+    """LRU of path → (sha1 of file bytes, decoded "L" image)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[str, tuple[str, Image.Image]] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def get(self, path: Path) -> tuple[str, Image.Image]:
+        key = str(path)
+        if key in self._items:
+            self.hits += 1
+            self._items.move_to_end(key)
+            return self._items[key]
+        self.misses += 1
+        data = read_image_bytes(path)
+        value = (hashlib.sha1(data).hexdigest(), decode_image(data, path))
+        if self.capacity > 0:
+            self._items[key] = value
+            if len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+        return value
+
+
+class StudyDataset(Dataset):
+    """Map-style dataset of studies for training, validation and generation.
+
+    studies: Study records or a manifest path (then `root` defaults to the manifest's folder).
+    image_transform: callable PIL image → Tensor(C,H,W), usually the model's `image_transform`.
+    root: folder relative image paths are resolved against.
+    section: "findings" | "impression" | "both"; cleaning: a `clean_report` mode.
+    images: "first_frontal" (first PA/AP/FRONTAL image, else the first image), "stitch" (up to
+        `max_images` side by side, seed 002) or "list" (up to `max_images` separate tensors).
+    views: only use images of these views (e.g. ("PA", "AP")).
+    text_only: yield no pixels (decoder pre-training, report statistics).
+    drop_empty_reports: drop studies whose section is empty (counted in a log line); set False
+        for generation on studies without reports.
+    cache_size: number of decoded images kept in memory (0: no cache).
+
+    A study with no usable image raises a DataError at construction (not mid-epoch) unless
+    text_only is set; prepare the manifest with --require-images to avoid such studies.
+    """
+
+    def __init__(
+        self,
+        studies: Sequence[Study] | str | os.PathLike,
+        image_transform: Callable[[Image.Image], torch.Tensor] | None,
+        root: str | os.PathLike | None = None,
+        section: str = "findings",
+        cleaning: str = "r2gen-iu",
+        images: str = "first_frontal",
+        max_images: int = 4,
+        views: Sequence[str] | None = None,
+        text_only: bool = False,
+        drop_empty_reports: bool = True,
+        cache_size: int = 0,
+    ) -> None:
+        if isinstance(studies, (str, os.PathLike)):
+            root = root if root is not None else Path(studies).parent
+            studies = read_manifest(studies)
+        if section not in SECTION_CHOICES:
+            raise DataError(f"unknown report section {section!r}; use one of {', '.join(SECTION_CHOICES)}")
+        if images not in IMAGE_MODES:
+            raise DataError(f"unknown images mode {images!r}; use one of {', '.join(IMAGE_MODES)}")
+        if not text_only and image_transform is None:
+            raise DataError("StudyDataset needs an image_transform (e.g. model.image_transform) unless text_only=True")
+        clean_report("", cleaning)  # validates the mode name early
+        self.root = Path(root) if root is not None else Path(".")
+        self.image_transform = image_transform
+        self.section, self.cleaning, self.images, self.max_images = section, cleaning, images, max_images
+        self.views = tuple(views) if views else None
+        self.text_only = text_only
+        self._cache = _DecodedImageCache(cache_size)
+
+        kept, empty = [], []
+        for study in studies:
+            if drop_empty_reports and not select_section(study.sections, section):
+                empty.append(study.study_id)
+                continue
+            kept.append(study)
+        if empty:
+            logger.warning("StudyDataset: dropped %d studies with empty %s (e.g. %s)", len(empty), section, ", ".join(empty[:3]))
+        if not text_only:
+            without = [study.study_id for study in kept if not self._select_refs(study)]
+            if without:
+                raise DataError(
+                    f"{len(without)} studies have no usable image{' of views ' + ','.join(self.views) if self.views else ''} "
+                    f"(e.g. {', '.join(without[:3])}); use text_only=True or prepare the manifest with --require-images"
+                )
+        self.studies = kept
+        self.dropped_empty = len(empty)
+
+    def __len__(self) -> int:
+        return len(self.studies)
+
+    def _select_refs(self, study: Study) -> list[ImageRef]:
+        refs = [ref for ref in study.images if self.views is None or ref.view in self.views]
+        if self.images == "first_frontal":
+            frontal = [ref for ref in refs if ref.is_frontal]
+            return (frontal or refs)[:1]
+        return refs[: self.max_images]
+
+    def _path(self, ref: ImageRef) -> Path:
+        return Path(ref.path) if os.path.isabs(ref.path) else self.root / ref.path
+
+    def report(self, index: int) -> str:
+        text = select_section(self.studies[index].sections, self.section)
+        return clean_report(text, self.cleaning) if text else ""
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        study = self.studies[index]
+        item: dict[str, Any] = {"study_id": study.study_id, "report": self.report(index)}
+        if self.text_only:
+            return item
+        refs = self._select_refs(study)
+        digests, decoded = [], []
+        for ref in refs:
+            digest, image = self._cache.get(self._path(ref))
+            digests.append(digest)
+            decoded.append(image)
+        assert self.image_transform is not None
+        if self.images == "list":
+            item["pixel_values"] = torch.stack([self.image_transform(image) for image in decoded])
+        else:
+            image = stitch_images(decoded, self.max_images) if self.images == "stitch" else decoded[0]
+            item["pixel_values"] = self.image_transform(image)
+        key_source = f"{self.images}:{self.max_images if self.images != 'first_frontal' else 1}:" + ",".join(digests)
+        item["image_key"] = hashlib.sha1(key_source.encode()).hexdigest()
+        return item
+
+
+def collate_studies(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Batch dataset items: {"study_ids", "pixel_values" (B,C,H,W), "image_keys", "reports"}.
+
+    List-mode items (N,C,H,W) with different N are zero-padded to (B, N_max, C, H, W) and an
+    "image_mask" (B, N_max) bool marks the real images. Text-only items give no pixel_values.
+    """
+    if not items:
+        raise DataError("collate_studies got an empty batch")
+    batch: dict[str, Any] = {
+        "study_ids": [item["study_id"] for item in items],
+        "reports": [item["report"] for item in items],
+    }
+    if "pixel_values" not in items[0]:
+        return batch
+    pixels = [item["pixel_values"] for item in items]
+    if pixels[0].ndim == 4:
+        most = max(p.shape[0] for p in pixels)
+        padded = pixels[0].new_zeros((len(pixels), most, *pixels[0].shape[1:]))
+        mask = torch.zeros((len(pixels), most), dtype=torch.bool)
+        for row, value in enumerate(pixels):
+            padded[row, : value.shape[0]] = value
+            mask[row, : value.shape[0]] = True
+        batch["pixel_values"], batch["image_mask"] = padded, mask
+    else:
+        batch["pixel_values"] = torch.stack(pixels)
+    batch["image_keys"] = [item["image_key"] for item in items]
+    return batch
