@@ -47,7 +47,7 @@ def weights_fingerprint(module: torch.nn.Module) -> str:
     """
     digest = hashlib.blake2b(digest_size=16)
     for name, tensor in sorted(module.state_dict().items()):
-        tensor = tensor.detach().to("cpu").contiguous()
+        tensor = tensor.detach().to("cpu").reshape(-1).contiguous()  # 1-D: 0-dim tensors cannot be viewed as bytes
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()

@@ -202,8 +202,6 @@ class Trainer:
                 scheduler.load_state_dict(ckpt.load_torch(resume_from / "scheduler.pt"))
             if acc.scaler is not None and (resume_from / "scaler.pt").is_file():
                 acc.scaler.load_state_dict(ckpt.load_torch(resume_from / "scaler.pt"))
-            rng_states = ckpt.load_torch(resume_from / "rng.pt")
-            ckpt.restore_rng(rng_states[min(acc.process_index, len(rng_states) - 1)])
         else:
             state.epoch, state.step_in_epoch = 0, 0
 
@@ -213,8 +211,14 @@ class Trainer:
             batch_sampler=_MicroBatches(stage_plan, state.epoch, state.step_in_epoch, stage.steps - state.stage_step),
             collate_fn=collate,
             num_workers=train_cfg.num_workers,
+            # its own generator: iter(DataLoader) otherwise draws a seed from the global RNG, which
+            # would shift dropout masks between a fresh and a resumed run
+            generator=torch.Generator().manual_seed(train_cfg.seed),
         )
         batches = iter(loader)
+        if resume_from is not None:  # last, so nothing above consumes the restored random streams
+            rng_states = ckpt.load_torch(resume_from / "rng.pt")
+            ckpt.restore_rng(rng_states[min(acc.process_index, len(rng_states) - 1)])
         window_start = time.perf_counter()
         window_samples = 0
         while state.stage_step < stage.steps:

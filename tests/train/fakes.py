@@ -67,8 +67,8 @@ class TinyReportGenerator(nn.Module):
             }
         )
         self.encode_calls = 0  # images through the encoder: the feature-cache tests count them
-        self.forward_calls = 0
-        self.nan_at_call = nan_at_call  # forward call number whose loss is NaN (skip-step tests)
+        self.train_forward_calls = 0
+        self.nan_at_call = nan_at_call  # training-mode forward call whose loss is NaN (skip-step tests)
 
     # -- contract -------------------------------------------------------------------------------
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -99,13 +99,13 @@ class TinyReportGenerator(nn.Module):
 
     def forward(self, input_ids, attention_mask, labels=None, pixel_values=None, image_features=None, output_attentions=False):
         assert (pixel_values is None) != (image_features is None), "exactly one of pixel_values / image_features"
-        self.forward_calls += 1
+        self.train_forward_calls += int(self.training)
         features = self.encode_images(pixel_values) if pixel_values is not None else image_features
         logits = self._logits(self.connector(features), input_ids)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits[:, :-1].reshape(-1, VOCAB), labels[:, 1:].reshape(-1), ignore_index=-100)
-            if self.nan_at_call is not None and self.forward_calls == self.nan_at_call:
+            if self.training and self.train_forward_calls == self.nan_at_call:
                 loss = loss * float("nan")
         return Out(loss, logits)
 
