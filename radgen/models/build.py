@@ -1,0 +1,47 @@
+"""`build_model(recipe)`: the one place a recipe becomes a ReportGenerator."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from radgen.config import RecipeConfig
+from radgen.models.connectors import build_connector
+from radgen.models.decoders import build_decoder, cross_attention_width, input_width, load_tokenizer
+from radgen.models.encoders import build_encoder
+from radgen.models.generator import ReportGenerator
+from radgen.models.peft import SoftPrompt, apply_peft
+from radgen.models.sources import SourceCache
+
+
+def image_transform_for(encoder) -> object:
+    from radgen.data.images import ImageTransform
+
+    return ImageTransform(encoder.image_size, encoder.mean, encoder.std, channels=3, resize=encoder.resize)
+
+
+def build_model(recipe: RecipeConfig, meta: bool = False, apply_first_stage: bool = True) -> ReportGenerator:
+    """Build encoder → connector → decoder (+ peft) for `recipe`.
+
+    meta=True builds shapes only on the meta device from architecture configs (no weights, no
+    network, seconds even for 7B models): what `radgen model info` counts. The first stage's
+    `train` patterns are applied, so `trainable_parameter_count()` is stage 1's.
+    """
+    spec = recipe.model
+    sources = SourceCache(meta=meta)
+    builtin = (spec.decoder.tokenizer or "").startswith("builtin:")
+    tokenizer = load_tokenizer(spec.decoder) if (not meta or builtin) else None
+    device = torch.device("meta") if meta else contextlib.nullcontext()
+    with device:
+        encoder = build_encoder(spec.encoder, sources)
+        decoder = build_decoder(spec.decoder, tokenizer, sources)
+        connector = build_connector(spec.connector, encoder.hidden_size, input_width(decoder), cross_attention_width(decoder), sources)
+        decoder = apply_peft(decoder, spec.peft, causal=spec.decoder.kind == "causal_lm")
+        prompt = SoftPrompt(spec.peft.num_virtual_tokens, input_width(decoder)) if spec.peft.method == "prompt" else None
+    model = ReportGenerator(recipe, encoder, connector, decoder, tokenizer, image_transform_for(encoder), prompt)
+    if apply_first_stage and recipe.stages:
+        model.set_trainable(recipe.stages[0].train)
+    else:
+        model.requires_grad_(False)
+    return model

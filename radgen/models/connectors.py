@@ -1,0 +1,175 @@
+"""Connectors: encoder features (B, N, D) → visual tokens for the decoder (B, T, H).
+
+- `QFormerConnector` (BLIP-2, seed 000): learned queries cross-attend to the ViT features through
+  transformers' `Blip2QFormerModel`; a linear layer maps them to the LM width.
+- `MLPProjector` (LLaVA-1.5, seed 002): Linear → GELU → Linear on every patch token.
+- `MappingLayer` (seed 003): one transformer decoder layer; learned soft-prompt queries attend to
+  the projected CNN features.
+- `PrefixMapper` (ClipCap's transformer mapper, seed 004): one image embedding → `clip_length`
+  tokens, concatenated with learned prefix constants, run through a transformer; the outputs at
+  the prefix positions are the visual tokens.
+- `CrossAttentionBridge` (BLIP, seed 001): the decoder attends to the encoder tokens itself
+  (encoder_hidden_states), so the connector passes them through (projecting only if widths differ).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from radgen.config import ConnectorConfig
+from radgen.errors import ConfigError, WeightsError
+from radgen.models import registry
+from radgen.models.sources import SourceCache, config_dict, is_local_dir
+
+
+class Connector(nn.Module):
+    """Base class. `cross_attention` connectors feed the decoder's cross-attention, not its input."""
+
+    cross_attention = False
+
+    def num_tokens(self, encoder_tokens: int) -> int:
+        raise NotImplementedError
+
+
+class QFormerConnector(Connector):
+    def __init__(self, qformer: nn.Module, query_tokens: nn.Parameter, projection: nn.Linear):
+        super().__init__()
+        self.qformer = qformer
+        self.query_tokens = query_tokens  # (1, num_queries, qformer_hidden), BLIP-2's name
+        self.language_projection = projection
+
+    def num_tokens(self, encoder_tokens: int) -> int:
+        return self.query_tokens.shape[1]
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        dtype = self.query_tokens.dtype
+        features = features.to(dtype)
+        queries = self.query_tokens.expand(features.shape[0], -1, -1)
+        mask = torch.ones(features.shape[:2], dtype=torch.long, device=features.device)
+        out = self.qformer(query_embeds=queries, encoder_hidden_states=features, encoder_attention_mask=mask, return_dict=True)
+        return self.language_projection(out.last_hidden_state.to(self.language_projection.weight.dtype))
+
+
+def build_qformer(cfg: ConnectorConfig, encoder_width: int, decoder_width: int, sources: SourceCache) -> QFormerConnector:
+    from transformers import Blip2QFormerConfig, Blip2QFormerModel
+
+    if cfg.name and cfg.config.get("pretrained", True) and not sources.meta:
+        composite = sources.load("Blip2ForConditionalGeneration", cfg.name)
+        return QFormerConnector(composite.qformer, composite.query_tokens, composite.language_projection)
+    known = registry.known_architecture(registry.QFORMER_ARCHITECTURES, cfg.name) if cfg.name else None
+    if known is not None and not is_local_dir(cfg.name):
+        fields = known["config"]
+    elif cfg.name:
+        data = config_dict(cfg.name, what="connector.name")
+        fields = data.get("qformer_config") or data  # a BLIP-2 checkpoint or a saved Q-Former config
+    else:
+        fields = {}
+    fields = {k: v for k, v in {**fields, **cfg.config}.items() if k not in ("pretrained", "model_type", "transformers_version")}
+    fields["encoder_hidden_size"] = encoder_width
+    config = Blip2QFormerConfig(**fields)
+    qformer = Blip2QFormerModel(config)
+    query_tokens = nn.Parameter(torch.zeros(1, cfg.num_tokens, config.hidden_size))
+    nn.init.normal_(query_tokens, std=config.initializer_range)  # BLIP-2's init
+    return QFormerConnector(qformer, query_tokens, nn.Linear(config.hidden_size, decoder_width))
+
+
+class MLPProjector(Connector):
+    """LLaVA-1.5's `mlp2x_gelu` projector."""
+
+    def __init__(self, in_width: int, out_width: int, hidden: int | None = None):
+        super().__init__()
+        hidden = hidden or out_width
+        self.proj = nn.Sequential(nn.Linear(in_width, hidden), nn.GELU(), nn.Linear(hidden, out_width))
+
+    def num_tokens(self, encoder_tokens: int) -> int:
+        return encoder_tokens
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.proj(features.to(self.proj[0].weight.dtype))
+
+
+class MappingLayer(Connector):
+    """One transformer decoder layer: `num_tokens` learned queries attend to the projected features."""
+
+    def __init__(self, in_width: int, out_width: int, num_tokens: int, num_heads: int, mlp_ratio: float, dropout: float, num_layers: int = 1):
+        super().__init__()
+        if out_width % num_heads:
+            raise ConfigError(f"model.connector.num_heads={num_heads} must divide the decoder width {out_width}")
+        self.input_projection = nn.Linear(in_width, out_width)
+        self.queries = nn.Parameter(torch.randn(num_tokens, out_width) * 0.02)
+        layer = nn.TransformerDecoderLayer(out_width, num_heads, int(out_width * mlp_ratio), dropout, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.layers = nn.TransformerDecoder(layer, num_layers)
+        self.norm = nn.LayerNorm(out_width)
+
+    def num_tokens(self, encoder_tokens: int) -> int:
+        return self.queries.shape[0]
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        memory = self.input_projection(features.to(self.queries.dtype))
+        queries = self.queries.unsqueeze(0).expand(features.shape[0], -1, -1)
+        return self.norm(self.layers(queries, memory))
+
+
+class PrefixMapper(Connector):
+    """ClipCap's TransformerMapper (Mokady et al. 2021), as used by seed 004.
+
+    A pooled image embedding (B, 1, D) → Linear → `clip_length` tokens; learned `prefix_length`
+    constants are appended; a pre-norm transformer runs over both; the prefix positions are output.
+    """
+
+    def __init__(self, in_width: int, out_width: int, clip_length: int, prefix_length: int, num_layers: int,
+                 num_heads: int, mlp_ratio: float, dropout: float):
+        super().__init__()
+        self.clip_length = clip_length
+        self.linear = nn.Linear(in_width, clip_length * out_width)
+        self.prefix_const = nn.Parameter(torch.randn(prefix_length, out_width))
+        layer = nn.TransformerEncoderLayer(out_width, num_heads, int(out_width * mlp_ratio), dropout, activation="relu",
+                                           batch_first=True, norm_first=True)
+        self.transformer = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+
+    def num_tokens(self, encoder_tokens: int) -> int:
+        return self.prefix_const.shape[0]
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if features.shape[1] != 1:
+            features = features.mean(dim=1, keepdim=True)  # the mapper takes one embedding per image
+        batch = features.shape[0]
+        clip_tokens = self.linear(features[:, 0].to(self.prefix_const.dtype)).view(batch, self.clip_length, -1)
+        prefix = self.prefix_const.unsqueeze(0).expand(batch, -1, -1)
+        out = self.transformer(torch.cat([clip_tokens, prefix], dim=1))
+        return out[:, self.clip_length:]
+
+
+class CrossAttentionBridge(Connector):
+    cross_attention = True
+
+    def __init__(self, in_width: int, out_width: int):
+        super().__init__()
+        self.projection = nn.Linear(in_width, out_width) if in_width != out_width else None
+
+    def num_tokens(self, encoder_tokens: int) -> int:
+        return encoder_tokens
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.projection(features) if self.projection is not None else features
+
+
+def build_connector(cfg: ConnectorConfig, encoder_width: int, decoder_width: int, cross_width: int | None, sources: SourceCache) -> Connector:
+    if cfg.kind == "qformer":
+        return build_qformer(cfg, encoder_width, decoder_width, sources)
+    if cfg.kind == "mlp":
+        return MLPProjector(encoder_width, decoder_width, cfg.hidden_size)
+    if cfg.kind == "mapping_layer":
+        return MappingLayer(encoder_width, decoder_width, cfg.num_tokens, cfg.num_heads, cfg.mlp_ratio, cfg.dropout, cfg.num_layers)
+    if cfg.kind == "prefix_mapper":
+        return PrefixMapper(encoder_width, decoder_width, cfg.num_tokens, cfg.prefix_length, cfg.num_layers,
+                            cfg.num_heads, cfg.mlp_ratio, cfg.dropout)
+    if cfg.kind == "cross_attention":
+        if cross_width is None:
+            raise ConfigError("model.connector.kind=cross_attention needs a decoder with cross-attention (decoder.kind=bert_lm)")
+        return CrossAttentionBridge(encoder_width, cross_width)
+    if cfg.name and cfg.kind not in ("qformer",):
+        raise WeightsError(f"model.connector.name is only used by kind=qformer, not '{cfg.kind}'")
+    raise ConfigError(f"model.connector.kind '{cfg.kind}' is unknown; use qformer, mlp, mapping_layer, prefix_mapper or cross_attention")

@@ -1,0 +1,306 @@
+"""`ReportGenerator`: image encoder → connector → text decoder, built from a recipe.
+
+Sequence layout for causal decoders (what `forward` and `generate` feed as `inputs_embeds`):
+
+    [visual tokens (num_visual_tokens)] [soft prompt] [bos] [prompt text] [report ...] [eos] [pad ...]
+
+Labels are -100 everywhere except on the report and its eos, so the loss is the report's NLL.
+BLIP-style decoders (`bert_lm`) instead read the visual tokens through cross-attention
+(`encoder_hidden_states`) and the text sequence is [bos] [prompt] [report] [eos].
+
+Explain code finds the visual positions at `[0, num_visual_tokens)` of the self-attention maps
+(causal) or in `cross_attentions` (BLIP); `num_prefix_tokens` is where the text begins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from radgen.config import RecipeConfig
+from radgen.errors import ConfigError
+from radgen.models.peft import SoftPrompt, merge_lora
+
+
+@dataclass
+class GeneratedReport:
+    text: str
+    token_ids: list[int]
+    token_logprobs: list[float]  # log p(token | prefix) under the model, one per token id
+    tokens: list[str]
+
+
+@dataclass
+class ReportOutput:
+    loss: torch.Tensor | None
+    logits: torch.Tensor
+    attentions: tuple | None = None  # self-attention per layer (B, heads, L, L); visual tokens first
+    cross_attentions: tuple | None = None  # bert_lm only: (B, heads, text, visual)
+    num_visual_tokens: int = 0
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+COMPONENTS = ("encoder", "connector", "prompt", "decoder")
+
+
+class ReportGenerator(nn.Module):
+    """See the module docstring. Build with `radgen.models.build_model(recipe)`."""
+
+    def __init__(self, recipe: RecipeConfig, encoder: nn.Module, connector: nn.Module, decoder: nn.Module,
+                 tokenizer: Any, image_transform: Any, prompt: SoftPrompt | None = None):
+        super().__init__()
+        self.recipe = recipe
+        self.encoder = encoder
+        self.connector = connector
+        if prompt is not None:
+            self.prompt = prompt
+        self.decoder = decoder
+        self.tokenizer = tokenizer
+        self.image_transform = image_transform
+        self.is_causal = recipe.model.decoder.kind == "causal_lm"
+        self.touched: set[str] = set()  # parameters ever made trainable (saved with base_weights=False)
+        self.merged = False
+
+    # -- sizes --------------------------------------------------------------------------------------
+    @property
+    def num_visual_tokens(self) -> int:
+        return int(self.connector.num_tokens(self.encoder.num_tokens()))
+
+    @property
+    def num_soft_prompt_tokens(self) -> int:
+        return int(self.prompt.soft_prompt.shape[0]) if hasattr(self, "prompt") else 0
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Positions before the report in the causal sequence (visual + soft prompt + bos + prompt)."""
+        return (self.num_visual_tokens + self.num_soft_prompt_tokens if self.is_causal else 0) + len(self._prefix_ids())
+
+    # -- text ---------------------------------------------------------------------------------------
+    def _prefix_ids(self) -> list[int]:
+        tok = self.tokenizer
+        bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
+        prompt = self.recipe.model.decoder.prompt
+        return bos + (tok(prompt, add_special_tokens=False)["input_ids"] if prompt else [])
+
+    def _eos_id(self) -> int:
+        tok = self.tokenizer
+        eos = tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id
+        if eos is None:
+            raise ConfigError("the decoder's tokenizer has no eos/sep token; set decoder.tokenizer to one that has")
+        return int(eos)
+
+    def tokenize_reports(self, reports: list[str], max_tokens: int | None = None) -> dict[str, torch.Tensor]:
+        """[bos][prompt][report][eos] right-padded; labels -100 on bos, prompt and padding."""
+        tok = self.tokenizer
+        prefix = self._prefix_ids()
+        sep = " " if self.recipe.model.decoder.prompt else ""
+        eos = self._eos_id()
+        rows = []
+        for report in reports:
+            ids = tok(sep + report.strip(), add_special_tokens=False)["input_ids"]
+            if max_tokens is not None:
+                ids = ids[:max_tokens]
+            rows.append((prefix + ids + [eos], len(prefix)))
+        length = max(len(ids) for ids, _ in rows)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else eos
+        input_ids = torch.full((len(rows), length), pad, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
+        labels = torch.full((len(rows), length), -100, dtype=torch.long)
+        for row, (ids, n_prefix) in enumerate(rows):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            attention_mask[row, : len(ids)] = 1
+            labels[row, n_prefix: len(ids)] = torch.tensor(ids[n_prefix:])
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+    # -- vision -------------------------------------------------------------------------------------
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) → encoder features (B, N, D): what a frozen-encoder feature cache stores."""
+        return self.encoder(pixel_values.to(self._device()))
+
+    def visual_tokens(self, pixel_values: torch.Tensor | None = None, image_features: torch.Tensor | None = None) -> torch.Tensor:
+        if (pixel_values is None) == (image_features is None):
+            raise ValueError("pass exactly one of pixel_values / image_features")
+        features = self.encode_images(pixel_values) if pixel_values is not None else image_features.to(self._device())
+        return self.connector(features)
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def _embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.decoder.get_input_embeddings()(input_ids)
+
+    def _causal_inputs(self, visual: torch.Tensor, text_embeds: torch.Tensor, attention_mask: torch.Tensor):
+        parts = [visual.to(text_embeds.dtype)]
+        if hasattr(self, "prompt"):
+            parts.append(self.prompt(visual.shape[0]).to(text_embeds.dtype))
+        parts.append(text_embeds)
+        n_before = sum(p.shape[1] for p in parts[:-1])
+        ones = torch.ones(visual.shape[0], n_before, dtype=attention_mask.dtype, device=attention_mask.device)
+        return torch.cat(parts, dim=1), torch.cat([ones, attention_mask], dim=1), n_before
+
+    # -- training forward -----------------------------------------------------------------------------
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None,
+                pixel_values: torch.Tensor | None = None, image_features: torch.Tensor | None = None,
+                output_attentions: bool = False) -> ReportOutput:
+        device = self._device()
+        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+        labels = labels.to(device) if labels is not None else None
+        visual = self.visual_tokens(pixel_values, image_features)
+        if output_attentions:
+            with self._eager_attention():
+                return self._forward(input_ids, attention_mask, labels, visual, {"output_attentions": True})
+        return self._forward(input_ids, attention_mask, labels, visual, {})
+
+    @contextlib.contextmanager
+    def _eager_attention(self):
+        """SDPA kernels do not return attention maps: switch the decoder to eager attention for
+        this call only (explain stage), then back, so training keeps the fast kernels."""
+        base = self.decoder.get_base_model() if hasattr(self.decoder, "get_base_model") else self.decoder
+        previous = getattr(base.config, "_attn_implementation", None)
+        switch = previous not in (None, "eager") and hasattr(base, "set_attn_implementation")
+        if switch:
+            base.set_attn_implementation("eager")
+        try:
+            yield
+        finally:
+            if switch:
+                base.set_attn_implementation(previous)
+
+    def _forward(self, input_ids, attention_mask, labels, visual, extra) -> ReportOutput:
+        device = visual.device
+        if self.is_causal:
+            embeds, mask, n_before = self._causal_inputs(visual, self._embed(input_ids), attention_mask)
+            if labels is not None:
+                ignore = torch.full((labels.shape[0], n_before), -100, dtype=labels.dtype, device=device)
+                labels = torch.cat([ignore, labels], dim=1)
+            out = self.decoder(inputs_embeds=embeds, attention_mask=mask, labels=labels, return_dict=True, **extra)
+            return ReportOutput(out.loss, out.logits, getattr(out, "attentions", None), None, visual.shape[1])
+        encoder_mask = torch.ones(visual.shape[:2], dtype=torch.long, device=device)
+        out = self.decoder(input_ids=input_ids, attention_mask=attention_mask, encoder_hidden_states=visual,
+                           encoder_attention_mask=encoder_mask, labels=labels, return_dict=True, **extra)
+        return ReportOutput(out.loss, out.logits, getattr(out, "attentions", None), getattr(out, "cross_attentions", None), visual.shape[1])
+
+    # -- generation ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, pixel_values: torch.Tensor | None = None, image_features: torch.Tensor | None = None, num_beams: int = 3,
+                 max_new_tokens: int = 60, do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
+                 repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0) -> list[GeneratedReport]:
+        """Decode one report per image with the decoder's HF `generate` (KV cache on)."""
+        device = self._device()
+        visual = self.visual_tokens(pixel_values, image_features)
+        batch = visual.shape[0]
+        prefix = torch.tensor([self._prefix_ids()] * batch, dtype=torch.long, device=device)
+        eos, pad = self._eos_id(), self.tokenizer.pad_token_id
+        options = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=do_sample,
+                       repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
+                       eos_token_id=eos, pad_token_id=pad if pad is not None else eos, use_cache=True,
+                       return_dict_in_generate=True, output_scores=True, output_logits=True)
+        if do_sample:
+            options.update(temperature=temperature, top_p=top_p)
+        else:
+            options.update(temperature=None, top_p=None, top_k=None)  # silence sampling-flag warnings
+        if self.is_causal:
+            mask = torch.ones_like(prefix)
+            embeds, mask, _ = self._causal_inputs(visual, self._embed(prefix), mask)
+            out = self.decoder.generate(inputs_embeds=embeds, attention_mask=mask, **options)
+            new_tokens = out.sequences  # with inputs_embeds only, sequences hold the new tokens only
+            if new_tokens.shape[1] > len(out.scores):
+                new_tokens = new_tokens[:, -len(out.scores):]
+        else:
+            encoder_mask = torch.ones(visual.shape[:2], dtype=torch.long, device=device)
+            out = self.decoder.generate(input_ids=prefix, attention_mask=torch.ones_like(prefix), encoder_hidden_states=visual,
+                                        encoder_attention_mask=encoder_mask, **options)
+            new_tokens = out.sequences[:, prefix.shape[1]:]
+        logprobs = self._token_logprobs(out, new_tokens, num_beams)
+        return [self._report(new_tokens[i], logprobs[i], eos) for i in range(batch)]
+
+    def _token_logprobs(self, out: Any, new_tokens: torch.Tensor, num_beams: int) -> torch.Tensor:
+        """log p of each chosen token under the model (raw logits; beam search: HF's beam scores)."""
+        if num_beams > 1:
+            beam_indices = getattr(out, "beam_indices", None)
+            return self.decoder.compute_transition_scores(new_tokens, out.scores, beam_indices, normalize_logits=False).float().cpu()
+        steps = torch.stack(out.logits, dim=1).float().log_softmax(-1)  # (B, steps, V)
+        return steps.gather(-1, new_tokens[:, : steps.shape[1], None]).squeeze(-1).cpu()
+
+    def _report(self, ids: torch.Tensor, logprobs: torch.Tensor, eos: int) -> GeneratedReport:
+        ids_list = ids.tolist()
+        end = ids_list.index(eos) if eos in ids_list else len(ids_list)
+        ids_list = ids_list[:end]
+        special = set(self.tokenizer.all_special_ids)
+        keep = [i for i, t in enumerate(ids_list) if t not in special]
+        token_ids = [ids_list[i] for i in keep]
+        values = [float(logprobs[i]) for i in keep]
+        tokens = self.tokenizer.convert_ids_to_tokens(token_ids)
+        text = self.tokenizer.decode(token_ids, skip_special_tokens=True).strip()
+        return GeneratedReport(text=text, token_ids=token_ids, token_logprobs=values, tokens=tokens)
+
+    # -- training strategies ----------------------------------------------------------------------------
+    def set_trainable(self, patterns: list[str]) -> int:
+        """Freeze all, then unfreeze parameters whose component or name glob matches; returns the count.
+
+        A pattern is a component ("encoder", "connector", "prompt", "decoder") or an fnmatch glob over
+        parameter names ("decoder.*lora_*"). A pattern that matches nothing is a config error.
+        """
+        used = {pattern: False for pattern in patterns}
+        for name, param in self.named_parameters():
+            component = name.split(".", 1)[0]
+            hit = False
+            for pattern in patterns:
+                if pattern == component or fnmatch.fnmatchcase(name, pattern):
+                    used[pattern] = hit = True
+            param.requires_grad_(hit)
+            if hit:
+                self.touched.add(name)
+        unused = [p for p, ok in used.items() if not ok]
+        if unused:
+            raise ConfigError(f"stage train pattern(s) {unused} match no parameter of recipe '{self.recipe.name}' "
+                              f"(components: {', '.join(self.components())}; globs match names like 'decoder.*lora_*')")
+        return self.trainable_parameter_count()
+
+    def components(self) -> list[str]:
+        return [name for name in COMPONENTS if hasattr(self, name)]
+
+    def trainable_parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def parameter_counts(self) -> dict[str, tuple[int, int]]:
+        counts = {}
+        for name in self.components():
+            params = list(getattr(self, name).parameters())
+            counts[name] = (sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad))
+        return counts
+
+    def train(self, mode: bool = True) -> "ReportGenerator":
+        """Components with nothing to train stay in eval mode: a frozen CNN's batch-norm statistics
+        and a frozen tower's dropout must not change while the connector trains."""
+        super().train(mode)
+        if mode:
+            for name in self.components():
+                module = getattr(self, name)
+                if not any(p.requires_grad for p in module.parameters()):
+                    module.eval()
+        return self
+
+    def merge_adapters(self) -> None:
+        """Fold LoRA into the decoder weights for inference (identical outputs, no adapter overhead)."""
+        merged = merge_lora(self.decoder)
+        if merged is not self.decoder:
+            self.decoder = merged
+            self.merged = True
+
+    # -- persistence (implemented in radgen.models.persist) ----------------------------------------------
+    def save_pretrained(self, directory: str, base_weights: bool = True) -> None:
+        from radgen.models.persist import save_pretrained
+
+        save_pretrained(self, directory, base_weights=base_weights)
+
+    @classmethod
+    def from_pretrained(cls, directory: str, device: str | torch.device | None = None) -> "ReportGenerator":
+        from radgen.models.persist import load_pretrained
+
+        return load_pretrained(directory, device=device)

@@ -1,0 +1,206 @@
+"""Saving and loading a ReportGenerator as one folder.
+
+    DIR/radgen_config.yaml     the recipe (model built from it)
+    DIR/radgen_meta.json       what the weights file holds, architecture configs, image processor
+    DIR/model.safetensors      weights: all of them (base_weights=True) or only those not
+                               recoverable from their pretrained source (see below)
+    DIR/tokenizer/             the decoder's tokenizer
+
+base_weights=True: the folder is self-contained; loading builds every component at random from the
+saved architecture configs (no network, no hub id needed) and loads all weights.
+base_weights=False: only weights that differ from the pretrained sources are stored — components
+built without pretrained weights, adapters (LoRA / soft prompt / prefix), and every parameter that
+was ever trainable (`model.touched`) — and loading rebuilds the base from the recipe's sources
+first. This keeps the shipped radgen-small under a few MB.
+
+Writes go through radgen.io.atomic_dir: a crash never leaves a half-written model folder.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from radgen import __version__
+from radgen.config import RecipeConfig, from_dict, recipe_to_yaml
+from radgen.errors import WeightsError
+from radgen.io import atomic_dir
+from radgen.models.peft import is_adapter_key
+
+CONFIG_FILE = "radgen_config.yaml"
+META_FILE = "radgen_meta.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def _component(name: str) -> str:
+    return name.split(".", 1)[0]
+
+
+def _full_components(model) -> set[str]:
+    """Components whose weights do not come from a pretrained source."""
+    spec = model.recipe.model
+    full = {"prompt"}
+    if not spec.encoder.pretrained:
+        full.add("encoder")
+    if not (spec.connector.kind == "qformer" and spec.connector.name):
+        full.add("connector")
+    elif spec.encoder.projection_dim:
+        pass
+    if not spec.decoder.pretrained:
+        full.add("decoder")
+    return full
+
+
+def _keys_to_save(model, base_weights: bool) -> list[str]:
+    state_keys = list(model.state_dict().keys())
+    if base_weights:
+        return state_keys
+    full = _full_components(model)
+    touched_components = {_component(n) for n in model.touched}
+    keep = []
+    for key in state_keys:
+        component = _component(key)
+        # A touched component's buffers (batch-norm statistics) change with its weights.
+        if component in full or is_adapter_key(key) or key in model.touched or (component in touched_components and component == "encoder"):
+            keep.append(key)
+        elif "projection" in key and component == "encoder":
+            keep.append(key)  # a head radgen adds to a pretrained tower (MedCLIP-style projection)
+    return keep
+
+
+def _dedupe_shared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses tensors sharing memory (tied embeddings); keep the first name of each."""
+    seen: dict[tuple, str] = {}
+    out = {}
+    for key, tensor in state.items():
+        ident = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if ident in seen:
+            continue
+        seen[ident] = key
+        out[key] = tensor.detach().contiguous().cpu()
+    return out
+
+
+def _architectures(model) -> dict[str, Any]:
+    arch: dict[str, Any] = {}
+    enc = model.encoder
+    arch["processor"] = {"size": enc.image_size, "mean": list(enc.mean), "std": list(enc.std), "resize": enc.resize}
+    inner = getattr(enc, "model", None)
+    if hasattr(inner, "config") and hasattr(inner.config, "to_json_string"):
+        arch["encoder"] = json.loads(inner.config.to_json_string())
+    decoder = model.decoder
+    base = decoder.get_base_model() if hasattr(decoder, "get_base_model") else decoder
+    arch["decoder"] = json.loads(base.config.to_json_string())
+    qformer = getattr(model.connector, "qformer", None)
+    if qformer is not None:
+        arch["qformer"] = json.loads(qformer.config.to_json_string())
+    return arch
+
+
+def save_pretrained(model, directory: str | Path, base_weights: bool = True) -> None:
+    from safetensors.torch import save_file
+
+    if model.merged:
+        base_weights = True  # merged LoRA changed every targeted base weight
+    recipe = copy.deepcopy(model.recipe)
+    if model.merged:
+        recipe.model.peft.method = "none"
+    keys = set(_keys_to_save(model, base_weights))
+    state = {k: v for k, v in model.state_dict().items() if k in keys}
+    state = _dedupe_shared(state)
+    meta = {
+        "radgen_version": __version__,
+        "base_weights": base_weights,
+        "merged": model.merged,
+        "touched": sorted(model.touched),
+        "num_tensors": len(state),
+        "architectures": _architectures(model),
+    }
+    with atomic_dir(directory) as tmp:
+        (tmp / CONFIG_FILE).write_text(recipe_to_yaml(recipe))
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        model.tokenizer.save_pretrained(str(tmp / "tokenizer"))
+
+
+def _read(directory: Path) -> tuple[RecipeConfig, dict[str, Any]]:
+    config, meta = directory / CONFIG_FILE, directory / META_FILE
+    for path in (config, meta, directory / WEIGHTS_FILE):
+        if not path.is_file():
+            raise WeightsError(f"{directory}: not a radgen model folder ({path.name} missing); "
+                               "create one with ReportGenerator.save_pretrained or `radgen train`")
+    recipe = from_dict(RecipeConfig, yaml.safe_load(config.read_text()), str(config))
+    return recipe, json.loads(meta.read_text())
+
+
+def _self_contained_recipe(recipe: RecipeConfig, meta: dict[str, Any], directory: Path, scratch: Path) -> RecipeConfig:
+    """A copy of `recipe` that builds every component from the saved architecture configs."""
+    build = copy.deepcopy(recipe)
+    arch = meta["architectures"]
+    spec = build.model
+    spec.encoder.pretrained = False
+    spec.encoder.processor = {**spec.encoder.processor, **arch["processor"]}
+    if "encoder" in arch:
+        (scratch / "encoder").mkdir()
+        (scratch / "encoder" / "config.json").write_text(json.dumps(arch["encoder"]))
+        spec.encoder.name, spec.encoder.config = str(scratch / "encoder"), {}
+    if "qformer" in arch:
+        (scratch / "qformer").mkdir()
+        (scratch / "qformer" / "config.json").write_text(json.dumps(arch["qformer"]))
+        spec.connector.name, spec.connector.config = str(scratch / "qformer"), {"pretrained": False}
+    (scratch / "decoder").mkdir()
+    (scratch / "decoder" / "config.json").write_text(json.dumps(arch["decoder"]))
+    spec.decoder.name, spec.decoder.config, spec.decoder.gguf_file = str(scratch / "decoder"), {}, None
+    spec.decoder.pretrained = False
+    spec.decoder.load_in_8bit = spec.decoder.load_in_4bit = False
+    spec.decoder.tokenizer = str(directory / "tokenizer")
+    return build
+
+
+def load_pretrained(directory: str | Path, device: str | torch.device | None = None):
+    import tempfile
+
+    from safetensors.torch import load_file
+
+    from radgen.models.build import build_model
+
+    directory = Path(directory)
+    recipe, meta = _read(directory)
+    if meta.get("base_weights", True):
+        with tempfile.TemporaryDirectory() as scratch:
+            model = build_model(_self_contained_recipe(recipe, meta, directory, Path(scratch)))
+    else:
+        build = copy.deepcopy(recipe)
+        build.model.decoder.tokenizer = str(directory / "tokenizer")
+        model = build_model(build)
+    model.recipe = recipe
+    state = load_file(str(directory / WEIGHTS_FILE))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected:
+        raise WeightsError(f"{directory / WEIGHTS_FILE}: {len(unexpected)} weights do not belong to this recipe's model "
+                           f"(e.g. {unexpected[:3]}); was the folder written by another radgen version or recipe?")
+    if meta.get("base_weights", True):
+        _check_only_tied_missing(model, missing, state, directory)
+    model.touched = set(meta.get("touched", []))
+    model.requires_grad_(False)
+    model.eval()
+    if device is not None:
+        model.to(device)
+    return model
+
+
+def _check_only_tied_missing(model, missing: list[str], loaded: dict[str, torch.Tensor], directory: Path) -> None:
+    """With all weights saved, a missing key is fine only if it shares memory with a loaded one."""
+    if not missing:
+        return
+    state = model.state_dict()
+    loaded_ptrs = {state[k].untyped_storage().data_ptr() for k in loaded if k in state}
+    really_missing = [k for k in missing if state[k].untyped_storage().data_ptr() not in loaded_ptrs]
+    if really_missing:
+        raise WeightsError(f"{directory / WEIGHTS_FILE}: {len(really_missing)} weights missing (e.g. {really_missing[:3]}); "
+                           "the file is incomplete or from another recipe")
