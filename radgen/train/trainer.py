@@ -72,7 +72,8 @@ def make_accelerator(recipe: RecipeConfig) -> Any:
     if train.distributed == "fsdp" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # use_orig_params: frozen and trainable parameters may share an FSDP unit (LoRA, adapters)
         kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(use_orig_params=True)
-    return Accelerator(mixed_precision=_PRECISION[train.precision], gradient_accumulation_steps=train.grad_accum, **kwargs)
+    # cpu=True without CUDA: otherwise accelerate ignores a torchrun launch on CPU (no gloo process group)
+    return Accelerator(mixed_precision=_PRECISION[train.precision], gradient_accumulation_steps=train.grad_accum, cpu=not torch.cuda.is_available(), **kwargs)
 
 
 class Trainer:
@@ -280,6 +281,7 @@ class Trainer:
                 state.window_loss, state.window_steps = 0.0, 0
                 window_start, window_samples = time.perf_counter(), 0
 
+            paused = time.perf_counter()
             if val_set and (state.global_step % train_cfg.eval_every == 0 or last_of_stage):
                 self._evaluate(raw_model, model, val_set, collate, to_inputs, state, stage)
             if last_of_stage:
@@ -288,7 +290,7 @@ class Trainer:
                 state.epoch, state.step_in_epoch = 0, 0
             if state.global_step % train_cfg.save_every == 0 or last_of_stage or state.stopped_early:
                 self._save(raw_model, optimizer, scheduler, state)
-                window_start = time.perf_counter()  # saving is not training time
+            window_start += time.perf_counter() - paused  # evaluating and saving are not training throughput
             if os.environ.get(KILL_ENV) == str(state.global_step):
                 os.kill(os.getpid(), signal.SIGKILL)
             if state.stopped_early or last_of_stage:

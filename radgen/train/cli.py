@@ -1,0 +1,91 @@
+"""`radgen train`, `radgen sweep`, `radgen plot`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser("train", help="train a recipe (stages, checkpoints, resume, feature cache)",
+                                  description="Train CONFIG (a recipe name or YAML file). Overrides are dotted key=value pairs, "
+                                              "e.g. model.peft.r=8 train.optim.lr=1e-4 data.manifest=data/iu/manifest.jsonl.")
+    _common(train)
+    train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output-dir")
+    train.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps (smoke runs)")
+    train.set_defaults(func=run_train)
+
+    sweep = subparsers.add_parser("sweep", help="grid search scored by validation loss after N steps",
+                                  description="Train one short run per grid point and rank them by val loss "
+                                              "(seed 000 protocol: 250 steps). Trials already finished are reused.")
+    _common(sweep)
+    sweep.add_argument("--grid", nargs="+", action="extend", required=True, metavar="KEY=V1,V2",
+                       help="values to try, e.g. --grid model.peft.r=4,8,16 model.peft.alpha=16,32")
+    sweep.add_argument("--steps", type=int, default=250, help="optimizer steps per trial (default 250)")
+    sweep.add_argument("--gpus", default=None, help="comma-separated GPU ids: run trials in parallel, one process per GPU")
+    sweep.set_defaults(func=run_sweep)
+
+    plot = subparsers.add_parser("plot", help="loss / metric curves of a run as PNG")
+    plot.add_argument("run_dir", help="a run folder (holds metrics.jsonl)")
+    plot.add_argument("--out", default=None, help="output folder (default RUN_DIR/plots)")
+    plot.set_defaults(func=run_plot)
+
+
+class _Intermixed(argparse.ArgumentParser):
+    """Lets key=value overrides and --flags mix in any order (`radgen train cfg --size tiny a.b=1`).
+
+    Plain argparse assigns all positionals at the first positional chunk, so overrides placed
+    after a flag would be "unrecognized"; `parse_known_intermixed_args` handles that.
+    """
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._intermixing:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.__class__ = _Intermixed  # the subparser object is created by radgen.cli; only its parsing changes
+    parser.add_argument("config", help="recipe name (see radgen/configs) or path to a recipe YAML; name:variant selects a variant")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.optim.lr=1e-4")
+    parser.add_argument("--size", default=None, help="named size from the recipe's sizes (e.g. tiny)")
+    parser.add_argument("--output-dir", default=None, help="run folder (default train.output_dir)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from radgen.config import load_recipe
+    from radgen.train.trainer import train
+
+    recipe = load_recipe(args.config, args.overrides, size=args.size)
+    result = train(recipe, args.output_dir, resume=args.resume, max_steps=args.max_steps, progress=not args.no_progress)
+    best = f"best {result.best_metric:.4f} at step {result.best_step}" if result.best_metric is not None else "no validation split"
+    print(f"trained {result.global_step} steps in {result.seconds:.0f} s ({best}; {result.skipped_steps} non-finite steps skipped"
+          f"{'; stopped early' if result.stopped_early else ''}) → {Path(result.run_dir) / 'best'}")
+    return 0
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    from radgen.train.sweep import run_sweep as sweep
+
+    out = sweep(args.config, args.grid, args.overrides, size=args.size, steps=args.steps, output_dir=args.output_dir,
+                gpus=args.gpus.split(",") if args.gpus else None, progress=not args.no_progress)
+    print(out.read_text() if out.suffix == ".md" else out)
+    return 0
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    from radgen.train.plot import plot_run
+
+    for path in plot_run(args.run_dir, args.out):
+        print(path)
+    return 0
