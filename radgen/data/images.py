@@ -199,8 +199,6 @@ class ImageTransform:
             raise DataError("image std must be non-zero")
         self.size, self.channels, self.resize, self.interpolation = int(size), channels, resize, interpolation
         self.mean, self.std = mean, std
-        self._mean = torch.tensor(mean, dtype=torch.float32).view(channels, 1, 1)
-        self._std = torch.tensor(std, dtype=torch.float32).view(channels, 1, 1)
 
     def __repr__(self) -> str:
         return (
@@ -219,8 +217,13 @@ class ImageTransform:
         return image.crop((left, top, left + self.size, top + self.size))
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        image = image.convert("L" if self.channels == 1 else "RGB")
-        array = np.asarray(self._resize(image), dtype=np.float32) / 255.0
-        tensor = torch.from_numpy(array.copy())
-        tensor = tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)
-        return (tensor - self._mean) / self._std
+        # Grayscale is resized once and broadcast over the channels (3x less resize work than
+        # converting to RGB first); normalisation runs in numpy, avoiding torch's per-op overhead
+        # inside DataLoader workers.
+        gray = image.mode == "L" or self.channels == 1
+        image = image.convert("L") if gray else image.convert("RGB")
+        array = np.asarray(self._resize(image), dtype=np.float32) * np.float32(1.0 / 255.0)
+        array = array[None] if gray else array.transpose(2, 0, 1)
+        mean = np.asarray(self.mean, dtype=np.float32)[:, None, None]
+        scale = np.asarray([1.0 / s for s in self.std], dtype=np.float32)[:, None, None]
+        return torch.from_numpy(np.ascontiguousarray((array - mean) * scale))
