@@ -93,7 +93,8 @@ def _decode_dicom(data: bytes, path: str | os.PathLike) -> Image.Image:
         pixels = pixels[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
     values = apply_modality_lut(pixels, ds).astype(np.float64)
     if "VOILUTSequence" in ds:
-        gray = _stretch_to_uint8(apply_voi_lut(values, ds, prefer_lut=True))
+        # A LUT is indexed by integer values; pydicom warns (and may mis-index) on float input.
+        gray = _stretch_to_uint8(apply_voi_lut(np.rint(values).astype(np.int64), ds, prefer_lut=True))
     elif "WindowCenter" in ds and "WindowWidth" in ds:
         gray = apply_window(values, _first_value(ds.WindowCenter), _first_value(ds.WindowWidth))
     else:

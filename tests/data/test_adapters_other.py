@@ -28,6 +28,8 @@ def test_roco_csv_and_captions_txt_layouts(tmp_path):
     (root / "validation" / "radiology" / "captions.txt").write_text("ROCO_00010\t MRI of the knee.\nROCO_00011\t\n", encoding="utf-8")
     (root / "validation" / "radiology" / "dlinks.txt").write_text("ROCO_00010\twget http://x\tPMC10_k.jpg\n", encoding="utf-8")
     write_png(root / "validation" / "radiology" / "images" / "PMC10_k.jpg")
+    (root / "train" / "non-radiology").mkdir(parents=True)
+    (root / "train" / "non-radiology" / "captions.txt").write_text("ROCO_90000\t A photo.\n", encoding="utf-8")
     result = prepare("roco", root)
     studies = _by_id(result)
     assert set(studies) == {"ROCO_00001", "ROCO_00002", "ROCO_00010"}
@@ -35,7 +37,7 @@ def test_roco_csv_and_captions_txt_layouts(tmp_path):
     assert studies["ROCO_00001"].split == "train" and studies["ROCO_00010"].split == "val"
     assert studies["ROCO_00010"].images[0].path.endswith("validation/radiology/images/PMC10_k.jpg")
     assert studies["ROCO_00002"].images == []  # image file absent → text-only, counted
-    assert result.skipped == Counter({"duplicate ROCO id": 1, "no findings or impression text": 1})
+    assert result.skipped == Counter({"duplicate ROCO id": 1, "no findings or impression text": 1, "ROCO non-radiology subset": 1})
     assert result.notes["text-only: image files missing"] == 1
 
 

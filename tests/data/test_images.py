@@ -69,6 +69,24 @@ def test_dicom_rescale_and_window(tmp_path):
     assert np.asarray(load_image(path)).tolist() == [[0, 102], [128, 255]]
 
 
+def test_dicom_voi_lut_sequence_and_multi_valued_window(tmp_path):
+    import pydicom
+    from pydicom.dataset import Dataset
+
+    path = write_dicom(tmp_path / "lut.dcm", [[0, 1], [2, 3]])
+    ds = pydicom.dcmread(path)
+    lut = Dataset()
+    lut.add_new(0x00283002, "US", [4, 0, 8])  # LUTDescriptor: 4 entries, first input value 0, 8 bits
+    lut.add_new(0x00283006, "US", [0, 10, 20, 255])  # LUTData
+    ds.VOILUTSequence = [lut]
+    ds.save_as(path)
+    # value v → LUTData[v]; already spans 0..255, so the final stretch changes nothing
+    assert np.asarray(load_image(path)).tolist() == [[0, 10], [20, 255]]
+    # Several window presets: the first (c=1100, w=1001) is used → same as the single-window test.
+    multi = write_dicom(tmp_path / "multi.dcm", [[100, 550], [600, 1100]], slope=2, intercept=-100, window=([1100, 40], [1001, 400]))
+    assert np.asarray(load_image(multi)).tolist() == [[0, 102], [128, 255]]
+
+
 def test_dicom_monochrome1_is_inverted(tmp_path):
     path = write_dicom(tmp_path / "m1", [[100, 550], [600, 1100]], photometric="MONOCHROME1", slope=2, intercept=-100, window=(1100, 1001))
     # No suffix: detected by the 'DICM' magic. 255 minus the MONOCHROME2 result above.

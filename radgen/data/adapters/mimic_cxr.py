@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+from tqdm import tqdm
+
 from radgen.data.adapters.common import AdapterResult, canonical_split, canonical_view, read_csv_rows
 from radgen.data.study import ImageRef, Study
 from radgen.data.text import extract_sections
@@ -62,7 +64,8 @@ def load(root: str | Path) -> AdapterResult:
         images_of[key].append(ImageRef(str(path), canonical_view(view_of.get(dicom_id))))
         split_of[key] = canonical_split(row["split"])
 
-    for (subject_id, study_id), images in images_of.items():
+    # ~227k report files on the full dataset: show progress (disabled when stderr is not a terminal).
+    for (subject_id, study_id), images in tqdm(images_of.items(), desc="MIMIC-CXR reports", unit="study", disable=None):
         report_path = reports_root / _subject_dir(subject_id) / f"s{study_id}.txt"
         try:
             raw = report_path.read_bytes()

@@ -87,6 +87,7 @@ def load(root: str | Path) -> AdapterResult:
     result = AdapterResult()
     seen: set[str] = set()
     for caption_file in caption_files:
+        non_radiology = any(part.lower() in ("non-radiology", "nonradiology", "non_radiology") for part in caption_file.relative_to(root).parts)
         if caption_file.suffix == ".csv":
             try:
                 entries = _entries_from_csv(caption_file)
@@ -96,6 +97,11 @@ def load(root: str | Path) -> AdapterResult:
                 raise
         else:
             entries = _entries_from_captions_txt(caption_file)
+        if non_radiology:
+            # ROCO ships a non-radiology subset (photos, charts) beside the radiology one; it is not
+            # report-generation data. Counted, not silently ignored.
+            result.skip("ROCO non-radiology subset", caption_file.relative_to(root).as_posix(), count=len(entries))
+            continue
         split, image_dir = _split_from_path(caption_file, root), _image_dir(caption_file, root)
         for roco_id, name, caption in entries:
             if not roco_id:
