@@ -19,7 +19,9 @@ from pathlib import Path
 from radgen.errors import DataError
 
 # Modules whose register(data_subparsers) adds more `radgen data` subcommands.
-DATA_SUBCOMMAND_MODULES: list[str] = []
+DATA_SUBCOMMAND_MODULES: list[str] = [
+    "radgen.data.phantom.cli",  # radgen data phantom
+]
 
 
 def _prepare(args: argparse.Namespace) -> int:
