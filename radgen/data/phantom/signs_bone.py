@@ -29,21 +29,25 @@ class DegenerativeSpine(Renderer):
 
     def plan(self, term, geo, rng):
         heading = term.heading.lower()
-        if heading in ("arthritis",) and not term.has("thoracic vertebrae", "spine"):
-            return None
-        if heading in ("lumbar vertebrae", "cervical vertebrae"):
-            return None  # mostly outside a chest film's field of view
+        if heading == "arthritis" and not term.has("thoracic vertebrae", "spine"):
+            return {"kind": "shoulder", "inner": SHOULDER.plan(term, geo, rng)}
+        if heading == "cervical vertebrae":
+            return None  # mostly above a chest film's field of view
         if heading in ("thoracic vertebrae", "spine") and not term.has("degenerative") and term.severity == ():
             return None
-        if term.has("shoulder"):
-            return None
+        if term.has("shoulder", "humerus"):
+            return {"kind": "shoulder", "inner": SHOULDER.plan(term, geo, rng)}
         count = int(rng.integers(4, 8)) if term.has("multiple", "diffuse", "scattered") else int(rng.integers(2, 5))
         first = int(rng.integers(3, 11 - min(count, 7)))
+        if heading == "lumbar vertebrae" or term.has("lumbar vertebrae"):
+            count, first = min(count, 3), 12  # L1-L3 at the bottom of the film
         size = 0.018 + 0.02 * severity(term, 0.4)
         levels = [(first + k, rng.uniform(0.6, 1.2), rng.uniform(0.6, 1.2)) for k in range(count)]
         return {"levels": levels, "size": size}
 
     def draw(self, canvas, plan):
+        if plan.get("kind") == "shoulder":
+            return SHOULDER.draw(canvas, plan["inner"])
         paths, plates = [], []
         size = plan["size"]
         for index, left, right in plan["levels"]:
@@ -62,6 +66,38 @@ class DegenerativeSpine(Renderer):
         canvas.add += 0.3 * layer
         box = canvas.layer_box(layer, 0.1)
         return [(box, None)] if box else []
+
+
+@register("shoulder")
+class ShoulderArthritis(Renderer):
+    """Degenerative glenohumeral/AC joints: sclerotic, spurred humeral head margins."""
+
+    def plan(self, term, geo, rng):
+        if term.heading.lower() == "shoulder" and not term.has("degenerative"):
+            return None
+        return {"sides": side_of(term, rng, default_bilateral=True), "a": rng.uniform(-0.3, 0.3)}
+
+    def draw(self, canvas, plan):
+        if canvas.view != PA:
+            return []
+        marks = []
+        for side in plan["sides"]:
+            s = 1 if side == "left" else -1
+            cx, cy = s * 0.9, -0.74
+            rim = [(cx + 0.115 * np.cos(t), cy + 0.125 * np.sin(t)) for t in np.linspace(2.2 + plan["a"], 4.2 + plan["a"], 8)]
+            if s > 0:
+                rim = [(2 * cx - x, y) for x, y in rim]
+            layer = canvas.strokes([rim], 0.02, blur=0.8)
+            canvas.add += 0.3 * layer
+            spur = canvas.strokes([[(cx - s * 0.1, cy + 0.1), (cx - s * 0.14, cy + 0.13)]], 0.015, blur=0.6)
+            canvas.add += 0.35 * spur
+            box = canvas.layer_box(layer + spur, 0.1)
+            if box:
+                marks.append((box, side))
+        return marks
+
+
+SHOULDER = ShoulderArthritis()
 
 
 @register("scoliosis")

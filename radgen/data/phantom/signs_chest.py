@@ -25,10 +25,10 @@ def heart_box(canvas):
     return canvas.box(hz - rz, hy - ry, hz + rz, hy + ry * 0.8)
 
 
-@register("cardiomegaly", "cardiac shadow", "heart")
+@register("cardiomegaly", "cardiac shadow", "heart", "pericardial effusion")
 class Cardiomegaly(Renderer):
     def _enlarged(self, term):
-        return term.heading.lower() == "cardiomegaly" or term.has("enlarged")
+        return term.heading.lower() in ("cardiomegaly", "pericardial effusion") or term.has("enlarged")
 
     def adjust(self, body, term, rng):
         if not self._enlarged(term):
@@ -53,24 +53,26 @@ def knob_centre(body):
     return body.mediastinum_w * 0.6, -0.37
 
 
-@register("aorta", "aorta, thoracic")
+@register("aorta", "aorta, thoracic", "aortic aneurysm")
 class TortuousAorta(Renderer):
     """Unfolded/tortuous aorta: larger knob, descending aorta bulging into the left lung."""
 
     def adjust(self, body, term, rng):
-        if term.has("tortuous", "prominent", "enlarged", "dilatation"):
-            sev = severity(term, 0.5)
+        if term.has("tortuous", "prominent", "enlarged", "dilatation") or term.heading.lower() == "aortic aneurysm":
+            sev = 0.95 if term.heading.lower() == "aortic aneurysm" else severity(term, 0.5)
             body.knob_r *= 1.2 + 0.35 * sev
             body.aorta_tortuosity = 0.03 + 0.06 * sev
 
     def plan(self, term, geo, rng):
-        if term.has("tortuous", "prominent", "enlarged", "dilatation"):
+        if term.has("tortuous", "prominent", "enlarged", "dilatation") or term.heading.lower() == "aortic aneurysm":
             return {"bend": rng.uniform(0.8, 1.2)}
         if term.has("calcified", "calcinosis"):
             return AORTIC_CALCIFICATION.plan(term, geo, rng)
         return None
 
     def draw(self, canvas, plan):
+        if plan.get("kind") == "aorta":
+            return AORTIC_CALCIFICATION.draw(canvas, plan)
         b = canvas.body
         kx, ky = knob_centre(b)
         if canvas.view == PA:
@@ -262,3 +264,53 @@ class EpicardialFat(Renderer):
         canvas.air[win] *= 1.0 - 0.7 * pad
         box = canvas.layer_box(pad, 0.15, win)
         return [(box, plan["side"])] if box else []
+
+
+@register("pneumoperitoneum")
+class Pneumoperitoneum(Renderer):
+    """Free air under the hemidiaphragms: lucent crescents below the domes."""
+
+    def plan(self, term, geo, rng):
+        return {"sides": side_of(term, rng, default_bilateral=True), "h": 0.02 + 0.03 * severity(term, 0.5)}
+
+    def draw(self, canvas, plan):
+        marks = []
+        for side in plan["sides"]:
+            s = 1 if side == "left" else -1
+            if canvas.view == PA:
+                win = canvas.window(min(0.1 * s, 0.75 * s), 0.1, max(0.1 * s, 0.75 * s), 0.9)
+                X, Y = canvas.X[win], canvas.Y[win]
+                dome = canvas.diaphragm_y(X, side)
+                crescent = ramp(Y - dome - 0.012, 0.01) * ramp(dome + 0.012 + plan["h"] - Y, 0.012)
+                crescent *= ramp(np.abs(X) - 0.2, 0.05) * ramp(canvas.rib_cage_half_width(Y) - 0.08 - np.abs(X), 0.05)
+            else:
+                win = canvas.window(-0.6, 0.1, 0.2, 0.9)
+                Z, Y = canvas.X[win], canvas.Y[win]
+                dome = lateral_diaphragm_y(canvas, Z)
+                crescent = ramp(Y - dome - 0.012, 0.01) * ramp(dome + 0.012 + plan["h"] - Y, 0.012) * ramp(0.0 - Z, 0.1)
+            canvas.air[win] += 0.8 * crescent
+            box = canvas.layer_box(crescent, 0.2, win)
+            if box:
+                marks.append((box, side))
+            if canvas.view != PA:
+                break
+        return marks
+
+
+@register("nipple shadow")
+class NippleShadow(Renderer):
+    def plan(self, term, geo, rng):
+        return {"sides": side_of(term, rng, default_bilateral=True), "y": rng.uniform(0.15, 0.35), "x": rng.uniform(0.45, 0.6)}
+
+    def draw(self, canvas, plan):
+        if canvas.view != PA:
+            return []
+        marks = []
+        for side in plan["sides"]:
+            s = 1 if side == "left" else -1
+            x, y = s * plan["x"], plan["y"]
+            canvas.blob(canvas.add, x, y, 0.025, 0.022, 0.16, edge=0.3)
+            box = canvas.box(x - 0.03, y - 0.03, x + 0.03, y + 0.03)
+            if box:
+                marks.append((box, side))
+        return marks

@@ -39,10 +39,10 @@ class AirspaceOpacity(Renderer):
     def plan(self, term, geo, rng):
         if term.has("interstitial", "reticular"):
             return RETICULAR.plan(term, geo, rng)
-        if not _is_lung_term(term) and not term.has("retrocardiac", "paratracheal"):
-            return None  # e.g. "Opacity/soft tissue": not a lung finding we can place honestly
-        if term.heading.lower() == "density" and term.has("round"):
+        if term.heading.lower() == "density" and term.has("round") and not term.has("thorax", "mediastinum", "thoracic vertebrae"):
             return NODULE.plan(term, geo, rng)
+        if not _is_lung_term(term) and not term.has("retrocardiac", "paratracheal"):
+            return None  # e.g. "Opacity/ribs": not a lung finding we can place honestly
         if term.has("paratracheal"):
             side = side_of(term, rng)[0]
             return {"kind": "para", "side": side, "seed": int(rng.integers(SEED_SPACE))}
@@ -147,8 +147,8 @@ class Nodule(Renderer):
     def plan(self, term, geo, rng):
         heading = term.heading.lower()
         if heading == "granuloma" or term.has("calcified"):
-            return GRANULOMA.plan(term, geo, rng)
-        if not _is_lung_term(term):
+            return {"kind": "granuloma", "inner": GRANULOMA.plan(term, geo, rng)}
+        if not _is_lung_term(term) and not term.has("round"):
             return None
         count = int(rng.integers(3, 6)) if term.has("multiple", "scattered") else 1
         small = term.has("small")
@@ -165,6 +165,8 @@ class Nodule(Renderer):
         return {"kind": "nodule", "spots": spots, "amp": 0.3 if heading == "mass" else 0.24}
 
     def draw(self, canvas, plan):
+        if plan["kind"] == "granuloma":
+            return GRANULOMA.draw(canvas, plan["inner"])
         marks = []
         for spot, r, seed in plan["spots"]:
             cx, cy = project(canvas, spot)

@@ -71,6 +71,17 @@ TERMS = [
     "Pulmonary Artery/enlarged",
     "Mediastinum/enlarged",
     "Diaphragmatic Eventration/right",
+    "Density/round",
+    "Arthritis",
+    "Lumbar Vertebrae/degenerative/multiple",
+    "Pericardial Effusion",
+    "Aortic Aneurysm",
+    "Pneumoperitoneum",
+    "Nipple Shadow/bilateral",
+    "Lung/hilum/lymph nodes/bilateral/enlarged",
+    "Pulmonary Fibrosis/lung/base/bilateral",
+    "Fractures, Bone/thoracic vertebrae",
+    "Fractures, Bone/ribs/right/multiple",
 ]
 
 # The 25 most frequent IU X-Ray "Problems" after normal (from indiana_reports.csv), by heading.
