@@ -39,8 +39,10 @@ def _percentile(values: Sequence[int], q: float) -> float:
 def compute_stats(studies: Sequence[Study]) -> dict[str, Any]:
     splits = Counter(study.split or "none" for study in studies)
     views: dict[str, Counter] = {}
+    missing_views: Counter = Counter()
     for study in studies:
         views.setdefault(study.split or "none", Counter()).update(ref.view for ref in study.images)
+        missing_views.update(str(ref.get("view", "UNKNOWN")) for ref in study.meta.get("missing_images", []) if isinstance(ref, dict))
     lengths = {name: [len(study.report(name).split()) for study in studies] for name in ("findings", "impression")}
     chexpert = Counter()
     mesh = Counter()
@@ -57,6 +59,8 @@ def compute_stats(studies: Sequence[Study]) -> dict[str, Any]:
         "images": sum(len(study.images) for study in studies),
         "text_only_studies": sum(1 for study in studies if not study.images),
         "views": {split: {view: counter[view] for view in VIEWS if counter[view]} for split, counter in sorted(views.items())},
+        # Views of images the manifest lists but whose files were missing at prepare time.
+        "missing_image_views": {view: missing_views[view] for view in VIEWS if missing_views[view]},
         "report_words": {
             name: {
                 "empty": sum(1 for n in values if n == 0),
@@ -81,6 +85,8 @@ def format_stats(stats: dict[str, Any], title: str = "") -> str:
     for split, counts in stats["views"].items():
         if counts:
             lines.append(f"views ({split}): " + ", ".join(f"{view} {count}" for view, count in counts.items()))
+    if stats["missing_image_views"]:
+        lines.append("views of missing image files: " + ", ".join(f"{view} {count}" for view, count in stats["missing_image_views"].items()))
     for name, info in stats["report_words"].items():
         lines.append(
             f"{name} words: empty {info['empty']}, mean {info['mean']}, median {info['median']:g}, p95 {info['p95']:g}, max {info['max']}"
@@ -112,7 +118,12 @@ def plot_stats(stats: dict[str, Any], path: str | os.PathLike, title: str = "") 
     view_totals = Counter()
     for counts in stats["views"].values():
         view_totals.update(counts)
-    axes[0, 1].bar(list(view_totals) or ["(no images)"], list(view_totals.values()) or [0], color="tab:green")
+    names = sorted(set(view_totals) | set(stats["missing_image_views"]))
+    axes[0, 1].bar(names, [view_totals[name] for name in names], color="tab:green", label="on disk")
+    axes[0, 1].bar(names, [stats["missing_image_views"].get(name, 0) for name in names], bottom=[view_totals[name] for name in names],
+                   color="lightgray", label="file missing")
+    if names:
+        axes[0, 1].legend()
     axes[0, 1].set_title("images per view")
     for name, color in (("findings", "tab:orange"), ("impression", "tab:purple")):
         histogram = stats["report_words"][name]["histogram"]

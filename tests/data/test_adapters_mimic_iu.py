@@ -37,7 +37,8 @@ def test_mimic_parses_studies_sections_views_and_official_split(tmp_path):
     assert no_header.sections == {"findings": "PA and lateral views of the chest. No acute cardiopulmonary process."}
     assert no_header.meta["sections_from"] == "no_header"
     # Its only image file is absent: kept as a text-only study, counted, path remembered.
-    assert no_header.images == [] and no_header.meta["missing_images"][0].endswith("d8.jpg")
+    assert no_header.images == [] and no_header.meta["missing_images"][0]["path"].endswith("d8.jpg")
+    assert no_header.meta["missing_images"][0]["view"] == "PA"
     assert result.notes["text-only: image files missing"] == 1
 
 

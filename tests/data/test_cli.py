@@ -59,6 +59,8 @@ def test_stats_text_json_and_png(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "studies: 5  images: 4  text-only studies: 2" in text
     assert "views (" in text and "FRONTAL" in text
+    # Missing files: uid 2's lateral, uid 3's frontal, uid 5's lateral.
+    assert "views of missing image files: LATERAL 2, FRONTAL 1" in text
     stats = json.loads((tmp_path / "stats" / "stats.json").read_text())
     # Findings word counts of the five kept studies: 8, 2, 0, 6, 2 (uid 3 has impression only)
     assert stats["report_words"]["findings"]["empty"] == 1 and stats["report_words"]["findings"]["max"] == 8

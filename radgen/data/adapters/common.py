@@ -198,7 +198,7 @@ def filter_views(result: AdapterResult, views: Sequence[str] | None) -> None:
 
 
 def check_images(result: AdapterResult, require_images: bool) -> None:
-    """Remove image refs whose file does not exist (kept in meta['missing_images']).
+    """Remove image refs whose file does not exist (kept as {path, view} in meta['missing_images']).
 
     A study left with no image is kept as a text-only study (counted), or dropped when
     `require_images` is set (e.g. to build MIMIC "valid image-findings pairs").
@@ -210,7 +210,8 @@ def check_images(result: AdapterResult, require_images: bool) -> None:
         present = [ref for ref in study.images if os.path.isfile(ref.path)]
         missing = [ref.path for ref in study.images if not os.path.isfile(ref.path)]
         if missing:
-            study.meta["missing_images"] = missing
+            # Kept with their views, so stats still describe the study and the refs can be restored.
+            study.meta["missing_images"] = [ref.to_dict() for ref in study.images if not os.path.isfile(ref.path)]
             study.images = present
         if study.images:
             if missing:
