@@ -29,6 +29,8 @@ def _prepare(args: argparse.Namespace) -> int:
     from radgen.data.adapters.common import relativize_paths
     from radgen.data.study import write_manifest
 
+    if Path(args.out).is_dir():
+        raise DataError(f"--out {args.out} is a folder; give the manifest file to write, e.g. {Path(args.out) / 'manifest.jsonl'}")
     result = prepare(
         args.format, args.root, views=args.views, section=args.section, split_ratio=args.split_ratio,
         seed=args.seed, require_images=args.require_images,

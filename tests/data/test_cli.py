@@ -48,6 +48,8 @@ def test_prepare_errors_are_one_line_and_leave_old_manifest(tmp_path, capsys):
     assert out.read_text(encoding="utf-8") == '{"study_id": "old"}\n'
     assert main(["data", "prepare", "--format", "iu-xray-kaggle", "--root", str(empty), "--out", str(out), "--views", "SIDEWAYS"]) == 2
     assert "unknown view(s) SIDEWAYS" in capsys.readouterr().err
+    assert main(["data", "prepare", "--format", "iu-xray-kaggle", "--root", str(empty), "--out", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
 
 
 def test_stats_text_json_and_png(tmp_path, capsys):
