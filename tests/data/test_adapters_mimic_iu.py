@@ -9,7 +9,7 @@ from radgen.data.adapters.common import assign_splits
 from radgen.data.study import Study
 from radgen.errors import DataError
 
-from .builders import build_iu_kaggle, build_iu_openi, build_iu_r2gen, build_mimic
+from .builders import build_iu_kaggle, build_iu_openi, build_iu_r2gen, build_mimic, write_csv
 
 
 def _by_id(result):
@@ -56,6 +56,16 @@ def test_mimic_valid_image_findings_pairs_with_ap_pa_views(tmp_path):
     })
     lines = result.report_lines()
     assert any(line.startswith("warning: skipped 1 studies: no image with view in PA,AP (e.g. s57375967)") for line in lines)
+
+
+def test_mimic_image_without_metadata_gets_unknown_view(tmp_path):
+    root = build_mimic(tmp_path / "mimic")
+    write_csv(root / "mimic-cxr-2.0.0-metadata.csv.gz", ["dicom_id", "ViewPosition"], [["d1", "PA"], ["d2", "LATERAL"]], gz=True)
+    result = prepare("mimic-cxr", root)
+    studies = _by_id(result)
+    assert [ref.view for ref in studies["s53189527"].images] == ["UNKNOWN"]
+    # studies s53189527, s57375967, s51111111, s53333333 have images missing from the metadata file
+    assert result.notes["image(s) not in the metadata file (view UNKNOWN)"] == 4
 
 
 def test_mimic_missing_index_files_are_clear_errors(tmp_path):

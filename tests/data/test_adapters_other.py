@@ -82,7 +82,7 @@ def test_generic_csv_merges_rows_and_keeps_text_only(tmp_path):
     assert studies["A"].findings == "Heart normal." and studies["A"].split == "train"
     assert studies["B"].images == [] and studies["B"].split == "test"
     assert result.notes["text-only: study lists no images"] == 1
-    assert result.notes["rows merged into an earlier study with the same study_id"] == 1
+    assert result.notes["built from several rows with the same study_id"] == 1
     assert result.skipped == Counter({"no findings or impression text": 1})
 
 

@@ -161,3 +161,24 @@ def test_sections_impression_only_and_empty():
     assert extract_sections("   \n FINAL REPORT \n") == ({}, "empty")
     with pytest.raises(DataError, match="findings, impression, both"):
         select_section(sections, "summary")
+
+
+def test_sections_wet_read_notification_and_addendum():
+    text = (
+        "WET READ: ___ ___ 10:48 AM\n  Possible small left effusion.\n"
+        " ______________________________________________________________________________\n"
+        "                                 FINAL REPORT\n"
+        " FINDINGS:  Small left pleural effusion.\n\n"
+        " IMPRESSION:  Small left effusion.\n\n"
+        " NOTIFICATION:  Discussed with Dr. ___ at 11:00.\n\n"
+        " ADDENDUM:  Comparison was made.\n"
+        " IMPRESSION:  Unchanged small left effusion.\n"
+    )
+    sections, how = extract_sections(text)
+    assert how == "headers"
+    # The wet read and the underscore rule belong to WET READ (not kept); NOTIFICATION and ADDENDUM
+    # end the impression; the addendum's own IMPRESSION is appended.
+    assert sections == {
+        "findings": "Small left pleural effusion.",
+        "impression": "Small left effusion. Unchanged small left effusion.",
+    }

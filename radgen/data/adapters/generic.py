@@ -65,20 +65,22 @@ def _study_from_flat_row(row: dict[str, Any], number: int, base: Path) -> Study:
     )
 
 
-def _merge(result: AdapterResult, study: Study, index: dict[str, Study]) -> None:
+def _merge(result: AdapterResult, study: Study, index: dict[str, Study], merged: set[str]) -> None:
     if study.study_id in index:
         previous = index[study.study_id]
         previous.images.extend(study.images)
         for name, text in study.sections.items():
             previous.sections.setdefault(name, text)
-        result.note("rows merged into an earlier study with the same study_id", study.study_id)
+        if study.study_id not in merged:  # counted once per study, however many rows it spans
+            merged.add(study.study_id)
+            result.note("built from several rows with the same study_id", study.study_id)
         return
     index[study.study_id] = study
     result.studies.append(study)
 
 
 def _load_table(path: Path) -> AdapterResult:
-    result, index = AdapterResult(), {}
+    result, index, merged = AdapterResult(), {}, set()
     base = path.parent
     if path.suffix == ".csv":
         rows: list[dict] = read_csv_rows(path)
@@ -105,7 +107,7 @@ def _load_table(path: Path) -> AdapterResult:
                     ref.path = str(base / ref.path)
         else:
             study = _study_from_flat_row(row, number, base)
-        _merge(result, study, index)
+        _merge(result, study, index, merged)
     return result
 
 

@@ -55,11 +55,12 @@ def load(root: str | Path) -> AdapterResult:
 
     images_of: dict[tuple[str, str], list[ImageRef]] = defaultdict(list)
     split_of: dict[tuple[str, str], str | None] = {}
+    without_metadata: set[tuple[str, str]] = set()
     for row in split_rows:
         key = (row["subject_id"].strip(), row["study_id"].strip())
         dicom_id = row["dicom_id"].strip()
         if dicom_id not in view_of:
-            result.note("images not in the metadata file (view UNKNOWN)", dicom_id)
+            without_metadata.add(key)
         path = root / "files" / _subject_dir(key[0]) / f"s{key[1]}" / f"{dicom_id}.jpg"
         images_of[key].append(ImageRef(str(path), canonical_view(view_of.get(dicom_id))))
         split_of[key] = canonical_split(row["split"])
@@ -77,6 +78,8 @@ def load(root: str | Path) -> AdapterResult:
         except UnicodeDecodeError:
             result.skip("report not valid UTF-8", str(report_path))
             continue
+        if (subject_id, study_id) in without_metadata:
+            result.note("image(s) not in the metadata file (view UNKNOWN)", f"s{study_id}")
         sections, how = extract_sections(text)
         if how == "no_header":
             result.note("report without FINDINGS/IMPRESSION header (whole text used as findings)", f"s{study_id}")
