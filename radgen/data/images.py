@@ -77,6 +77,10 @@ def _decode_dicom(data: bytes, path: str | os.PathLike) -> Image.Image:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
     except (InvalidDicomError, EOFError, ValueError, OSError) as err:
         raise DataError(f"{path}: not a readable DICOM file ({err}); re-export it or remove it from the manifest") from None
+    # force=True (needed for raw datasets without the Part-10 header) "parses" any bytes into
+    # bogus elements; without the DICM magic, insist on at least one tag every image has.
+    if data[128:132] != b"DICM" and not any(name in ds for name in ("SOPClassUID", "Modality", "Rows", "PixelData")):
+        raise DataError(f"{path}: not a readable DICOM file (no DICOM header or image tags); re-export it or remove it from the manifest")
     if "PixelData" not in ds:
         raise DataError(f"{path}: DICOM has no PixelData (e.g. a structured report or header-only file); remove it from the manifest")
     try:

@@ -120,7 +120,7 @@ def test_missing_corrupt_truncated_and_empty_files(tmp_path):
     with pytest.raises(DataError, match="empty"):
         load_image(tmp_path / "empty.jpg")
     (tmp_path / "bad.dcm").write_bytes(b"\x00" * 10)
-    with pytest.raises(DataError, match=r"bad\.dcm"):
+    with pytest.raises(DataError, match=r"bad\.dcm: not a readable DICOM"):
         load_image(tmp_path / "bad.dcm")
 
 
