@@ -62,6 +62,7 @@ class ConnectorConfig:
     dropout: float = 0.0
     config: dict[str, Any] = field(default_factory=dict)  # kind-specific extras (e.g. Q-Former config)
     name: str | None = None  # pretrained connector weights (HF id / folder), e.g. BLIP-2's Q-Former
+    pretrained: bool = True  # with `name`: load its weights (false: random, shape from its config)
     prefix_length: int = 10  # prefix_mapper: learned prefix constants (ClipCap) = tokens handed on
     mlp_ratio: float = 4.0  # transformer MLP width / model width (ClipCap: 2.0)
 

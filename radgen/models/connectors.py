@@ -54,7 +54,7 @@ class QFormerConnector(Connector):
 def build_qformer(cfg: ConnectorConfig, encoder_width: int, decoder_width: int, sources: SourceCache) -> QFormerConnector:
     from transformers import Blip2QFormerConfig, Blip2QFormerModel
 
-    if cfg.name and cfg.config.get("pretrained", True) and not sources.meta:
+    if cfg.name and cfg.pretrained and not sources.meta:
         composite = sources.load("Blip2ForConditionalGeneration", cfg.name)
         return QFormerConnector(composite.qformer, composite.query_tokens, composite.language_projection)
     known = registry.known_architecture(registry.QFORMER_ARCHITECTURES, cfg.name) if cfg.name else None
@@ -65,7 +65,7 @@ def build_qformer(cfg: ConnectorConfig, encoder_width: int, decoder_width: int, 
         fields = data.get("qformer_config") or data  # a BLIP-2 checkpoint or a saved Q-Former config
     else:
         fields = {}
-    fields = {k: v for k, v in {**fields, **cfg.config}.items() if k not in ("pretrained", "model_type", "transformers_version")}
+    fields = {k: v for k, v in {**fields, **cfg.config}.items() if k not in ("model_type", "transformers_version", "architectures")}
     fields["encoder_hidden_size"] = encoder_width
     config = Blip2QFormerConfig(**fields)
     qformer = Blip2QFormerModel(config)

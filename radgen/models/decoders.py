@@ -159,6 +159,8 @@ def load_gguf_causal_lm(folder: str, gguf_file: str, dtype: Any) -> nn.Module:
     # from_pretrained(cache) expect quantised weights.
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+    model.hf_quantizer = None  # GGUF tensors were dequantised on load; nothing quantised remains
+    model.is_quantized = False
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
     with atomic_dir(cache) as tmp:
         model.save_pretrained(tmp)

@@ -256,7 +256,8 @@ class ReportGenerator(nn.Module):
             param.requires_grad_(hit)
             if hit:
                 self.touched.add(name)
-        unused = [p for p, ok in used.items() if not ok]
+        # a component without parameters (BLIP's cross-attention bridge) is a valid, empty match
+        unused = [p for p, ok in used.items() if not ok and p not in self.components()]
         if unused:
             raise ConfigError(f"stage train pattern(s) {unused} match no parameter of recipe '{self.recipe.name}' "
                               f"(components: {', '.join(self.components())}; globs match names like 'decoder.*lora_*')")

@@ -47,10 +47,8 @@ def _full_components(model) -> set[str]:
     full = {"prompt"}
     if not spec.encoder.pretrained:
         full.add("encoder")
-    if not (spec.connector.kind == "qformer" and spec.connector.name):
+    if not (spec.connector.kind == "qformer" and spec.connector.name and spec.connector.pretrained):
         full.add("connector")
-    elif spec.encoder.projection_dim:
-        pass
     if not spec.decoder.pretrained:
         full.add("decoder")
     return full
@@ -152,7 +150,7 @@ def _self_contained_recipe(recipe: RecipeConfig, meta: dict[str, Any], directory
     if "qformer" in arch:
         (scratch / "qformer").mkdir()
         (scratch / "qformer" / "config.json").write_text(json.dumps(arch["qformer"]))
-        spec.connector.name, spec.connector.config = str(scratch / "qformer"), {"pretrained": False}
+        spec.connector.name, spec.connector.config, spec.connector.pretrained = str(scratch / "qformer"), {}, False
     (scratch / "decoder").mkdir()
     (scratch / "decoder" / "config.json").write_text(json.dumps(arch["decoder"]))
     spec.decoder.name, spec.decoder.config, spec.decoder.gguf_file = str(scratch / "decoder"), {}, None

