@@ -12,7 +12,6 @@ one warm-up batch, best of --repeats passes. No cache: every image is decoded ev
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile

@@ -9,7 +9,6 @@ in the returned `AdapterResult`; nothing is dropped silently.
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,8 +23,6 @@ from radgen.data.adapters.common import (
     parse_views,
 )
 from radgen.errors import DataError
-
-logger = logging.getLogger(__name__)
 
 # format name -> "module:function" (imported lazily so one format's parser never slows another)
 FORMATS: dict[str, str] = {
