@@ -61,9 +61,10 @@ class AdapterResult:
             lines.append(f"warning: skipped {count} studies: {reason}{self._examples(reason)}")
         for reason, count in sorted(self.notes.items(), key=lambda item: (-item[1], item[0])):
             if reason.startswith("text-only"):
+                fix = "put the images at those paths, or " if "missing" in reason else ""
                 lines.append(
                     f"warning: {count} studies kept as text-only ({reason.removeprefix('text-only: ')}){self._examples(reason)}; "
-                    "put the images at those paths, or pass --require-images to drop such studies"
+                    f"{fix}pass --require-images to drop such studies"
                 )
             elif "missing" in reason:
                 lines.append(f"warning: {count} studies: {reason}{self._examples(reason)}")
