@@ -4,7 +4,9 @@
 
 Builds the manifest from ../shared/data/iu_xray_reports/indiana_reports.csv (all 2,902 studies,
 see phantom_common.py), then runs `radgen data phantom` (tqdm + process pool, PNG + manifest
-writes included) and prints one JSON line with wall time, seconds per image and per image-core.
+writes included) and prints one JSON line with wall time, seconds per image and per image-core,
+and the CPU seconds spent (own + worker processes), which stay meaningful when other jobs share
+the cores (the 1-minute load average before and after is printed too).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import sys
 import tempfile
 import time
@@ -23,6 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.phantom_common import DEFAULT_CSV, iu_studies  # noqa: E402
 from radgen.data.phantom import cli  # noqa: E402
 from radgen.data.study import write_manifest  # noqa: E402
+
+
+def _cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def main() -> None:
@@ -42,15 +50,20 @@ def main() -> None:
         argv = ["phantom", "--manifest", str(source), "--out", str(out), "--size", str(args.size), "--workers", str(args.workers)]
         top = argparse.ArgumentParser()
         cli.register(top.add_subparsers())
-        start = time.perf_counter()
+        load_before = os.getloadavg()[0]
+        start, cpu_start = time.perf_counter(), _cpu_seconds()
         parsed = top.parse_args(argv)
         parsed.func(parsed)
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
+        load_after = os.getloadavg()[0]
     images = 2 * len(studies)
     print(json.dumps({
         "studies": len(studies), "images": images, "size": args.size, "workers": args.workers,
         "wall_s": round(wall, 1), "s_per_image": round(wall / images, 4),
         "s_per_image_core": round(wall * args.workers / images, 4),
+        # CPU seconds actually spent (this process + workers): the cost without other load.
+        "cpu_s": round(cpu, 1), "cpu_s_per_image": round(cpu / images, 4),
+        "loadavg_1min": [round(load_before, 2), round(load_after, 2)],
         "cpu": platform.processor() or platform.machine(), "cores_visible": os.cpu_count(),
     }))
 

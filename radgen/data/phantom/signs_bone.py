@@ -29,6 +29,8 @@ class DegenerativeSpine(Renderer):
 
     def plan(self, term, geo, rng):
         heading = term.heading.lower()
+        if term.has("cervical vertebrae"):
+            return None  # the cervical spine is mostly above a chest film's field of view
         if heading == "arthritis" and not term.has("thoracic vertebrae", "spine"):
             return {"kind": "shoulder", "inner": SHOULDER.plan(term, geo, rng)}
         if heading == "cervical vertebrae":
