@@ -17,6 +17,7 @@ from radgen.errors import RadgenError
 # Modules that add subcommands, in the order `radgen --help` lists them.
 COMMAND_MODULES = [
     "radgen.data.cli",
+    "radgen.models.cli",  # radgen model info / list
     "radgen.train.cli",
     # each stage adds its module here
 ]
