@@ -1,0 +1,56 @@
+"""`radgen serve`: the REST API + web page on one machine.
+
+    radgen serve [--model DIR] [--host 127.0.0.1] [--port 8000] [--token TOKEN] [--max-batch 8]
+                 [--timeout 60] [--max-queue 32] [--max-upload-mb 20]
+
+Without --model the model shipped in the package (radgen/assets/default_model/) is served.
+The token may also come from the RADGEN_TOKEN environment variable (keeps it out of `ps`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from radgen.errors import RadgenError
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from radgen.serve.app import ServeSettings, create_app
+    from radgen.serve.inference import ReportService, resolve_model_dir
+
+    for name in ("max_batch", "max_queue", "timeout", "max_upload_mb"):
+        if getattr(args, name) <= 0:
+            raise RadgenError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    token = args.token or os.environ.get("RADGEN_TOKEN") or None
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not token:
+        print("radgen: warning: serving on a non-loopback address without --token; anyone on the network can use it",
+              file=sys.stderr)
+    model_dir = resolve_model_dir(args.model)
+    print(f"radgen: loading model from {model_dir}", file=sys.stderr)
+    service = ReportService.from_directory(model_dir, num_beams=args.num_beams, max_new_tokens=args.max_new_tokens)
+    settings = ServeSettings(token=token, max_batch=args.max_batch, max_queue=args.max_queue, timeout_s=args.timeout,
+                             max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+    app = create_app(service, settings)
+    print(f"radgen: serving on http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=True)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    serve = subparsers.add_parser("serve", help="REST API and web page that draft reports from images",
+                                  description="Serve a model: POST /v1/reports, GET /health, web page at /, OpenAPI at /docs.")
+    serve.add_argument("--model", default=None, help="model folder (default: the model shipped in radgen/assets/default_model)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' (or set RADGEN_TOKEN)")
+    serve.add_argument("--max-batch", type=int, default=8, help="most requests decoded together in one batch")
+    serve.add_argument("--max-queue", type=int, default=32, help="requests that may wait; more get 503")
+    serve.add_argument("--timeout", type=float, default=60.0, help="seconds a request may wait for its report; then 504")
+    serve.add_argument("--max-upload-mb", type=float, default=20.0, help="largest accepted upload; larger gets 413")
+    serve.add_argument("--num-beams", type=int, default=None, help="beam size (default: the recipe's generate.num_beams)")
+    serve.add_argument("--max-new-tokens", type=int, default=None, help="default: the recipe's generate.max_new_tokens")
+    serve.set_defaults(func=_serve)

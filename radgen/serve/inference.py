@@ -1,0 +1,223 @@
+"""What one request needs from the model: validated image → tensor → report JSON.
+
+Kept apart from the web layer so `radgen demo`, the load benchmark and tests use the same path.
+
+* `sniff_kind(data)`: the file type from magic bytes only (PNG, JPEG, DICOM's "DICM" at offset
+  128) — a filename or a client's Content-Type is never trusted.
+* `ReportService.prepare(data)`: sniff, decode with `radgen.data.images.decode_image` (DataError on
+  corrupt input or DICOM without pixels), apply the model's ImageTransform.
+* `ReportService.run_batch(jobs)`: one batched `model.generate`, then per report the sentences with
+  confidences and, when asked, an attention heatmap. Runs on the BatchQueue's worker thread only.
+
+Nothing here logs image content or DICOM header values (patient data): logs carry sizes, kinds
+and timings only.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from radgen.errors import DataError, WeightsError
+
+logger = logging.getLogger(__name__)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+JPEG_MAGIC = b"\xff\xd8\xff"
+DICOM_MAGIC_OFFSET = 128
+
+DISCLAIMER = ("Research software. Draft text from a machine-learning model for research and demonstration; "
+              "NOT a medical device and NOT for clinical use. A radiologist must write the report.")
+CARD_FILE = "model_card.json"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "default_model"
+
+
+def resolve_model_dir(model_dir: str | Path | None) -> Path:
+    """--model DIR (a model folder or a training run with best/), or the model shipped in the package."""
+    from radgen.generate.decode import resolve_model_dir as resolve_run_or_model
+
+    if model_dir is None:
+        if not (DEFAULT_MODEL_DIR / "radgen_config.yaml").is_file():
+            raise WeightsError(f"no default model shipped in this installation ({DEFAULT_MODEL_DIR} is missing); "
+                               "pass --model DIR with a trained model folder (e.g. a run's best/ folder)")
+        return DEFAULT_MODEL_DIR
+    if not Path(model_dir).is_dir():
+        raise WeightsError(f"{model_dir}: model folder not found; pass --model DIR with a folder written by save_pretrained (e.g. RUN/best)")
+    return resolve_run_or_model(model_dir)
+
+
+class UnsupportedMediaError(Exception):
+    """The bytes are not PNG, JPEG or DICOM (HTTP 415)."""
+
+
+def sniff_kind(data: bytes) -> str:
+    """'png' | 'jpeg' | 'dicom' from the leading bytes; UnsupportedMediaError otherwise."""
+    if data.startswith(PNG_MAGIC):
+        return "png"
+    if data.startswith(JPEG_MAGIC):
+        return "jpeg"
+    if data[DICOM_MAGIC_OFFSET:DICOM_MAGIC_OFFSET + 4] == b"DICM":
+        return "dicom"
+    raise UnsupportedMediaError(
+        "unsupported file type: expected PNG, JPEG or DICOM (Part 10, 'DICM' at byte 128); the file's content "
+        "was checked, not its name")
+
+
+# -------------------------------------------------------------------------------- model card
+def model_card(model: Any, model_dir: str | Path | None) -> dict[str, Any]:
+    """What the page and the API show about the model: recipe facts + DIR/model_card.json.
+
+    model_card.json is written by whoever trains/ships the model; its keys (e.g. "trained_on",
+    "intended_use", "limitations", "metrics") are passed through. A missing file is said plainly
+    rather than guessed.
+    """
+    recipe = model.recipe
+    card: dict[str, Any] = {
+        "name": recipe.name,
+        "description": recipe.description,
+        "architecture": {
+            "encoder": recipe.model.encoder.name or recipe.model.encoder.kind,
+            "connector": recipe.model.connector.kind,
+            "decoder": recipe.model.decoder.name,
+            "peft": recipe.model.peft.method,
+        },
+        "based_on": recipe.source,
+        "section": recipe.data.section,
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "trained_on": None,
+        "disclaimer": DISCLAIMER,
+    }
+    if model_dir is not None:
+        card["path"] = str(model_dir)
+        path = Path(model_dir) / CARD_FILE
+        if path.is_file():
+            try:
+                extra = json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as err:
+                raise WeightsError(f"{path}: not valid JSON ({err.msg}); fix or delete the model card") from None
+            if not isinstance(extra, dict):
+                raise WeightsError(f"{path}: expected a JSON object")
+            card.update({k: v for k, v in extra.items() if k != "disclaimer"})
+    if not card["trained_on"]:
+        card["trained_on"] = f"not recorded (no {CARD_FILE} in the model folder)"
+    return card
+
+
+# -------------------------------------------------------------------------------- report JSON
+def report_json(model: Any, report: Any) -> dict[str, Any]:
+    """Findings / Impression / sentences [{text, confidence}] / confidence for one GeneratedReport.
+
+    The sentence split and confidence (exp of the mean token log-probability) are the generation
+    stage's (`radgen.generate.prediction_row`), so the page shows what `radgen generate` writes.
+    """
+    from radgen.generate.decode import prediction_row
+
+    section = model.recipe.data.section if model.recipe.data.section in ("findings", "impression") else "findings"
+    row = prediction_row(model, "upload", report, section)
+    return {
+        "findings": row["findings"], "impression": row["impression"], "section": section,
+        "sentences": [{"text": s["text"], "confidence": s["confidence"]} for s in row["sentences"]],
+        "confidence": row["confidence"] if row["confidence"] is not None else 0.0,
+    }
+
+
+# -------------------------------------------------------------------------------- heatmap
+def overlay_png(image: Image.Image, heat: torch.Tensor, alpha: float = 0.45) -> bytes:
+    """Blend a (h, w) heatmap in [0, 1] over the grayscale image as a red-yellow overlay PNG."""
+    import numpy as np
+
+    base = image.convert("RGB")
+    heat = heat.detach().float().cpu()
+    heat = (heat - heat.min()) / (heat.max() - heat.min() + 1e-8)
+    small = Image.fromarray((heat.numpy() * 255).astype("uint8"), mode="L").resize(base.size, Image.Resampling.BICUBIC)
+    h = np.asarray(small, dtype=np.float32)[..., None] / 255.0
+    color = np.concatenate([np.ones_like(h), h, np.zeros_like(h)], axis=-1) * 255.0  # red → yellow
+    rgb = np.asarray(base, dtype=np.float32)
+    weight = alpha * h
+    blended = rgb * (1 - weight) + color * weight
+    buffer = io.BytesIO()
+    Image.fromarray(blended.clip(0, 255).astype("uint8"), mode="RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def attention_heatmap(model: Any, pixel_values: torch.Tensor, report: Any) -> torch.Tensor:
+    """(h, w) attention map of the generated report over the image, from radgen.explain."""
+    try:
+        from radgen.explain import attention_heatmap as explain_heatmap
+    except ImportError:
+        raise DataError("heatmaps need radgen.explain, which this installation lacks; request without heatmap=true") from None
+    return explain_heatmap(model, pixel_values, report)
+
+
+# -------------------------------------------------------------------------------- service
+@dataclass
+class Prepared:
+    """One validated upload: what the worker thread needs, nothing else (no DICOM header)."""
+
+    kind: str
+    image: Image.Image  # 8-bit grayscale as the model saw it before resizing
+    pixel_values: torch.Tensor  # (C, H, W)
+    heatmap: bool = False
+
+
+class ReportService:
+    """Wraps a ReportGenerator for serving: validation, batched generation, JSON."""
+
+    def __init__(self, model: Any, model_dir: str | Path | None = None, num_beams: int | None = None,
+                 max_new_tokens: int | None = None) -> None:
+        from radgen.generate.decode import GenerationSettings
+
+        self.model = model.eval()
+        self.model_dir = model_dir
+        # The recipe's generate: section; sampling is forced off so a page reload gives the same draft.
+        settings = GenerationSettings.from_recipe(model.recipe, num_beams=num_beams, max_new_tokens=max_new_tokens)
+        settings.do_sample = False
+        self.generate_options = settings.generate_kwargs()
+        self.card = model_card(model, model_dir)
+
+    @classmethod
+    def from_directory(cls, model_dir: str | Path, **options: Any) -> "ReportService":
+        """Load for inference (eval mode, LoRA merged) with `radgen.generate.load_model`."""
+        from radgen.generate.decode import load_model
+
+        path = resolve_model_dir(model_dir)
+        return cls(load_model(path), model_dir=path, **options)
+
+    def prepare(self, data: bytes, heatmap: bool = False) -> Prepared:
+        """Sniff + decode + transform; UnsupportedMediaError (415) or DataError (422)."""
+        from radgen.data.images import decode_image
+
+        kind = sniff_kind(data)
+        try:
+            image = decode_image(data, f"uploaded {kind.upper()} file")
+        except DataError as err:
+            if "no PixelData" in str(err):  # the data layer's hint ("remove it from the manifest") is for datasets
+                raise DataError("the uploaded DICOM file has no pixel data (a structured report or header-only file); "
+                                "upload a DICOM that contains the radiograph image") from None
+            raise
+        return Prepared(kind=kind, image=image, pixel_values=self.model.image_transform(image), heatmap=heatmap)
+
+    @torch.inference_mode()
+    def run_batch(self, jobs: list[Prepared]) -> list[dict[str, Any]]:
+        pixel_values = torch.stack([job.pixel_values for job in jobs])
+        reports = self.model.generate(pixel_values=pixel_values, **self.generate_options)
+        results = []
+        for job, pixels, report in zip(jobs, pixel_values, reports):
+            result = report_json(self.model, report)
+            if job.heatmap:
+                heat = attention_heatmap(self.model, pixels[None], report)
+                result["heatmap"] = base64.b64encode(overlay_png(job.image, heat)).decode("ascii")
+            results.append(result)
+        return results
+
+    def report_for_bytes(self, data: bytes, heatmap: bool = False) -> dict[str, Any]:
+        """One image, no queue (CLI / notebook use)."""
+        return self.run_batch([self.prepare(data, heatmap)])[0]

@@ -1,0 +1,113 @@
+"""REST API end to end through FastAPI's TestClient with a tiny saved model."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from fastapi.testclient import TestClient
+
+from radgen.serve import ServeSettings, create_app
+from tests.serve.tiny_model import dicom_bytes, jpeg_bytes, png_bytes
+
+
+@pytest.fixture(scope="module")
+def client(service):
+    with TestClient(create_app(service, ServeSettings(max_upload_bytes=200_000))) as test_client:
+        yield test_client
+
+
+def post(client, data: bytes, name: str = "x.png", headers=None, **form):
+    return client.post("/v1/reports", files={"file": (name, data, "application/octet-stream")}, data=form, headers=headers or {})
+
+
+def test_png_report_shape_and_card(client):
+    response = post(client, png_bytes())
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["section"] == "findings"
+    assert body["findings"] and body["impression"] == ""
+    assert body["sentences"], "a non-empty report has at least one sentence"
+    # Every sentence's text comes from the report, in order.
+    joined = " ".join(s["text"] for s in body["sentences"]).replace(" ", "")
+    assert joined == body["findings"].replace(" ", "")
+    for sentence in body["sentences"]:
+        assert 0.0 < sentence["confidence"] <= 1.0
+    assert 0.0 < body["confidence"] <= 1.0
+    assert "heatmap" not in body
+    card = body["model"]
+    assert card["name"] == "radgen-small"
+    assert card["trained_on"].startswith("nothing: random weights")  # from the test's model_card.json
+    assert "NOT for clinical use" in card["disclaimer"]
+
+
+def test_same_image_same_report_whatever_the_container(client, service):
+    """PNG, JPEG and DICOM all decode; the PNG result equals the service called directly (no batching drift)."""
+    direct = service.report_for_bytes(png_bytes())
+    via_api = post(client, png_bytes()).json()
+    assert via_api["findings"] == direct["findings"]
+    assert via_api["confidence"] == pytest.approx(direct["confidence"], abs=1e-5)
+    assert post(client, jpeg_bytes(), name="a.jpg").status_code == 200
+    assert post(client, dicom_bytes(), name="a.dcm").status_code == 200
+
+
+def test_content_is_sniffed_not_the_filename(client):
+    response = post(client, b"GIF89a" + b"\0" * 300, name="chest.png")
+    assert response.status_code == 415
+    assert "PNG, JPEG or DICOM" in response.json()["detail"]
+    # A real PNG named .txt is accepted.
+    assert post(client, png_bytes(), name="notes.txt").status_code == 200
+
+
+def test_corrupt_png_and_dicom_without_pixels_are_422(client):
+    truncated = png_bytes()[:60]
+    assert post(client, truncated).status_code == 422
+    response = post(client, dicom_bytes(with_pixels=False), name="sr.dcm")
+    assert response.status_code == 422
+    assert "no pixel data" in response.json()["detail"]
+
+
+def test_upload_over_the_limit_is_413(client):
+    big = png_bytes() + b"\0" * 300_000  # past max_upload_bytes and the multipart allowance
+    response = post(client, big)
+    assert response.status_code == 413
+    just_over = png_bytes() + b"\0" * (200_001 - len(png_bytes()))  # file over the limit, body within the allowance
+    response = post(client, just_over)
+    assert response.status_code == 413
+    assert "200000 bytes" in response.json()["detail"]
+
+
+def test_no_dicom_header_values_in_logs(client, caplog):
+    caplog.set_level(logging.DEBUG)
+    name = "Zyxwvut^Qwertyuiop"
+    assert post(client, dicom_bytes(patient_name=name), name="p.dcm").status_code == 200
+    assert post(client, dicom_bytes(patient_name=name, with_pixels=False), name="p.dcm").status_code == 422
+    assert caplog.records, "the request log must have been captured"
+    assert any("dicom" in record.getMessage() for record in caplog.records)
+    for secret in ("Zyxwvut", "Qwertyuiop", "MRN-123456", "19700101"):
+        assert secret not in caplog.text
+
+
+def test_health_openapi_and_page(client):
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["queue"]["max_batch"] == 8
+    spec = client.get("/openapi.json").json()
+    assert "/v1/reports" in spec["paths"]
+    schema_ref = spec["paths"]["/v1/reports"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert schema_ref  # the multipart file field is documented
+    assert client.get("/docs").status_code == 200
+    page = client.get("/").text
+    assert 'id="file-input"' in page and "/static/app.js" in page
+    # Offline: the page and its assets load nothing from another host.
+    for path in ("/", "/static/app.js", "/static/app.css"):
+        text = client.get(path).text
+        assert "http://" not in text and "https://" not in text and "//cdn" not in text
+
+
+def test_bearer_token(service):
+    with TestClient(create_app(service, ServeSettings(token="s3cret"))) as client:
+        assert post(client, png_bytes()).status_code == 401
+        assert post(client, png_bytes(), headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert client.get("/v1/model").status_code == 401
+        assert post(client, png_bytes(), headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert client.get("/health").status_code == 200  # liveness stays open for load balancers
