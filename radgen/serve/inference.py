@@ -126,35 +126,29 @@ def report_json(model: Any, report: Any) -> dict[str, Any]:
         "findings": row["findings"], "impression": row["impression"], "section": section,
         "sentences": [{"text": s["text"], "confidence": s["confidence"]} for s in row["sentences"]],
         "confidence": row["confidence"] if row["confidence"] is not None else 0.0,
+        "_spans": [tuple(s["token_span"]) for s in row["sentences"]],  # for the heatmap; not sent
     }
 
 
 # -------------------------------------------------------------------------------- heatmap
-def overlay_png(image: Image.Image, heat: torch.Tensor, alpha: float = 0.45) -> bytes:
-    """Blend a (h, w) heatmap in [0, 1] over the grayscale image as a red-yellow overlay PNG."""
-    import numpy as np
+def heatmap_png(model: Any, image: Image.Image, pixel_values: torch.Tensor, token_ids: list[int],
+                spans: list[tuple[int, int]]) -> tuple[bytes, str]:
+    """The whole report's attention over the image as an overlay PNG, and the method's name.
 
-    base = image.convert("RGB")
-    heat = heat.detach().float().cpu()
-    heat = (heat - heat.min()) / (heat.max() - heat.min() + 1e-8)
-    small = Image.fromarray((heat.numpy() * 255).astype("uint8"), mode="L").resize(base.size, Image.Resampling.BICUBIC)
-    h = np.asarray(small, dtype=np.float32)[..., None] / 255.0
-    color = np.concatenate([np.ones_like(h), h, np.zeros_like(h)], axis=-1) * 255.0  # red → yellow
-    rgb = np.asarray(base, dtype=np.float32)
-    weight = alpha * h
-    blended = rgb * (1 - weight) + color * weight
+    `radgen.explain.attention` does the work (per-recipe method: composed / cross / decoder
+    attention, or gradient × input); the report's map is the mean of its token maps (or of its
+    sentence maps for the gradient method), drawn over the uploaded image at its own size.
+    """
+    from radgen.explain.attention import explain, overlay, upsample
+
+    spans = spans or [(0, len(token_ids))]
+    result = explain(model, pixel_values, [list(token_ids)], [spans])[0]
+    heat = result.token_maps.mean(0) if result.token_maps is not None and len(result.token_maps) else \
+        sum(result.sentence_maps) / max(1, len(result.sentence_maps))
+    full = upsample(heat, image.size, model.image_transform.resize)
     buffer = io.BytesIO()
-    Image.fromarray(blended.clip(0, 255).astype("uint8"), mode="RGB").save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def attention_heatmap(model: Any, pixel_values: torch.Tensor, report: Any) -> torch.Tensor:
-    """(h, w) attention map of the generated report over the image, from radgen.explain."""
-    try:
-        from radgen.explain import attention_heatmap as explain_heatmap
-    except ImportError:
-        raise DataError("heatmaps need radgen.explain, which this installation lacks; request without heatmap=true") from None
-    return explain_heatmap(model, pixel_values, report)
+    overlay(image, full).save(buffer, format="PNG")
+    return buffer.getvalue(), result.method
 
 
 # -------------------------------------------------------------------------------- service
@@ -205,16 +199,20 @@ class ReportService:
             raise
         return Prepared(kind=kind, image=image, pixel_values=self.model.image_transform(image), heatmap=heatmap)
 
-    @torch.inference_mode()
     def run_batch(self, jobs: list[Prepared]) -> list[dict[str, Any]]:
         pixel_values = torch.stack([job.pixel_values for job in jobs])
-        reports = self.model.generate(pixel_values=pixel_values, **self.generate_options)
+        with torch.inference_mode():
+            reports = self.model.generate(pixel_values=pixel_values, **self.generate_options)
         results = []
         for job, pixels, report in zip(jobs, pixel_values, reports):
             result = report_json(self.model, report)
             if job.heatmap:
-                heat = attention_heatmap(self.model, pixels[None], report)
-                result["heatmap"] = base64.b64encode(overlay_png(job.image, heat)).decode("ascii")
+                # Outside inference_mode: the gradient fallback of radgen.explain needs autograd.
+                png, method = heatmap_png(self.model, job.image, pixels[None], report.token_ids, result.pop("_spans"))
+                result["heatmap"] = base64.b64encode(png).decode("ascii")
+                result["heatmap_method"] = method
+            else:
+                result.pop("_spans")
             results.append(result)
         return results
 

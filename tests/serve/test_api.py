@@ -111,3 +111,25 @@ def test_bearer_token(service):
         assert client.get("/v1/model").status_code == 401
         assert post(client, png_bytes(), headers={"Authorization": "Bearer s3cret"}).status_code == 200
         assert client.get("/health").status_code == 200  # liveness stays open for load balancers
+
+
+def test_heatmap_overlay_is_a_png_of_the_uploaded_size(client):
+    import base64
+    import io
+
+    from PIL import Image
+
+    from tests.serve.tiny_model import radiograph
+
+    source = radiograph(size=80)
+    response = post(client, png_bytes(source), heatmap="true")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    overlay = Image.open(io.BytesIO(base64.b64decode(body["heatmap"])))
+    assert overlay.format == "PNG" and overlay.size == source.size and overlay.mode == "RGB"
+    assert body["heatmap_method"] == "composed_attention"  # radgen-small: mapping-layer connector
+    # The overlay differs from the plain radiograph (something was painted on it).
+    plain = source.convert("RGB")
+    assert list(overlay.getdata()) != list(plain.getdata())
+    # The report is the same with or without the heatmap.
+    assert body["findings"] == post(client, png_bytes(source)).json()["findings"]

@@ -1,0 +1,158 @@
+"""The web page end to end in headless Chromium: `radgen serve` in a subprocess, Selenium drives
+the page (upload → draft report → attention overlay → copy/download), screenshot.
+
+Skipped only when Chromium/chromedriver or selenium are absent (CI installs them: see
+scripts/test.sh). RADGEN_SCREENSHOT=PATH also saves the final screenshot there (docs/images/).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.serve.tiny_model import png_bytes, radiograph
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None or CHROMEDRIVER is None,
+    reason="headless browser test needs Debian packages chromium and chromium-driver (apt-get install -y chromium chromium-driver)",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(model_dir, tmp_path_factory):
+    port = free_port()
+    log = tmp_path_factory.mktemp("serve") / "server.log"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    with open(log, "w") as handle:
+        process = subprocess.Popen([sys.executable, "-m", "radgen", "serve", "--model", str(model_dir), "--host", "127.0.0.1",
+                                    "--port", str(port)], cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"radgen serve did not start (exit {process.poll()}):\n{log.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium (dev extra) to run the browser test")
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="radgen-chromium-")
+    downloads = tempfile.mkdtemp(prefix="radgen-downloads-")
+    options = Options()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1280,980"):
+        options.add_argument(flag)
+    options.add_experimental_option("prefs", {"download.default_directory": downloads, "download.prompt_for_download": False})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.downloads = Path(downloads)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+        shutil.rmtree(downloads, ignore_errors=True)
+
+
+def test_upload_report_heatmap_copy_download_screenshot(server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, 60)
+    browser.get(server + "/")
+    # The model card loads with the page and says what the model was trained on.
+    trained_on = wait.until(ec.visibility_of_element_located((By.ID, "card-trained_on")))
+    assert "random weights" in trained_on.text
+    assert "NOT for clinical use" in browser.find_element(By.ID, "disclaimer").text
+
+    image_path = tmp_path / "chest.png"
+    image_path.write_bytes(png_bytes(radiograph(size=256)))
+    browser.find_element(By.ID, "file-input").send_keys(str(image_path))
+    wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "Draft report ready"))
+    findings = browser.find_element(By.ID, "findings")
+    sentences = findings.find_elements(By.CSS_SELECTOR, ".sentence")
+    assert sentences and findings.text.strip()
+    # Highlighting follows the threshold: 1.0 marks every sentence, 0 none.
+    threshold = browser.find_element(By.ID, "threshold")
+    browser.execute_script("arguments[0].value = '1'; arguments[0].dispatchEvent(new Event('input'));", threshold)
+    assert len(findings.find_elements(By.CSS_SELECTOR, ".sentence.low")) == len(findings.find_elements(By.CSS_SELECTOR, ".sentence"))
+    browser.execute_script("arguments[0].value = '0'; arguments[0].dispatchEvent(new Event('input'));", threshold)
+    assert not findings.find_elements(By.CSS_SELECTOR, ".sentence.low")
+    browser.execute_script("arguments[0].value = '0.5'; arguments[0].dispatchEvent(new Event('input'));", threshold)
+
+    toggle = browser.find_element(By.ID, "heatmap-toggle")
+    toggle.click()
+    overlay = wait.until(ec.visibility_of_element_located((By.ID, "overlay")))
+    assert overlay.get_attribute("src").startswith("data:image/png;base64,")
+    assert browser.execute_script("return arguments[0].naturalWidth", overlay) == 256
+    assert not browser.find_element(By.ID, "preview").is_displayed()
+
+    browser.find_element(By.ID, "download-button").click()
+    target = browser.downloads / "radgen-draft-report.txt"
+    deadline = time.monotonic() + 10
+    while not target.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    text = target.read_text()
+    assert text.startswith("FINDINGS:\n") and "Not for clinical use" in text
+    assert findings.text.split()[0] in text
+    browser.find_element(By.ID, "copy-button").click()
+    wait.until(ec.text_to_be_present_in_element((By.ID, "copy-status"), "Copied"))
+
+    shot = tmp_path / "serve_screenshot.png"
+    assert browser.save_screenshot(str(shot))
+    if os.environ.get("RADGEN_SCREENSHOT"):
+        from radgen.io import atomic_write_bytes
+
+        atomic_write_bytes(os.environ["RADGEN_SCREENSHOT"], shot.read_bytes())
+
+
+def test_wrong_file_shows_the_servers_message(server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(server + "/")
+    bad = tmp_path / "scan.png"
+    bad.write_bytes(b"GIF89a" + bytes(200))
+    browser.find_element(By.ID, "file-input").send_keys(str(bad))
+    WebDriverWait(browser, 30).until(ec.text_to_be_present_in_element((By.ID, "status"), "415"))
+    assert "PNG, JPEG or DICOM" in browser.find_element(By.ID, "status").text
