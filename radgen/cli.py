@@ -19,6 +19,8 @@ COMMAND_MODULES = [
     "radgen.data.cli",
     "radgen.models.cli",  # radgen model info / list
     "radgen.train.cli",
+    "radgen.generate.cli",
+    "radgen.explain.cli",
     "radgen.metrics.cli",
     "radgen.serve.cli",  # radgen serve, radgen demo
     # each stage adds its module here

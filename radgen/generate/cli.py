@@ -1,0 +1,100 @@
+"""`radgen generate` (batched, resumable report generation) and `radgen calibrate`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    gen = subparsers.add_parser(
+        "generate", help="generate reports for a manifest (batched, beam/greedy/sampling, resumable)",
+        description="Write one JSONL row per study: study_id, the generated section, token log-probs, sentences "
+                    "with confidence. Settings default to the recipe's generate: section. Re-running resumes: "
+                    "studies already in OUT (or OUT.partial) are skipped.")
+    add_model_arguments(gen)
+    gen.add_argument("--out", required=True, help="predictions JSONL to write")
+    gen.add_argument("--section", default="findings", choices=["findings", "impression"], help="section to generate (default findings)")
+    gen.add_argument("--num-beams", type=int, default=None, help="beam width (default: recipe, usually 3); 1 = greedy")
+    gen.add_argument("--greedy", action="store_true", help="same as --num-beams 1")
+    gen.add_argument("--max-new-tokens", type=int, default=None, help="default: recipe")
+    gen.add_argument("--sample", action="store_true", help="nucleus sampling instead of beam search")
+    gen.add_argument("--temperature", type=float, default=None, help="sampling temperature")
+    gen.add_argument("--top-p", type=float, default=None, help="sampling nucleus mass")
+    gen.add_argument("--repetition-penalty", type=float, default=None)
+    gen.add_argument("--no-repeat-ngram", type=int, default=None, help="forbid repeating n-grams of this size (0 = off)")
+    gen.add_argument("--batch-size", type=int, default=None, help="studies per batch (default: recipe, 16)")
+    gen.add_argument("--temperature-scale", default=None, metavar="T|calib.json",
+                     help="confidence temperature (a number or the calib.json of `radgen calibrate`); changes confidences only")
+    gen.add_argument("--seed", type=int, default=0, help="sampling seed (per batch, so resumed runs match)")
+    gen.add_argument("--overwrite", action="store_true", help="ignore earlier rows in OUT / OUT.partial and start again")
+    gen.set_defaults(func=run_generate)
+
+    cal = subparsers.add_parser(
+        "calibrate", help="ECE + reliability diagram of sentence confidence; fit the confidence temperature",
+        description="Score each generated sentence as correct when its CheXpert observations agree with the reference "
+                    "(study labels['chexpert'] if present, e.g. IU-Phantom's exact labels, else the labeler on the "
+                    "reference report), then report ECE, draw a reliability diagram and fit T on these (validation) predictions.")
+    cal.add_argument("--pred", required=True, help="predictions JSONL from `radgen generate` (validation split)")
+    cal.add_argument("--ref", required=True, help="manifest JSONL with the reference studies")
+    cal.add_argument("--out", required=True, help="calib.json to write (PNG next to it)")
+    cal.add_argument("--section", default="findings", choices=["findings", "impression"])
+    cal.add_argument("--bins", type=int, default=10, help="equal-width confidence bins (default 10)")
+    cal.set_defaults(func=run_calibrate)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model/--data/--split/--limit/--device/--no-merge-lora (shared with `radgen explain`)."""
+    parser.add_argument("--model", required=True, help="a save_pretrained folder or a training run folder (uses RUN/best)")
+    parser.add_argument("--data", required=True, help="manifest JSONL; relative image paths resolve against its folder")
+    parser.add_argument("--root", default=None, help="image root (default: the manifest's folder)")
+    parser.add_argument("--split", default=None, help="only studies of this split (e.g. test)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N studies")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--no-merge-lora", action="store_true", help="keep LoRA adapters separate (default: merge for inference)")
+
+
+def load_inputs(args: argparse.Namespace):
+    """(model, studies, root) from the shared arguments."""
+    import torch
+
+    from radgen.data.study import read_manifest
+    from radgen.generate.decode import load_model, select_studies
+
+    studies = select_studies(read_manifest(args.data), args.split, args.limit)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_model(args.model, device=device, merge_lora=not args.no_merge_lora)
+    root = args.root if args.root is not None else str(Path(args.data).parent)
+    return model, studies, root
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from radgen.generate.confidence import load_temperature
+    from radgen.generate.decode import generate_to_file
+
+    temperature_scale = load_temperature(args.temperature_scale)
+    model, studies, root = load_inputs(args)
+    settings = dict(num_beams=1 if args.greedy else args.num_beams, max_new_tokens=args.max_new_tokens,
+                    do_sample=True if args.sample else None, temperature=args.temperature, top_p=args.top_p,
+                    repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram,
+                    batch_size=args.batch_size)
+    if args.sample and args.num_beams is None:
+        settings["num_beams"] = 1
+    counts = generate_to_file(model, studies, args.out, root=root, overwrite=args.overwrite, section=args.section,
+                              confidence_temperature=temperature_scale, seed=args.seed, **settings)
+    print(f"generate: {counts['generated']} generated, {counts['skipped']} already done → {args.out}")
+    return 0
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from radgen.data.study import read_manifest
+    from radgen.generate.confidence import calibrate
+    from radgen.io import read_jsonl
+
+    result = calibrate(read_jsonl(args.pred), read_manifest(args.ref), args.out, section=args.section, n_bins=args.bins)
+    print(f"calibrate: {result['checkable']} sentences, accuracy {result['accuracy']:.3f}, ECE {result['ece']:.4f} "
+          f"→ T={result['temperature']:.3f}, ECE {result['ece_scaled']:.4f}; wrote {args.out} and {result['png']}")
+    return 0
