@@ -83,6 +83,8 @@ class Trainer:
     recipe's manifest (`data.manifest`, splits train / val). Tests and notebooks can pass their own.
     """
 
+    _wrapped: Any = None  # the model as prepared by accelerate (DDP/FSDP wrapper or the model itself)
+
     def __init__(
         self,
         recipe: RecipeConfig,
@@ -142,6 +144,9 @@ class Trainer:
             self.accelerator = make_accelerator(recipe)
         acc = self.accelerator
         resume_from = self._prepare_run_dir()
+        if resume_from is not None and acc.num_processes > 1 and train_cfg.distributed == "fsdp":
+            # optimizer states are sharded per process under FSDP and our checkpoints keep one copy
+            raise ConfigError("--resume under train.distributed=fsdp is not supported yet; resume with train.distributed=ddp or start a new run")
         # Seed before building: frozen weights are rebuilt (not saved) on resume, so init must repeat.
         set_seed(train_cfg.seed)
         raw_model = self._build_model().to(acc.device)
@@ -172,9 +177,9 @@ class Trainer:
             progress.close()
             self.metrics.close()
 
-        if acc.is_main_process and not (self.run_dir / "best").exists():
+        if not (self.run_dir / "best").exists():
             # no validation split: the last weights are the best we know
-            acc.unwrap_model(raw_model).save_pretrained(self.run_dir / "best")
+            self._save_best(raw_model)
         acc.wait_for_everyone()
         result = TrainResult(str(self.run_dir), state.global_step, state.skipped_steps, state.best_metric, state.best_step, state.stopped_early, self.last_eval, time.perf_counter() - started)
         if acc.is_main_process:
@@ -194,6 +199,7 @@ class Trainer:
         optimizer = build_optimizer(raw_model, stage, train_cfg)
         scheduler = build_scheduler(optimizer, stage, train_cfg)
         model, optimizer = acc.prepare(raw_model, optimizer)
+        self._wrapped = model
         set_train_mode(acc.unwrap_model(model))
         stage_plan = BatchPlan(plan.num_examples, plan.batch_size, plan.grad_accum, plan.world_size, plan.rank, plan.seed, stage.index)
 
@@ -359,8 +365,7 @@ class Trainer:
         improved = math.isfinite(value) and (state.best_metric is None or (value < state.best_metric if lower_better else value > state.best_metric))
         if improved:
             state.best_metric, state.best_step, state.bad_evals = value, state.global_step, 0
-            if acc.is_main_process:
-                acc.unwrap_model(raw_model).save_pretrained(self.run_dir / "best")
+            self._save_best(raw_model)
         else:
             state.bad_evals += 1
             patience = train_cfg.early_stopping_patience
@@ -379,10 +384,35 @@ class Trainer:
 
         rng = ckpt.capture_rng()
         rng_states = gather_object([rng]) if acc.num_processes > 1 else [rng]
+        with self._full_params():
+            model_state = ckpt.trainable_state(raw_model, state.trained_names) if acc.is_main_process else None
         if acc.is_main_process:
-            model_state = ckpt.trainable_state(acc.unwrap_model(raw_model), state.trained_names)
             ckpt.save_checkpoint(self.run_dir, state, model_state, optimizer.optimizer, scheduler, acc.scaler, rng_states, self.recipe.train.keep_checkpoints)
         acc.wait_for_everyone()
+
+
+    def _save_best(self, raw_model: torch.nn.Module) -> None:
+        """RUN/best: a ReportGenerator.save_pretrained folder (every process joins an FSDP gather first)."""
+        with self._full_params():
+            if self.accelerator.is_main_process:
+                raw_model.save_pretrained(self.run_dir / "best")
+        self.accelerator.wait_for_everyone()
+
+    def _full_params(self) -> Any:
+        """Under FSDP, materialise full (unsharded) parameters on the main process for saving; else a no-op.
+
+        Not exercised by the test suite (no multi-GPU machine); DDP and single-process paths are.
+        """
+        import contextlib
+
+        wrapped = self._wrapped
+        try:
+            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+        except ImportError:  # torch built without distributed
+            return contextlib.nullcontext()
+        if not isinstance(wrapped, FSDP):
+            return contextlib.nullcontext()
+        return FSDP.summon_full_params(wrapped, writeback=False, rank0_only=True, offload_to_cpu=True)
 
 
 class _MicroBatches(torch.utils.data.Sampler):
