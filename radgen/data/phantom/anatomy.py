@@ -283,6 +283,18 @@ def lung_air_profile(canvas: Canvas) -> None:
     win, knob = canvas.ellipse(b.mediastinum_w * 0.6, -0.37, b.knob_r * 1.6, b.knob_r, edge=0.15)
     if win is not None:
         canvas.lung[win] *= 1.0 - knob
+    # Pulmonary trunk and left atrial appendage: the left border runs on from the knob to the heart.
+    # (A straight, slightly concave border from below the knob to the upper left heart border.)
+    hx, hy, hrx, hry = canvas.heart_geometry()
+    y0, y1 = -0.33, hy - hry * 0.45
+    x0, x1 = b.mediastinum_w * 1.15 + b.knob_r * 0.5, hx + hrx * 0.8
+    win = canvas.window(0.0, y0 - 0.02, x1 + 0.05, y1 + 0.02)
+    if win is not None and y1 > y0:
+        Xw, Yw = canvas.X[win], canvas.Y[win]
+        t = np.clip((Yw - y0) / (y1 - y0), 0.0, 1.0)
+        border = x0 + (x1 - x0) * t**1.6
+        trunk = ramp(border - Xw, 0.015) * ramp(Yw - y0, 0.03) * ramp(y1 + 0.05 - Yw, 0.05)
+        canvas.lung[win] *= 1.0 - trunk
     # Lungs are thickest mid-field and thin towards the chest wall and the apices.
     thickness = (0.7 + 0.3 * np.clip(1.0 - ((ax - 0.42) / 0.5) ** 2, 0.0, 1.0)) * (1.0 - 0.25 * np.clip(Y / 0.5, 0.0, 1.0))
     canvas.air = canvas.lung * thickness
