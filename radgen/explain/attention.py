@@ -1,0 +1,278 @@
+"""Where a generated report looks: token → image-region maps and the share of attention on the image.
+
+Given an image and a report (generated, or any text), one teacher-forced forward pass with
+attention maps reproduces the attention the decoder paid while emitting each token: the row of
+the position *before* a token is the query that predicted it. From there, per recipe:
+
+- ``decoder_attention`` (LLaVA `mlp` projector): visual tokens are the encoder's patch tokens, so
+  the decoder's attention over them (mean over heads and layers) is already a map on the grid.
+- ``cross_attention`` (BLIP `bert_lm`): the decoder's cross-attentions over the encoder's patch
+  tokens, mean over heads and layers.
+- ``composed_attention`` (`mapping_layer`, `qformer`): visual tokens are learned queries, not
+  places. Decoder attention over the queries (T × Q) is multiplied by the connector's own
+  cross-attention of each query over the encoder grid (Q × N, mean over heads and its layers),
+  captured with forward hooks (mapping layer: `need_weights` forced on its `nn.MultiheadAttention`)
+  or the Q-Former's `cross_attentions` (eager attention for this call only).
+- ``grad_x_input`` (fallback, e.g. the ClipCap `prefix_mapper`, whose single pooled embedding
+  carries no position): gradient × input on the encoder's feature map for the log-probability of
+  the sentence's tokens (Grad-CAM style, ReLU of the channel sum per location).
+
+Every output names the method used. Maps are (h, w) arrays over the encoder's square patch grid;
+`overlay` paints one over the radiograph the model saw.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+COMPOSED = {"mapping_layer", "qformer"}
+DIRECT = {"mlp", "cross_attention"}
+
+
+@dataclass
+class Explanation:
+    """Per-token maps of one report over one image."""
+
+    method: str
+    grid: tuple[int, int]
+    token_maps: np.ndarray | None  # (T, h, w) for attention methods; None for grad_x_input
+    sentence_maps: list[np.ndarray]  # one (h, w) per sentence
+    visual_share: list[float] | None  # per decoder layer: mean attention mass on visual tokens (causal decoders)
+    notes: list[str] = field(default_factory=list)
+
+
+# -- geometry -----------------------------------------------------------------------------------------
+
+def encoder_grid(num_tokens: int) -> tuple[int, int] | None:
+    """(offset, side): patch tokens start at `offset` (1 when a CLS token leads) and form side × side."""
+    for offset in (0, 1):
+        side = math.isqrt(num_tokens - offset) if num_tokens > offset else 0
+        if side > 1 and side * side == num_tokens - offset:
+            return offset, side
+    return None
+
+
+# -- teacher forcing --------------------------------------------------------------------------------
+
+def prefix_ids(model: Any) -> list[int]:
+    """[bos] + prompt ids, as ReportGenerator lays them out (its private `_prefix_ids`)."""
+    return list(model._prefix_ids())
+
+
+def teacher_forced_batch(model: Any, token_ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """[prefix][report tokens][eos] right-padded, for a forward pass over given (generated) token ids."""
+    prefix = prefix_ids(model)
+    eos = model._eos_id()
+    rows = [prefix + list(ids) + [eos] for ids in token_ids]
+    length = max(len(r) for r in rows)
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else eos
+    input_ids = torch.full((len(rows), length), pad, dtype=torch.long)
+    mask = torch.zeros_like(input_ids)
+    for i, row in enumerate(rows):
+        input_ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+    return input_ids, mask
+
+
+def report_query_rows(model: Any, num_tokens: int) -> list[int]:
+    """Sequence positions whose outputs predicted report tokens 0..num_tokens-1."""
+    start = model.num_prefix_tokens  # first report position (visual + soft prompt + prefix for causal decoders)
+    return [start - 1 + i for i in range(num_tokens)]
+
+
+# -- connector attention over the encoder grid ------------------------------------------------------
+
+@contextlib.contextmanager
+def _eager(module: Any):
+    config = getattr(module, "config", None)
+    previous = getattr(config, "_attn_implementation", None)
+    switch = previous not in (None, "eager") and hasattr(module, "set_attn_implementation")
+    if switch:
+        module.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        if switch:
+            module.set_attn_implementation(previous)
+
+
+def _mapping_layer_attention(connector: Any, features: torch.Tensor) -> torch.Tensor:
+    """(B, Q, N): the mapping layer's query → encoder-token cross-attention, mean over heads and layers.
+
+    nn.TransformerDecoderLayer calls its `multihead_attn` with need_weights=False; a pre-hook turns
+    the weights on (averaged over heads) and a forward hook keeps them.
+    """
+    captured: list[torch.Tensor] = []
+
+    def pre(module, args, kwargs):
+        kwargs["need_weights"] = True
+        kwargs["average_attn_weights"] = True
+        return args, kwargs
+
+    def post(module, args, kwargs, output):
+        captured.append(output[1].detach())
+
+    handles = []
+    for layer in connector.layers.layers:
+        handles.append(layer.multihead_attn.register_forward_pre_hook(pre, with_kwargs=True))
+        handles.append(layer.multihead_attn.register_forward_hook(post, with_kwargs=True))
+    try:
+        connector(features)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return torch.stack(captured).mean(0).float()
+
+
+def _qformer_attention(connector: Any, features: torch.Tensor) -> torch.Tensor:
+    queries = connector.query_tokens.expand(features.shape[0], -1, -1)
+    mask = torch.ones(features.shape[:2], dtype=torch.long, device=features.device)
+    with _eager(connector.qformer):
+        out = connector.qformer(query_embeds=queries, encoder_hidden_states=features.to(queries.dtype), encoder_attention_mask=mask,
+                                output_attentions=True, return_dict=True)
+    maps = [a.float().mean(1) for a in (out.cross_attentions or ()) if a is not None]  # each (B, Q, N)
+    if not maps:
+        raise RuntimeError("the Q-Former returned no cross-attentions")
+    return torch.stack(maps).mean(0)
+
+
+def connector_attention(model: Any, features: torch.Tensor) -> torch.Tensor | None:
+    """(B, Q, N) map from visual tokens to encoder tokens, or None when the connector has no spatial link."""
+    kind = model.recipe.model.connector.kind
+    if kind in DIRECT:
+        eye = torch.eye(features.shape[1], device=features.device)
+        return eye.unsqueeze(0).expand(features.shape[0], -1, -1)
+    if kind == "mapping_layer":
+        return _mapping_layer_attention(model.connector, features)
+    if kind == "qformer":
+        return _qformer_attention(model.connector, features)
+    return None
+
+
+# -- decoder attention ------------------------------------------------------------------------------
+
+def decoder_maps(model: Any, features: torch.Tensor, token_ids: list[list[int]]) -> tuple[list[torch.Tensor], list[list[float]] | None]:
+    """Per report: (T, Q) attention of each token's query over the visual tokens (mean over heads and
+    layers), and per layer the mean share of attention mass on the visual tokens (causal only)."""
+    input_ids, mask = teacher_forced_batch(model, token_ids)
+    with torch.no_grad():
+        out = model(input_ids, mask, image_features=features, output_attentions=True)
+    n_visual = out.num_visual_tokens
+    maps, shares = [], []
+    for b, ids in enumerate(token_ids):
+        rows = report_query_rows(model, len(ids))
+        if model.is_causal:
+            layers = torch.stack([a[b].float().mean(0) for a in out.attentions])  # (layers, L, L)
+            selected = layers[:, rows, :]  # (layers, T, L)
+            maps.append(selected[:, :, :n_visual].mean(0))
+            shares.append(selected[:, :, :n_visual].sum(-1).mean(-1).tolist() if rows else [0.0] * len(layers))
+        else:
+            layers = torch.stack([a[b].float().mean(0) for a in out.cross_attentions])  # (layers, text, N)
+            maps.append(layers[:, rows, :].mean(0))
+    return maps, (shares if model.is_causal else None)
+
+
+def _sentence_grad_x_input(model: Any, features: torch.Tensor, ids: list[int], spans: list[tuple[int, int]]) -> list[torch.Tensor]:
+    """Gradient × input on the encoder features for each sentence's summed token log-probability."""
+    input_ids, mask = teacher_forced_batch(model, [ids])
+    rows = report_query_rows(model, len(ids))
+    targets = torch.tensor(ids, dtype=torch.long)
+    saliency = []
+    for start, end in spans:
+        feats = features.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            out = model(input_ids, mask, image_features=feats)
+            logprobs = out.logits[0, rows].float().log_softmax(-1)
+            score = logprobs[torch.arange(start, end), targets[start:end].to(logprobs.device)].sum()
+            (grad,) = torch.autograd.grad(score, feats)
+        saliency.append((grad * feats.detach()).sum(-1)[0].clamp(min=0).float())  # (N,)
+    return saliency
+
+
+def _to_grid(values: torch.Tensor, offset: int, side: int) -> np.ndarray:
+    return values[..., offset: offset + side * side].reshape(*values.shape[:-1], side, side).cpu().numpy()
+
+
+def explain(model: Any, pixel_values: torch.Tensor, token_ids: list[list[int]], spans: list[list[tuple[int, int]]],
+            force_gradient: bool = False) -> list[Explanation]:
+    """Explain a batch: pixel_values (B, C, H, W), generated token ids and sentence token spans per report."""
+    model.eval()
+    with torch.no_grad():
+        features = model.encode_images(pixel_values)
+    grid = encoder_grid(features.shape[1])
+    notes = []
+    if grid is None:
+        raise ValueError(f"the encoder gives {features.shape[1]} token(s), not a square patch grid; "
+                         "set model.encoder.output=tokens to explain this model")
+    offset, side = grid
+    with torch.no_grad():
+        link = None if force_gradient else connector_attention(model, features)
+    kind = model.recipe.model.connector.kind
+    method = "grad_x_input" if link is None else ("cross_attention" if not model.is_causal else
+                                                  "composed_attention" if kind in COMPOSED else "decoder_attention")
+    if link is None and not force_gradient:
+        notes.append(f"connector '{kind}' has no attention over the image grid; used gradient x input on the encoder features")
+    token_level, shares = decoder_maps(model, features, token_ids)
+    results = []
+    for b, ids in enumerate(token_ids):
+        if link is not None:
+            per_token = token_level[b] @ link[b].to(token_level[b].device)  # (T, N)
+            token_maps = _to_grid(per_token, offset, side)
+            sentence_maps = [token_maps[s:e].mean(0) if e > s else np.zeros((side, side)) for s, e in spans[b]]
+        else:
+            token_maps = None
+            sentence_maps = [_to_grid(v, offset, side) for v in _sentence_grad_x_input(model, features[b: b + 1], ids, spans[b])]
+        results.append(Explanation(method, (side, side), token_maps, sentence_maps, shares[b] if shares else None, list(notes)))
+    return results
+
+
+# -- drawing ----------------------------------------------------------------------------------------
+
+def model_view_box(image_size: tuple[int, int], resize: str) -> tuple[int, int, int, int]:
+    """The region (x0, y0, x1, y1) of the source image that the model's square input covers."""
+    w, h = image_size
+    if resize == "shortest_edge_crop":
+        side = min(w, h)
+        x0, y0 = (w - side) // 2, (h - side) // 2
+        return x0, y0, x0 + side, y0 + side
+    return 0, 0, w, h  # "squash": the whole image is resized to the square
+
+
+def upsample(heat: np.ndarray, image_size: tuple[int, int], resize: str = "squash") -> np.ndarray:
+    """An (h, w) map → a float array of the source image's size (bilinear), zero outside the model's view."""
+    from PIL import Image
+
+    x0, y0, x1, y1 = model_view_box(image_size, resize)
+    region = Image.fromarray(np.asarray(heat, dtype=np.float32), mode="F").resize((x1 - x0, y1 - y0), Image.BILINEAR)
+    full = np.zeros((image_size[1], image_size[0]), dtype=np.float32)
+    full[y0:y1, x0:x1] = np.asarray(region)
+    return full
+
+
+def peak(heat_full: np.ndarray) -> tuple[int, int]:
+    """(x, y) pixel of the map's maximum (first one in row-major order on ties)."""
+    y, x = np.unravel_index(int(np.argmax(heat_full)), heat_full.shape)
+    return int(x), int(y)
+
+
+def overlay(image: Any, heat_full: np.ndarray, alpha: float = 0.45, colormap: str = "jet") -> Any:
+    """RGB PIL image: the radiograph with the min-max normalised heatmap blended on top (same size)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import colormaps
+    from PIL import Image
+
+    low, high = float(heat_full.min()), float(heat_full.max())
+    norm = (heat_full - low) / (high - low) if high > low else np.zeros_like(heat_full)
+    colors = (colormaps[colormap](norm)[..., :3] * 255).astype(np.uint8)
+    base = np.asarray(image.convert("RGB"), dtype=np.float32)
+    weight = alpha * norm[..., None]  # low attention leaves the radiograph visible
+    blended = base * (1 - weight) + colors.astype(np.float32) * weight
+    return Image.fromarray(blended.clip(0, 255).astype(np.uint8), mode="RGB")
