@@ -13,6 +13,7 @@ import argparse
 import os
 import sys
 
+from radgen.demo import register as register_demo
 from radgen.errors import RadgenError
 
 
@@ -54,3 +55,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--num-beams", type=int, default=None, help="beam size (default: the recipe's generate.num_beams)")
     serve.add_argument("--max-new-tokens", type=int, default=None, help="default: the recipe's generate.max_new_tokens")
     serve.set_defaults(func=_serve)
+    register_demo(subparsers)  # `radgen demo` lives in radgen/demo.py; registered with serve (same model default)
