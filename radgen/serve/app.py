@@ -83,7 +83,8 @@ def create_app(service: ReportService, settings: ServeSettings | None = None) ->
     @app.get("/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "model": service.card["name"], "version": __version__,
-                "queue": {"waiting": queue.waiting, "max_queue": settings.max_queue, "max_batch": settings.max_batch},
+                "queue": {"waiting": queue.waiting, "max_queue": settings.max_queue, "max_batch": settings.max_batch,
+                          "batches_run": queue.batches_run, "reports_generated": queue.jobs_run, "largest_batch": queue.largest_batch},
                 "auth": settings.token is not None}
 
     @app.get("/v1/model", dependencies=[Depends(check_token)])

@@ -53,6 +53,7 @@ class BatchQueue:
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._dispatcher: asyncio.Task | None = None
         self.batches_run = 0
+        self.jobs_run = 0
         self.largest_batch = 0
 
     # -- lifecycle (called from the app's lifespan, on the event loop) ----------------------------
@@ -122,6 +123,7 @@ class BatchQueue:
             if not batch:
                 continue
             self.batches_run += 1
+            self.jobs_run += len(batch)
             self.largest_batch = max(self.largest_batch, len(batch))
             try:
                 results = await loop.run_in_executor(self._executor, self.run_batch, [job.payload for job in batch])
