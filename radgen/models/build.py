@@ -7,6 +7,7 @@ import contextlib
 import torch
 
 from radgen.config import RecipeConfig
+from radgen.errors import WeightsError
 from radgen.models.connectors import build_connector
 from radgen.models.decoders import build_decoder, cross_attention_width, input_width, load_tokenizer
 from radgen.models.encoders import build_encoder
@@ -39,6 +40,10 @@ def build_model(recipe: RecipeConfig, meta: bool = False, apply_first_stage: boo
         connector = build_connector(spec.connector, encoder.hidden_size, input_width(decoder), cross_attention_width(decoder), sources)
         decoder = apply_peft(decoder, spec.peft, causal=spec.decoder.kind == "causal_lm")
         prompt = SoftPrompt(spec.peft.num_virtual_tokens, input_width(decoder)) if spec.peft.method == "prompt" else None
+    if tokenizer is not None and len(tokenizer) > decoder.get_input_embeddings().num_embeddings:
+        raise WeightsError(f"decoder '{spec.decoder.name}' has {decoder.get_input_embeddings().num_embeddings} token embeddings "
+                           f"but its tokenizer '{spec.decoder.tokenizer or spec.decoder.name}' has {len(tokenizer)} tokens; "
+                           "use the decoder's own tokenizer (unset model.decoder.tokenizer)")
     model = ReportGenerator(recipe, encoder, connector, decoder, tokenizer, image_transform_for(encoder), prompt)
     if apply_first_stage and recipe.stages:
         model.set_trainable(recipe.stages[0].train)

@@ -206,6 +206,8 @@ def build_decoder(cfg: DecoderConfig, tokenizer: Any, sources: SourceCache) -> n
 
     if cfg.kind not in ("causal_lm", "bert_lm"):
         raise WeightsError(f"model.decoder.kind '{cfg.kind}' is unknown; use causal_lm or bert_lm")
+    if (cfg.load_in_8bit or cfg.load_in_4bit) and not sources.meta:
+        _quantization(cfg, sources)  # fails early with a clear message on machines without CUDA
     if cfg.pretrained and not sources.meta:
         dtype = _torch_dtype(cfg.dtype)
         if cfg.kind == "bert_lm":

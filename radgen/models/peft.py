@@ -1,4 +1,4 @@
-"""Parameter-efficient fine-tuning of the decoder: LoRA, prefix tuning (peft) and a soft prompt.
+"""Parameter-efficient fine-tuning of the decoder: LoRA (peft) and prompt tuning (a learned soft prompt).
 
 LoRA target modules differ by decoder family (the attention projections are named differently);
 `default_lora_targets` gives the usual choice per family, a recipe may name its own (seed 000:
@@ -24,7 +24,7 @@ LORA_TARGETS = {
     "blip_text_model": ["query", "value"],
     "bert": ["query", "value"],
 }
-ADAPTER_MARKERS = ("lora_", "prompt_encoder", "soft_prompt")
+ADAPTER_MARKERS = ("lora_", "soft_prompt")
 
 
 def default_lora_targets(model_type: str) -> list[str]:
@@ -44,7 +44,7 @@ def apply_peft(decoder: nn.Module, cfg: PeftConfig, causal: bool) -> nn.Module:
     """Wrap the decoder for `cfg.method` ('none'/'prompt' leave it unchanged)."""
     if cfg.method in ("none", "prompt"):
         return decoder
-    from peft import LoraConfig, PrefixTuningConfig, TaskType, get_peft_model
+    from peft import LoraConfig, TaskType, get_peft_model
 
     task = TaskType.CAUSAL_LM if causal else None
     model_type = decoder.config.model_type
@@ -53,11 +53,13 @@ def apply_peft(decoder: nn.Module, cfg: PeftConfig, causal: bool) -> nn.Module:
         config = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets,
                             task_type=task, fan_in_fan_out=model_type == "gpt2", bias="none")
     elif cfg.method == "prefix":
-        if not causal:
-            raise ConfigError("model.peft.method=prefix is supported for causal_lm decoders only")
-        config = PrefixTuningConfig(task_type=task, num_virtual_tokens=cfg.num_virtual_tokens)
+        # peft's PrefixTuning trains, but its generate() replaces prepare_inputs_for_generation with
+        # one that cannot take inputs_embeds (peft 0.21 / transformers 5.24), and our visual tokens
+        # are inputs_embeds; seeding HF generate with the prefix cache mis-aligns cache positions.
+        raise ConfigError("model.peft.method=prefix (peft PrefixTuning) cannot generate from visual-token embeddings; "
+                          "use model.peft.method=prompt (learned soft prompt) or connector.kind=prefix_mapper (ClipCap prefix)")
     else:
-        raise ConfigError(f"model.peft.method '{cfg.method}' is unknown; use none, lora, prefix or prompt")
+        raise ConfigError(f"model.peft.method '{cfg.method}' is unknown; use none, lora or prompt")
     return get_peft_model(decoder, config)
 
 

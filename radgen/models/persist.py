@@ -171,11 +171,15 @@ def load_pretrained(directory: str | Path, device: str | torch.device | None = N
     recipe, meta = _read(directory)
     if meta.get("base_weights", True):
         with tempfile.TemporaryDirectory() as scratch:
-            model = build_model(_self_contained_recipe(recipe, meta, directory, Path(scratch)))
+            model = build_model(_self_contained_recipe(recipe, meta, directory, Path(scratch)), apply_first_stage=False)
     else:
         build = copy.deepcopy(recipe)
-        build.model.decoder.tokenizer = str(directory / "tokenizer")
-        model = build_model(build)
+        if not (build.model.decoder.tokenizer or "").startswith("builtin:"):
+            build.model.decoder.tokenizer = str(directory / "tokenizer")  # no hub access for the tokenizer
+        model = build_model(build, apply_first_stage=False)
+        from transformers import AutoTokenizer
+
+        model.tokenizer = AutoTokenizer.from_pretrained(str(directory / "tokenizer"))
     model.recipe = recipe
     state = load_file(str(directory / WEIGHTS_FILE))
     missing, unexpected = model.load_state_dict(state, strict=False)
