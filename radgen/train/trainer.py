@@ -229,33 +229,7 @@ class Trainer:
         window_start = time.perf_counter()
         window_samples = 0
         while state.stage_step < stage.steps:
-            step_loss = torch.zeros((), device=acc.device)
-            for _ in range(train_cfg.grad_accum):
-                batch = next(batches)
-                with acc.accumulate(model):
-                    loss = model(**to_inputs(batch)).loss
-                    step_loss += loss.detach().float() / train_cfg.grad_accum
-                    acc.backward(loss)
-            lr_used = optimizer.param_groups[0]["lr"]
-            params = [p for p in raw_model.parameters() if p.requires_grad]
-            grad_norm = acc.clip_grad_norm_(params, train_cfg.max_grad_norm if train_cfg.max_grad_norm else float("inf"))
-            mean_loss = float(acc.reduce(step_loss, reduction="mean")) if acc.num_processes > 1 else float(step_loss)
-            finite = math.isfinite(mean_loss) and grad_norm is not None and math.isfinite(float(grad_norm))
-            if acc.scaler is not None:
-                optimizer.step()  # the GradScaler skips it on inf/NaN gradients and lowers the scale
-                skipped = acc.optimizer_step_was_skipped or not finite
-            elif finite:
-                optimizer.step()
-                skipped = False
-            else:
-                skipped = True
-            optimizer.zero_grad(set_to_none=True)
-            if skipped:
-                state.skipped_steps += 1
-                log.warning("step %d: non-finite loss/gradient (loss %s, grad norm %s); step skipped (%d so far)", state.global_step + 1, mean_loss, float(grad_norm), state.skipped_steps)
-            else:
-                scheduler.step()
-
+            mean_loss, grad_norm, lr_used = self._optimizer_step(model, raw_model, batches, optimizer, scheduler, to_inputs, state)
             state.global_step += 1
             state.stage_step += 1
             state.step_in_epoch += 1
@@ -278,7 +252,7 @@ class Trainer:
                     "epoch": round(state.epoch + state.step_in_epoch / stage_plan.steps_per_epoch, 4),
                     "loss": state.window_loss / state.window_steps if state.window_steps else math.nan,
                     "lr": lr_used,
-                    "grad_norm": float(grad_norm),
+                    "grad_norm": grad_norm,
                     "samples_per_s": window_samples / elapsed if elapsed > 0 else math.nan,
                     "skipped_steps": state.skipped_steps,
                 }
@@ -303,6 +277,38 @@ class Trainer:
                 break
 
     # ------------------------------------------------------------------ pieces
+
+    def _optimizer_step(self, model, raw_model, batches, optimizer, scheduler, to_inputs, state: ckpt.TrainerState) -> tuple[float, float, float]:
+        """grad_accum micro-batches, clip, step (or skip when non-finite). Returns (loss, grad norm, lr used)."""
+        acc, train_cfg = self.accelerator, self.recipe.train
+        step_loss = torch.zeros((), device=acc.device)
+        for _ in range(train_cfg.grad_accum):
+            batch = next(batches)
+            with acc.accumulate(model):  # no DDP all-reduce until the last micro-batch
+                loss = model(**to_inputs(batch)).loss
+                step_loss += loss.detach().float() / train_cfg.grad_accum
+                acc.backward(loss)  # divides by grad_accum; scales the loss under fp16
+        lr_used = optimizer.param_groups[0]["lr"]
+        params = [p for p in raw_model.parameters() if p.requires_grad]
+        # always computed (inf = no clipping): the norm is how a non-finite gradient is detected
+        grad_norm = float(acc.clip_grad_norm_(params, train_cfg.max_grad_norm if train_cfg.max_grad_norm else float("inf")))
+        mean_loss = float(acc.reduce(step_loss, reduction="mean")) if acc.num_processes > 1 else float(step_loss)
+        finite = math.isfinite(mean_loss) and math.isfinite(grad_norm)  # identical on every rank (reduced loss, all-reduced grads)
+        if acc.scaler is not None:
+            optimizer.step()  # the GradScaler skips it on inf/NaN gradients and lowers the scale
+            skipped = acc.optimizer_step_was_skipped or not finite
+        elif finite:
+            optimizer.step()
+            skipped = False
+        else:
+            skipped = True
+        optimizer.zero_grad(set_to_none=True)
+        if skipped:
+            state.skipped_steps += 1
+            log.warning("step %d: non-finite loss/gradient (loss %s, grad norm %s); step skipped (%d so far)", state.global_step + 1, mean_loss, grad_norm, state.skipped_steps)
+        else:
+            scheduler.step()  # as HF Trainer: the schedule follows applied updates
+        return mean_loss, grad_norm, lr_used
 
     def _stage_data(self, raw_model: torch.nn.Module) -> tuple[Sequence[dict], Sequence[dict], Callable]:
         """Datasets for this stage: cached encoder features when the encoder is frozen, else pixels."""

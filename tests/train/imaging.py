@@ -1,37 +1,27 @@
-"""Generated image+report studies on disk (PNG + manifest.jsonl) for end-to-end training tests.
+"""IU-Phantom studies on disk (PNG + manifest.jsonl) for end-to-end training tests.
 
-Until the IU-Phantom renderer is wired in, images are 64x64 grayscale noise with a bright
-region whose place decides the report, so a model can learn image → text in a few steps.
+Each study gets MeSH terms, an IU-style findings text that states them, and PA + lateral images
+rendered by radgen.data.phantom (64 px, so a test renders 30 studies in a few seconds).
 """
 
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+from radgen.data.phantom.render import render_study
+from radgen.data.study import Study, write_manifest
 
-from radgen.data.study import ImageRef, Study, write_manifest
-
-FINDINGS = [
-    "The heart is normal in size. The lungs are clear. No pleural effusion.",
-    "Small left pleural effusion. The heart is normal in size.",
-    "Right lower lobe opacity. No pleural effusion. Heart size normal.",
+CASES = [
+    ("normal", "The heart is normal in size. The lungs are clear. No pleural effusion or pneumothorax."),
+    ("Cardiomegaly/mild", "The heart is mildly enlarged. The lungs are clear. No pleural effusion."),
+    ("Pleural Effusion/left", "Small left pleural effusion. The heart is normal in size. No pneumothorax."),
 ]
 
 
-def write_studies(root: Path, train: int = 24, val: int = 6, size: int = 64, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    (root / "images").mkdir(parents=True, exist_ok=True)
+def write_studies(root: Path, train: int = 24, val: int = 6, size: int = 64) -> Path:
     studies = []
     for index in range(train + val):
-        kind = index % 3
-        pixels = rng.integers(0, 60, (size, size)).astype(np.uint8)
-        if kind == 1:
-            pixels[:, : size // 2] += 150
-        elif kind == 2:
-            pixels[size // 2 :, size // 2 :] += 150
-        name = f"images/s{index}.png"
-        Image.fromarray(pixels, mode="L").save(root / name)
-        studies.append(Study(study_id=f"s{index}", images=[ImageRef(name, "PA")], sections={"findings": FINDINGS[kind]},
-                             split="train" if index < train else "val", source="test"))
+        mesh, findings = CASES[index % len(CASES)]
+        source = Study(study_id=f"s{index}", labels={"mesh": [mesh]}, sections={"findings": findings},
+                       split="train" if index < train else "val", source="test")
+        studies.append(render_study(source, root, seed=0, size=size))
     write_manifest(root / "manifest.jsonl", studies)
     return root / "manifest.jsonl"

@@ -20,13 +20,13 @@ ROOT = Path(__file__).resolve().parents[2]
 TINY_RECIPES = sorted(p.stem for p in RECIPE_DIR.glob("*.yaml") if "tiny" in (yaml.safe_load(p.read_text()).get("sizes") or {}))
 # A short, fast CPU schedule; each recipe keeps its own stages (what trains), with a higher LR because the
 # tiny decoders start from random weights. fp32: several recipes ask for fp16, which needs a GPU.
-FAST = ["train.batch_size=4", "train.grad_accum=1", "train.eval_every=6", "train.eval_generate=2", "generate.max_new_tokens=8",
+FAST = ["train.batch_size=4", "train.grad_accum=1", "train.eval_every=4", "train.eval_generate=2", "generate.max_new_tokens=8",
         "generate.num_beams=1", "train.warmup_steps=1", "train.precision=fp32"]
 
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory):
-    return write_studies(tmp_path_factory.mktemp("studies"))
+    return write_studies(tmp_path_factory.mktemp("studies"), train=16, val=4)
 
 
 @pytest.mark.parametrize("recipe", TINY_RECIPES)
