@@ -32,11 +32,8 @@ def run_explain(args: argparse.Namespace) -> int:
     from radgen.generate.cli import load_inputs
     from radgen.io import read_jsonl
 
-    model, studies, root = load_inputs(args)
-    predictions = None
-    if args.pred:
-        predictions = {str(row.get("study_id")): row for row in read_jsonl(args.pred)}
-        studies = [s for s in studies if s.study_id in predictions] if args.limit is None else studies
+    predictions = {str(row.get("study_id")): row for row in read_jsonl(args.pred)} if args.pred else None
+    model, studies, root = load_inputs(args, only_ids=set(predictions) if predictions is not None else None)
     summary = explain_studies(model, studies, args.out, root=root, section=args.section, predictions=predictions,
                               with_grounding=args.grounding, per_word=args.per_word, force_gradient=args.gradient,
                               tolerance=args.tolerance, num_beams=args.num_beams, max_new_tokens=args.max_new_tokens,

@@ -57,14 +57,17 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-merge-lora", action="store_true", help="keep LoRA adapters separate (default: merge for inference)")
 
 
-def load_inputs(args: argparse.Namespace):
-    """(model, studies, root) from the shared arguments."""
+def load_inputs(args: argparse.Namespace, only_ids: set[str] | None = None):
+    """(model, studies, root) from the shared arguments; only_ids keeps those studies (before --limit)."""
     import torch
 
     from radgen.data.study import read_manifest
     from radgen.generate.decode import load_model, select_studies
 
-    studies = select_studies(read_manifest(args.data), args.split, args.limit)
+    studies = read_manifest(args.data)
+    if only_ids is not None:
+        studies = [s for s in studies if s.study_id in only_ids]
+    studies = select_studies(studies, args.split, args.limit)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(args.model, device=device, merge_lora=not args.no_merge_lora)
     root = args.root if args.root is not None else str(Path(args.data).parent)

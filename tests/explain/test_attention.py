@@ -129,3 +129,24 @@ def test_explain_other_connectors(name, overrides, method, phantom, tmp_path):
     for sentence in row["sentences"]:
         with Image.open(tmp_path / "e" / sentence["png"]) as png:
             assert png.size == (64, 64)
+
+
+def test_explain_cli_from_predictions(saved_small, phantom, tmp_path):
+    from radgen.io import write_jsonl
+
+    folder, _ = saved_small
+    manifest, _ = phantom
+    write_jsonl(tmp_path / "p.jsonl", [{"study_id": "s5", "findings": "large left pleural effusion ."}])
+    out = tmp_path / "e"
+    assert main(["explain", "--model", str(folder), "--data", str(manifest), "--pred", str(tmp_path / "p.jsonl"),
+                 "--out", str(out), "--limit", "1", "--grounding", "--gradient"]) == 0
+    row = json.loads((out / "explanations.jsonl").read_text())
+    assert row["study_id"] == "s5" and row["findings"] == "large left pleural effusion ." and row["method"] == "grad_x_input"
+    summary = json.loads((out / "grounding.json").read_text())["summary"]
+    assert summary["laterality"] == {"checked": 1, "errors": 0, "rate": 0.0} and summary["pointing_game"]["trials"] == 1
+    # a non-phantom manifest cannot be grounded
+    from radgen.data.study import Study, write_manifest
+
+    write_manifest(tmp_path / "plain.jsonl", [Study(study_id="s5", images=read_manifest(manifest)[4].images)])
+    assert main(["explain", "--model", str(folder), "--data", str(tmp_path / "plain.jsonl"), "--root", str(manifest.parent),
+                 "--pred", str(tmp_path / "p.jsonl"), "--out", str(tmp_path / "x"), "--grounding"]) == 2
