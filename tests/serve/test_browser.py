@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.serve.tiny_model import png_bytes, radiograph
+from tests.serve.tiny_model import png_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -104,8 +104,13 @@ def test_upload_report_heatmap_copy_download_screenshot(server, browser, tmp_pat
     assert "random weights" in trained_on.text
     assert "NOT for clinical use" in browser.find_element(By.ID, "disclaimer").text
 
-    image_path = tmp_path / "chest.png"
-    image_path.write_bytes(png_bytes(radiograph(size=256)))
+    from PIL import Image
+
+    from radgen.data.phantom import render_terms
+
+    image_path = tmp_path / "chest.png"  # a synthetic IU-Phantom PA view with mild cardiomegaly
+    pa = render_terms(["Cardiomegaly/mild"], "browser-test", size=256).images["PA"]
+    image_path.write_bytes(png_bytes(Image.fromarray(pa, mode="L")))
     browser.find_element(By.ID, "file-input").send_keys(str(image_path))
     wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "Draft report ready"))
     findings = browser.find_element(By.ID, "findings")

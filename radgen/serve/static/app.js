@@ -92,7 +92,7 @@
     const r = state.result;
     renderSentences($("findings"), r.findings, r.findings ? r.sentences : []);
     renderSentences($("impression"), r.impression, r.impression ? r.sentences : []);
-    $("overall").textContent = r.confidence.toFixed(2);
+    $("overall").textContent = r.confidence >= 0.01 ? r.confidence.toFixed(2) : r.confidence.toExponential(1);
     $("report").hidden = false;
     $("heatmap-toggle").disabled = false;
   }
