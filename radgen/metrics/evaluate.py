@@ -17,6 +17,7 @@ Every key gets a bootstrap 95% interval under ``ci95`` (studies resampled, corpu
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -110,6 +111,7 @@ def evaluate(
     radgraph_annotations: str | os.PathLike | None = None,
     return_statistics: bool = False,
     meteor_scorer: MeteorScorer | None = None,
+    semantic_dtype: str = "float32",
 ) -> dict[str, Any]:
     """Score predictions (JSONL path or rows) against references (manifest path or Study list).
 
@@ -135,7 +137,7 @@ def evaluate(
         "bootstrap": {"resamples": bootstrap, "seed": seed, "interval": "percentile 95%", "unit": "study"},
         "notes": [],
     }
-    meteor_session: MeteorScorer | None = None
+    meteor_job = _MeteorJob(hyps, ref_clean, meteor_scorer) if "meteor" in metrics else None
     try:
         ngram = [m for m in metrics if m in ("bleu", "rouge_l", "cider_d")]
         if ngram:
@@ -156,27 +158,11 @@ def evaluate(
                 if key in scores.per_study:
                     statistics.append(stats.mean_statistic(key, scores.per_study[key]))
             timings["bleu_rouge_cider"] = time.perf_counter() - start
-        if "meteor" in metrics:
-            start = time.perf_counter()
-            try:
-                if meteor_scorer is None:
-                    meteor_session = session = MeteorScorer()  # closed below
-                else:
-                    session = meteor_scorer  # the caller's, kept open (e.g. for paired tests)
-                result = session.score(hyps, ref_clean)
-                corpus["meteor"] = result.corpus
-                per_study["meteor"] = result.per_study
-                statistics.append(stats.Statistic(result.stats, lambda s: {"meteor": session.corpus_from_summed(s)}))
-                protocol["meteor"] = METEOR_NAME
-            except MeteorUnavailable as err:
-                protocol["meteor"] = f"skipped: {err}"
-                protocol["notes"].append("METEOR not computed (no Java); NLTK's METEOR is a different metric and is never substituted")
-            timings["meteor"] = time.perf_counter() - start
         if "bertscore" in metrics or "embed_cos" in metrics:
             from radgen.metrics.semantic import Encoder, semantic_scores
 
             start = time.perf_counter()
-            sem = semantic_scores(hyps_raw, refs_raw, Encoder.load(bertscore_model), bertscore_layer, bertscore_idf, bertscore_baseline)
+            sem = semantic_scores(hyps_raw, refs_raw, Encoder.load(bertscore_model), bertscore_layer, bertscore_idf, bertscore_baseline, dtype=semantic_dtype)
             if "bertscore" in metrics:
                 for j, name in enumerate(("bertscore_p", "bertscore_r", "bertscore_f1")):
                     corpus[name] = float(sem.bertscore[:, j].mean())
@@ -223,12 +209,24 @@ def evaluate(
                 per_study[name] = values
                 statistics.append(stats.mean_statistic(name, values))
             protocol["radgraph"] = f"RadGraph F1 (simple/partial/complete rewards) from {radgraph_annotations or radgraph_weights}"
+        if meteor_job is not None:
+            try:
+                result_meteor, session, seconds = meteor_job.result()
+                corpus["meteor"] = result_meteor.corpus
+                per_study["meteor"] = result_meteor.per_study
+                statistics.append(stats.Statistic(result_meteor.stats, lambda s: {"meteor": session.corpus_from_summed(s)}))
+                protocol["meteor"] = METEOR_NAME
+                timings["meteor (in parallel)"] = seconds
+            except MeteorUnavailable as err:
+                protocol["meteor"] = f"skipped: {err}"
+                protocol["notes"].append("METEOR not computed (no Java); NLTK's METEOR is a different metric and is never substituted")
         start = time.perf_counter()
         ci = stats.bootstrap(statistics, bootstrap, seed)
         timings["bootstrap"] = time.perf_counter() - start
     finally:
-        if meteor_session is not None:
-            meteor_session.close()
+        if meteor_job is not None:
+            meteor_job.close()
+    corpus = {k: corpus[k] for k in sorted(corpus, key=lambda k: (_KEY_ORDER.index(k) if k in _KEY_ORDER else len(_KEY_ORDER)))}
     rows = []
     pred_labels = per_study.pop("_labels_pred", None)
     ref_labels = per_study.pop("_labels_ref", None)
@@ -254,6 +252,41 @@ def evaluate(
     if return_statistics:
         result["_statistics"] = statistics
     return result
+
+
+_KEY_ORDER = ["bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider_d"]
+
+
+class _MeteorJob:
+    """Run METEOR 1.5 in a background thread: the JVM works on its own while Python scores the rest."""
+
+    def __init__(self, hyps: list[str], refs: list[str], scorer: MeteorScorer | None):
+        self._own = scorer is None
+        self._scorer = scorer
+        self._out: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(hyps, refs), daemon=True)
+        self._thread.start()
+
+    def _run(self, hyps: list[str], refs: list[str]) -> None:
+        start = time.perf_counter()
+        try:
+            if self._scorer is None:
+                self._scorer = MeteorScorer()
+            self._out = (self._scorer.score(hyps, refs), self._scorer, time.perf_counter() - start)
+        except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread by result()
+            self._error = err
+
+    def result(self) -> tuple[Any, MeteorScorer, float]:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._out
+
+    def close(self) -> None:
+        self._thread.join()
+        if self._own and self._scorer is not None:
+            self._scorer.close()
 
 
 def _ce_statistics(per_study: dict, prefix: str) -> list[stats.Statistic]:

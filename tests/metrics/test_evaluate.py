@@ -33,8 +33,16 @@ def corpus(tmp_path):
 
 
 def test_evaluate_scores_equal_direct_metrics_and_report_protocol(corpus):
+    from radgen.metrics.meteor import java_available
+
     manifest, pred_path, hyps, refs = corpus
-    result = evaluate(pred_path, manifest, split="test", metrics=FAST, bootstrap=200)
+    metrics = FAST + (["meteor"] if java_available() else [])
+    result = evaluate(pred_path, manifest, split="test", metrics=metrics, bootstrap=200)
+    if java_available():  # METEOR runs in a background JVM; its CI comes from the jar on summed statistics
+        assert list(result["corpus"])[:5] == ["bleu1", "bleu2", "bleu3", "bleu4", "meteor"]
+        assert 0 < result["corpus"]["meteor"] < 1 and result["protocol"]["meteor"].startswith("METEOR 1.5")
+        lo, hi = result["ci95"]["meteor"]
+        assert lo <= result["corpus"]["meteor"] <= hi
     assert result["n_studies"] == 20 and result["skipped"]["empty_reference"] == 1
     direct = text_metrics([clean_report(h, "r2gen-iu") for h in hyps[:20]], [clean_report(r.capitalize(), "r2gen-iu") for r in refs[:20]])
     for key in ("bleu4", "rouge_l", "cider_d"):
