@@ -75,7 +75,13 @@ def main() -> None:
             caption += "  [not drawn: " + "; ".join(rendering.unrenderable) + "]"
         ImageDraw.Draw(sheet).multiline_text((x0 + 3, y0 + CELL + 3), "\n".join(textwrap.wrap(caption, 84)[:4]), fill=(0, 0, 0), font=font)
     buffer = io.BytesIO()
-    sheet.save(buffer, format="PNG", optimize=True)
+    # A fixed palette of 60 greys + the box/label colours halves the file (the noise does not compress).
+    greys = [round(255 * i / 59) for i in range(60)]
+    colours = [(255, 255, 0), *{c for c in COLOURS.values()}]
+    entries = [(g, g, g) for g in greys] + colours
+    palette = Image.new("P", (1, 1))
+    palette.putpalette([v for rgb in entries for v in rgb] + [0] * (768 - 3 * len(entries)))
+    sheet.quantize(palette=palette, dither=Image.Dither.NONE).save(buffer, format="PNG", optimize=True)
     atomic_write_bytes(args.out, buffer.getvalue())
     print(f"wrote {args.out} ({len(studies)} studies)")
 
