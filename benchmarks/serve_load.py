@@ -149,10 +149,12 @@ def main() -> int:
         # One warm-up request (first-call allocations) outside the timed window.
         httpx.post(url + "/v1/reports", files={"file": ("chest.png", image, "image/png")}, timeout=120).raise_for_status()
         before = httpx.get(url + "/health").json()["queue"]
+        load_before = os.getloadavg()[0]
         started = time.perf_counter()
         latencies, errors = run_clients(url, image, args.clients, args.duration)
         wall = time.perf_counter() - started
         after = httpx.get(url + "/health").json()["queue"]
+        load_after = os.getloadavg()[0]
     finally:
         server.terminate()
         try:
@@ -172,7 +174,8 @@ def main() -> int:
                       "mean": statistics.fmean(latencies), "max": max(latencies)} if latencies else None,
         "server_batches": batches, "mean_batch_size": reports / batches if batches else None, "largest_batch": after["largest_batch"],
         "hardware": {"cpu": cpu_name(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                     "python": platform.python_version()},
+                     "python": platform.python_version(),
+                     "load_average_1min": [round(load_before, 2), round(load_after, 2)]},
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "command": "PYTHONPATH=. python benchmarks/serve_load.py " + " ".join(sys.argv[1:]),
     }
