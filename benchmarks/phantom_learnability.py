@@ -1,6 +1,6 @@
 """Is IU-Phantom learnable but not trivial? Small CNN vs. global image statistics, AUROC per label.
 
-    PYTHONPATH=. python benchmarks/phantom_learnability.py [--size 128] [--epochs 14] [--limit N] [--json out.json]
+    PYTHONPATH=. python benchmarks/phantom_learnability.py [--size 128] [--epochs 10] [--limit N] [--json out.json] [--cache imgs.npy]
 
 Renders every IU X-Ray study (labels from the real MeSH terms; split 80/10/10 by uid, see
 phantom_common.py) at --size px, trains a small CNN (torch, CPU) on the PA + lateral views of the
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from multiprocessing import get_context
@@ -67,21 +68,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--csv", type=Path, default=DEFAULT_CSV)
     parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--epochs", type=int, default=14)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--width", type=int, default=16, help="CNN base width")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--cache", type=Path, default=None, help="save/load the rendered arrays here (.npy)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N studies (by uid)")
     parser.add_argument("--min-positives", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     torch.manual_seed(0)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
 
     studies = [s for s in iu_studies(args.csv) if s.split in ("train", "test")][: args.limit]
     start = time.perf_counter()
     jobs = [(s.labels["mesh"], s.study_id, args.size) for s in studies]
-    with get_context("fork").Pool(args.workers) as pool:
-        images = np.stack(pool.map(_render, jobs, chunksize=16))
+    if args.cache and args.cache.exists():
+        images = np.load(args.cache)
+        assert images.shape[0] == len(studies) and images.shape[-1] == args.size, f"{args.cache} is for another --limit/--size"
+    else:
+        with get_context("fork").Pool(args.workers) as pool:
+            images = np.stack(pool.map(_render, jobs, chunksize=16))
+        if args.cache:
+            np.save(args.cache, images)
     render_s = time.perf_counter() - start
+    print(f"rendered {len(studies)} studies in {render_s:.0f} s", file=sys.stderr, flush=True)
     labels = np.stack([label_vector(s.labels["mesh"]) for s in studies])
     names = list(CHEXPERT_14) + list(HEADINGS)
     train = np.array([s.split == "train" for s in studies])
@@ -97,7 +108,7 @@ def main() -> None:
     # Small CNN on the stacked views.
     x = torch.as_tensor(images, dtype=torch.float32).div_(255.0).sub_(0.5).div_(0.25)
     y = torch.as_tensor(labels)
-    model = SmallCNN(in_channels=2, num_labels=len(names))
+    model = SmallCNN(in_channels=2, num_labels=len(names), width=args.width)
     positives = y[train].sum(0)
     pos_weight = ((len(y[train]) - positives) / positives.clamp(min=1)).clamp(max=20.0)
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
@@ -121,7 +132,7 @@ def main() -> None:
             optimizer.step()
             scheduler.step()
             total += loss.item() * len(batch)
-        print(f"epoch {epoch + 1}/{args.epochs} loss {total / len(train_idx):.4f}", file=sys.stderr)
+        print(f"epoch {epoch + 1}/{args.epochs} loss {total / len(train_idx):.4f} ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
     train_s = time.perf_counter() - start
     model.eval()
     with torch.no_grad():
@@ -140,6 +151,7 @@ def main() -> None:
     scored = [r for r in rows if r["cnn_auroc"] is not None]
     summary = {
         "studies": len(studies), "train": int(train.sum()), "test": int(test.sum()), "size": args.size, "epochs": args.epochs,
+        "width": args.width, "threads": args.threads, "loadavg_1min_end": round(os.getloadavg()[0], 2),
         "render_s": round(render_s, 1), "train_s": round(train_s, 1),
         "mean_cnn_auroc": float(np.mean([r["cnn_auroc"] for r in scored])),
         "mean_stats_auroc": float(np.mean([r["stats_auroc"] for r in scored])),

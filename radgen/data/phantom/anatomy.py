@@ -419,7 +419,9 @@ def draw_ribs_pa(canvas: Canvas) -> None:
     in_rib = (t < 1.0) & (phase >= 0) & (phase < 11.0)
     profile = np.where(in_rib, 0.55 + 0.45 * np.abs(2 * t - 1) ** 3, 0.0) * np.clip(1 - np.abs(2 * t - 1) ** 8, 0, 1)
     extent = ramp(cage + 0.06 - d, 0.03) * ramp(d - 0.06, 0.03)
-    ribs = profile * extent
+    # Below the domes the ribs overlie liver/spleen and the film shows them faintly.
+    domes = np.where(X < 0, canvas.diaphragm_y(X, "right"), canvas.diaphragm_y(X, "left"))
+    ribs = profile * extent * (0.45 + 0.55 * ramp(domes + 0.05 - Y, 0.08))
     # Anterior ribs: fainter, running down-medially from the lateral chest wall.
     phase_a = (Y + 0.45 * (cage - d) - (b.apex_y + 0.12)) / (spacing * 0.95)
     frac_a = phase_a - np.floor(phase_a)

@@ -12,13 +12,10 @@ ground truth in meta["phantom"]).
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
 from radgen.data.study import read_manifest, write_manifest
 from radgen.errors import DataError
-
-logger = logging.getLogger(__name__)
 
 
 def register(data_subparsers) -> argparse.ArgumentParser:

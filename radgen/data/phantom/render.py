@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import logging
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -31,8 +30,6 @@ from radgen.errors import DataError
 from radgen.io import atomic_write_bytes, read_jsonl
 from radgen.labels.mesh import MeshTerm, mesh_to_chexpert, parse_mesh_field
 from radgen.labels.observations import NO_FINDING
-
-logger = logging.getLogger(__name__)
 
 VIEWS = (PA, LATERAL)
 PHANTOM_VERSION = 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from radgen.data.phantom.anatomy import PA, Canvas, lateral_diaphragm_y, ramp
+from radgen.data.phantom.anatomy import PA, lateral_diaphragm_y, ramp
 from radgen.data.phantom.findings import (
     LUNG_WORDS,
     Renderer,
@@ -255,7 +255,7 @@ class Atelectasis(Renderer):
             else:
                 for k in range(bands):
                     angle = tilt * s if canvas.view == PA else tilt
-                    box = lobular_density(canvas, cx, cy + 0.05 * k, 0.15, 0.018, plan["amp"] * 1.4, seed + k, spot.side, 0.2, angle=angle)
+                    box = lobular_density(canvas, cx, cy + 0.05 * k, 0.15, 0.02, plan["amp"], seed + k, spot.side, 0.3, angle=angle)
                     boxes.append(box)
             boxes = [b for b in boxes if b]
             if boxes:
