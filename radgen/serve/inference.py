@@ -192,6 +192,10 @@ class ReportService:
         kind = sniff_kind(data)
         try:
             image = decode_image(data, f"uploaded {kind.upper()} file")
+        except Image.DecompressionBombError:
+            # A small PNG can declare gigapixels; PIL refuses past 2 x MAX_IMAGE_PIXELS (~179 M).
+            raise DataError(f"the uploaded image has more than {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels; "
+                            "downscale it (radiographs need a few thousand pixels per side at most)") from None
         except DataError as err:
             if "no PixelData" in str(err):  # the data layer's hint ("remove it from the manifest") is for datasets
                 raise DataError("the uploaded DICOM file has no pixel data (a structured report or header-only file); "

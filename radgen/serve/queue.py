@@ -133,6 +133,12 @@ class BatchQueue:
                     if not job.future.done():
                         job.future.set_exception(err)
                 continue
+            if len(results) != len(batch):  # a broken run_batch must not leave callers waiting until timeout
+                error = RuntimeError(f"run_batch returned {len(results)} results for {len(batch)} requests")
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(error)
+                continue
             for job, result in zip(batch, results):
                 if not job.future.done():
                     job.future.set_result(result)

@@ -133,3 +133,14 @@ def test_heatmap_overlay_is_a_png_of_the_uploaded_size(client):
     assert list(overlay.getdata()) != list(plain.getdata())
     # The report is the same with or without the heatmap.
     assert body["findings"] == post(client, png_bytes(source)).json()["findings"]
+
+
+def test_decompression_bomb_is_422_not_a_crash(client, monkeypatch):
+    from PIL import Image
+
+    from tests.serve.tiny_model import radiograph
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # the 96x96 test image is then "too many pixels"
+    response = post(client, png_bytes(radiograph(size=96)))
+    assert response.status_code == 422
+    assert "pixels" in response.json()["detail"]

@@ -106,3 +106,23 @@ def test_http_503_and_504(model_dir):
         asyncio.run(main())
     finally:
         service.gate.set()
+
+
+def test_failing_or_broken_batches_reach_every_caller():
+    def failing(payloads):
+        raise ValueError("model exploded")
+
+    def short(payloads):
+        return payloads[:-1]  # one result missing
+
+    async def main(run_batch, error):
+        queue = BatchQueue(run_batch, max_batch=4)
+        await queue.start()
+        try:
+            results = await asyncio.gather(*(queue.submit(i, timeout=5) for i in range(3)), return_exceptions=True)
+        finally:
+            await queue.stop()
+        assert all(isinstance(r, error) for r in results), results
+
+    asyncio.run(main(failing, ValueError))
+    asyncio.run(main(short, RuntimeError))
