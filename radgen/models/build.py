@@ -49,4 +49,6 @@ def build_model(recipe: RecipeConfig, meta: bool = False, apply_first_stage: boo
         model.set_trainable(recipe.stages[0].train)
     else:
         model.requires_grad_(False)
-    return model
+    # Like transformers' from_pretrained: start in eval mode (call .train() to train; frozen
+    # components then stay in eval so their batch-norm statistics never drift).
+    return model.eval()

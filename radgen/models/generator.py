@@ -190,7 +190,21 @@ class ReportGenerator(nn.Module):
     def generate(self, pixel_values: torch.Tensor | None = None, image_features: torch.Tensor | None = None, num_beams: int = 3,
                  max_new_tokens: int = 60, do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
                  repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0) -> list[GeneratedReport]:
-        """Decode one report per image with the decoder's HF `generate` (KV cache on)."""
+        """Decode one report per image with the decoder's HF `generate` (KV cache on).
+
+        Runs in eval mode (no dropout, batch-norm statistics untouched) and restores the mode after,
+        so validation-time decoding inside a training loop changes nothing.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            return self._generate(pixel_values, image_features, num_beams, max_new_tokens, do_sample, temperature, top_p,
+                                  repetition_penalty, no_repeat_ngram_size)
+        finally:
+            self.train(was_training)
+
+    def _generate(self, pixel_values, image_features, num_beams, max_new_tokens, do_sample, temperature, top_p,
+                  repetition_penalty, no_repeat_ngram_size) -> list[GeneratedReport]:
         device = self._device()
         visual = self.visual_tokens(pixel_values, image_features)
         batch = visual.shape[0]
@@ -261,6 +275,7 @@ class ReportGenerator(nn.Module):
         if unused:
             raise ConfigError(f"stage train pattern(s) {unused} match no parameter of recipe '{self.recipe.name}' "
                               f"(components: {', '.join(self.components())}; globs match names like 'decoder.*lora_*')")
+        self.train(self.training)  # re-derive which components run in train mode for the new stage
         return self.trainable_parameter_count()
 
     def components(self) -> list[str]:

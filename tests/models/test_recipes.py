@@ -88,3 +88,16 @@ def test_tiny_recipe_trains_generates_and_round_trips(name, tmp_path):
     with torch.no_grad():
         assert torch.equal(model(**batch, pixel_values=px).logits, loaded(**batch, pixel_values=px).logits)
     assert [r.token_ids for r in loaded.generate(pixel_values=px, num_beams=2, max_new_tokens=4)] == [r.token_ids for r in reports]
+
+
+def test_blip_cross_attention_maps_cover_the_image_tokens():
+    torch.manual_seed(0)
+    model = build_model(load_recipe("blip-captioning", size="tiny"))
+    batch = model.tokenize_reports(REPORTS[:1])
+    with torch.no_grad():
+        out = model(**batch, pixel_values=pixels(model, 1), output_attentions=True)
+    assert out.num_visual_tokens == model.num_visual_tokens == 17  # 4x4 patches + CLS
+    assert len(out.cross_attentions) == 2
+    maps = out.cross_attentions[0]
+    assert maps.shape == (1, 4, batch["input_ids"].shape[1], 17)
+    torch.testing.assert_close(maps.sum(-1), torch.ones_like(maps.sum(-1)))  # a distribution over image tokens
