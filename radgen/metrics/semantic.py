@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from radgen.errors import WeightsError
 
@@ -89,7 +90,7 @@ def encode(encoder: Encoder, texts: list[str], layer: int, batch_size: int = 64,
         raise ValueError(f"semantic dtype must be float32 or bfloat16, got {dtype!r}")
     distinct = sorted(set(texts), key=len)
     cache: dict[str, tuple[torch.Tensor, list[int], torch.Tensor]] = {}
-    for start in range(0, len(distinct), batch_size):
+    for start in tqdm(range(0, len(distinct), batch_size), desc="semantic encoder", unit="batch", disable=None, leave=False):
         batch = distinct[start : start + batch_size]
         enc = encoder.tokenizer(batch, padding=True, truncation=True, max_length=encoder.max_length, return_tensors="pt")
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
