@@ -144,3 +144,12 @@ def test_decompression_bomb_is_422_not_a_crash(client, monkeypatch):
     response = post(client, png_bytes(radiograph(size=96)))
     assert response.status_code == 422
     assert "pixels" in response.json()["detail"]
+
+
+def test_serve_cli_rejects_bad_limits_before_loading(model_dir, capsys):
+    from radgen.cli import main
+
+    assert main(["serve", "--model", str(model_dir), "--max-batch", "0"]) == 2
+    assert "--max-batch must be positive" in capsys.readouterr().err
+    assert main(["serve", "--model", str(model_dir / "missing")]) == 2
+    assert "model folder not found" in capsys.readouterr().err
