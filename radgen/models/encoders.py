@@ -26,7 +26,7 @@ from torch import nn
 from radgen.config import EncoderConfig
 from radgen.errors import WeightsError
 from radgen.models import registry
-from radgen.models.sources import SourceCache, config_dict, hf_config, is_local_dir
+from radgen.models.sources import SourceCache, config_dict, is_local_dir
 
 
 class ImageEncoder(nn.Module):
@@ -145,7 +145,8 @@ def _processor_for(cfg: EncoderConfig, known: dict | None, config: Any) -> dict[
     if cfg.config.get("image_size"):
         processor["size"] = int(cfg.config["image_size"])
     processor.setdefault("size", cfg.image_size)
-    for key in ("size", "mean", "std", "resize"):
+    processor.update(_local_processor(cfg.name))  # a local folder's preprocessor_config.json
+    for key in ("size", "mean", "std", "resize"):  # explicit recipe overrides win
         if key in cfg.processor:
             processor[key] = cfg.processor[key]
     return processor
@@ -155,9 +156,7 @@ def build_hf_vision(cfg: EncoderConfig, sources: SourceCache) -> HFVisionEncoder
     known = registry.known_architecture(registry.VISION_ARCHITECTURES, cfg.name)
     if cfg.pretrained and not sources.meta:
         model = _load_pretrained_vision(cfg, sources)
-        processor = _processor_for(cfg, known, model.config)
-        processor.update(_local_processor(cfg.name))
-        return HFVisionEncoder(model, cfg, processor)
+        return HFVisionEncoder(model, cfg, _processor_for(cfg, known, model.config))
     # Random weights from the architecture config (tests, meta-device sizing, or fully saved models).
     if known is not None and not is_local_dir(cfg.name):
         model_type, fields = known["model_type"], {**known["config"], **cfg.config}
@@ -170,9 +169,7 @@ def build_hf_vision(cfg: EncoderConfig, sources: SourceCache) -> HFVisionEncoder
         model_type = cfg.config["model_type"]
     config = _vision_config(model_type, fields)
     model = _transformers_attr(_VISION_CLASSES[model_type])(config)
-    processor = _processor_for(cfg, known, config)
-    processor.update(_local_processor(cfg.name))
-    return HFVisionEncoder(model, cfg, processor)
+    return HFVisionEncoder(model, cfg, _processor_for(cfg, known, config))
 
 
 def _local_processor(name: str) -> dict[str, Any]:
@@ -197,8 +194,7 @@ def _local_processor(name: str) -> dict[str, Any]:
 
 
 def _load_pretrained_vision(cfg: EncoderConfig, sources: SourceCache) -> nn.Module:
-    config = hf_config(cfg.name, what="encoder.name")
-    model_type = config.model_type
+    model_type = config_dict(cfg.name, what="encoder.name")["model_type"]
     if model_type in _COMPOSITE_CLASSES:
         composite = sources.load(_COMPOSITE_CLASSES[model_type], cfg.name)
         return composite.vision_model if hasattr(composite, "vision_model") else composite.vision_tower

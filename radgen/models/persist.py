@@ -60,14 +60,16 @@ def _keys_to_save(model, base_weights: bool) -> list[str]:
         return state_keys
     full = _full_components(model)
     touched_components = {_component(n) for n in model.touched}
+    buffers = {name for name, _ in model.named_buffers()}
     keep = []
     for key in state_keys:
         component = _component(key)
-        # A touched component's buffers (batch-norm statistics) change with its weights.
-        if component in full or is_adapter_key(key) or key in model.touched or (component in touched_components and component == "encoder"):
+        if (component in full or is_adapter_key(key) or key in model.touched
+                # a trained component's buffers (batch-norm statistics) changed with its weights
+                or (key in buffers and component in touched_components)
+                # a head radgen adds to a pretrained tower (MedCLIP-style projection) has no source
+                or key.startswith("encoder.projection.")):
             keep.append(key)
-        elif "projection" in key and component == "encoder":
-            keep.append(key)  # a head radgen adds to a pretrained tower (MedCLIP-style projection)
     return keep
 
 
