@@ -4,7 +4,7 @@
   needs no scikit-learn.
 * `global_statistics`: per-image summary features (mean, spread, percentiles, histogram) for the
   "could a model read the answer from a global statistic?" baseline, fitted with
-  `fit_logistic_regression`.
+  `fit_logistic_regression` (numpy Newton/IRLS).
 * `SmallCNN`: a few strided convolutions over the stacked PA + lateral views.
 """
 
@@ -47,28 +47,34 @@ def global_statistics(image: np.ndarray, bins: int = 16) -> np.ndarray:
     return np.concatenate([[pixels.mean(), pixels.std()], percentiles, histogram]).astype(np.float32)
 
 
-def fit_logistic_regression(features: np.ndarray, targets: np.ndarray, l2: float = 1e-3, steps: int = 300):
-    """One-vs-rest logistic regression (full-batch L-BFGS, standardized features); returns predict(x)."""
-    x = torch.as_tensor(features, dtype=torch.float32)
+def fit_logistic_regression(features: np.ndarray, targets: np.ndarray, l2: float = 1e-2, steps: int = 25):
+    """One-vs-rest L2 logistic regression by Newton's method on standardized features.
+
+    Plain numpy (a few dozen features): exact and fast, no optimizer state. Returns predict(x)
+    giving probabilities, one column per target column.
+    """
+    x = np.asarray(features, dtype=np.float64)
     mean, std = x.mean(0), x.std(0) + 1e-6
-    x = (x - mean) / std
-    y = torch.as_tensor(targets, dtype=torch.float32)
-    weight = torch.zeros(x.shape[1], y.shape[1], requires_grad=True)
-    bias = torch.zeros(y.shape[1], requires_grad=True)
-    optimizer = torch.optim.LBFGS([weight, bias], max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure():
-        optimizer.zero_grad()
-        loss = nn.functional.binary_cross_entropy_with_logits(x @ weight + bias, y) + l2 * (weight**2).sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
+    design = np.hstack([(x - mean) / std, np.ones((len(x), 1))])
+    y = np.asarray(targets, dtype=np.float64)
+    penalty = l2 * len(x) * np.eye(design.shape[1])
+    penalty[-1, -1] = 0.0  # no penalty on the intercept
+    weights = np.zeros((design.shape[1], y.shape[1]))
+    for j in range(y.shape[1]):
+        w = weights[:, j]
+        for _ in range(steps):
+            p = 1.0 / (1.0 + np.exp(-np.clip(design @ w, -30, 30)))
+            gradient = design.T @ (p - y[:, j]) + penalty @ w
+            hessian = (design * (p * (1 - p))[:, None]).T @ design + penalty
+            step = np.linalg.solve(hessian, gradient)
+            w = w - step
+            if np.abs(step).max() < 1e-8:
+                break
+        weights[:, j] = w
 
     def predict(new_features: np.ndarray) -> np.ndarray:
-        z = (torch.as_tensor(new_features, dtype=torch.float32) - mean) / std
-        with torch.no_grad():
-            return torch.sigmoid(z @ weight + bias).numpy()
+        z = np.hstack([(np.asarray(new_features, dtype=np.float64) - mean) / std, np.ones((len(new_features), 1))])
+        return 1.0 / (1.0 + np.exp(-np.clip(z @ weights, -30, 30)))
 
     return predict
 

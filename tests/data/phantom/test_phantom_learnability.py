@@ -35,6 +35,17 @@ def test_rank_auroc_matches_pairwise_count_on_random_data():
     assert math.isclose(rank_auroc(scores, labels), pairwise)
 
 
+def test_logistic_regression_matches_a_known_separable_direction():
+    # Labels are exactly sign(x0 - x1): the fitted model must rank by x0 - x1 and ignore x2.
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(200, 3))
+    y = (x[:, 0] - x[:, 1] > 0).astype(np.float32)[:, None]
+    predict = fit_logistic_regression(x[:150], y[:150])
+    assert rank_auroc(predict(x[150:])[:, 0], y[150:, 0]) > 0.99
+    probe = predict(np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]))[:, 0]
+    assert probe[0] > 0.9 and probe[1] < 0.1 and abs(probe[2] - 0.5) < 0.2
+
+
 def test_statistics_and_logistic_regression_learn_a_global_signal():
     rng = np.random.default_rng(1)
     bright = rng.random(80) < 0.5
