@@ -9,7 +9,7 @@ import torch
 from radgen.config import RecipeConfig
 from radgen.errors import WeightsError
 from radgen.models.connectors import build_connector
-from radgen.models.decoders import build_decoder, cross_attention_width, input_width, load_tokenizer
+from radgen.models.decoders import build_decoder, cross_attention_width, input_width, load_options, load_tokenizer
 from radgen.models.encoders import build_encoder
 from radgen.models.generator import ReportGenerator
 from radgen.models.peft import SoftPrompt, apply_peft
@@ -33,6 +33,11 @@ def build_model(recipe: RecipeConfig, meta: bool = False, apply_first_stage: boo
     sources = SourceCache(meta=meta)
     builtin = (spec.decoder.tokenizer or "").startswith("builtin:")
     tokenizer = load_tokenizer(spec.decoder) if (not meta or builtin) else None
+    if spec.decoder.pretrained and not meta:
+        # components from the decoder's own checkpoint (BLIP-2) load with the decoder's dtype/8-bit
+        shared = {spec.encoder.name if spec.encoder.pretrained else None, spec.connector.name if spec.connector.pretrained else None}
+        if spec.decoder.name in shared:
+            sources.shared_options[spec.decoder.name] = load_options(spec.decoder, sources)
     device = torch.device("meta") if meta else contextlib.nullcontext()
     with device:
         encoder = build_encoder(spec.encoder, sources)

@@ -201,6 +201,11 @@ def decoder_config(cfg: DecoderConfig, tokenizer: Any = None):
     return AutoConfig.for_model(model_type, **fields)
 
 
+def load_options(cfg: DecoderConfig, sources: SourceCache) -> dict[str, Any]:
+    """dtype and quantization for loading the decoder's checkpoint (also used for a shared composite)."""
+    return {"dtype": _torch_dtype(cfg.dtype), **_quantization(cfg, sources)}
+
+
 def build_decoder(cfg: DecoderConfig, tokenizer: Any, sources: SourceCache) -> nn.Module:
     from transformers import AutoModelForCausalLM, BlipTextLMHeadModel
 

@@ -46,14 +46,16 @@ class ImageEncoder(nn.Module):
 # ----------------------------------------------------------------------------------------------------
 # transformers vision towers
 
-# Composite checkpoints (whole captioning/VLM models) whose vision tower is one attribute.
+# Composite checkpoints (whole captioning/VLM models) whose vision tower is one attribute. They are
+# loaded whole (once per build, shared with the connector/decoder that live in the same checkpoint).
 _COMPOSITE_CLASSES = {
     "blip-2": "Blip2ForConditionalGeneration",
     "blip": "BlipForConditionalGeneration",
-    "clip": "CLIPModel",
-    "siglip": "SiglipModel",
     "llava": "LlavaForConditionalGeneration",
 }
+# Dual-encoder checkpoints: the vision class loads its half directly (as LLaVA loads CLIP-L/336),
+# so the text tower is never materialised.
+_DUAL_ENCODER_VISION = {"clip": "CLIPVisionModel", "siglip": "SiglipVisionModel"}
 _VISION_CLASSES = {
     "blip_2_vision_model": "Blip2VisionModel",
     "blip_vision_model": "BlipVisionModel",
@@ -195,12 +197,14 @@ def _local_processor(name: str) -> dict[str, Any]:
 
 def _load_pretrained_vision(cfg: EncoderConfig, sources: SourceCache) -> nn.Module:
     model_type = config_dict(cfg.name, what="encoder.name")["model_type"]
+    if model_type in _DUAL_ENCODER_VISION:
+        return sources.load(_DUAL_ENCODER_VISION[model_type], cfg.name)
     if model_type in _COMPOSITE_CLASSES:
         composite = sources.load(_COMPOSITE_CLASSES[model_type], cfg.name)
         return composite.vision_model if hasattr(composite, "vision_model") else composite.vision_tower
     if model_type not in _VISION_CLASSES:
         raise WeightsError(f"encoder.name '{cfg.name}': model type '{model_type}' is not a supported vision tower "
-                           f"(supported: {', '.join(sorted(_VISION_CLASSES) + sorted(_COMPOSITE_CLASSES))})")
+                           f"(supported: {', '.join(sorted(_VISION_CLASSES) + sorted(_COMPOSITE_CLASSES) + sorted(_DUAL_ENCODER_VISION))})")
     return sources.load(_VISION_CLASSES[model_type], cfg.name)
 
 

@@ -57,12 +57,15 @@ class SourceCache:
         self.dtype = dtype
         self.load_kwargs = load_kwargs or {}
         self._loaded: dict[tuple[str, str], Any] = {}
+        # Load options (dtype, 8-bit) a checkpoint shared by several components must be loaded with:
+        # BLIP-2's ViT, Q-Former and OPT come from one file, loaded once, in the decoder's precision.
+        self.shared_options: dict[str, dict[str, Any]] = {}
 
     def load(self, class_name: str, name: str, **kwargs: Any) -> Any:
         key = (class_name, name)
         if key not in self._loaded:
             cls = _transformers_class(class_name)
-            options = {**self.load_kwargs, **kwargs}
+            options = {**self.load_kwargs, **self.shared_options.get(name, {}), **kwargs}
             if self.dtype is not None:
                 options.setdefault("dtype", self.dtype)
             try:

@@ -48,13 +48,20 @@ def test_blip2_checkpoint_is_loaded_once_for_all_three_components(monkeypatch):
                      "word_embed_proj_dim": 32, "vocab_size": 384, "max_position_embeddings": 64},
         num_query_tokens=4)
     composite = Blip2ForConditionalGeneration(config)
-    calls = _record(monkeypatch, transformers.Blip2ForConditionalGeneration, lambda: composite)
+    calls = []
+
+    def fake(name, **kwargs):
+        calls.append((name, kwargs))
+        return composite
+
+    monkeypatch.setattr(transformers.Blip2ForConditionalGeneration, "from_pretrained", fake)
     monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", lambda name, *a, **k: config)
     recipe = load_recipe("blip2-opt-lora", size="tiny", overrides=[
         "model.encoder.pretrained=true", "model.connector.pretrained=true", "model.decoder.pretrained=true", "model.peft.method=none",
-        "stages.0.train=[connector]"])
+        "model.decoder.dtype=bfloat16", "stages.0.train=[connector]"])
     model = build_model(recipe)
-    assert calls == ["Salesforce/blip2-opt-2.7b"]  # one load, three components
+    # one load for three components, in the decoder's precision (the encoder asks first)
+    assert calls == [("Salesforce/blip2-opt-2.7b", {"dtype": torch.bfloat16})]
     assert model.encoder.model is composite.vision_model
     assert model.connector.qformer is composite.qformer and model.connector.query_tokens is composite.query_tokens
     assert model.decoder is composite.language_model
