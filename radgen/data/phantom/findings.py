@@ -12,8 +12,8 @@ normal anatomy is unaffected by the random draws of findings:
    layers and return where it is (pixel boxes) for the ground truth. A view on which the sign is
    not visible (e.g. scoliosis on the lateral) returns ``[]``.
 
-Renderers for each family live in ``signs_lung``, ``signs_bone`` and ``signs_devices``; they
-register here with ``@register("heading", ...)``.
+Renderers for each family live in ``signs_lung``, ``signs_pleura``, ``signs_chest``,
+``signs_bone`` and ``signs_devices``; they register here with ``@register("heading", ...)``.
 """
 
 from __future__ import annotations

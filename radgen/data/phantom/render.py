@@ -22,8 +22,9 @@ import numpy as np
 from PIL import Image
 
 # Importing the sign modules registers their renderers.
-from radgen.data.phantom import signs_bone, signs_chest, signs_devices, signs_lung  # noqa: F401
-from radgen.data.phantom.anatomy import LATERAL, PA, Canvas, compose, draw_lateral, draw_pa, sample_body
+from radgen.data.phantom import signs_bone, signs_chest, signs_devices, signs_lung, signs_pleura  # noqa: F401
+from radgen.data.phantom.anatomy import LATERAL, PA, Canvas, compose, draw_pa, sample_body
+from radgen.data.phantom.lateral import draw_lateral
 from radgen.data.phantom.findings import NON_FINDINGS, renderer_for
 from radgen.data.study import ImageRef, Study
 from radgen.errors import DataError

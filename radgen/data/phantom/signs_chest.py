@@ -10,7 +10,8 @@ import math
 
 import numpy as np
 
-from radgen.data.phantom.anatomy import PA, lateral_diaphragm_y, lateral_heart_geometry, ramp
+from radgen.data.phantom.anatomy import PA, ramp
+from radgen.data.phantom.lateral import lateral_diaphragm_y, lateral_heart_geometry
 from radgen.data.phantom.findings import Renderer, arc, lung_side_mask, register, severity, side_of
 from radgen.data.phantom.signs_lung import GRANULOMA
 
