@@ -105,6 +105,11 @@ def _architectures(model) -> dict[str, Any]:
 def save_pretrained(model, directory: str | Path, base_weights: bool = True) -> None:
     from safetensors.torch import save_file
 
+    quantized = model.recipe.model.decoder.load_in_8bit or model.recipe.model.decoder.load_in_4bit
+    if quantized and not model.merged:
+        # int8/int4 bitsandbytes weights cannot be rebuilt from a random float model; keep only what
+        # trained and re-load the quantised base from its source.
+        base_weights = False
     if model.merged:
         base_weights = True  # merged LoRA changed every targeted base weight
     recipe = copy.deepcopy(model.recipe)
