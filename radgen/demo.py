@@ -58,7 +58,7 @@ def run_demo(out: str | Path = "out/demo", model_dir: str | Path | None = None, 
     from radgen.generate.decode import generate_reports, load_model
     from radgen.io import atomic_dir, atomic_write_json, atomic_write_text, write_jsonl
     from radgen.metrics.evaluate import evaluate
-    from radgen.serve.inference import heatmap_png, model_card, resolve_model_dir
+    from radgen.serve.inference import attention_overlays, model_card, resolve_model_dir
 
     out = Path(out)
     if studies < 1:
@@ -81,9 +81,10 @@ def run_demo(out: str | Path = "out/demo", model_dir: str | Path | None = None, 
                 frontal = study.images[0]  # PA: what the model read ("first_frontal")
                 image = load_image(tmp / frontal.path)
                 pixels = model.image_transform(image)[None]
-                png, _method = heatmap_png(model, image, pixels, _token_ids(model, row), [tuple(s["token_span"]) for s in row["sentences"]])
+                maps = attention_overlays(model, image, pixels, _token_ids(model, row),
+                                          [tuple(s["token_span"]) for s in row["sentences"]], per_sentence=False)
                 relative = f"images/{Path(frontal.path).stem}_attention.png"
-                (tmp / relative).write_bytes(png)
+                (tmp / relative).write_bytes(maps.report)
                 overlays[study.study_id] = relative
         scores = evaluate(preds, rendered, section=section, metrics=metrics, bootstrap=200)
         write_manifest(tmp / "manifest.jsonl", rendered)

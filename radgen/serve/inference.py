@@ -131,24 +131,36 @@ def report_json(model: Any, report: Any) -> dict[str, Any]:
 
 
 # -------------------------------------------------------------------------------- heatmap
-def heatmap_png(model: Any, image: Image.Image, pixel_values: torch.Tensor, token_ids: list[int],
-                spans: list[tuple[int, int]]) -> tuple[bytes, str]:
-    """The whole report's attention over the image as an overlay PNG, and the method's name.
+@dataclass
+class Overlays:
+    report: bytes  # PNG: the whole report's attention over the image
+    sentences: list[bytes]  # PNG per sentence (same order as the report's sentences)
+    method: str  # how the maps were made (radgen.explain.attention names it)
+
+
+def attention_overlays(model: Any, image: Image.Image, pixel_values: torch.Tensor, token_ids: list[int],
+                       spans: list[tuple[int, int]], per_sentence: bool = True) -> Overlays:
+    """Attention overlays over the uploaded image, at its own size: the report's and each sentence's.
 
     `radgen.explain.attention` does the work (per-recipe method: composed / cross / decoder
     attention, or gradient × input); the report's map is the mean of its token maps (or of its
-    sentence maps for the gradient method), drawn over the uploaded image at its own size.
+    sentence maps for the gradient method).
     """
     from radgen.explain.attention import explain, overlay, upsample
 
-    spans = spans or [(0, len(token_ids))]
-    result = explain(model, pixel_values, [list(token_ids)], [spans])[0]
-    heat = result.token_maps.mean(0) if result.token_maps is not None and len(result.token_maps) else \
-        sum(result.sentence_maps) / max(1, len(result.sentence_maps))
-    full = upsample(heat, image.size, model.image_transform.resize)
-    buffer = io.BytesIO()
-    overlay(image, full).save(buffer, format="PNG")
-    return buffer.getvalue(), result.method
+    def png(heat) -> bytes:
+        buffer = io.BytesIO()
+        overlay(image, upsample(heat, image.size, model.image_transform.resize)).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    sentence_spans = list(spans)
+    result = explain(model, pixel_values, [list(token_ids)], [sentence_spans or [(0, len(token_ids))]])[0]
+    if result.token_maps is not None and len(result.token_maps):
+        heat = result.token_maps.mean(0)
+    else:
+        heat = sum(result.sentence_maps) / max(1, len(result.sentence_maps))
+    sentences = [png(m) for m in result.sentence_maps] if per_sentence and sentence_spans else []
+    return Overlays(png(heat), sentences, result.method)
 
 
 # -------------------------------------------------------------------------------- service
@@ -212,9 +224,11 @@ class ReportService:
             result = report_json(self.model, report)
             if job.heatmap:
                 # Outside inference_mode: the gradient fallback of radgen.explain needs autograd.
-                png, method = heatmap_png(self.model, job.image, pixels[None], report.token_ids, result.pop("_spans"))
-                result["heatmap"] = base64.b64encode(png).decode("ascii")
-                result["heatmap_method"] = method
+                overlays = attention_overlays(self.model, job.image, pixels[None], report.token_ids, result.pop("_spans"))
+                result["heatmap"] = base64.b64encode(overlays.report).decode("ascii")
+                for sentence, image_png in zip(result["sentences"], overlays.sentences):
+                    sentence["heatmap"] = base64.b64encode(image_png).decode("ascii")
+                result["heatmap_method"] = overlays.method
             else:
                 result.pop("_spans")
             results.append(result)

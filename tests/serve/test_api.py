@@ -128,6 +128,11 @@ def test_heatmap_overlay_is_a_png_of_the_uploaded_size(client):
     overlay = Image.open(io.BytesIO(base64.b64decode(body["heatmap"])))
     assert overlay.format == "PNG" and overlay.size == source.size and overlay.mode == "RGB"
     assert body["heatmap_method"] == "composed_attention"  # radgen-small: mapping-layer connector
+    # One overlay per sentence, each a PNG of the upload's size.
+    assert body["sentences"]
+    for sentence in body["sentences"]:
+        per_sentence = Image.open(io.BytesIO(base64.b64decode(sentence["heatmap"])))
+        assert per_sentence.format == "PNG" and per_sentence.size == source.size
     # The overlay differs from the plain radiograph (something was painted on it).
     plain = source.convert("RGB")
     assert list(overlay.getdata()) != list(plain.getdata())

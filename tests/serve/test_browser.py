@@ -130,6 +130,20 @@ def test_upload_report_heatmap_copy_download_screenshot(server, browser, tmp_pat
     assert overlay.get_attribute("src").startswith("data:image/png;base64,")
     assert browser.execute_script("return arguments[0].naturalWidth", overlay) == 256
     assert not browser.find_element(By.ID, "preview").is_displayed()
+    # Hovering a sentence shows that sentence's own map; leaving it, the whole report's again.
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    caption = browser.find_element(By.ID, "overlay-caption")
+    assert caption.text.startswith("Attention over the whole report")
+    report_src = overlay.get_attribute("src")
+    first = findings.find_element(By.CSS_SELECTOR, ".sentence")
+    ActionChains(browser).move_to_element(first).perform()
+    assert caption.text.startswith("Attention while writing") and first.text in caption.text
+    sentence_map = browser.execute_script("return arguments[0].src", overlay)
+    assert sentence_map.startswith("data:image/png;base64,")
+    ActionChains(browser).move_to_element(browser.find_element(By.ID, "disclaimer")).perform()
+    assert caption.text.startswith("Attention over the whole report")
+    assert overlay.get_attribute("src") == report_src
 
     browser.find_element(By.ID, "download-button").click()
     target = browser.downloads / "radgen-draft-report.txt"

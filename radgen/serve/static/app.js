@@ -3,7 +3,7 @@
 "use strict";
 (function () {
   const $ = (id) => document.getElementById(id);
-  const state = { file: null, result: null, heatmap: null, token: sessionStorage.getItem("radgenToken") || "" };
+  const state = { file: null, result: null, heatmap: null, sentenceHeatmaps: [], token: sessionStorage.getItem("radgenToken") || "" };
 
   function headers() {
     return state.token ? { Authorization: "Bearer " + state.token } : {};
@@ -78,14 +78,30 @@
     }
     container.classList.remove("empty");
     const threshold = parseFloat($("threshold").value);
-    for (const s of sentences) {
+    sentences.forEach((s, index) => {
       const span = document.createElement("span");
+      span.dataset.index = String(index);
       span.className = "sentence" + (s.confidence < threshold ? " low" : "");
       span.title = "confidence " + s.confidence.toFixed(2);
       span.dataset.confidence = String(s.confidence);
       span.textContent = s.text;
       container.append(span, document.createTextNode(" "));
-    }
+    });
+  }
+
+  // While the overlay is on, hovering a sentence shows that sentence's own attention map.
+  function overlayOn() { return !$("overlay").hidden && state.heatmap; }
+  function showSentenceMap(event) {
+    const span = event.target.closest(".sentence");
+    const png = span && state.sentenceHeatmaps[Number(span.dataset.index)];
+    if (!overlayOn() || !png) return;
+    $("overlay").src = "data:image/png;base64," + png;
+    $("overlay-caption").textContent = "Attention while writing: \u201c" + span.textContent + "\u201d";
+  }
+  function showReportMap() {
+    if (!overlayOn()) return;
+    $("overlay").src = "data:image/png;base64," + state.heatmap;
+    $("overlay-caption").textContent = "Attention over the whole report (hover a sentence for its own map)";
   }
 
   function showReport() {
@@ -117,6 +133,8 @@
     state.file = file;
     state.result = null;
     state.heatmap = null;
+    state.sentenceHeatmaps = [];
+    $("overlay-caption").textContent = "";
     $("report").hidden = true;
     $("overlay").hidden = true;
     $("heatmap-toggle").checked = false;
@@ -145,6 +163,7 @@
     const on = $("heatmap-toggle").checked;
     if (!on) {
       $("overlay").hidden = true;
+      $("overlay-caption").textContent = "";
       $("preview").hidden = !$("preview").src;
       return;
     }
@@ -153,6 +172,7 @@
       try {
         const result = await requestReport(true);
         state.heatmap = result.heatmap;
+        state.sentenceHeatmaps = result.sentences.map((s) => s.heatmap);
       } catch (err) {
         setStatus(err.message, true);
         $("heatmap-toggle").checked = false;
@@ -160,10 +180,10 @@
       }
       setStatus("Attention overlay ready.");
     }
-    $("overlay").src = "data:image/png;base64," + state.heatmap;
     $("overlay").hidden = false;
     $("preview").hidden = true;
     $("no-preview").hidden = true;
+    showReportMap();
   }
 
   async function copyReport() {
@@ -202,6 +222,10 @@
     if (e.dataTransfer.files.length) analyse(e.dataTransfer.files[0]);
   });
   $("heatmap-toggle").addEventListener("change", toggleHeatmap);
+  for (const id of ["findings", "impression"]) {
+    $(id).addEventListener("mouseover", showSentenceMap);
+    $(id).addEventListener("mouseout", showReportMap);
+  }
   $("threshold").addEventListener("input", () => { if (state.result) showReport(); });
   $("copy-button").addEventListener("click", copyReport);
   $("download-button").addEventListener("click", downloadReport);
