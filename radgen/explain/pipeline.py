@@ -20,13 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from radgen.data.images import load_image, stitch_images
 from radgen.data.study import Study
 from radgen.explain import attention, grounding
 from radgen.generate.confidence import geometric_mean_probability, sentence_spans
-from radgen.generate.decode import GenerationSettings, _batches, _dataset
+from radgen.generate.decode import GenerationSettings, generation_dataset, study_batches
 from radgen.io import atomic_write_bytes, atomic_write_json, write_jsonl
 
 
@@ -116,7 +115,7 @@ def explain_studies(model: Any, studies: Sequence[Study], out_dir: str | os.Path
     out.mkdir(parents=True, exist_ok=True)
     options = GenerationSettings.from_recipe(model.recipe, **settings)
     data = model.recipe.data
-    dataset = _dataset(model, studies, root, section)
+    dataset = generation_dataset(model, studies, root, section)
     by_id = {s.study_id: s for s in studies}
     rows, all_shares, per_study_grounding, methods = [], [], [], set()
     bar = None
@@ -125,7 +124,7 @@ def explain_studies(model: Any, studies: Sequence[Study], out_dir: str | os.Path
 
         bar = tqdm(total=len(dataset), unit="study", desc="explain")
     model.eval()
-    for batch in _batches(dataset, options.batch_size):
+    for batch in study_batches(dataset, options.batch_size):
         ids_list, logprobs_list = [], []
         if predictions is not None:
             for sid in batch["study_ids"]:
@@ -196,7 +195,8 @@ def explain_studies(model: Any, studies: Sequence[Study], out_dir: str | os.Path
         atomic_write_json(out / "attention_share.json", {
             "definition": "per decoder layer: attention mass (mean over heads) that each generated token's query puts on the "
                           "visual tokens, averaged over tokens and then studies",
-            "layers": mean, "studies": len(all_shares), "per_study": {r["study_id"]: r["visual_share_per_layer"] for r in rows if r["visual_share_per_layer"]}})
+            "layers": mean, "studies": len(all_shares),
+            "per_study": {r["study_id"]: r["visual_share_per_layer"] for r in rows if r["visual_share_per_layer"]}})
         share_plot(mean, out / "attention_share.png")
         summary["attention_share"] = mean
     else:

@@ -102,14 +102,18 @@ def select_studies(studies: Sequence[Study], split: str | None = None, limit: in
     return chosen[:limit] if limit is not None else chosen
 
 
-def _dataset(model: Any, studies: Sequence[Study], root: str | os.PathLike | None, section: str) -> StudyDataset:
+def generation_dataset(model: Any, studies: Sequence[Study], root: str | os.PathLike | None, section: str) -> StudyDataset:
+    """The recipe's image selection and cleaning, keeping studies without a reference report.
+
+    `generate` takes one image tensor per study, so "list" recipes decode from the first frontal image.
+    """
     data = model.recipe.data
     return StudyDataset(list(studies), model.image_transform, root=root, section=section, cleaning=data.cleaning,
                         images=data.images if data.images != "list" else "first_frontal", max_images=data.max_images,
                         views=data.views, drop_empty_reports=False)
 
 
-def _batches(dataset: StudyDataset, batch_size: int) -> Iterator[dict[str, Any]]:
+def study_batches(dataset: StudyDataset, batch_size: int) -> Iterator[dict[str, Any]]:
     for start in range(0, len(dataset), batch_size):
         yield collate_studies([dataset[i] for i in range(start, min(len(dataset), start + batch_size))])
 
@@ -144,7 +148,7 @@ def generate_reports(model: Any, studies: Sequence[Study], root: str | os.PathLi
     options = GenerationSettings.from_recipe(model.recipe, **settings)
     if not studies:
         return []
-    dataset = _dataset(model, studies, root, section)
+    dataset = generation_dataset(model, studies, root, section)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -153,7 +157,7 @@ def generate_reports(model: Any, studies: Sequence[Study], root: str | os.PathLi
     rows: list[dict[str, Any]] = []
     model.eval()
     try:
-        for batch in _batches(dataset, options.batch_size):
+        for batch in study_batches(dataset, options.batch_size):
             if options.do_sample:
                 # a seed per batch derived from its first study: a resumed run samples the same reports
                 digest = hashlib.sha256(f"{seed}:{batch['study_ids'][0]}".encode()).digest()
