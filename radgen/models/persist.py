@@ -189,6 +189,7 @@ def load_pretrained(directory: str | Path, device: str | torch.device | None = N
         model.tokenizer = AutoTokenizer.from_pretrained(str(directory / "tokenizer"))
     model.recipe = recipe
     state = load_file(str(directory / WEIGHTS_FILE))
+    _match_dtypes(model, state)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected:
         raise WeightsError(f"{directory / WEIGHTS_FILE}: {len(unexpected)} weights do not belong to this recipe's model "
@@ -201,6 +202,15 @@ def load_pretrained(directory: str | Path, device: str | torch.device | None = N
     if device is not None:
         model.to(device)
     return model
+
+
+def _match_dtypes(model, state: dict[str, torch.Tensor]) -> None:
+    """Give each parameter/buffer the dtype it was saved in (a bf16-trained model reloads as bf16,
+    not upcast to the float32 it was rebuilt in), so outputs stay identical."""
+    for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
+        saved = state.get(name)
+        if saved is not None and saved.dtype != tensor.dtype and saved.dtype.is_floating_point:
+            tensor.data = tensor.data.to(saved.dtype)
 
 
 def _check_only_tied_missing(model, missing: list[str], loaded: dict[str, torch.Tensor], directory: Path) -> None:

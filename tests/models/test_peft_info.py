@@ -123,3 +123,14 @@ def test_model_info_cli_prints_per_stage_counts(capsys):
 
     data = json.loads(capsys.readouterr().out)
     assert data["stages"][0]["memory"]["fp32"]["weights_gib"] > 0
+
+
+def test_bfloat16_model_reloads_in_bfloat16(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(load_recipe("clipcap-prefix", size="tiny")).to(torch.bfloat16)
+    model.save_pretrained(tmp_path / "bf16")
+    loaded = ReportGenerator.from_pretrained(tmp_path / "bf16")
+    assert {p.dtype for p in loaded.parameters()} == {torch.bfloat16}
+    px, batch = pixels(model), model.tokenize_reports(REPORTS)
+    with torch.no_grad():
+        assert torch.equal(model(**batch, pixel_values=px).logits, loaded(**batch, pixel_values=px).logits)
