@@ -2,11 +2,13 @@
 the page (upload → draft report → attention overlay → copy/download), screenshot.
 
 Skipped only when Chromium/chromedriver or selenium are absent (CI installs them: see
-scripts/test.sh). RADGEN_SCREENSHOT=PATH also saves the final screenshot there (docs/images/).
+scripts/test.sh). RADGEN_SCREENSHOT=PATH also saves the final screenshot there (docs/images/);
+RADGEN_SCREENSHOT_MODEL=DIR serves that model instead of the test's tiny random one.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -38,7 +40,13 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(model_dir, tmp_path_factory):
+def served_model(model_dir):
+    return Path(os.environ.get("RADGEN_SCREENSHOT_MODEL") or model_dir)
+
+
+@pytest.fixture(scope="module")
+def server(served_model, tmp_path_factory):
+    model_dir = served_model
     port = free_port()
     log = tmp_path_factory.mktemp("serve") / "server.log"
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -92,7 +100,7 @@ def browser():
         shutil.rmtree(downloads, ignore_errors=True)
 
 
-def test_upload_report_heatmap_copy_download_screenshot(server, browser, tmp_path):
+def test_upload_report_heatmap_copy_download_screenshot(server, browser, served_model, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -101,7 +109,7 @@ def test_upload_report_heatmap_copy_download_screenshot(server, browser, tmp_pat
     browser.get(server + "/")
     # The model card loads with the page and says what the model was trained on.
     trained_on = wait.until(ec.visibility_of_element_located((By.ID, "card-trained_on")))
-    assert "random weights" in trained_on.text
+    assert trained_on.text == json.loads((served_model / "model_card.json").read_text())["trained_on"]
     assert "NOT for clinical use" in browser.find_element(By.ID, "disclaimer").text
 
     from PIL import Image
