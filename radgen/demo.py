@@ -57,7 +57,7 @@ def run_demo(out: str | Path = "out/demo", model_dir: str | Path | None = None, 
     from radgen.data.study import write_manifest
     from radgen.generate.decode import generate_reports, load_model
     from radgen.io import atomic_dir, atomic_write_json, atomic_write_text, write_jsonl
-    from radgen.metrics.evaluate import evaluate
+    from radgen.metrics.evaluate import ALL_METRICS, evaluate
     from radgen.serve.inference import attention_overlays, model_card, resolve_model_dir
 
     out = Path(out)
@@ -65,6 +65,9 @@ def run_demo(out: str | Path = "out/demo", model_dir: str | Path | None = None, 
         raise RadgenError(f"--studies must be at least 1, got {studies}")
     if size < 64:
         raise RadgenError(f"--size must be at least 64 (phantom renderer), got {size}")
+    unknown = sorted(set(metrics) - set(ALL_METRICS))
+    if unknown:  # checked before the slow part, not after rendering and decoding
+        raise RadgenError(f"--metrics: unknown {', '.join(unknown)}; choose from {', '.join(ALL_METRICS)}")
     _check_out_dir(out)
     model_dir = resolve_model_dir(model_dir)
     model = load_model(model_dir)

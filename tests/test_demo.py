@@ -67,6 +67,8 @@ def test_demo_refuses_a_foreign_folder_and_missing_default_model(tmp_path, monke
     (foreign / "thesis.tex").write_text("keep me")
     assert main(["demo", "--out", str(foreign), "--model", str(tmp_path)]) == 2
     assert "is not an earlier `radgen demo` output" in capsys.readouterr().err
+    assert main(["demo", "--out", str(tmp_path / "x"), "--metrics", "bleu,blue"]) == 2
+    assert "--metrics: unknown blue" in capsys.readouterr().err
     assert (foreign / "thesis.tex").read_text() == "keep me"
 
     import radgen.serve.inference as inference
