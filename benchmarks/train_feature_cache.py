@@ -1,7 +1,7 @@
 """Training throughput with and without the frozen-encoder feature cache.
 
     PYTHONPATH=. python benchmarks/train_feature_cache.py [--recipe radgen-small] [--size full|tiny]
-        [--studies 64] [--steps 12] [--batch-size 8] [--image-size 512] [--json out.json]
+        [--studies 64] [--steps 12] [--batch-size 8] [--image-size 512] [--threads 1] [--json out.json]
 
 Writes `--studies` synthetic 8-bit PA radiograph PNGs (smooth lungs + noise) and a manifest into a
 temporary folder, then trains the recipe's first stage (encoder frozen, as in every shipped recipe)
@@ -85,8 +85,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--image-size", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: idle OpenMP threads spin and bill CPU time on a busy machine)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
