@@ -74,9 +74,9 @@ class Encoder:
 class TokenStates:
     """Per text: the chosen layer's normalized token embeddings, token ids, and the pooled sentence vector."""
 
-    tokens: list[torch.Tensor] = field(default_factory=list)  # (T, D) normalized, incl. special tokens
+    tokens: list[np.ndarray] = field(default_factory=list)  # (T, D) normalized, incl. special tokens
     ids: list[list[int]] = field(default_factory=list)
-    sentence: list[torch.Tensor] = field(default_factory=list)  # (D,) normalized mean-pooled last layer
+    sentence: list[np.ndarray] = field(default_factory=list)  # (D,) normalized mean-pooled last layer
 
 
 @torch.inference_mode()
@@ -89,7 +89,7 @@ def encode(encoder: Encoder, texts: list[str], layer: int, batch_size: int = 64,
     if dtype not in ("float32", "bfloat16"):
         raise ValueError(f"semantic dtype must be float32 or bfloat16, got {dtype!r}")
     distinct = sorted(set(texts), key=len)
-    cache: dict[str, tuple[torch.Tensor, list[int], torch.Tensor]] = {}
+    cache: dict[str, tuple[np.ndarray, list[int], np.ndarray]] = {}
     for start in tqdm(range(0, len(distinct), batch_size), desc="semantic encoder", unit="batch", disable=None, leave=False):
         batch = distinct[start : start + batch_size]
         enc = encoder.tokenizer(batch, padding=True, truncation=True, max_length=encoder.max_length, return_tensors="pt")
@@ -99,10 +99,15 @@ def encode(encoder: Encoder, texts: list[str], layer: int, batch_size: int = 64,
         last = out.hidden_states[-1].float()
         mask = enc["attention_mask"]
         pooled = (last * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
-        pooled = torch.nn.functional.normalize(pooled, dim=-1)
+        pooled = torch.nn.functional.normalize(pooled, dim=-1).numpy()
+        # Normalize the whole batch once, then hand out numpy views: the per-pair matching below is
+        # thousands of tiny matrix products, which numpy runs without torch's thread-pool overhead.
+        tokens = torch.nn.functional.normalize(hidden, dim=-1).numpy()
+        ids = enc["input_ids"].tolist()
+        lengths = mask.sum(1).tolist()
         for i, text in enumerate(batch):
-            n = int(mask[i].sum())
-            cache[text] = (torch.nn.functional.normalize(hidden[i, :n], dim=-1), enc["input_ids"][i, :n].tolist(), pooled[i])
+            n = int(lengths[i])
+            cache[text] = (tokens[i, :n], ids[i][:n], pooled[i])
     states = TokenStates()
     for text in texts:
         tokens, ids, sentence = cache[text]
@@ -121,13 +126,13 @@ def idf_weights(reference_ids: list[list[int]]) -> dict[int, float]:
     return {token: math.log((m + 1) / (count + 1)) for token, count in df.items()} | {-1: math.log(m + 1)}
 
 
-def greedy_match(hyp: torch.Tensor, ref: torch.Tensor, hyp_weights: torch.Tensor, ref_weights: torch.Tensor) -> tuple[float, float, float]:
+def greedy_match(hyp: np.ndarray, ref: np.ndarray, hyp_weights: np.ndarray, ref_weights: np.ndarray) -> tuple[float, float, float]:
     """BERTScore P, R, F of one pair from normalized token embeddings and per-token weights."""
     if float(hyp_weights.sum()) == 0 or float(ref_weights.sum()) == 0:
         return 0.0, 0.0, 0.0
-    sim = hyp @ ref.T  # (Th, Tr) cosine similarities
-    precision = float((sim.max(dim=1).values * hyp_weights).sum() / hyp_weights.sum())
-    recall = float((sim.max(dim=0).values * ref_weights).sum() / ref_weights.sum())
+    sim = hyp.astype(np.float64) @ ref.astype(np.float64).T  # (Th, Tr) cosine similarities
+    precision = float((sim.max(axis=1) * hyp_weights).sum() / hyp_weights.sum())
+    recall = float((sim.max(axis=0) * ref_weights).sum() / ref_weights.sum())
     f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
     return precision, recall, f1
 
@@ -159,19 +164,19 @@ def semantic_scores(
     special = set(getattr(encoder.tokenizer, "all_special_ids", []))
     weights_table = idf_weights(states.ids[n:]) if idf else None
 
-    def weights(ids: list[int]) -> torch.Tensor:
+    def weights(ids: list[int]) -> np.ndarray:
         if weights_table is None:
             values = [0.0 if t in special else 1.0 for t in ids]
         else:
             values = [0.0 if t in special else weights_table.get(t, weights_table[-1]) for t in ids]
-        return torch.tensor(values)
+        return np.array(values)
 
     scores = np.zeros((n, 3))
     cosines = np.zeros(n)
     for i in range(n):
         h, r = states.tokens[i], states.tokens[n + i]
         scores[i] = greedy_match(h, r, weights(states.ids[i]), weights(states.ids[n + i]))
-        cosines[i] = float(states.sentence[i] @ states.sentence[n + i]) if hypotheses[i].strip() and references[i].strip() else 0.0
+        cosines[i] = float(states.sentence[i].astype(np.float64) @ states.sentence[n + i].astype(np.float64)) if hypotheses[i].strip() and references[i].strip() else 0.0
     if baseline is not None:
         b = np.asarray(baseline, dtype=np.float64)
         scores = (scores - b) / (1 - b)
