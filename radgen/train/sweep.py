@@ -89,9 +89,12 @@ def run_sweep(
     base = list(overrides or [])
     # Score = val loss after `steps`: evaluate once at the end, skip generation and early stopping.
     fixed = [f"train.eval_every={steps}", "train.eval_generate=0", "train.early_stopping_patience=null", f"train.save_every={steps}"]
-    load_recipe(config, base + fixed, size=size)  # fail fast on a bad base config
+    base_recipe = load_recipe(config, base + fixed, size=size)  # fail fast on a bad base config
     trials = trial_overrides(grid)
     root = Path(output_dir or Path("runs") / f"sweep-{Path(config).stem}")
+    if base_recipe.train.feature_cache_dir is None:
+        # one store for all trials: a frozen encoder is encoded once per sweep, not once per trial
+        fixed.append(f"train.feature_cache_dir={(root / 'feature_cache').resolve()}")
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_json(root / "sweep.json", {"config": config, "size": size, "steps": steps, "overrides": base, "grid": grid_specs, "trials": trials})
     for trial in trials:  # validate every combination before spending compute
