@@ -26,8 +26,9 @@ def test_same_seed_same_curve_other_seed_other_curve(tmp_path, fake_collate):
     _train(tmp_path, fake_collate, "a")
     _train(tmp_path, fake_collate, "b")
     _train(tmp_path, fake_collate, "c", recipe=fake_recipe(**{"train.seed": 1}))
-    a, b, c = _losses(tmp_path / "a"), _losses(tmp_path / "b"), _losses(tmp_path / "c")
-    assert len(a) == 8 and a == b
+    _train(tmp_path, fake_collate, "d", recipe=fake_recipe(**{"train.num_workers": 1}))  # batches from a worker process
+    a, b, c, d = (_losses(tmp_path / name) for name in "abcd")
+    assert len(a) == 8 and a == b == d
     assert a != c
 
 
