@@ -44,6 +44,7 @@ class Explanation:
     token_maps: np.ndarray | None  # (T, h, w) for attention methods; None for grad_x_input
     sentence_maps: list[np.ndarray]  # one (h, w) per sentence
     visual_share: list[float] | None  # per decoder layer: mean attention mass on visual tokens (causal decoders)
+    visual_share_after_first: list[float] | None = None  # the same without sequence position 0 (the attention sink)
     notes: list[str] = field(default_factory=list)
 
 
@@ -157,14 +158,17 @@ def connector_attention(model: Any, features: torch.Tensor) -> torch.Tensor | No
 
 # -- decoder attention ------------------------------------------------------------------------------
 
-def decoder_maps(model: Any, features: torch.Tensor, token_ids: list[list[int]]) -> tuple[list[torch.Tensor], list[list[float]] | None]:
+def decoder_maps(model: Any, features: torch.Tensor, token_ids: list[list[int]]
+                 ) -> tuple[list[torch.Tensor], list[list[float]] | None, list[list[float]] | None]:
     """Per report: (T, Q) attention of each token's query over the visual tokens (mean over heads and
-    layers), and per layer the mean share of attention mass on the visual tokens (causal only)."""
+    layers), and per layer the mean share of attention mass on the visual tokens (causal only), also
+    without position 0: LLMs park much of their attention on the first position whatever it holds
+    (the "attention sink", Xiao et al. 2023), and there the first position is a visual token."""
     input_ids, mask = teacher_forced_batch(model, token_ids)
     with torch.no_grad():
         out = model(input_ids, mask, image_features=features, output_attentions=True)
     n_visual = out.num_visual_tokens
-    maps, shares = [], []
+    maps, shares, after_first = [], [], []
     for b, ids in enumerate(token_ids):
         rows = report_query_rows(model, len(ids))
         if model.is_causal:
@@ -172,10 +176,11 @@ def decoder_maps(model: Any, features: torch.Tensor, token_ids: list[list[int]])
             selected = layers[:, rows, :]  # (layers, T, L)
             maps.append(selected[:, :, :n_visual].mean(0))
             shares.append(selected[:, :, :n_visual].sum(-1).mean(-1).tolist() if rows else [0.0] * len(layers))
+            after_first.append(selected[:, :, 1:n_visual].sum(-1).mean(-1).tolist() if rows else [0.0] * len(layers))
         else:
             layers = torch.stack([a[b].float().mean(0) for a in out.cross_attentions])  # (layers, text, N)
             maps.append(layers[:, rows, :].mean(0))
-    return maps, (shares if model.is_causal else None)
+    return maps, (shares if model.is_causal else None), (after_first if model.is_causal else None)
 
 
 def _sentence_grad_x_input(model: Any, features: torch.Tensor, ids: list[int], spans: list[tuple[int, int]]) -> list[torch.Tensor]:
@@ -218,7 +223,7 @@ def explain(model: Any, pixel_values: torch.Tensor, token_ids: list[list[int]], 
                                                   "composed_attention" if kind in COMPOSED else "decoder_attention")
     if link is None and not force_gradient:
         notes.append(f"connector '{kind}' has no attention over the image grid; used gradient x input on the encoder features")
-    token_level, shares = decoder_maps(model, features, token_ids)
+    token_level, shares, after_first = decoder_maps(model, features, token_ids)
     results = []
     for b, ids in enumerate(token_ids):
         if link is not None:
@@ -228,7 +233,8 @@ def explain(model: Any, pixel_values: torch.Tensor, token_ids: list[list[int]], 
         else:
             token_maps = None
             sentence_maps = [_to_grid(v, offset, side) for v in _sentence_grad_x_input(model, features[b: b + 1], ids, spans[b])]
-        results.append(Explanation(method, (side, side), token_maps, sentence_maps, shares[b] if shares else None, list(notes)))
+        results.append(Explanation(method, (side, side), token_maps, sentence_maps, shares[b] if shares else None,
+                                   visual_share_after_first=after_first[b] if after_first else None, notes=list(notes)))
     return results
 
 

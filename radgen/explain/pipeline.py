@@ -72,14 +72,19 @@ def _words(tokenizer: Any, ids: list[int]) -> list[tuple[str, int, int]]:
     return words
 
 
-def share_plot(shares: list[float], path: Path) -> None:
+def share_plot(shares: list[float], path: Path, without_first: list[float] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(max(4, len(shares) * 0.35 + 2), 3.2), dpi=100)
-    ax.bar(range(len(shares)), shares, color="#4c72b0")
+    layers = np.arange(len(shares))
+    width = 0.4 if without_first is not None else 0.8
+    ax.bar(layers - (width / 2 if without_first is not None else 0), shares, width=width, color="#4c72b0", label="all visual tokens")
+    if without_first is not None:
+        ax.bar(layers + width / 2, without_first, width=width, color="#dd8452", label="without position 0 (attention sink)")
+        ax.legend(fontsize=7, loc="upper right")
     ax.set(xlabel="decoder layer", ylabel="attention share on visual tokens", ylim=(0, 1),
            title="Attention of generated tokens on the visual prompt")
     fig.tight_layout()
@@ -117,7 +122,7 @@ def explain_studies(model: Any, studies: Sequence[Study], out_dir: str | os.Path
     data = model.recipe.data
     dataset = generation_dataset(model, studies, root, section)
     by_id = {s.study_id: s for s in studies}
-    rows, all_shares, per_study_grounding, methods = [], [], [], set()
+    rows, all_shares, all_after_first, per_study_grounding, methods = [], [], [], [], set()
     bar = None
     if progress:
         from tqdm import tqdm
@@ -175,6 +180,7 @@ def explain_studies(model: Any, studies: Sequence[Study], out_dir: str | os.Path
                 methods.add(exp.method)
                 if exp.visual_share is not None:
                     all_shares.append(exp.visual_share)
+                    all_after_first.append(exp.visual_share_after_first)
             row = {"study_id": sid, section: text, "method": exp.method if exp else None, "notes": exp.notes if exp else [],
                    "grid": list(exp.grid) if exp else None, "image": image_path, "image_size": list(image.size),
                    "confidence": geometric_mean_probability(logprobs_list[i]) if logprobs_list[i] else None,
@@ -196,8 +202,11 @@ def explain_studies(model: Any, studies: Sequence[Study], out_dir: str | os.Path
             "definition": "per decoder layer: attention mass (mean over heads) that each generated token's query puts on the "
                           "visual tokens, averaged over tokens and then studies",
             "layers": mean, "studies": len(all_shares),
+            "layers_without_first_position": np.asarray(all_after_first, dtype=np.float64).mean(0).tolist(),
+            "note": "position 0 is the first visual token; LLMs put much attention on the first position whatever it is "
+                    "(attention sink), so compare both rows",
             "per_study": {r["study_id"]: r["visual_share_per_layer"] for r in rows if r["visual_share_per_layer"]}})
-        share_plot(mean, out / "attention_share.png")
+        share_plot(mean, out / "attention_share.png", np.asarray(all_after_first, dtype=np.float64).mean(0).tolist())
         summary["attention_share"] = mean
     else:
         summary["attention_share"] = None  # cross-attention decoders read the image through cross-attention only

@@ -46,12 +46,13 @@ def test_decoder_maps_and_share(saved_small):
     model = saved_small[1]
     ids = [model.tokenizer(" mild cardiomegaly .", add_special_tokens=False)["input_ids"]]
     features = model.encode_images(torch.randn(1, 3, 64, 64))
-    maps, shares = attention.decoder_maps(model, features, ids)
+    maps, shares, after_first = attention.decoder_maps(model, features, ids)
     assert maps[0].shape == (len(ids[0]), model.num_visual_tokens)
     assert len(shares[0]) == model.decoder.config.num_hidden_layers
     # the share is the attention mass on the visual tokens: the rows of the (head-averaged) map sum to it
     assert maps[0].sum(-1).mean().item() == pytest.approx(float(np.mean(shares[0])), rel=1e-4)
     assert all(0 < s < 1 for s in shares[0])
+    assert all(0 <= a < s for a, s in zip(after_first[0], shares[0]))
 
 
 def test_gradient_fallback_is_zero_where_features_are_zero(saved_small):
@@ -91,7 +92,7 @@ def test_explain_cli_end_to_end(saved_small, phantom, tmp_path):
             with Image.open(out / sentence["png"]) as png:
                 assert png.size == tuple(row["image_size"]) == (64, 64)
     share = json.loads((out / "attention_share.json").read_text())
-    assert len(share["layers"]) == 2 and (out / "attention_share.png").is_file()
+    assert len(share["layers"]) == len(share["layers_without_first_position"]) == 2 and (out / "attention_share.png").is_file()
     grounding = json.loads((out / "grounding.json").read_text())
     assert grounding["summary"]["studies"] == 2 and "pointing_game" in grounding["summary"]
 
