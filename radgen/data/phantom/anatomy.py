@@ -72,13 +72,13 @@ def sample_body(rng: np.random.Generator) -> Body:
     """A random normal adult; every draw here happens in the same order for every study."""
     u = rng.uniform
     body = Body(
-        scale=u(0.86, 1.0),
+        scale=u(0.8, 1.02),  # patient size / field of view
         rotation=u(-0.06, 0.06),
-        shift=(u(-0.04, 0.04), u(-0.03, 0.05)),
+        shift=(u(-0.05, 0.05), u(-0.07, 0.09)),  # centring; how much neck/abdomen is in the field
         soft=u(0.8, 1.25),
         thorax_w=u(0.72, 0.82),
         apex_y=u(-0.82, -0.74),
-        diaphragm={"right": u(0.44, 0.54), "left": 0.0},  # left set below (it sits lower)
+        diaphragm={"right": u(0.40, 0.58), "left": 0.0},  # inspiration depth; left set below (it sits lower)
         dome=u(0.10, 0.17),
         ctr=u(0.38, 0.47),
         heart_h=u(0.29, 0.34),
