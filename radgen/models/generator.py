@@ -213,7 +213,9 @@ class ReportGenerator(nn.Module):
         options = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=do_sample,
                        repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
                        eos_token_id=eos, pad_token_id=pad if pad is not None else eos, use_cache=True,
-                       return_dict_in_generate=True, output_scores=True, output_logits=True)
+                       # keep one (steps, B*beams, vocab) history, not two: beams need HF's beam scores,
+                       # greedy/sampling the raw logits
+                       return_dict_in_generate=True, output_scores=num_beams > 1, output_logits=num_beams == 1)
         if do_sample:
             options.update(temperature=temperature, top_p=top_p)
         else:
@@ -223,8 +225,9 @@ class ReportGenerator(nn.Module):
             embeds, mask, _ = self._causal_inputs(visual, self._embed(prefix), mask)
             out = self.decoder.generate(inputs_embeds=embeds, attention_mask=mask, **options)
             new_tokens = out.sequences  # with inputs_embeds only, sequences hold the new tokens only
-            if new_tokens.shape[1] > len(out.scores):
-                new_tokens = new_tokens[:, -len(out.scores):]
+            steps = len(out.scores if num_beams > 1 else out.logits)
+            if new_tokens.shape[1] > steps:
+                new_tokens = new_tokens[:, -steps:]
         else:
             encoder_mask = torch.ones(visual.shape[:2], dtype=torch.long, device=device)
             out = self.decoder.generate(input_ids=prefix, attention_mask=torch.ones_like(prefix), encoder_hidden_states=visual,
