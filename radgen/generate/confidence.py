@@ -269,6 +269,10 @@ def calibration_samples(preds: list[dict], studies: dict[str, Any], section: str
     return means, correct, counts
 
 
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
 def calibrate(preds: list[dict], studies: list[Any], out_json: str, section: str = "findings", n_bins: int = 10,
               png: str | None = None) -> dict[str, Any]:
     """ECE + reliability diagram of sentence confidence; fit the confidence temperature; write calib.json."""
@@ -294,6 +298,9 @@ def calibrate(preds: list[dict], studies: list[Any], out_json: str, section: str
         "accuracy": sum(correct) / len(correct),
         "ece": expected_calibration_error(raw, correct, n_bins),
         "ece_scaled": expected_calibration_error(scaled, correct, n_bins),
+        # seed 003 compares the confidence of true and false positive statements
+        "mean_confidence_correct": _mean([c for c, y in zip(raw, correct) if y]),
+        "mean_confidence_incorrect": _mean([c for c, y in zip(raw, correct) if not y]),
         "nll": binary_nll(raw, correct),
         "nll_scaled": binary_nll(scaled, correct),
         "bins": [vars(b) for b in bins],

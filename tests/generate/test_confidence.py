@@ -143,3 +143,4 @@ def test_calibrate_cli(tmp_path):
     saved = json.loads((tmp_path / "c.json").read_text())
     assert saved["checkable"] == 2 and saved["accuracy"] == 0.5
     assert saved["ece"] == pytest.approx((abs(1 - 0.7) + abs(0 - 0.6)) / 2)
+    assert saved["mean_confidence_correct"] == pytest.approx(0.7) and saved["mean_confidence_incorrect"] == pytest.approx(0.6)
