@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from radgen.errors import DataError
 
-_SEMANTIC = ("bertscore", "embed_cos")
 
 
 def _metric_list(value: str) -> list[str]:

@@ -1,8 +1,6 @@
 """CheXbert checkpoint loading (tiny random model in the official format) and RadGraph rewards."""
 
-import json
 
-import numpy as np
 import pytest
 import torch
 
