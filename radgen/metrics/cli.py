@@ -95,6 +95,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
             scorer.close()
     lines = [f"### {Path(args.b).name} vs {Path(args.a).name} ({a['n_studies']} studies, {args.section})", "",
              "| metric | A | B | B - A | 95% CI of B - A | p (randomization) |", "|---|---:|---:|---:|---|---:|"]
+    ordered = [k for k in a["corpus"] if k in results] + [k for k in results if k not in a["corpus"]]
+    results = {k: results[k] for k in ordered}  # same order as `radgen evaluate`'s table
     for key, r in results.items():
         lines.append(f"| {key} | {r.a:.4f} | {r.b:.4f} | {r.delta:+.4f} | {r.ci[0]:+.4f} – {r.ci[1]:+.4f} | {r.p_value:.4f} |")
     table = "\n".join(lines) + "\n"
