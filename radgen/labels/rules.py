@@ -249,7 +249,7 @@ POST_UNCERTAINTY = [
 ]
 
 # Where a cue's scope ends (CheXpert / NegEx termination terms) besides sentence boundaries.
-SCOPE_TERMINATORS = r"\b(but|however|although|though|except|aside from|apart from|otherwise|which|whereas|while|yet|since|there is|there are|there has been|and there|with (a|an|the|mild|moderate|small|large|minimal|new|persistent|stable|increased|decreased|interval))\b|;| - |:"
+SCOPE_TERMINATORS = r"\b(but|however|although|though|except|aside from|apart from|otherwise|which|whereas|while|yet|since|(?<!if )there is|(?<!if )there are|there has been|and there|with (a|an|the|mild|moderate|small|large|minimal|new|persistent|stable|increased|decreased|interval))\b|;| - |:"
 
 # Words that the IU de-identification turned into XXXX; they carry no meaning for the labeler.
 XXXX = r"\bxxxx\b"

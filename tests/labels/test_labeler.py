@@ -45,6 +45,14 @@ from radgen.labels.observations import CHEXPERT_14
         ("No pneumothorax, but there is a small right effusion.", "Pneumothorax", 0),
         ("No pneumothorax. Small right effusion.", "Pleural Effusion", 1),
         ("No focal consolidation however there is left lower lobe atelectasis.", "Atelectasis", 1),
+        # IU de-identification masked the device word
+        ("Right chest XXXX tip is visualized in the mid SVC.", "Support Devices", 1),
+        ("Midline sternotomy XXXX. Left XXXX-a-XXXX with tip at the cavoatrial junction.", "Support Devices", 1),
+        # alternatives are uncertain; hypotheticals and normal-limits statements are negative
+        ("Opacity in the left base, atelectasis or scarring.", "Atelectasis", -1),
+        ("If there is concern for rib fracture, consider a rib series.", "Fracture", 0),
+        ("Heart size and pulmonary vascular engorgement appear within limits of normal.", "Edema", 0),
+        ("The effusion is no longer seen.", "Pleural Effusion", 0),
         # exclusions
         ("Small pericardial effusion.", "Pleural Effusion", None),
         ("Plate-like atelectasis at the left base.", "Support Devices", None),
