@@ -14,7 +14,8 @@ instead of dependency patterns.
    negation before the mention in its clause or right after it ("effusion is not seen") -> 0;
    uncertainty before or after ("possible", "versus", "may represent") -> -1; else 1.
 5. Aggregate mentions as CheXpert does: any 1 -> 1, else any -1 -> -1, else 0. No Finding is 1 when no
-   observation other than Support Devices is 1 or -1 (CheXpert's rule), otherwise None.
+   observation other than Support Devices is 1 or -1 (CheXpert's rule), otherwise None. A blank
+   report gets no labels at all.
 """
 
 from __future__ import annotations
@@ -153,7 +154,14 @@ def aggregate(mentions: Iterable[Mention]) -> dict[str, int | None]:
 
 
 def label_report(text: str) -> dict[str, int | None]:
-    """Label one report: {observation: 1 | 0 | -1 | None} for the 14 CheXpert observations."""
+    """Label one report: {observation: 1 | 0 | -1 | None} for the 14 CheXpert observations.
+
+    A blank report states nothing, so every label is None. (CheXpert's aggregation would call it
+    No Finding, which would give an empty generated report full clinical-efficacy credit on every
+    normal study.)
+    """
+    if not (text or "").strip(" .\n\t"):
+        return {name: None for name in CHEXPERT_14}
     return aggregate(find_mentions(text))
 
 

@@ -5,6 +5,8 @@ BLEU-4 that looks respectable) and check the evaluation pipeline end to end.
 
 * ``most-frequent``: the single most frequent training report text of the section, for every study.
 * ``random-train``: a uniformly random training report per test study (seeded).
+
+Candidates are the training studies whose section (findings / impression) is non-empty.
 * ``nearest-train``: the report of the training study whose *indication* text is most similar to the
   test study's indication (TF-IDF cosine over lower-cased word unigrams, smoothed idf). No image is
   used: this measures how much the clinical question alone predicts the report. A test study without
@@ -54,7 +56,9 @@ def baseline_predictions(studies: list[Study], kind: str, section: str = "findin
     def key(study: Study) -> str:
         return study.report(section).strip()
 
-    with_text = [s for s in train if key(s)]
+    with_text = [s for s in train if key(s)]  # only reports that have the section are candidates
+    if not with_text:
+        raise DataError(f"no {train_split!r} study has a non-empty {section!r} section; baselines copy training reports of that section")
     counts = Counter(key(s) for s in with_text)
     most_common_text = counts.most_common(1)[0][0]
     most_frequent = next(s for s in with_text if key(s) == most_common_text)
@@ -63,9 +67,9 @@ def baseline_predictions(studies: list[Study], kind: str, section: str = "findin
     if kind == "most-frequent":
         chosen = [most_frequent] * len(test)
     elif kind == "random-train":
-        chosen = [rng.choice(train) for _ in test]
+        chosen = [rng.choice(with_text) for _ in test]
     else:
-        train_vecs, idf = _tfidf([s.sections.get("indication", "") for s in train])
+        train_vecs, idf = _tfidf([s.sections.get("indication", "") for s in with_text])
         test_vecs, _ = _tfidf([s.sections.get("indication", "") for s in test], idf)
         index: dict[str, list[tuple[int, float]]] = {}
         for i, vec in enumerate(train_vecs):
@@ -79,7 +83,7 @@ def baseline_predictions(studies: list[Study], kind: str, section: str = "findin
                     scores[i] += value * other
             if scores:
                 best = max(scores.items(), key=lambda item: (item[1], -item[0]))[0]
-                chosen.append(train[best])
+                chosen.append(with_text[best])
             else:
                 chosen.append(most_frequent)
     return [

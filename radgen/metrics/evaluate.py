@@ -122,7 +122,8 @@ def evaluate(
     if unknown:
         raise ConfigError(f"unknown metrics {sorted(unknown)}; choose from {', '.join(ALL_METRICS)}")
     ids, hyps_raw, refs_raw, skipped = align(load_predictions(preds), load_references(refs), section, split, allow_missing)
-    hyps = [clean_report(h, cleaning) for h in hyps_raw]
+    # An empty prediction stays empty: R2Gen's cleaner would turn it into " ." and give it credit.
+    hyps = [clean_report(h, cleaning) if h.strip() else "" for h in hyps_raw]
     ref_clean = [clean_report(r, cleaning) for r in refs_raw]
     corpus: dict[str, float] = {}
     per_study: dict[str, np.ndarray] = {}
