@@ -13,6 +13,5 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
     echo "test: chromium/chromedriver missing and apt-get unavailable (not root); the browser test will be skipped" >&2
   fi
 fi
-.venv/bin/python -c "import selenium" 2>/dev/null || .venv/bin/python -m pip install -q "selenium>=4.20" >>.venv/install.log 2>&1
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 .venv/bin/python -m pytest -q "$@"
