@@ -24,6 +24,7 @@ from torch import nn
 
 from radgen.config import RecipeConfig
 from radgen.errors import ConfigError
+from radgen.models.fast import label_position_loss, supports_label_position_loss
 from radgen.models.peft import SoftPrompt, merge_lora
 
 
@@ -146,7 +147,9 @@ class ReportGenerator(nn.Module):
     # -- training forward -----------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None,
                 pixel_values: torch.Tensor | None = None, image_features: torch.Tensor | None = None,
-                output_attentions: bool = False) -> ReportOutput:
+                output_attentions: bool = False, loss_only: bool = False) -> ReportOutput:
+        """loss_only=True (training): causal decoders compute the loss from logits at label positions
+        only (`radgen.models.fast.label_position_loss`, same value) and return logits=None."""
         device = self._device()
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
         labels = labels.to(device) if labels is not None else None
@@ -154,6 +157,10 @@ class ReportGenerator(nn.Module):
         if output_attentions:
             with self._eager_attention():
                 return self._forward(input_ids, attention_mask, labels, visual, {"output_attentions": True})
+        if loss_only and labels is not None and self.is_causal and supports_label_position_loss(self.decoder):
+            embeds, mask, n_before = self._causal_inputs(visual, self._embed(input_ids), attention_mask)
+            labels = torch.cat([torch.full((labels.shape[0], n_before), -100, dtype=labels.dtype, device=device), labels], dim=1)
+            return ReportOutput(label_position_loss(self.decoder, embeds, mask, labels), None, None, None, visual.shape[1])
         return self._forward(input_ids, attention_mask, labels, visual, {})
 
     @contextlib.contextmanager

@@ -1,0 +1,109 @@
+"""Fast paths for training and inference that keep the numerics of the plain paths.
+
+- `label_position_loss`: the causal-LM loss computed from logits at label positions only. HF's
+  `ForCausalLM.forward(labels=...)` projects EVERY position onto the vocabulary (SmolLM2: 49,152
+  columns) and then ignores the visual prefix, the prompt and the padding. radgen's sequences are
+  16+ visual tokens + prompt + ≤ 60 report tokens, so about a third of those projections are
+  thrown away, and the (B, L, V) fp32 logits tensor (plus its gradient) is the largest activation
+  of a radgen-small step. Here the decoder body runs once, the hidden states at positions whose
+  next token is a label are gathered, and the LM head + cross-entropy run over those rows in chunks
+  (`chunk` rows at a time), so no full-vocabulary tensor for masked positions is ever built. The
+  loss is the same mean over label tokens HF computes (tests check equality to 1e-5, and grads).
+- `prepare_for_inference`: merge LoRA, then cast the decoder to bfloat16 when the CPU has native
+  bf16 matmuls (AVX-512 BF16 / AMX) or a CUDA GPU supports it; or quantise its Linear layers to
+  dynamic int8 (opt-in: a measured quality delta, see docs/benchmarks.md "Performance").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Causal LMs whose logits are exactly `lm_head(last_hidden_state)` (no logit scaling / soft-capping /
+# extra projection after the body), so the loss may skip masked rows. Others take the plain path.
+_PLAIN_HEAD_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "opt", "gpt2", "phi3"}
+INFERENCE_DTYPES = ("auto", "float32", "bfloat16", "int8")
+
+
+def _base(decoder: nn.Module) -> nn.Module:
+    return decoder.get_base_model() if hasattr(decoder, "get_base_model") else decoder
+
+
+def supports_label_position_loss(decoder: nn.Module) -> bool:
+    base = _base(decoder)
+    if getattr(base.config, "model_type", None) not in _PLAIN_HEAD_MODEL_TYPES:
+        return False
+    body = base.get_decoder() if hasattr(base, "get_decoder") else None
+    return body is not None and body is not base and base.get_output_embeddings() is not None
+
+
+def label_position_loss(decoder: nn.Module, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
+                        labels: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """Mean next-token cross-entropy over label positions (labels -100 elsewhere), as HF computes it.
+
+    `labels` are aligned with `inputs_embeds` (position t's label is the token at t; the loss at t
+    uses the hidden state at t-1), exactly the convention of HF `labels=`.
+    """
+    base = _base(decoder)
+    hidden = base.get_decoder()(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False,
+                                return_dict=True).last_hidden_state
+    targets = labels[:, 1:]
+    keep = targets != -100
+    rows = hidden[:, :-1][keep]  # (n_label_tokens, hidden): only these positions reach the vocabulary
+    wanted = targets[keep]
+    head = base.get_output_embeddings()
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for start in range(0, rows.shape[0], chunk):
+        # fp32 logits like HF's loss (ForCausalLMLoss upcasts), one chunk at a time
+        logits = head(rows[start:start + chunk]).float()
+        total = total + F.cross_entropy(logits, wanted[start:start + chunk], reduction="sum")
+    return total / keep.sum().clamp(min=1)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True where oneDNN runs bf16 matmuls natively (AVX-512 BF16 or AMX); elsewhere bf16 is emulated and slower."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_inference_dtype(dtype: str, device: torch.device) -> str:
+    if dtype not in INFERENCE_DTYPES:
+        from radgen.errors import ConfigError
+
+        raise ConfigError(f"inference dtype '{dtype}' is not one of {', '.join(INFERENCE_DTYPES)}")
+    if dtype != "auto":
+        return dtype
+    if device.type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    return "bfloat16" if device.type == "cpu" and cpu_has_fast_bf16() else "float32"
+
+
+def prepare_for_inference(model: Any, dtype: str = "auto") -> str:
+    """Merge LoRA and put the decoder in the fastest inference form; returns the dtype chosen.
+
+    Only the decoder changes: the image encoder and connector stay fp32 (they are a small share of
+    decoding time), and `ReportGenerator` casts the visual tokens to the decoder's dtype. Token
+    log-probabilities are computed in fp32 from the (bf16) logits either way.
+    """
+    model.merge_adapters()
+    decoder = model.decoder
+    current = next(decoder.parameters()).dtype
+    chosen = resolve_inference_dtype(dtype, next(decoder.parameters()).device)
+    if current != torch.float32 and chosen in ("float32", "bfloat16"):
+        return str(current).replace("torch.", "")  # loaded in fp16/bf16/8-bit on purpose: keep it
+    if chosen == "bfloat16":
+        model.decoder = decoder.to(torch.bfloat16)
+    elif chosen == "int8":
+        if next(decoder.parameters()).device.type != "cpu":
+            from radgen.errors import ConfigError
+
+            raise ConfigError("inference dtype int8 (torch dynamic quantization) runs on CPU only; use bfloat16 on GPU")
+        from torch.ao.quantization import quantize_dynamic
+
+        model.decoder = quantize_dynamic(decoder, {nn.Linear}, dtype=torch.qint8)
+    return chosen

@@ -1,0 +1,103 @@
+"""Numerics of the fast paths (radgen.models.fast): they must compute what the plain paths compute."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from radgen.config import load_recipe
+from radgen.models import build_model
+from radgen.models.fast import label_position_loss, prepare_for_inference, supports_label_position_loss
+
+REPORTS = ["the heart size is normal . the lungs are clear .", "small left pleural effusion .",
+           "no acute cardiopulmonary abnormality . the osseous structures are intact . stable appearance of the chest ."]
+
+
+def _tiny(recipe: str):
+    torch.manual_seed(0)
+    return build_model(load_recipe(recipe, size="tiny"))
+
+
+@pytest.mark.parametrize("recipe", ["radgen-small", "blip2-opt-lora"])
+def test_label_position_loss_equals_hf_loss_and_grads(recipe):
+    model = _tiny(recipe)
+    assert supports_label_position_loss(model.decoder)
+    model.train()  # dropout on: both paths must draw the same masks in the same order
+    size = model.image_transform.size
+    pixels = torch.randn(len(REPORTS), 3, size, size)
+    tokens = model.tokenize_reports(REPORTS)
+    results = []
+    for loss_only in (False, True):
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(1)
+        out = model(**tokens, pixel_values=pixels, loss_only=loss_only)
+        out.loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        results.append((out.loss.detach(), grads, out.logits))
+    (plain, plain_grads, plain_logits), (fast, fast_grads, fast_logits) = results
+    assert plain_logits is not None and fast_logits is None
+    assert torch.allclose(plain, fast, atol=1e-5, rtol=0), (plain, fast)
+    assert plain_grads.keys() == fast_grads.keys() and plain_grads
+    for name in plain_grads:
+        assert torch.allclose(plain_grads[name], fast_grads[name], atol=1e-5, rtol=1e-4), name
+
+
+def test_label_position_loss_chunks_and_ignores_masked_rows():
+    model = _tiny("radgen-small").eval()
+    decoder = model.decoder
+    embeds = torch.randn(2, 9, decoder.get_input_embeddings().embedding_dim)
+    mask = torch.ones(2, 9, dtype=torch.long)
+    labels = torch.full((2, 9), -100)
+    labels[0, 4:8] = torch.tensor([5, 6, 7, 8])
+    labels[1, 2:4] = torch.tensor([9, 10])
+    with torch.no_grad():
+        reference = decoder(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+        one_row_chunks = label_position_loss(decoder, embeds, mask, labels, chunk=1)
+        whole = label_position_loss(decoder, embeds, mask, labels)
+        # independent reference: mean of -log p(label) over the 6 label positions, from the full logits
+        logits = decoder(inputs_embeds=embeds, attention_mask=mask).logits.float()
+        logp = logits.log_softmax(-1)
+        picks = [logp[0, t - 1, labels[0, t]] for t in range(4, 8)] + [logp[1, t - 1, labels[1, t]] for t in range(2, 4)]
+        by_hand = -torch.stack(picks).mean()
+    for value in (reference, one_row_chunks, whole):
+        assert torch.allclose(value, by_hand, atol=1e-5), (value, by_hand)
+
+
+def test_bf16_inference_keeps_greedy_choices_with_a_clear_margin():
+    model = _tiny("radgen-small").eval()
+    size = model.image_transform.size
+    pixels = torch.randn(4, 3, size, size)
+    tokens = model.tokenize_reports(REPORTS + ["mild cardiomegaly ."])
+    fast = copy.deepcopy(model)
+    assert prepare_for_inference(fast, "bfloat16") == "bfloat16"
+    assert next(fast.decoder.parameters()).dtype == torch.bfloat16
+    model.merge_adapters()
+    with torch.no_grad():
+        ref = model(**tokens, pixel_values=pixels).logits.float()
+        got = fast(**tokens, pixel_values=pixels).logits.float()
+    top2 = ref.topk(2, dim=-1).values
+    clear = (top2[..., 0] - top2[..., 1]) > 0.05 * ref.abs().amax()  # positions where fp32's choice is not a near-tie
+    assert clear.sum() > 20
+    assert torch.equal(ref.argmax(-1)[clear], got.argmax(-1)[clear])
+    assert (ref - got).abs().max() < 0.05 * ref.abs().amax()
+    reports = fast.generate(pixel_values=pixels, num_beams=1, max_new_tokens=5)
+    assert len(reports) == 4 and all(len(r.token_logprobs) == len(r.token_ids) for r in reports)
+
+
+def test_int8_inference_quantises_decoder_linears_and_generates():
+    model = _tiny("radgen-small").eval()
+    assert prepare_for_inference(model, "int8") == "int8"
+    quantised = [m for m in model.decoder.modules() if type(m).__name__ == "Linear" and "quantized" in type(m).__module__]
+    assert quantised
+    size = model.image_transform.size
+    reports = model.generate(pixel_values=torch.randn(2, 3, size, size), num_beams=2, max_new_tokens=4)
+    assert len(reports) == 2
+
+
+def test_prepare_for_inference_rejects_unknown_dtype():
+    from radgen.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="float16"):
+        prepare_for_inference(_tiny("radgen-small"), "float16")
