@@ -21,6 +21,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info.set_defaults(func=_info)
     listing = sub.add_parser("list", help="recipes shipped with radgen and their variants")
     listing.set_defaults(func=_list)
+    export = sub.add_parser("export", help="copy a trained model (or a run's best/) into a small shippable folder")
+    export.add_argument("source", help="a save_pretrained folder or a training run folder (its best/ is used)")
+    export.add_argument("--out", required=True, help="destination folder (replaced atomically)")
+    export.add_argument("--base-weights", action="store_true",
+                        help="also store the pretrained base weights (default: only trained weights; the base is reloaded from its source)")
+    export.add_argument("--card", default=None, help="JSON file with the model card (trained_on, intended_use, limitations, ...)")
+    export.set_defaults(func=_export)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
 
@@ -43,4 +50,27 @@ def _list(args: argparse.Namespace) -> int:
         raw = yaml.safe_load((RECIPE_DIR / f"{name}.yaml").read_text())
         variants = ", ".join(raw.get("variants") or {}) or "-"
         print(f"{name:<22} variants: {variants:<36} {raw.get('description', '')[:70]}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from radgen.errors import DataError
+    from radgen.generate.decode import load_model, resolve_model_dir
+    from radgen.io import atomic_write_json
+
+    card = None
+    if args.card:
+        try:
+            card = json.loads(Path(args.card).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise DataError(f"{args.card}: cannot read the model card ({err}); give a JSON object file") from None
+    # Unmerged LoRA keeps adapters separate, which is what makes a base_weights=False folder small.
+    model = load_model(resolve_model_dir(args.source), merge_lora=False)
+    model.save_pretrained(args.out, base_weights=args.base_weights)
+    if card is not None:
+        atomic_write_json(Path(args.out) / "model_card.json", card)
+    size = sum(f.stat().st_size for f in Path(args.out).rglob("*") if f.is_file())
+    print(f"exported {args.source} → {args.out} ({size / 1e6:.1f} MB{', with base weights' if args.base_weights else ''})")
     return 0

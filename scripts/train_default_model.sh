@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# How radgen's shipped default model (radgen/assets/default_model) is made, end to end.
+# Needs the IU X-Ray reports at $IU (default ../shared/data/iu_xray_reports; no images needed).
+# CPU: about 2.2 s per step of 8 studies on a quiet 2-core machine; see docs/benchmarks.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+IU="${IU:-../shared/data/iu_xray_reports}"
+WORK="${WORK:-work/default-model}"
+EPOCHS="${EPOCHS:-3}"
+mkdir -p "$WORK"
+R=.venv/bin/radgen
+# 1. Reports + MeSH labels in the annotation.json split (2,285 / 302 / 290), R2Gen report = findings.
+$R data prepare --format iu-xray-r2gen --root "$IU" --out "$WORK/iu.jsonl"
+# 2. IU-Phantom radiographs (PA + lateral, 512 px) for every study.
+$R data phantom --manifest "$WORK/iu.jsonl" --out "$WORK/phantom" --seed 0
+# 3. Train radgen-small (connector + LoRA; frozen encoder features cached). One thread per process
+#    is faster than two on a busy 2-core machine (OpenMP barriers spin against other processes).
+$R train radgen-small "data.manifest=$WORK/phantom/manifest.jsonl" "stages.0.epochs=$EPOCHS" \
+  train.warmup_steps=50 train.warmup_ratio=0 train.eval_every=60 train.eval_max_batches=10 \
+  train.eval_generate=0 train.save_every=60 train.early_stopping_patience=4 train.log_every=5 \
+  --output-dir "$WORK/run"
+# 4. Export only the trained weights (connector + LoRA, < 25 MB) with the model card.
+$R model export "$WORK/run" --out radgen/assets/default_model --card radgen/assets/default_model_card.json
