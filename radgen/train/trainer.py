@@ -16,6 +16,7 @@ device placement, autocast, the fp16 GradScaler, DDP/FSDP wrapping under `accele
 from __future__ import annotations
 
 import logging
+import inspect
 import math
 import os
 import signal
@@ -333,11 +334,13 @@ class Trainer:
 
     def _input_builder(self, raw_model: torch.nn.Module) -> Callable[[dict], dict[str, Any]]:
         device, max_tokens = self.accelerator.device, self.recipe.data.max_tokens
+        loss_only = "loss_only" in inspect.signature(raw_model.forward).parameters  # ReportGenerator; test doubles may lack it
 
         def to_inputs(batch: dict) -> dict[str, Any]:
             tokens = raw_model.tokenize_reports(list(batch["reports"]), max_tokens=max_tokens)
             inputs = {k: tokens[k].to(device) for k in ("input_ids", "attention_mask", "labels")}
-            inputs["loss_only"] = True  # logits at label positions only (radgen.models.fast): same loss, less work
+            if loss_only:
+                inputs["loss_only"] = True  # logits at label positions only (radgen.models.fast): same loss, less work
             if "image_features" in batch:
                 inputs["image_features"] = batch["image_features"].to(device)
             else:
