@@ -55,6 +55,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="only the first N studies")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--no-merge-lora", action="store_true", help="keep LoRA adapters separate (default: merge for inference)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "int8"],
+                        help="decoder precision (default auto: bfloat16 where the hardware has fast bf16, else float32; int8: CPU dynamic quantization)")
 
 
 def load_inputs(args: argparse.Namespace, only_ids: set[str] | None = None):
@@ -69,7 +71,7 @@ def load_inputs(args: argparse.Namespace, only_ids: set[str] | None = None):
         studies = [s for s in studies if s.study_id in only_ids]
     studies = select_studies(studies, args.split, args.limit)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_model(args.model, device=device, merge_lora=not args.no_merge_lora)
+    model = load_model(args.model, device=device, merge_lora=not args.no_merge_lora, dtype=getattr(args, "dtype", "auto"))
     root = args.root if args.root is not None else str(Path(args.data).parent)
     return model, studies, root
 

@@ -83,14 +83,15 @@ def resolve_inference_dtype(dtype: str, device: torch.device) -> str:
     return "bfloat16" if device.type == "cpu" and cpu_has_fast_bf16() else "float32"
 
 
-def prepare_for_inference(model: Any, dtype: str = "auto") -> str:
-    """Merge LoRA and put the decoder in the fastest inference form; returns the dtype chosen.
+def prepare_for_inference(model: Any, dtype: str = "auto", merge: bool = True) -> str:
+    """Merge LoRA (unless merge=False) and put the decoder in the fastest inference form; returns the dtype chosen.
 
     Only the decoder changes: the image encoder and connector stay fp32 (they are a small share of
     decoding time), and `ReportGenerator` casts the visual tokens to the decoder's dtype. Token
     log-probabilities are computed in fp32 from the (bf16) logits either way.
     """
-    model.merge_adapters()
+    if merge:
+        model.merge_adapters()
     decoder = model.decoder
     current = next(decoder.parameters()).dtype
     chosen = resolve_inference_dtype(dtype, next(decoder.parameters()).device)
