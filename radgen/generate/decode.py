@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from radgen.config import GenerateConfig
 from radgen.data.dataset import StudyDataset, collate_studies
 from radgen.data.study import Study
 from radgen.errors import ConfigError, DataError, WeightsError
@@ -41,15 +42,8 @@ CONFIG_FILE = "radgen_config.yaml"
 
 
 @dataclass
-class GenerationSettings:
-    num_beams: int = 3
-    max_new_tokens: int = 60
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
-    repetition_penalty: float = 1.0
-    no_repeat_ngram_size: int = 0
-    batch_size: int = 16
+class GenerationSettings(GenerateConfig):
+    """The recipe's `generate:` section (same fields) plus validation and HF generate kwargs."""
 
     @classmethod
     def from_recipe(cls, recipe: Any, **overrides: Any) -> "GenerationSettings":
