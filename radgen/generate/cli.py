@@ -56,7 +56,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--no-merge-lora", action="store_true", help="keep LoRA adapters separate (default: merge for inference)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "int8"],
-                        help="decoder precision (default auto: bfloat16 where the hardware has fast bf16, else float32; int8: CPU dynamic quantization)")
+                        help="decoder precision (default auto: bfloat16 on a CUDA GPU, float32 on CPU; int8: CPU dynamic quantization, changes the text)")
 
 
 def load_inputs(args: argparse.Namespace, only_ids: set[str] | None = None):

@@ -80,9 +80,8 @@ def resolve_model_dir(path: str | os.PathLike) -> Path:
 def load_model(path: str | os.PathLike, device: str | None = None, merge_lora: bool = True, dtype: str = "auto"):
     """Load a model for inference: eval mode, LoRA merged into the decoder unless merge_lora=False.
 
-    dtype "auto" (default) runs the decoder in bfloat16 where the hardware has fast bf16 (CUDA, or a
-    CPU with AVX-512 BF16/AMX) and fp32 elsewhere; "float32", "bfloat16", or "int8" (CPU dynamic
-    quantization) force one. Measured speed and agreement with fp32: docs/benchmarks.md, Performance.
+    dtype "auto" (default) runs the decoder in bfloat16 on a CUDA GPU with bf16 and in fp32 on CPU;
+    "float32", "bfloat16", or "int8" (CPU dynamic quantization) force one. Measured speed and agreement with fp32: docs/benchmarks.md, Performance.
     """
     from radgen.models import ReportGenerator
     from radgen.models.fast import prepare_for_inference

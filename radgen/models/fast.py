@@ -9,9 +9,10 @@
   next token is a label are gathered, and the LM head + cross-entropy run over those rows in chunks
   (`chunk` rows at a time), so no full-vocabulary tensor for masked positions is ever built. The
   loss is the same mean over label tokens HF computes (tests check equality to 1e-5, and grads).
-- `prepare_for_inference`: merge LoRA, then cast the decoder to bfloat16 when the CPU has native
-  bf16 matmuls (AVX-512 BF16 / AMX) or a CUDA GPU supports it; or quantise its Linear layers to
-  dynamic int8 (opt-in: a measured quality delta, see docs/benchmarks.md "Performance").
+- `prepare_for_inference`: merge LoRA, then (dtype "auto") cast the decoder to bfloat16 on a CUDA GPU
+  that supports it and keep fp32 on CPU; "bfloat16" / "int8" (torch dynamic quantization of the
+  Linear layers, CPU) are opt-in — their measured speed and greedy-text deltas are in
+  docs/benchmarks.md, "Performance".
 """
 
 from __future__ import annotations
@@ -63,14 +64,6 @@ def label_position_loss(decoder: nn.Module, inputs_embeds: torch.Tensor, attenti
     return total / keep.sum().clamp(min=1)
 
 
-def cpu_has_fast_bf16() -> bool:
-    """True where oneDNN runs bf16 matmuls natively (AVX-512 BF16 or AMX); elsewhere bf16 is emulated and slower."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def resolve_inference_dtype(dtype: str, device: torch.device) -> str:
     if dtype not in INFERENCE_DTYPES:
         from radgen.errors import ConfigError
@@ -80,7 +73,10 @@ def resolve_inference_dtype(dtype: str, device: torch.device) -> str:
         return dtype
     if device.type == "cuda":
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
-    return "bfloat16" if device.type == "cpu" and cpu_has_fast_bf16() else "float32"
+    # CPU stays fp32 even with AVX-512 BF16: measured on the project's EPYC (docs/benchmarks.md,
+    # Performance), bf16 decoding at batch 1 was 1.2x SLOWER at 1 thread and 5x slower at 2 threads
+    # on a loaded machine, faster only at batch 16 (1.2x), and changed 5 of 8 greedy reports.
+    return "float32"
 
 
 def prepare_for_inference(model: Any, dtype: str = "auto", merge: bool = True) -> str:
