@@ -54,6 +54,7 @@ CONFIGS = {
     "gen-b1/radgen-bf16": ("gen", "radgen", {"batch": 1, "dtype": "bfloat16"}),
     "gen-b1/radgen-int8": ("gen", "radgen", {"batch": 1, "dtype": "int8"}),
     "gen-b16/plain-peft-fp32": ("gen", "plain", {"batch": 16}),
+    "gen-b16/radgen-fp32-merged": ("gen", "radgen", {"batch": 16, "dtype": "float32"}),
     "gen-b16/radgen-bf16": ("gen", "radgen", {"batch": 16, "dtype": "bfloat16"}),
     "gen-b16/radgen-int8": ("gen", "radgen", {"batch": 16, "dtype": "int8"}),
     "gen-b32/radgen-bf16": ("gen", "radgen", {"batch": 32, "dtype": "bfloat16"}),
