@@ -20,4 +20,4 @@ $R train radgen-small "data.manifest=$WORK/phantom/manifest.jsonl" "stages.0.epo
   train.eval_generate=0 train.save_every=60 train.early_stopping_patience=4 train.log_every=5 \
   --output-dir "$WORK/run"
 # 4. Export only the trained weights (connector + LoRA, < 25 MB) with the model card.
-$R model export "$WORK/run" --out radgen/assets/default_model --card radgen/assets/default_model_card.json
+$R model export "$WORK/run" --out radgen/assets/default_model --card radgen/assets/default_model/model_card.json   # the card is read before the folder is replaced
