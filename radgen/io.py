@@ -98,22 +98,30 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> int:
     return count
 
 
+def parse_jsonl(text: str, path: str | os.PathLike) -> list[dict]:
+    """Parse JSONL text; a bad line raises a one-line DataError naming `path` and the line."""
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{number}: not valid JSON ({err.msg}); fix or remove that line") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{number}: expected a JSON object per line, got {type(row).__name__}")
+        rows.append(row)
+    return rows
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """Read a JSONL file; a bad line raises a one-line DataError naming file and line."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found; check the path (expected a JSONL file, one JSON object per line)")
-    rows = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{number}: not valid JSON ({err.msg}); fix or remove that line") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{number}: expected a JSON object per line, got {type(row).__name__}")
-            rows.append(row)
-    return rows
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text; re-save it as UTF-8") from None
+    return parse_jsonl(text, path)

@@ -20,7 +20,6 @@ A study without images is kept as a text-only study (counted).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from radgen.data.adapters.common import AdapterResult, canonical_split, canonica
 from radgen.data.study import ImageRef, Study
 from radgen.data.text import decode_report_bytes, extract_sections
 from radgen.errors import DataError
+from radgen.io import parse_jsonl
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
 _IMAGE_COLUMNS = ("images", "image", "image_paths", "image_path", "path", "paths")
@@ -85,17 +85,7 @@ def _load_table(path: Path) -> AdapterResult:
     if path.suffix == ".csv":
         rows: list[dict] = read_csv_rows(path)
     else:
-        rows = []
-        for number, line in enumerate(read_text_file(path).splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{number}: not valid JSON ({err.msg}); fix or remove that line") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{number}: expected a JSON object per line")
-            rows.append(row)
+        rows = parse_jsonl(read_text_file(path), path)
     for number, row in enumerate(rows, start=1):
         if isinstance(row.get("sections"), dict) or (isinstance(row.get("images"), list) and row["images"] and isinstance(row["images"][0], dict)):
             try:
