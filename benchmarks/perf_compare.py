@@ -163,7 +163,7 @@ def train_steps(path: str, size: str, batch: int, steps: int, options: dict) -> 
         model = build_radgen(size)
         device = next(model.parameters()).device
         vocab = model.decoder.get_input_embeddings().num_embeddings
-        prefix_ids, eos = model._prefix_ids(), model._eos_id()
+        prefix_ids, eos = model.prefix_ids(), model.eos_id()
         with torch.no_grad():  # the feature-cache path of `radgen train` (frozen encoder, first stage)
             size_px = model.image_transform.size
             features = model.encode_images(torch.randn(batch, 3, size_px, size_px, generator=gen).to(device))

@@ -61,15 +61,10 @@ def encoder_grid(num_tokens: int) -> tuple[int, int] | None:
 
 # -- teacher forcing --------------------------------------------------------------------------------
 
-def prefix_ids(model: Any) -> list[int]:
-    """[bos] + prompt ids, as ReportGenerator lays them out (its private `_prefix_ids`)."""
-    return list(model._prefix_ids())
-
-
 def teacher_forced_batch(model: Any, token_ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     """[prefix][report tokens][eos] right-padded, for a forward pass over given (generated) token ids."""
-    prefix = prefix_ids(model)
-    eos = model._eos_id()
+    prefix = list(model.prefix_ids())
+    eos = model.eos_id()
     rows = [prefix + list(ids) + [eos] for ids in token_ids]
     length = max(len(r) for r in rows)
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else eos

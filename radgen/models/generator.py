@@ -79,16 +79,18 @@ class ReportGenerator(nn.Module):
     @property
     def num_prefix_tokens(self) -> int:
         """Positions before the report in the causal sequence (visual + soft prompt + bos + prompt)."""
-        return (self.num_visual_tokens + self.num_soft_prompt_tokens if self.is_causal else 0) + len(self._prefix_ids())
+        return (self.num_visual_tokens + self.num_soft_prompt_tokens if self.is_causal else 0) + len(self.prefix_ids())
 
     # -- text ---------------------------------------------------------------------------------------
-    def _prefix_ids(self) -> list[int]:
+    def prefix_ids(self) -> list[int]:
+        """Token ids the report follows: [bos] (when the tokenizer has one) + the decoder prompt."""
         tok = self.tokenizer
         bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
         prompt = self.recipe.model.decoder.prompt
         return bos + (tok(prompt, add_special_tokens=False)["input_ids"] if prompt else [])
 
-    def _eos_id(self) -> int:
+    def eos_id(self) -> int:
+        """The id that ends a report (eos, else sep for BERT-style decoders)."""
         tok = self.tokenizer
         eos = tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id
         if eos is None:
@@ -98,9 +100,9 @@ class ReportGenerator(nn.Module):
     def tokenize_reports(self, reports: list[str], max_tokens: int | None = None) -> dict[str, torch.Tensor]:
         """[bos][prompt][report][eos] right-padded; labels -100 on bos, prompt and padding."""
         tok = self.tokenizer
-        prefix = self._prefix_ids()
+        prefix = self.prefix_ids()
         sep = " " if self.recipe.model.decoder.prompt else ""
-        eos = self._eos_id()
+        eos = self.eos_id()
         rows = []
         for report in reports:
             ids = tok(sep + report.strip(), add_special_tokens=False)["input_ids"]
@@ -215,8 +217,8 @@ class ReportGenerator(nn.Module):
         device = self._device()
         visual = self.visual_tokens(pixel_values, image_features)
         batch = visual.shape[0]
-        prefix = torch.tensor([self._prefix_ids()] * batch, dtype=torch.long, device=device)
-        eos, pad = self._eos_id(), self.tokenizer.pad_token_id
+        prefix = torch.tensor([self.prefix_ids()] * batch, dtype=torch.long, device=device)
+        eos, pad = self.eos_id(), self.tokenizer.pad_token_id
         options = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=do_sample,
                        repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
                        eos_token_id=eos, pad_token_id=pad if pad is not None else eos, use_cache=True,

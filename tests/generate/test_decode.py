@@ -47,7 +47,7 @@ def test_rows_and_confidence(model, phantom):
     row = rows[1]
     ids = model.tokenizer.convert_tokens_to_ids(row["tokens"])
     pixels = model.image_transform(load_image(root / studies[1].images[0].path)).unsqueeze(0)
-    prefix = model._prefix_ids()
+    prefix = model.prefix_ids()
     input_ids = torch.tensor([prefix + ids])
     with torch.no_grad():
         logits = model(input_ids, torch.ones_like(input_ids), pixel_values=pixels).logits[0].float().log_softmax(-1)
