@@ -145,6 +145,7 @@ class TrainConfig:
     save_every: int = 500
     keep_checkpoints: int = 2
     seed: int = 0
+    init_from: str | None = None  # start from these weights: a checkpoint (RUN/checkpoints/step-N) or a saved model (RUN/best, an export)
     num_workers: int = 0
     feature_cache: bool = True  # cache frozen-encoder features on disk
     feature_cache_dir: str | None = None  # None = <output_dir>/feature_cache; share one dir across runs to reuse it

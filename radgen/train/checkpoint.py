@@ -137,16 +137,28 @@ def load_state(path: Path) -> TrainerState:
         raise WeightsError(f"{path}: unreadable checkpoint ({err}); delete it to resume from the previous one") from None
 
 
-def load_model_state(model: torch.nn.Module, path: Path) -> None:
-    tensors = load_file(str(Path(path) / "trainable.safetensors"))
+def load_model_state(model: torch.nn.Module, path: Path, hint: str = "resume with the recipe that wrote it") -> int:
+    """Load a checkpoint's (or saved model's) weights into `model`; returns how many tensors were loaded.
+
+    `path` is a checkpoint folder (trainable.safetensors: what its stage trained) or a
+    `save_pretrained` folder (model.safetensors: all weights, or those not from base checkpoints).
+    Every tensor must exist in the model with the same shape; weights the file lacks keep their values.
+    """
+    path = Path(path)
+    files = [path / "trainable.safetensors", path / "model.safetensors"]
+    found = next((f for f in files if f.is_file()), None)
+    if found is None:
+        raise WeightsError(f"{path}: no trainable.safetensors or model.safetensors; pass a checkpoint folder (RUN/checkpoints/step-N) or a saved model (RUN/best)")
+    tensors = load_file(str(found))
     own = model.state_dict()
     unknown = [k for k in tensors if k not in own]
     if unknown:
-        raise WeightsError(f"{path}: checkpoint has weights the model lacks (e.g. '{unknown[0]}'); resume with the recipe that wrote it")
+        raise WeightsError(f"{found}: has weights the model lacks (e.g. '{unknown[0]}'); {hint}")
     for name, tensor in tensors.items():
         if own[name].shape != tensor.shape:
-            raise WeightsError(f"{path}: '{name}' has shape {tuple(tensor.shape)}, the model {tuple(own[name].shape)}; resume with the recipe that wrote it")
-    model.load_state_dict(tensors, strict=False)
+            raise WeightsError(f"{found}: '{name}' has shape {tuple(tensor.shape)}, the model {tuple(own[name].shape)}; {hint}")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()}, strict=False)
+    return len(tensors)
 
 
 def load_torch(path: Path) -> Any:

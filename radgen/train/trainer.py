@@ -151,6 +151,11 @@ class Trainer:
         # Seed before building: frozen weights are rebuilt (not saved) on resume, so init must repeat.
         set_seed(train_cfg.seed)
         raw_model = self._build_model().to(acc.device)
+        if train_cfg.init_from:
+            # also on resume: a checkpoint holds only what its stage trains, the rest comes from here.
+            # Before the feature cache is keyed, so initial encoder weights change the encoder id.
+            loaded = ckpt.load_model_state(raw_model, Path(train_cfg.init_from), hint="init_from needs weights of the same recipe and size")
+            log.info("initialised %d tensors from %s", loaded, train_cfg.init_from)
         if self.train_dataset is None:
             self.train_dataset, self.val_dataset = load_splits(recipe, raw_model.image_transform)
         train_set, val_set = self.train_dataset, self.val_dataset or []

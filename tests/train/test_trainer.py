@@ -110,3 +110,32 @@ def test_val_loss_falls_and_logs_are_written(tmp_path, fake_collate):
         assert key in train_rows[0]
     assert "bleu4" in rows[2] and "rouge_l" in rows[2]
     assert list((tmp_path / "run" / "tb").glob("events.out.tfevents.*"))
+
+
+def test_init_from_starts_a_new_run_from_earlier_weights(tmp_path, fake_collate):
+    torch.manual_seed(123)  # other initial weights than the trainer's seed 0 gives
+    saved = TinyReportGenerator()
+    expected = {k: v.clone() for k, v in saved.state_dict().items()}
+    saved.save_pretrained(tmp_path / "saved")
+    seen = []
+
+    def factory(recipe):
+        seen.append(TinyReportGenerator(recipe))
+        return seen[-1]
+
+    _train(tmp_path, fake_collate, "second", recipe=fake_recipe(**{"train.init_from": str(tmp_path / "saved")}), factory=factory, max_steps=2)
+    after = seen[0].state_dict()
+    # stage 1 (3 steps) trains only the connector: everything else is exactly the saved weights
+    for name in ("encoder.0.weight", "encoder.1.running_mean", "decoder.head.weight"):
+        assert torch.equal(after[name], expected[name]), name
+    assert not torch.equal(after["connector.0.weight"], expected["connector.0.weight"])
+
+    # a checkpoint folder works too; weights of another shape are refused by name
+    from radgen.errors import WeightsError
+    from radgen.train.checkpoint import load_model_state
+
+    assert load_model_state(TinyReportGenerator(), tmp_path / "second" / "checkpoints" / "step-2") > 0
+    with pytest.raises(WeightsError, match="model.safetensors: has weights the model lacks"):
+        load_model_state(torch.nn.Linear(3, 3), tmp_path / "saved")
+    with pytest.raises(WeightsError, match="no trainable.safetensors or model.safetensors"):
+        load_model_state(TinyReportGenerator(), tmp_path)
