@@ -10,7 +10,7 @@ from tests.models.conftest import REPORTS, pixels, tiny
 
 def test_tokenize_reports_masks_prompt_and_padding(small):
     batch = small.tokenize_reports(REPORTS)
-    prefix = len(small._prefix_ids())
+    prefix = len(small.prefix_ids())
     assert prefix >= 1  # bos + "Findings:"
     assert (batch["labels"][:, :prefix] == -100).all()
     # padding is masked out of attention and loss; every real report token is a label
@@ -69,10 +69,10 @@ def test_greedy_logprobs_are_the_model_probabilities(small):
     """Teacher-force the greedy output: forward's log-softmax must equal the reported logprobs."""
     px = pixels(small, batch=1)
     report = small.generate(pixel_values=px, num_beams=1, max_new_tokens=5)[0]
-    prefix = torch.tensor([small._prefix_ids() + report.token_ids])
+    prefix = torch.tensor([small.prefix_ids() + report.token_ids])
     with torch.no_grad():
         logits = small(prefix, torch.ones_like(prefix), pixel_values=px).logits[0].log_softmax(-1)
-    start = small.num_visual_tokens + len(small._prefix_ids()) - 1
+    start = small.num_visual_tokens + len(small.prefix_ids()) - 1
     expected = [float(logits[start + i, t]) for i, t in enumerate(report.token_ids)]
     assert torch.allclose(torch.tensor(expected), torch.tensor(report.token_logprobs), atol=1e-4)
     assert report.token_ids == [int(logits[start + i].argmax()) for i in range(len(report.token_ids))]
@@ -125,3 +125,32 @@ def test_set_trainable_patterns_and_counts(small):
     with pytest.raises(ConfigError, match="match no parameter"):
         small.set_trainable(["decodr.*"])
     small.requires_grad_(False)
+
+
+def test_mapping_layer_starts_at_text_embedding_scale_and_standardizes_features(small):
+    weight = small.decoder.get_input_embeddings().weight.detach().float()
+    rms = float((weight ** 2).mean().sqrt())
+    assert torch.allclose(small.connector.norm.weight, torch.full_like(small.connector.norm.weight, rms))
+    # the encoder features share a large common offset; standardization removes it, so two images
+    # that differ only slightly still give clearly different visual tokens
+    import copy
+
+    torch.manual_seed(0)
+    connector = copy.deepcopy(small.connector).train()
+    for module in connector.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if isinstance(module, torch.nn.MultiheadAttention):
+            module.dropout = 0.0  # train mode for batch statistics, without dropout noise in the comparison
+    width = connector.input_projection.in_features
+    base = 5.0 + 0.1 * torch.randn(8, 3, width)
+    out = connector(base)
+    spread = (out - out.mean(0)).norm(dim=-1).mean() / out.norm(dim=-1).mean()
+    from radgen.models.connectors import MappingLayer
+
+    plain = MappingLayer(width, out.shape[-1], out.shape[1], connector.layers.layers[0].self_attn.num_heads, 1.0, 0.0,
+                         standardize_features=False).train()
+    plain.load_state_dict({k: v for k, v in connector.state_dict().items() if not k.startswith("feature_norm.")})
+    plain_out = plain(base)
+    plain_spread = (plain_out - plain_out.mean(0)).norm(dim=-1).mean() / plain_out.norm(dim=-1).mean()
+    assert spread > 3 * plain_spread
