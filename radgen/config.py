@@ -65,7 +65,7 @@ class ConnectorConfig:
     pretrained: bool = True  # with `name`: load its weights (false: random, shape from its config)
     prefix_length: int = 10  # prefix_mapper: learned prefix constants (ClipCap) = tokens handed on
     mlp_ratio: float = 4.0  # transformer MLP width / model width (ClipCap: 2.0)
-    standardize_features: bool = True  # mapping_layer: per-channel running standardization of encoder features
+    standardize_features: bool = False  # mapping_layer: per-channel running standardization of encoder features (radgen-small: on)
 
 
 @dataclass

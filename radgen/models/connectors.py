@@ -92,7 +92,7 @@ class MLPProjector(Connector):
 class MappingLayer(Connector):
     """One transformer decoder layer: `num_tokens` learned queries attend to the projected features.
 
-    Two additions to seed 003's layer, both measured on radgen-small (docs/benchmarks.md, shipped
+    Two additions to seed 003's layer (the first opt-in, the second always), measured on radgen-small (docs/benchmarks.md, shipped
     model): without them, 3 epochs on IU-Phantom gave a model whose val loss with the images of
     other studies was the same as with its own (1.769 vs 1.768), i.e. it ignored the image.
     * `standardize_features`: CNN features after ReLU6 share a large positive common part; the
@@ -104,7 +104,7 @@ class MappingLayer(Connector):
     """
 
     def __init__(self, in_width: int, out_width: int, num_tokens: int, num_heads: int, mlp_ratio: float, dropout: float, num_layers: int = 1,
-                 standardize_features: bool = True):
+                 standardize_features: bool = False):
         super().__init__()
         if out_width % num_heads:
             raise ConfigError(f"model.connector.num_heads={num_heads} must divide the decoder width {out_width}")
