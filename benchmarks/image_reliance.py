@@ -24,8 +24,8 @@ import torch
 def main(argv: list[str] | None = None) -> dict:
     from radgen.data.dataset import StudyDataset
     from radgen.data.study import read_manifest
+    from radgen.generate.decode import resolve_model_dir, select_studies
     from radgen.models.generator import ReportGenerator
-    from radgen.generate.decode import resolve_model_dir
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a saved model folder or a run folder (uses RUN/best)")
@@ -36,9 +36,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     model = ReportGenerator.from_pretrained(resolve_model_dir(args.model)).eval()
-    studies = [s for s in read_manifest(args.data) if s.split == args.split][: args.limit]
-    cfg = model.recipe.data
-    dataset = StudyDataset(studies, image_transform=model.image_transform, root=Path(args.data).parent, section=cfg.section, cleaning=cfg.cleaning, images=cfg.images, max_images=cfg.max_images)
+    studies = select_studies(read_manifest(args.data), args.split, args.limit)
+    cfg = model.recipe.data  # the training data options (radgen.train.data.load_splits), so losses match training's
+    dataset = StudyDataset(studies, model.image_transform, root=Path(args.data).parent, section=cfg.section, cleaning=cfg.cleaning,
+                           images=cfg.images, max_images=cfg.max_images, views=cfg.views)
     totals = {"own_image": 0.0, "other_image": 0.0}
     count = 0
     with torch.inference_mode():

@@ -43,9 +43,9 @@ def build_model(recipe: RecipeConfig, meta: bool = False, apply_first_stage: boo
         encoder = build_encoder(spec.encoder, sources)
         decoder = build_decoder(spec.decoder, tokenizer, sources)
         connector = build_connector(spec.connector, encoder.hidden_size, input_width(decoder), cross_attention_width(decoder), sources)
-        if hasattr(connector, "match_output_scale") and not meta:
-            embeddings = decoder.get_input_embeddings().weight
-            connector.match_output_scale(float(embeddings.detach().float().pow(2).mean().sqrt()))
+        if not meta:
+            embeddings = decoder.get_input_embeddings().weight.detach()  # norm in fp32 without an fp32 copy (OPT-2.7B: 128M values)
+            connector.match_output_scale(float(torch.linalg.vector_norm(embeddings, dtype=torch.float32)) / embeddings.numel() ** 0.5)
         decoder = apply_peft(decoder, spec.peft, causal=spec.decoder.kind == "causal_lm")
         prompt = SoftPrompt(spec.peft.num_virtual_tokens, input_width(decoder)) if spec.peft.method == "prompt" else None
     if tokenizer is not None and len(tokenizer) > decoder.get_input_embeddings().num_embeddings:

@@ -31,6 +31,9 @@ class Connector(nn.Module):
     def num_tokens(self, encoder_tokens: int) -> int:
         raise NotImplementedError
 
+    def match_output_scale(self, embedding_rms: float) -> None:
+        """Called once at build with the decoder's token-embedding RMS; connectors that normalize their output start there."""
+
 
 class QFormerConnector(Connector):
     def __init__(self, qformer: nn.Module, query_tokens: nn.Parameter, projection: nn.Linear):
@@ -95,9 +98,8 @@ class MappingLayer(Connector):
     Two additions to seed 003's layer (the first opt-in, the second always), measured on radgen-small (docs/benchmarks.md, shipped
     model): without them, 3 epochs on IU-Phantom gave a model whose val loss with the images of
     other studies was the same as with its own (1.769 vs 1.768), i.e. it ignored the image.
-    * `standardize_features`: CNN features after ReLU6 share a large positive common part; the
-      projected memory had a common norm of 12 against 2.9 of between-image spread, so every image
-      produced almost the same visual tokens. A BatchNorm without affine (running per-channel mean
+    * `standardize_features`: CNN features after ReLU6 share a large positive common part that
+      swamps the between-image spread, so every image produced almost the same visual tokens. A BatchNorm without affine (running per-channel mean
       and variance) removes that part, as the standardization in a linear probe does.
     * `match_output_scale`: the final LayerNorm's gain starts at the decoder's token-embedding RMS,
       so visual tokens begin with the norm of text embeddings (SmolLM2: ~3.2) instead of sqrt(width) (24).
@@ -120,7 +122,6 @@ class MappingLayer(Connector):
         return self.queries.shape[0]
 
     def match_output_scale(self, embedding_rms: float) -> None:
-        """Start the output LayerNorm's gain at the RMS of the decoder's token embeddings."""
         with torch.no_grad():
             self.norm.weight.fill_(embedding_rms)
 
