@@ -37,13 +37,12 @@ class _NoEos:
         self.model = model
 
     def __enter__(self):
-        self.saved = self.model._eos_id
         never = self.model.decoder.config.vocab_size + 10  # outside the vocabulary: never generated
-        self.model._eos_id = lambda: never
+        self.model.eos_id = lambda: never  # an instance attribute shadows the method
         return self
 
     def __exit__(self, *exc):
-        self.model._eos_id = self.saved
+        del self.model.eos_id
 
 
 def time_setting(model, batch: int, beams: int, new_tokens: int, repeats: int, warmup: bool) -> dict:
