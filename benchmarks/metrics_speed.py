@@ -1,17 +1,19 @@
 """Speed of radgen's metrics vs pycocoevalcap on real IU X-Ray report pairs.
 
     PYTHONPATH=. python benchmarks/metrics_speed.py [--pairs 3858] [--repeats 3] [--skip-suite]
+        [--metrics bleu,rouge_l,cider_d,meteor,ce,embed_cos] [--json metrics_speed.json]
 
 Pairs: IU findings (R2Gen-cleaned) as references; hypotheses are the same reports shuffled (seed 0),
 the list repeated until --pairs pairs (IU has ~2.4k non-empty findings). Both implementations get
 identical whitespace-tokenized strings; the script checks that the scores agree to 1e-6.
 The full offline suite (BLEU, ROUGE-L, CIDEr-D, METEOR 1.5, CE labeler, BERTScore + embedding
-cosine) runs through `radgen.metrics.evaluate` with --bootstrap resamples.
+cosine; --metrics picks a subset) runs through `radgen.metrics.evaluate` with --bootstrap resamples.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import random
@@ -74,7 +76,11 @@ def main() -> None:
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--skip-suite", action="store_true")
     parser.add_argument("--semantic-dtype", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--metrics", default=None, help="comma-separated metrics for the suite run (default: evaluate's default set)")
+    parser.add_argument("--json", default=None, help="also write the measurements here")
     args = parser.parse_args()
+    record: dict = {"date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "cpus": os.cpu_count(), "loadavg_before": os.getloadavg(),
+                    "command": " ".join(sys.argv), "text_metrics": []}
     print(f"host: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}")
     for n_pairs, label in ((args.pairs, f"{args.pairs} pairs (shuffled IU findings, repeated)"), (None, "distinct pairs (each IU findings once)")):
         hyps, refs, hyps_raw, refs_raw = build_pairs(n_pairs or len([s for s in iu_studies() if s.findings.strip()]))
@@ -84,8 +90,18 @@ def main() -> None:
         print(f"\n{label}: {len(hyps)} pairs")
         print(f"  pycocoevalcap BLEU+ROUGE-L+CIDEr-D: wall {t_coco:.2f} s (CPU {c_coco:.2f} s)   radgen: wall {t_ours:.2f} s (CPU {c_ours:.2f} s)")
         print(f"  speed-up {t_coco / t_ours:.1f}x wall, {c_coco / c_ours:.1f}x CPU   max |score diff| {worst:.1e}")
-    if args.skip_suite:
-        return
+        record["text_metrics"].append({"pairs": len(hyps), "label": label, "pycocoevalcap_wall_s": t_coco, "pycocoevalcap_cpu_s": c_coco,
+                                       "radgen_wall_s": t_ours, "radgen_cpu_s": c_ours, "max_abs_diff": worst})
+    if not args.skip_suite:
+        record["suite"] = run_suite(args)
+    record["loadavg_after"] = os.getloadavg()
+    if args.json:
+        from radgen.io import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(record, indent=2))
+
+
+def run_suite(args) -> dict:
     from radgen.data.study import Study
     from radgen.metrics import evaluate
 
@@ -93,14 +109,19 @@ def main() -> None:
     studies = [Study(study_id=str(i), sections={"findings": r}) for i, r in enumerate(refs_raw)]
     preds = [{"study_id": str(i), "findings": h} for i, h in enumerate(hyps_raw)]
     start, start_cpu, start_children = time.perf_counter(), time.process_time(), children_cpu()
-    result = evaluate(preds, studies, section="findings", cleaning="r2gen-iu", bootstrap=args.bootstrap, semantic_dtype=args.semantic_dtype)
+    metrics = args.metrics.split(",") if args.metrics else None
+    result = evaluate(preds, studies, section="findings", metrics=metrics, cleaning="r2gen-iu", bootstrap=args.bootstrap,
+                      semantic_dtype=args.semantic_dtype)
     total = time.perf_counter() - start
     cpu, jvm_cpu = time.process_time() - start_cpu, children_cpu() - start_children
     print(f"\nfull offline suite via radgen.metrics.evaluate on {result['n_studies']} pairs, {args.bootstrap} bootstrap resamples, encoder {args.semantic_dtype}:")
     print(f"  wall {total:.1f} s; CPU: Python {cpu:.1f} s + METEOR JVM {jvm_cpu:.1f} s = {cpu + jvm_cpu:.1f} s (2 cores: unloaded wall >= {(cpu + jvm_cpu) / 2:.1f} s)")
     for stage, seconds in result["timings"].items():
         print(f"  {stage}: {seconds:.2f} s")
-    print("  (semantic = BERTScore + embed_cos with " + result["protocol"].get("bertscore_model", "?") + ", including model load)")
+    if "semantic" in result["timings"]:
+        print("  (semantic = BERTScore and/or embed_cos with " + result["protocol"].get("bertscore_model", "?") + ", including model load)")
+    return {"metrics": metrics or "default", "pairs": result["n_studies"], "wall_s": total, "python_cpu_s": cpu, "meteor_jvm_cpu_s": jvm_cpu,
+            "timings": result["timings"], "semantic_dtype": args.semantic_dtype}
 
 
 if __name__ == "__main__":

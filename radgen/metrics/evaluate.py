@@ -159,23 +159,6 @@ def evaluate(
                 if key in scores.per_study:
                     statistics.append(stats.mean_statistic(key, scores.per_study[key]))
             timings["bleu_rouge_cider"] = time.perf_counter() - start
-        if "bertscore" in metrics or "embed_cos" in metrics:
-            from radgen.metrics.semantic import Encoder, semantic_scores
-
-            start = time.perf_counter()
-            sem = semantic_scores(hyps_raw, refs_raw, Encoder.load(bertscore_model), bertscore_layer, bertscore_idf, bertscore_baseline, dtype=semantic_dtype)
-            if "bertscore" in metrics:
-                for j, name in enumerate(("bertscore_p", "bertscore_r", "bertscore_f1")):
-                    corpus[name] = float(sem.bertscore[:, j].mean())
-                    per_study[name] = sem.bertscore[:, j]
-                    statistics.append(stats.mean_statistic(name, sem.bertscore[:, j]))
-            if "embed_cos" in metrics:
-                corpus["embed_cos"] = float(sem.embed_cos.mean())
-                per_study["embed_cos"] = sem.embed_cos
-                statistics.append(stats.mean_statistic("embed_cos", sem.embed_cos))
-            protocol.update(sem.protocol)
-            protocol["semantic_input"] = "uncleaned report text"
-            timings["semantic"] = time.perf_counter() - start
         if "ce" in metrics:
             start = time.perf_counter()
             pred_labels, ref_labels = label_reports(hyps_raw), label_reports(refs_raw)
@@ -189,6 +172,28 @@ def evaluate(
             protocol["ce_conventions"] = {"r2gen": "positive=1; uncertain, negative, blank=0", "chexbert": "positive and uncertain=1"}
             protocol["ce_averaging"] = "micro and macro over 14 and over 5 (Cardiomegaly, Edema, Consolidation, Atelectasis, Pleural Effusion); example-based over 14 (empty-vs-empty scores 0)"
             timings["ce"] = time.perf_counter() - start
+        if "bertscore" in metrics or "embed_cos" in metrics:
+            from radgen.metrics.semantic import Encoder, semantic_scores
+
+            start = time.perf_counter()
+            # the labeler and n-gram metrics above are single-threaded Python; the encoder uses every
+            # core, so it gives the METEOR JVM's core back while that still runs (spinning OpenMP
+            # threads on a shared core cost more than they add)
+            busy = meteor_job.running if meteor_job is not None else None
+            sem = semantic_scores(hyps_raw, refs_raw, Encoder.load(bertscore_model), bertscore_layer, bertscore_idf, bertscore_baseline,
+                                  dtype=semantic_dtype, core_busy=busy)
+            if "bertscore" in metrics:
+                for j, name in enumerate(("bertscore_p", "bertscore_r", "bertscore_f1")):
+                    corpus[name] = float(sem.bertscore[:, j].mean())
+                    per_study[name] = sem.bertscore[:, j]
+                    statistics.append(stats.mean_statistic(name, sem.bertscore[:, j]))
+            if "embed_cos" in metrics:
+                corpus["embed_cos"] = float(sem.embed_cos.mean())
+                per_study["embed_cos"] = sem.embed_cos
+                statistics.append(stats.mean_statistic("embed_cos", sem.embed_cos))
+            protocol.update(sem.protocol)
+            protocol["semantic_input"] = "uncleaned report text"
+            timings["semantic"] = time.perf_counter() - start
         if "chexbert" in metrics:
             from radgen.metrics.chexbert import CheXbertLabeler
 
@@ -277,6 +282,9 @@ class _MeteorJob:
             self._out = (self._scorer.score(hyps, refs), self._scorer, time.perf_counter() - start)
         except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread by result()
             self._error = err
+
+    def running(self) -> bool:
+        return self._thread.is_alive()
 
     def result(self) -> tuple[Any, MeteorScorer, float]:
         self._thread.join()

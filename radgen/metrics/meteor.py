@@ -64,8 +64,11 @@ class _Jar:
             raise MeteorUnavailable("METEOR 1.5 needs Java (the `java` command was not found); install a JRE or drop 'meteor' from --metrics")
         jar = find_jar()
         self.timeout = timeout
+        # Serial GC and the C1 compiler only keep the JVM on one core (12 CPU-s for 3,858 IU pairs
+        # instead of 15 CPU-s spread over two): `evaluate` runs the jar beside the text encoder, which
+        # wants the other core. Same scores; alone it takes ~2 s longer (docs/benchmarks.md, Metrics).
         self.process = subprocess.Popen(
-            ["java", "-Xmx2G", "-jar", str(jar), "-", "-", "-stdio", "-l", "en", "-norm"],
+            ["java", "-Xmx2G", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-jar", str(jar), "-", "-", "-stdio", "-l", "en", "-norm"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=jar.parent, bufsize=1,
         )
         self.replies: queue.Queue = queue.Queue()

@@ -23,6 +23,7 @@ import importlib.util
 import math
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,20 +80,61 @@ class TokenStates:
     sentence: list[np.ndarray] = field(default_factory=list)  # (D,) normalized mean-pooled last layer
 
 
-@torch.inference_mode()
-def encode(encoder: Encoder, texts: list[str], layer: int, batch_size: int = 64, dtype: str = "float32") -> TokenStates:
-    """Run the encoder once per distinct text, batches sorted by length (less padding).
+def length_batches(lengths: list[int], max_tokens: int, max_rows: int) -> list[list[int]]:
+    """Indices grouped into batches of similar token length, each at most max_tokens padded tokens.
 
-    dtype "bfloat16" runs the encoder under CPU autocast (measured 1.2x faster on the project's CPU;
-    BERTScore F moved by < 1e-3): a speed option, recorded in the protocol, never the default.
+    Sorting by the tokenizer's length (not characters) and capping padded tokens rather than rows
+    keeps padding near zero and batches of short texts large: on the project's 2-core CPU this cut
+    the MiniLM pass over 1,977 IU findings from 24.7 s (64 texts a batch, sorted by characters) to
+    16.4 s, same scores (docs/benchmarks.md, Metrics).
+    """
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    batches: list[list[int]] = []
+    for index in order:
+        if batches and len(batches[-1]) < max_rows and (len(batches[-1]) + 1) * lengths[index] <= max_tokens:
+            batches[-1].append(index)  # sorted ascending: this text is the longest, so it sets the padding
+        else:
+            batches.append([index])
+    return batches
+
+
+@torch.inference_mode()
+def encode(encoder: Encoder, texts: list[str], layer: int, batch_size: int = 64, dtype: str = "float32",
+           max_tokens: int = 1024, core_busy: Callable[[], bool] | None = None) -> TokenStates:
+    """Run the encoder once per distinct text, in length-sorted batches (see `length_batches`).
+
+    core_busy: while it returns True (another process, e.g. the METEOR JVM, is working on one core),
+    batches run with one torch thread fewer.
+
+    dtype "bfloat16" runs the encoder under CPU autocast (1.6x faster on the project's CPU; scores
+    move by ~1e-3, docs/benchmarks.md): a speed option, recorded in the protocol, never the default.
     """
     if dtype not in ("float32", "bfloat16"):
         raise ValueError(f"semantic dtype must be float32 or bfloat16, got {dtype!r}")
-    distinct = sorted(set(texts), key=len)
+    distinct = list(dict.fromkeys(texts))
+    all_ids = encoder.tokenizer(distinct, truncation=True, max_length=encoder.max_length)["input_ids"]
     cache: dict[str, tuple[np.ndarray, list[int], np.ndarray]] = {}
-    for start in tqdm(range(0, len(distinct), batch_size), desc="semantic encoder", unit="batch", disable=None, leave=False):
-        batch = distinct[start : start + batch_size]
-        enc = encoder.tokenizer(batch, padding=True, truncation=True, max_length=encoder.max_length, return_tensors="pt")
+    threads = torch.get_num_threads()
+    try:
+        _encode_batches(encoder, distinct, all_ids, layer, dtype, length_batches([len(ids) for ids in all_ids], max_tokens, batch_size),
+                        cache, threads, core_busy)
+    finally:
+        torch.set_num_threads(threads)
+    states = TokenStates()
+    for text in texts:
+        tokens, ids, sentence = cache[text]
+        states.tokens.append(tokens)
+        states.ids.append(ids)
+        states.sentence.append(sentence)
+    return states
+
+
+def _encode_batches(encoder: Encoder, distinct: list[str], all_ids: list[list[int]], layer: int, dtype: str, batches: list[list[int]],
+                    cache: dict, threads: int, core_busy: Callable[[], bool] | None) -> None:
+    for rows in tqdm(batches, desc="semantic encoder", unit="batch", disable=None, leave=False):
+        if threads > 1 and core_busy is not None:
+            torch.set_num_threads(threads - 1 if core_busy() else threads)
+        enc = encoder.tokenizer.pad({"input_ids": [all_ids[i] for i in rows]}, return_tensors="pt")
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
             out = encoder.model(**enc, output_hidden_states=True)
         hidden = out.hidden_states[layer].float()
@@ -103,18 +145,9 @@ def encode(encoder: Encoder, texts: list[str], layer: int, batch_size: int = 64,
         # Normalize the whole batch once, then hand out numpy views: the per-pair matching below is
         # thousands of tiny matrix products, which numpy runs without torch's thread-pool overhead.
         tokens = torch.nn.functional.normalize(hidden, dim=-1).numpy()
-        ids = enc["input_ids"].tolist()
-        lengths = mask.sum(1).tolist()
-        for i, text in enumerate(batch):
-            n = int(lengths[i])
-            cache[text] = (tokens[i, :n], ids[i][:n], pooled[i])
-    states = TokenStates()
-    for text in texts:
-        tokens, ids, sentence = cache[text]
-        states.tokens.append(tokens)
-        states.ids.append(ids)
-        states.sentence.append(sentence)
-    return states
+        for i, row in enumerate(rows):
+            n = len(all_ids[row])
+            cache[distinct[row]] = (tokens[i, :n], all_ids[row], pooled[i])
 
 
 def idf_weights(reference_ids: list[list[int]]) -> dict[int, float]:
@@ -153,13 +186,14 @@ def semantic_scores(
     baseline: tuple[float, float, float] | None = None,
     batch_size: int = 64,
     dtype: str = "float32",
+    core_busy: Callable[[], bool] | None = None,
 ) -> SemanticScores:
     """BERTScore (P, R, F) and embedding cosine per study."""
     encoder = encoder or Encoder.load()
     layer = encoder.num_layers if layer is None else int(layer)
     if not 0 <= layer <= encoder.num_layers:
         raise WeightsError(f"BERTScore layer {layer} out of range for {encoder.path} ({encoder.num_layers} layers)")
-    states = encode(encoder, list(hypotheses) + list(references), layer, batch_size, dtype)
+    states = encode(encoder, list(hypotheses) + list(references), layer, batch_size, dtype, core_busy=core_busy)
     n = len(hypotheses)
     special = set(getattr(encoder.tokenizer, "all_special_ids", []))
     weights_table = idf_weights(states.ids[n:]) if idf else None

@@ -98,3 +98,19 @@ def test_embedding_cosine_and_identical_texts(tiny_encoder):
 def test_missing_model_folder_is_a_weights_error(tmp_path):
     with pytest.raises(WeightsError, match="config.json"):
         Encoder.load(tmp_path)
+
+
+def test_length_batches_cover_every_text_once_within_the_token_budget():
+    from radgen.metrics.semantic import length_batches
+
+    lengths = [5, 300, 12, 12, 7, 2000, 40, 3, 3, 64]
+    batches = length_batches(lengths, max_tokens=100, max_rows=3)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
+    for batch in batches:
+        assert len(batch) <= 3
+        # padded size = rows x longest; a text longer than the budget goes alone
+        assert len(batch) * max(lengths[i] for i in batch) <= 100 or len(batch) == 1
+    # sorted by length: every batch's texts are no longer than the next batch's shortest
+    flat = [lengths[i] for batch in batches for i in batch]
+    assert flat == sorted(flat)
+    assert [len(b) for b in batches] == [3, 3, 1, 1, 1, 1]
