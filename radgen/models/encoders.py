@@ -42,6 +42,9 @@ class ImageEncoder(nn.Module):
         """Tokens per image for this encoder's image size."""
         raise NotImplementedError
 
+    def prepare_for_inference(self) -> None:
+        """Switch to the fastest layout for inference, numerics unchanged (default: nothing to do)."""
+
 
 # ----------------------------------------------------------------------------------------------------
 # transformers vision towers
@@ -225,6 +228,14 @@ class TimmEncoder(ImageEncoder):
         self.mean = tuple(cfg.processor.get("mean", pretrained_cfg.get("mean", registry.IMAGENET_MEAN)))
         self.std = tuple(cfg.processor.get("std", pretrained_cfg.get("std", registry.IMAGENET_STD)))
         self.resize = cfg.processor.get("resize", "squash")
+        self.channels_last = False
+
+    def prepare_for_inference(self) -> None:
+        # oneDNN's CPU convolutions (depthwise ones above all) run much faster on NHWC tensors:
+        # EfficientNet-Lite0 on 32 images at 224 px went 1.06 s -> 0.62 s, outputs equal to 2e-5
+        # (benchmarks/perf_compare.py). Only at inference: training keeps PyTorch's default layout.
+        self.model.to(memory_format=torch.channels_last)
+        self.channels_last = True
 
     def num_tokens(self) -> int:
         if self.output == "pooled":
@@ -234,6 +245,8 @@ class TimmEncoder(ImageEncoder):
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         pixel_values = pixel_values.to(next(self.model.parameters()).dtype)
+        if self.channels_last:
+            pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
         grid = self.model.forward_features(pixel_values)  # (B, C, h, w)
         tokens = grid.flatten(2).transpose(1, 2)  # (B, h*w, C)
         if self.output == "pooled":

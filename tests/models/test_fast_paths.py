@@ -101,3 +101,67 @@ def test_prepare_for_inference_rejects_unknown_dtype():
 
     with pytest.raises(ConfigError, match="float16"):
         prepare_for_inference(_tiny("radgen-small"), "float16")
+
+
+def test_inference_puts_the_cnn_encoder_in_channels_last_with_equal_features():
+    model = _tiny("radgen-small").eval()
+    size = model.image_transform.size
+    pixels = torch.randn(3, 3, size, size)
+    with torch.no_grad():
+        before = model.encoder(pixels)
+    prepare_for_inference(model, "float32")
+    conv = next(p for p in model.encoder.parameters() if p.dim() == 4)
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    with torch.no_grad():
+        after = model.encoder(pixels)
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.skipif(not __import__("radgen.models.fast", fromlist=["packing_available"]).packing_available(),
+                    reason="this torch build has no oneDNN")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_packed_linear_computes_what_linear_computes_and_copies_and_saves(dtype):
+    from radgen.models.fast import PackedLinear
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(24, 40).to(dtype)
+    packed = PackedLinear(linear)
+    x = torch.randn(3, 5, 24).to(dtype)
+    tolerance = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=2e-2, rtol=2e-2)
+    with torch.no_grad():
+        torch.testing.assert_close(packed(x), linear(x), **tolerance)
+        torch.testing.assert_close(packed(x[0, :1]), linear(x[0, :1]), **tolerance)  # batch 1, 2-D
+    assert torch.equal(packed.state_dict()["weight"], linear.weight.detach())
+    assert torch.equal(packed.state_dict()["bias"], linear.bias.detach())
+    twin = copy.deepcopy(packed)
+    with torch.no_grad():
+        assert torch.equal(twin(x), packed(x))
+
+
+def test_inference_packs_the_decoder_and_keeps_greedy_reports():
+    model = _tiny("radgen-small").eval()
+    size = model.image_transform.size
+    pixels = torch.randn(3, 3, size, size)
+    plain = copy.deepcopy(model)
+    plain.merge_adapters()
+    prepare_for_inference(model, "float32")
+    from radgen.models.fast import PackedLinear, packing_available
+
+    if packing_available():
+        assert any(isinstance(m, PackedLinear) for m in model.decoder.modules())
+        assert not any(type(m) is torch.nn.Linear for m in model.decoder.modules())
+    want = plain.generate(pixel_values=pixels, num_beams=1, max_new_tokens=8)
+    got = model.generate(pixel_values=pixels, num_beams=1, max_new_tokens=8)
+    assert [r.token_ids for r in got] == [r.token_ids for r in want]
+    assert max(abs(a - b) for x, y in zip(got, want) for a, b in zip(x.token_logprobs, y.token_logprobs)) < 1e-4
+
+
+def test_packed_linear_passes_gradients_to_its_input():
+    from radgen.models.fast import PackedLinear, packing_available
+
+    if not packing_available():
+        pytest.skip("this torch build has no oneDNN")
+    linear = torch.nn.Linear(6, 4)
+    x = torch.randn(2, 6, requires_grad=True)
+    PackedLinear(linear)(x).sum().backward()
+    torch.testing.assert_close(x.grad, linear.weight.detach().sum(0).expand(2, 6))
