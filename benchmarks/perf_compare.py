@@ -52,13 +52,16 @@ CONFIGS = {
     "train/radgen": ("train", "radgen", {"loss_only": True}),
     "train/radgen-full-logits": ("train", "radgen", {"loss_only": False}),
     "gen-b1/plain-peft-fp32": ("gen", "plain", {"batch": 1}),
+    "gen-b1/radgen-fp32-unpacked": ("gen", "radgen", {"batch": 1, "dtype": "float32", "pack": False}),
     "gen-b1/radgen-fp32-merged": ("gen", "radgen", {"batch": 1, "dtype": "float32"}),
     "gen-b1/radgen-bf16": ("gen", "radgen", {"batch": 1, "dtype": "bfloat16"}),
     "gen-b1/radgen-int8": ("gen", "radgen", {"batch": 1, "dtype": "int8"}),
     "gen-b16/plain-peft-fp32": ("gen", "plain", {"batch": 16}),
+    "gen-b16/radgen-fp32-unpacked": ("gen", "radgen", {"batch": 16, "dtype": "float32", "pack": False}),
     "gen-b16/radgen-fp32-merged": ("gen", "radgen", {"batch": 16, "dtype": "float32"}),
     "gen-b16/radgen-bf16": ("gen", "radgen", {"batch": 16, "dtype": "bfloat16"}),
     "gen-b16/radgen-int8": ("gen", "radgen", {"batch": 16, "dtype": "int8"}),
+    "gen-b32/radgen-fp32-merged": ("gen", "radgen", {"batch": 32, "dtype": "float32"}),
     "gen-b32/radgen-bf16": ("gen", "radgen", {"batch": 32, "dtype": "bfloat16"}),
 }
 BASELINE = {"train": "train/plain-peft", "gen-b1": "gen-b1/plain-peft-fp32", "gen-b16": "gen-b16/plain-peft-fp32", "gen-b32": "gen-b16/plain-peft-fp32"}
@@ -237,7 +240,7 @@ def generate_reports(path: str, size: str, batch: int, repeats: int, options: di
 
         model = inference_model(size).eval()
         device = next(model.parameters()).device
-        options = dict(options, dtype=prepare_for_inference(model, options.get("dtype", "auto")))
+        options = dict(options, dtype=prepare_for_inference(model, options.get("dtype", "auto"), pack=options.get("pack", True)))
         size_px = model.image_transform.size
         pixels = torch.randn(batch, 3, size_px, size_px, generator=gen).to(device)
         never = model.decoder.config.vocab_size + 10  # an eos id outside the vocabulary: reports run full length

@@ -145,7 +145,7 @@ def resolve_inference_dtype(dtype: str, device: torch.device) -> str:
     return "float32"
 
 
-def prepare_for_inference(model: Any, dtype: str = "auto", merge: bool = True) -> str:
+def prepare_for_inference(model: Any, dtype: str = "auto", merge: bool = True, pack: bool = True) -> str:
     """Merge LoRA (unless merge=False) and put the decoder in the fastest inference form; returns the dtype chosen.
 
     Only the decoder changes: the image encoder and connector stay fp32 (they are a small share of
@@ -163,7 +163,7 @@ def prepare_for_inference(model: Any, dtype: str = "auto", merge: bool = True) -
         return str(current).replace("torch.", "")  # loaded in fp16/bf16/8-bit on purpose: keep it
     if chosen == "bfloat16":
         model.decoder = decoder.to(torch.bfloat16)
-    if chosen in ("float32", "bfloat16") and merge and next(model.decoder.parameters()).device.type == "cpu":
+    if pack and chosen in ("float32", "bfloat16") and merge and next(model.decoder.parameters()).device.type == "cpu":
         pack_linears(model.decoder)
     if chosen == "int8":
         if next(decoder.parameters()).device.type != "cpu":
