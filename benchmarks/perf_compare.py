@@ -265,7 +265,7 @@ def generate_reports(path: str, size: str, batch: int, repeats: int, options: di
 
 
 def quality(size: str, n: int, manifest: Path | None) -> dict:
-    """Greedy 60-token reports of the fp32 merged model vs its bf16 and int8 forms on the same inputs."""
+    """Greedy 60-token reports of the plain fp32 merged model vs the inference forms (`prepare_for_inference`) on the same inputs."""
     from radgen.models.fast import prepare_for_inference
 
     torch.manual_seed(0)
@@ -284,7 +284,7 @@ def quality(size: str, n: int, manifest: Path | None) -> dict:
     model.merge_adapters()
     reference = model.generate(pixel_values=pixels, num_beams=1, max_new_tokens=NEW_TOKENS)
     rows = {"inputs": source}
-    for dtype in ("bfloat16", "int8"):
+    for dtype in ("float32", "bfloat16", "int8"):  # float32: the default path (packed weights) vs plain fp32
         candidate = copy.deepcopy(model)
         prepare_for_inference(candidate, dtype)
         got = candidate.generate(pixel_values=pixels, num_beams=1, max_new_tokens=NEW_TOKENS)

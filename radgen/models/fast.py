@@ -68,12 +68,12 @@ def label_position_loss(decoder: nn.Module, inputs_embeds: torch.Tensor, attenti
 class PackedLinear(nn.Module):
     """An inference-only nn.Linear whose weight is pre-packed for oneDNN (CPU).
 
-    Why: at batch 1 every decode step is a matrix-vector product per layer, and the default CPU
-    path (MKL sgemv) reached only ~11 GB/s of the ~30 GB/s this 2-core machine can read, single-
-    threaded; the same product through oneDNN with the weight packed once ran 1.8x faster in fp32
-    and 2.9x in bf16 (benchmarks/perf_compare.py, docs/benchmarks.md). Inductor's CPU "freezing"
-    does the same packing; doing it here needs no compile step. Same dtype, same math: outputs
-    differ from F.linear only by summation order (~1e-6 relative).
+    Why: at batch 1 every decode step is a matrix-vector product per layer, and on the project's
+    2-core CPU the default path (MKL sgemv) ran single-threaded, far below the memory bandwidth;
+    through oneDNN with the weight packed once, radgen-small decodes a report 1.29x faster at batch 1
+    with the same greedy reports (benchmarks/perf_compare.py; docs/benchmarks.md, Performance).
+    Inductor's CPU "freezing" does the same packing; doing it here needs no compile step. Same
+    dtype, same math: outputs differ from F.linear only by summation order (~1e-6 relative).
     """
 
     def __init__(self, linear: nn.Linear):
@@ -122,12 +122,13 @@ def pack_linears(module: nn.Module) -> int:
     """Replace every CPU fp32/bf16 nn.Linear under `module` with a PackedLinear; returns how many."""
     if not packing_available():
         return 0
-    targets = [(name, child) for name, child in module.named_modules()
-               if type(child) is nn.Linear and child.weight.device.type == "cpu" and child.weight.dtype in (torch.float32, torch.bfloat16)]
-    for name, child in targets:
+    names = [name for name, child in module.named_modules()
+             if type(child) is nn.Linear and child.weight.device.type == "cpu" and child.weight.dtype in (torch.float32, torch.bfloat16)]
+    for name in names:  # one at a time, holding no reference to the old layer: peak memory grows by one layer, not a model
         parent_name, _, attr = name.rpartition(".")
-        setattr(module.get_submodule(parent_name) if parent_name else module, attr, PackedLinear(child))
-    return len(targets)
+        parent = module.get_submodule(parent_name) if parent_name else module
+        setattr(parent, attr, PackedLinear(getattr(parent, attr)))
+    return len(names)
 
 
 def resolve_inference_dtype(dtype: str, device: torch.device) -> str:
@@ -139,9 +140,8 @@ def resolve_inference_dtype(dtype: str, device: torch.device) -> str:
         return dtype
     if device.type == "cuda":
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
-    # CPU stays fp32 even with AVX-512 BF16: measured on the project's EPYC (docs/benchmarks.md,
-    # Performance), bf16 decoding at batch 1 was 1.2x SLOWER at 1 thread and 5x slower at 2 threads
-    # on a loaded machine, faster only at batch 16 (1.2x), and changed 5 of 8 greedy reports.
+    # CPU stays fp32 even with AVX-512 BF16: bf16 decodes 1.5x faster than the fp32 default on the
+    # project's EPYC but changed 22% of greedy reports on IU-Phantom (docs/benchmarks.md, Performance).
     return "float32"
 
 

@@ -39,6 +39,6 @@ def test_tiny_generation_runs_full_length_and_table_has_ratios(perf):
 
 def test_tiny_quality_compares_bf16_and_int8_with_fp32(perf):
     rows = perf.quality("tiny", 2, None)
-    for dtype in ("bfloat16", "int8"):
+    for dtype in ("float32", "bfloat16", "int8"):
         assert 0.0 <= rows[dtype]["positionwise_token_agreement"] <= 1.0
         assert rows[dtype]["identical_text"].endswith("/2")
