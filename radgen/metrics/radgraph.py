@@ -13,8 +13,10 @@ Per study: precision/recall over the candidate sets, F1; a study where either re
 scores 0 (as the package does). Corpus score = mean F1.
 
 What is honest here: running the RadGraph extraction model itself (a DyGIE++ model on AllenNLP) is
-not implemented in radgen. Annotate predictions and references with the `radgraph` package (offline,
-with its checkpoint) and pass them with ``--radgraph-annotations FILE`` (JSONL rows
+not implemented in radgen, and the `radgraph` package (0.1.18) cannot be wrapped: its vendored
+AllenNLP calls tokenizer methods that transformers 5 removed. Annotate predictions and references
+with that package in an environment with transformers<5 (offline, with its checkpoint) and pass
+them with ``--radgraph-annotations FILE`` (JSONL rows
 ``{"study_id", "pred": {...}, "ref": {...}}``). ``--radgraph-weights`` is checked and then refused with
 that instruction, never downloaded.
 """
@@ -74,7 +76,8 @@ def radgraph_scores(study_ids: list[str], hyps: list[str], refs: list[str], weig
             raise WeightsError(f"{path}: RadGraph checkpoint not found; expected the radgraph package's model archive (e.g. radgraph.tar.gz) at --radgraph-weights")
         raise WeightsError(
             f"{path}: running the RadGraph extraction model is not implemented in radgen; annotate predictions and references with the "
-            "`radgraph` package offline and pass --radgraph-annotations FILE (JSONL {study_id, pred, ref})"
+            "`radgraph` package offline (it needs transformers<5, so a separate environment) and pass --radgraph-annotations FILE "
+            "(JSONL {study_id, pred, ref})"
         )
     rows = {str(row.get("study_id")): row for row in read_jsonl(annotations)}
     missing = [sid for sid in study_ids if sid not in rows]
