@@ -51,6 +51,7 @@ CONFIGS = {
     "train/plain-peft": ("train", "plain", {}),
     "train/radgen": ("train", "radgen", {"loss_only": True}),
     "train/radgen-full-logits": ("train", "radgen", {"loss_only": False}),
+    "train/radgen-bf16-autocast": ("train", "radgen", {"loss_only": True, "bf16": True}),  # train.precision=bf16 on CPU
     "gen-b1/plain-peft-fp32": ("gen", "plain", {"batch": 1}),
     "gen-b1/radgen-fp32-unpacked": ("gen", "radgen", {"batch": 1, "dtype": "float32", "pack": False}),
     "gen-b1/radgen-fp32-merged": ("gen", "radgen", {"batch": 1, "dtype": "float32"}),
@@ -196,7 +197,8 @@ def train_steps(path: str, size: str, batch: int, steps: int, options: dict) -> 
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    # bf16 autocast as accelerate applies it for train.precision=bf16: always on GPU, opt-in on CPU
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" or options.get("bf16", False))
 
     def one_step() -> float:
         with autocast:
