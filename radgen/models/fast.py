@@ -98,6 +98,14 @@ class PackedLinear(nn.Module):
         out = torch.ops.mkldnn._linear_pointwise(flat, self.packed, self.bias, "none", [], "")
         return out.reshape(*x.shape[:-1], self.out_features)
 
+    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001 - nn.Module's signature
+        # .to()/.cuda()/.half() would leave the opaque packed weight behind on the CPU in its dtype
+        probe = fn(torch.empty(0, dtype=self.packed.dtype))
+        if probe.device.type != "cpu" or probe.dtype != self.packed.dtype:
+            raise RuntimeError(f"this model's decoder is packed for CPU inference in {self.packed.dtype}; it cannot move to "
+                               f"{probe.device} / {probe.dtype}. Load it again (radgen.generate.load_model(..., device=...)) instead")
+        return super()._apply(fn, recurse)
+
     def __deepcopy__(self, memo: dict) -> "PackedLinear":
         plain = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device="meta")
         plain.weight = nn.Parameter(self.weight.clone(), requires_grad=False)

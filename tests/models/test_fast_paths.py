@@ -165,3 +165,14 @@ def test_packed_linear_passes_gradients_to_its_input():
     x = torch.randn(2, 6, requires_grad=True)
     PackedLinear(linear)(x).sum().backward()
     torch.testing.assert_close(x.grad, linear.weight.detach().sum(0).expand(2, 6))
+
+
+def test_packed_linear_refuses_to_move_or_change_dtype():
+    from radgen.models.fast import PackedLinear, packing_available
+
+    if not packing_available():
+        pytest.skip("this torch build has no oneDNN")
+    packed = PackedLinear(torch.nn.Linear(4, 3))
+    packed.to("cpu").float()  # same device and dtype: fine
+    with pytest.raises(RuntimeError, match="packed for CPU inference"):
+        packed.to(torch.bfloat16)
