@@ -106,12 +106,14 @@ def encode(encoder: Encoder, texts: list[str], layer: int, batch_size: int = 64,
     core_busy: while it returns True (another process, e.g. the METEOR JVM, is working on one core),
     batches run with one torch thread fewer.
 
-    dtype "bfloat16" runs the encoder under CPU autocast (1.6x faster on the project's CPU; scores
+    dtype "bfloat16" runs the encoder under CPU autocast (about 1.5x faster on the project's CPU; scores
     move by ~1e-3, docs/benchmarks.md): a speed option, recorded in the protocol, never the default.
     """
     if dtype not in ("float32", "bfloat16"):
         raise ValueError(f"semantic dtype must be float32 or bfloat16, got {dtype!r}")
     distinct = list(dict.fromkeys(texts))
+    if not distinct:
+        return TokenStates()
     all_ids = encoder.tokenizer(distinct, truncation=True, max_length=encoder.max_length)["input_ids"]
     cache: dict[str, tuple[np.ndarray, list[int], np.ndarray]] = {}
     threads = torch.get_num_threads()

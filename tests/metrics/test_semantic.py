@@ -114,3 +114,10 @@ def test_length_batches_cover_every_text_once_within_the_token_budget():
     flat = [lengths[i] for batch in batches for i in batch]
     assert flat == sorted(flat)
     assert [len(b) for b in batches] == [3, 3, 1, 1, 1, 1]
+
+
+def test_encode_of_no_texts_is_empty(tiny_encoder):
+    from radgen.metrics.semantic import encode
+
+    states = encode(tiny_encoder, [], 1)
+    assert states.tokens == [] and states.sentence == []
