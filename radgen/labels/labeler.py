@@ -166,4 +166,7 @@ def label_report(text: str) -> dict[str, int | None]:
 
 
 def label_reports(texts: Iterable[str]) -> list[dict[str, int | None]]:
-    return [label_report(text) for text in texts]
+    """Labels of each text; a text that repeats is labeled once (generated reports repeat a lot)."""
+    texts = list(texts)
+    labels = {text: label_report(text) for text in dict.fromkeys(texts)}
+    return [dict(labels[text]) for text in texts]
