@@ -84,9 +84,9 @@ def length_batches(lengths: list[int], max_tokens: int, max_rows: int) -> list[l
     """Indices grouped into batches of similar token length, each at most max_tokens padded tokens.
 
     Sorting by the tokenizer's length (not characters) and capping padded tokens rather than rows
-    keeps padding near zero and batches of short texts large: on the project's 2-core CPU this cut
-    the MiniLM pass over 1,977 IU findings from 24.7 s (64 texts a batch, sorted by characters) to
-    16.4 s, same scores (docs/benchmarks.md, Metrics).
+    keeps padding near zero and batches of short texts large: on the project's 2-core CPU the MiniLM
+    pass over 1,977 IU findings took 17.0 s instead of 20.4 s (64 texts a batch, sorted by
+    characters), same embeddings (benchmarks/semantic_batching.py).
     """
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     batches: list[list[int]] = []
