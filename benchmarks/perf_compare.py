@@ -26,7 +26,7 @@ Every config runs in its own subprocess (peak RSS = that process's `ru_maxrss`; 
 `torch.cuda.max_memory_allocated`). Configs run in rounds (plain, radgen, plain, radgen, ...) so
 both see the same machine load; each figure is the best of rounds, wall and process-CPU time are
 both kept, with the 1-min load average around every subprocess. Reports are forced to exactly 60
-new tokens (eos suppressed) so every config decodes the same length.
+new tokens (min_new_tokens = max_new_tokens) so every config decodes the same length.
 """
 
 from __future__ import annotations
@@ -245,11 +245,8 @@ def generate_reports(path: str, size: str, batch: int, repeats: int, options: di
         options = dict(options, dtype=prepare_for_inference(model, options.get("dtype", "auto"), pack=options.get("pack", True)))
         size_px = model.image_transform.size
         pixels = torch.randn(batch, 3, size_px, size_px, generator=gen).to(device)
-        never = model.decoder.config.vocab_size + 10  # an eos id outside the vocabulary: reports run full length
-        model.eos_id = lambda: never  # an instance attribute shadows the method
-
-        def run(new_tokens):
-            return model.generate(pixel_values=pixels, num_beams=1, max_new_tokens=new_tokens)
+        def run(new_tokens):  # eos forbidden until the end: every report decodes new_tokens steps
+            return model.generate(pixel_values=pixels, num_beams=1, max_new_tokens=new_tokens, min_new_tokens=new_tokens)
     run(4)  # warm-up
     _sync(device)
     best_wall, best_cpu = float("inf"), float("inf")
@@ -258,7 +255,7 @@ def generate_reports(path: str, size: str, batch: int, repeats: int, options: di
         out = run(NEW_TOKENS)
         _sync(device)
         best_wall, best_cpu = min(best_wall, time.perf_counter() - wall), min(best_cpu, time.process_time() - cpu)
-    # decoded length as a check that eos was really suppressed (radgen's count excludes special tokens)
+    # decoded length as a check that every report ran full length (radgen's count excludes special tokens)
     new_tokens = out.shape[1] if torch.is_tensor(out) else sum(len(r.token_ids) for r in out) / len(out)
     return {"batch": batch, "wall_s": best_wall, "cpu_s": best_cpu, "new_tokens_mean": new_tokens,
             "s_per_report_latency": best_wall if batch == 1 else None,

@@ -198,9 +198,10 @@ class ReportGenerator(nn.Module):
     @torch.no_grad()
     def generate(self, pixel_values: torch.Tensor | None = None, image_features: torch.Tensor | None = None, num_beams: int = 3,
                  max_new_tokens: int = 60, do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
-                 repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0) -> list[GeneratedReport]:
+                 repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0, min_new_tokens: int = 0) -> list[GeneratedReport]:
         """Decode one report per image with the decoder's HF `generate` (KV cache on).
 
+        min_new_tokens > 0 forbids eos before that many tokens (benchmarks use it to decode fixed lengths).
         Runs in eval mode (no dropout, batch-norm statistics untouched) and restores the mode after,
         so validation-time decoding inside a training loop changes nothing.
         """
@@ -208,12 +209,12 @@ class ReportGenerator(nn.Module):
         self.eval()
         try:
             return self._generate(pixel_values, image_features, num_beams, max_new_tokens, do_sample, temperature, top_p,
-                                  repetition_penalty, no_repeat_ngram_size)
+                                  repetition_penalty, no_repeat_ngram_size, min_new_tokens)
         finally:
             self.train(was_training)
 
     def _generate(self, pixel_values, image_features, num_beams, max_new_tokens, do_sample, temperature, top_p,
-                  repetition_penalty, no_repeat_ngram_size) -> list[GeneratedReport]:
+                  repetition_penalty, no_repeat_ngram_size, min_new_tokens) -> list[GeneratedReport]:
         device = self._device()
         visual = self.visual_tokens(pixel_values, image_features)
         batch = visual.shape[0]
@@ -225,6 +226,8 @@ class ReportGenerator(nn.Module):
                        # keep one (steps, B*beams, vocab) history, not two: beams need HF's beam scores,
                        # greedy/sampling the raw logits
                        return_dict_in_generate=True, output_scores=num_beams > 1, output_logits=num_beams == 1)
+        if min_new_tokens > 0:
+            options["min_new_tokens"] = min_new_tokens
         if do_sample:
             options.update(temperature=temperature, top_p=top_p)
         else:

@@ -176,3 +176,17 @@ def test_packed_linear_refuses_to_move_or_change_dtype():
     packed.to("cpu").float()  # same device and dtype: fine
     with pytest.raises(RuntimeError, match="packed for CPU inference"):
         packed.to(torch.bfloat16)
+
+
+def test_min_new_tokens_decodes_a_fixed_length():
+    model = _tiny("radgen-small").eval()
+    size = model.image_transform.size
+    pixels = torch.randn(2, 3, size, size)
+    eos = model.eos_id()
+    bias = torch.zeros(model.decoder.config.vocab_size)
+    bias[eos] = 1e4  # eos is always the argmax: without min_new_tokens every report is empty
+    head = model.decoder.get_output_embeddings()
+    head.bias = torch.nn.Parameter(bias)
+    assert all(not r.token_ids for r in model.generate(pixel_values=pixels, num_beams=1, max_new_tokens=6))
+    reports = model.generate(pixel_values=pixels, num_beams=1, max_new_tokens=6, min_new_tokens=6)
+    assert all(len(r.token_logprobs) == 6 for r in reports)
