@@ -21,3 +21,10 @@ $R train radgen-small "data.manifest=$WORK/phantom/manifest.jsonl" "stages.0.epo
   --output-dir "$WORK/run"
 # 4. Export only the trained weights (connector + LoRA, < 25 MB) with the model card.
 $R model export "$WORK/run" --out radgen/assets/default_model --card radgen/assets/default_model/model_card.json   # the card is read before the folder is replaced
+# 5. Seed drafted greedy decoding with the model's own greedy reports on the validation split
+#    (speed only: drafted decoding keeps the greedy text; radgen.generate.speculative).
+$R generate --model radgen/assets/default_model --data "$WORK/phantom/manifest.jsonl" --split val --greedy \
+  --out "$WORK/val_greedy.jsonl" --overwrite
+.venv/bin/python -c "import json, sys; rows = [json.loads(l) for l in open(sys.argv[1])]; \
+open(sys.argv[2], 'w').write(''.join(r['findings'].strip() + '\n' for r in rows if r['findings'].strip()))" \
+  "$WORK/val_greedy.jsonl" radgen/assets/default_model/draft_reports.txt

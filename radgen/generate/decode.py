@@ -60,6 +60,8 @@ class GenerationSettings(GenerateConfig):
     def validate(self) -> None:
         if self.num_beams < 1 or self.max_new_tokens < 1 or self.batch_size < 1:
             raise ConfigError("--num-beams, --max-new-tokens and --batch-size must be >= 1")
+        if self.draft_tokens < 0:
+            raise ConfigError("--draft-tokens must be >= 0 (0 = plain greedy decoding)")
         if self.do_sample and not (self.temperature > 0 and 0 < self.top_p <= 1):
             raise ConfigError("sampling needs --temperature > 0 and 0 < --top-p <= 1")
 
@@ -86,10 +88,27 @@ def load_model(path: str | os.PathLike, device: str | None = None, merge_lora: b
     from radgen.models import ReportGenerator
     from radgen.models.fast import prepare_for_inference
 
-    model = ReportGenerator.from_pretrained(str(resolve_model_dir(path)), device=device)
+    directory = resolve_model_dir(path)
+    model = ReportGenerator.from_pretrained(str(directory), device=device)
     model.eval()
     prepare_for_inference(model, dtype, merge=merge_lora)
+    seed_draft_table(model, directory)
     return model
+
+
+DRAFT_REPORTS_FILE = "draft_reports.txt"
+
+
+def seed_draft_table(model: Any, directory: str | os.PathLike) -> int:
+    """Seed greedy decoding's draft table from DIR/draft_reports.txt (one report a line, e.g. the
+    model's own reports on a validation split), so the first reports of a process decode fast too.
+    Speed only: drafted decoding keeps the greedy text whatever the table holds."""
+    path = Path(directory) / DRAFT_REPORTS_FILE
+    if not path.is_file():
+        return 0
+    reports = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    model.add_draft_reports(reports)
+    return len(reports)
 
 
 def select_studies(studies: Sequence[Study], split: str | None = None, limit: int | None = None) -> list[Study]:

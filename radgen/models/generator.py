@@ -26,6 +26,7 @@ from radgen.config import RecipeConfig
 from radgen.errors import ConfigError
 from radgen.models.fast import label_position_loss, supports_label_position_loss
 from radgen.models.peft import SoftPrompt, merge_lora
+from radgen.generate.speculative import NgramDraft, drafted_greedy, supports_drafting
 
 
 @dataclass
@@ -66,6 +67,7 @@ class ReportGenerator(nn.Module):
         self.is_causal = recipe.model.decoder.kind == "causal_lm"
         self.touched: set[str] = set()  # parameters ever made trainable (saved with base_weights=False)
         self.merged = False
+        self.report_draft = NgramDraft()  # greedy decoding's draft table (radgen.generate.speculative)
 
     # -- sizes --------------------------------------------------------------------------------------
     @property
@@ -119,6 +121,15 @@ class ReportGenerator(nn.Module):
             attention_mask[row, : len(ids)] = 1
             labels[row, n_prefix: len(ids)] = torch.tensor(ids[n_prefix:])
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+    def add_draft_reports(self, reports: list[str]) -> int:
+        """Seed greedy decoding's draft table with report texts (e.g. reports this model wrote on a
+        validation split); returns the table's size. Changes speed only, never the text."""
+        if reports:
+            batch = self.tokenize_reports(reports)
+            for ids, mask in zip(batch["input_ids"].tolist(), batch["attention_mask"].tolist()):
+                self.report_draft.add(ids[: sum(mask)])
+        return len(self.report_draft)
 
     # -- vision -------------------------------------------------------------------------------------
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -198,9 +209,13 @@ class ReportGenerator(nn.Module):
     @torch.no_grad()
     def generate(self, pixel_values: torch.Tensor | None = None, image_features: torch.Tensor | None = None, num_beams: int = 3,
                  max_new_tokens: int = 60, do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
-                 repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0, min_new_tokens: int = 0) -> list[GeneratedReport]:
+                 repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0, min_new_tokens: int = 0,
+                 draft_tokens: int = 8) -> list[GeneratedReport]:
         """Decode one report per image with the decoder's HF `generate` (KV cache on).
 
+        Greedy decoding on a causal decoder instead drafts up to `draft_tokens` tokens a pass from
+        reports this model wrote before (`radgen.generate.speculative`; 0 = HF greedy): the same
+        greedy text, fewer decoder passes. `add_draft_reports` seeds the draft table.
         min_new_tokens > 0 forbids eos before that many tokens (benchmarks use it to decode fixed lengths).
         Runs in eval mode (no dropout, batch-norm statistics untouched) and restores the mode after,
         so validation-time decoding inside a training loop changes nothing.
@@ -209,17 +224,25 @@ class ReportGenerator(nn.Module):
         self.eval()
         try:
             return self._generate(pixel_values, image_features, num_beams, max_new_tokens, do_sample, temperature, top_p,
-                                  repetition_penalty, no_repeat_ngram_size, min_new_tokens)
+                                  repetition_penalty, no_repeat_ngram_size, min_new_tokens, draft_tokens)
         finally:
             self.train(was_training)
 
     def _generate(self, pixel_values, image_features, num_beams, max_new_tokens, do_sample, temperature, top_p,
-                  repetition_penalty, no_repeat_ngram_size, min_new_tokens) -> list[GeneratedReport]:
+                  repetition_penalty, no_repeat_ngram_size, min_new_tokens, draft_tokens) -> list[GeneratedReport]:
         device = self._device()
         visual = self.visual_tokens(pixel_values, image_features)
         batch = visual.shape[0]
         prefix = torch.tensor([self.prefix_ids()] * batch, dtype=torch.long, device=device)
         eos, pad = self.eos_id(), self.tokenizer.pad_token_id
+        if num_beams == 1 and not do_sample and draft_tokens > 0 and self.is_causal and supports_drafting(self.decoder):
+            embeds, _, _ = self._causal_inputs(visual, self._embed(prefix), torch.ones_like(prefix))
+            out = drafted_greedy(self.decoder, embeds, self.report_draft, self.prefix_ids(), eos, pad if pad is not None else eos,
+                                 max_new_tokens, draft_tokens, repetition_penalty, no_repeat_ngram_size, min_new_tokens)
+            for ids in out.token_ids:
+                self.report_draft.add(self.prefix_ids() + ids)
+            return [self._report(torch.tensor(ids, dtype=torch.long), torch.tensor(lp), eos)
+                    for ids, lp in zip(out.token_ids, out.logprobs)]
         options = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=do_sample,
                        repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
                        eos_token_id=eos, pad_token_id=pad if pad is not None else eos, use_cache=True,

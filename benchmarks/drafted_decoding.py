@@ -1,0 +1,131 @@
+"""Drafted greedy decoding vs plain HF + peft greedy, on real report lengths, in one process.
+
+    PYTHONPATH=. python benchmarks/drafted_decoding.py --manifest data/iu-phantom/manifest.jsonl \
+        [--model radgen/assets/default_model] [--split test] [--limit 96] [--batch-sizes 1,16]
+        [--draft-tokens 8] [--threads 2] [--json drafted_decoding.json]
+
+Drafting only pays where the model writes text it has written before, so this benchmark cannot
+use random weights or forced lengths (perf_compare.py's protocol): it decodes the trained model's
+own reports from IU-Phantom images, each to its natural end (eos), with the model's greedy settings
+(`no_repeat_ngram_size` from its recipe). Configs, each over the same studies and batches:
+
+- `plain-peft`: LoRA unmerged, weights unpacked, HF `generate` greedy (what a peft user runs);
+- `radgen-hf`: `radgen generate`'s model preparation (LoRA merged, weights packed), HF greedy;
+- `radgen-drafted`: the same model with drafted decoding and the draft table it ships with
+  (MODEL/draft_reports.txt: its own reports on the validation split, never this split);
+- `radgen-drafted-cold`: drafted decoding from an empty table that learns as it goes (a model
+  without draft_reports.txt).
+
+Reported per config: seconds per report, reports/s, generated tokens/s, decoder passes, and how
+many reports are identical to `plain-peft`'s. Every config gets one warm-up batch first (not from
+the measured studies, so the cold table stays cold).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import torch
+
+from radgen.data.study import read_manifest
+from radgen.generate.decode import generation_dataset, load_model, study_batches
+
+CONFIGS = ("plain-peft", "radgen-hf", "radgen-drafted", "radgen-drafted-cold")
+
+
+def count_passes(model) -> dict:
+    """Count decoder forward calls (prefill + one per HF step or drafted pass)."""
+    counter = {"calls": 0}
+    decoder = model.decoder.get_base_model() if hasattr(model.decoder, "get_base_model") else model.decoder  # peft: HF generate calls the base
+    decoder.register_forward_pre_hook(lambda *_: counter.__setitem__("calls", counter["calls"] + 1))
+    return counter
+
+
+def run(model, batches, draft_tokens: int, counter: dict, settings: dict) -> dict:
+    counter["calls"] = 0
+    reports, wall, cpu = [], time.perf_counter(), time.process_time()
+    for pixels in batches:
+        reports += model.generate(pixel_values=pixels, num_beams=1, draft_tokens=draft_tokens, **settings)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    tokens = sum(len(r.token_ids) for r in reports)
+    return {"reports": len(reports), "seconds": wall, "cpu_seconds": cpu, "s_per_report": wall / len(reports),
+            "reports_per_s": len(reports) / wall, "tokens_per_s": tokens / wall, "tokens_per_report": tokens / len(reports),
+            "decoder_calls": counter["calls"], "texts": [r.text for r in reports]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--manifest", required=True, help="IU-Phantom manifest (radgen data phantom)")
+    parser.add_argument("--model", default="radgen/assets/default_model")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--limit", type=int, default=96)
+    parser.add_argument("--batch-sizes", default="1,16")
+    parser.add_argument("--draft-tokens", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    models = {
+        "plain-peft": load_model(args.model, merge_lora=False),
+        "radgen-hf": load_model(args.model),
+        "radgen-drafted": load_model(args.model),
+        "radgen-drafted-cold": load_model(args.model),
+    }
+    models["radgen-drafted-cold"].report_draft.clear()  # forget draft_reports.txt
+    seeded = len(models["radgen-drafted"].report_draft)
+    gen = models["radgen-hf"].recipe.generate
+    settings = {"max_new_tokens": gen.max_new_tokens, "no_repeat_ngram_size": gen.no_repeat_ngram_size,
+                "repetition_penalty": gen.repetition_penalty}
+    studies = read_manifest(args.manifest)
+    root = os.path.dirname(os.path.abspath(args.manifest))
+    chosen = [s for s in studies if s.split == args.split][: args.limit]
+    warm = [s for s in studies if s.split == "train"][:2]
+    dataset = generation_dataset(models["radgen-hf"], chosen, root, "findings")
+    warm_pixels = next(study_batches(generation_dataset(models["radgen-hf"], warm, root, "findings"), 2))["pixel_values"]
+    counters = {name: count_passes(model) for name, model in models.items()}
+    for name, model in models.items():
+        model.generate(pixel_values=warm_pixels, num_beams=1, draft_tokens=args.draft_tokens if "drafted" in name else 0,
+                       max_new_tokens=8)
+    if "radgen-drafted-cold" in models:
+        models["radgen-drafted-cold"].report_draft.clear()  # the warm-up's reports out again
+
+    rows = []
+    load_before = os.getloadavg()
+    for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
+        batches = [b["pixel_values"] for b in study_batches(dataset, batch_size)]
+        results = {}
+        for name in CONFIGS:
+            if name == "radgen-drafted-cold":
+                models[name].report_draft.clear()  # cold for every batch size
+            drafting = args.draft_tokens if "drafted" in name else 0
+            results[name] = run(models[name], batches, drafting, counters[name], settings)
+            reference = results["plain-peft"]["texts"]
+            results[name]["identical_to_plain"] = sum(a == b for a, b in zip(reference, results[name]["texts"]))
+            row = {"batch_size": batch_size, "config": name, **{k: v for k, v in results[name].items() if k != "texts"}}
+            row["speedup_vs_plain"] = results["plain-peft"]["seconds"] / results[name]["seconds"]
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    info = {"model": args.model, "split": args.split, "studies": len(chosen), "draft_tokens": args.draft_tokens,
+            "seeded_draft_keys": seeded, "settings": settings, "threads": args.threads, "torch": torch.__version__,
+            "cpu": platform.processor() or platform.machine(), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}
+    print("\n| batch | config | s per report | reports/s | tokens/s | decoder calls | identical to plain | speed-up |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['batch_size']} | {r['config']} | {r['s_per_report']:.3f} | {r['reports_per_s']:.2f} | {r['tokens_per_s']:.0f} "
+              f"| {r['decoder_calls']} | {r['identical_to_plain']}/{r['reports']} | {r['speedup_vs_plain']:.2f}x |")
+    print(f"\n{len(chosen)} studies, {rows[0]['tokens_per_report']:.1f} tokens per report; load average before {load_before}, "
+          f"after {info['loadavg_after']}")
+    if args.json:
+        from radgen.io import atomic_write_json
+
+        atomic_write_json(args.json, info)
+
+
+if __name__ == "__main__":
+    main()

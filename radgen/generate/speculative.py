@@ -1,0 +1,232 @@
+"""Draft-and-verify greedy decoding: the greedy report, several tokens per decoder pass.
+
+Why: at batch 1 a decoder step is bound by reading the weights (SmolLM2-135M in fp32: 0.54 GB a
+step), not by arithmetic, so scoring k+1 proposed tokens in one pass costs little more than
+producing one. Radiology reports are templated ("No pneumothorax or pleural effusion."), so an
+n-gram table over reports seen before (reports the user adds, and every report this model has
+written in this process) predicts most next tokens. One decoder pass scores the proposal; the
+longest prefix equal to the decoder's own argmax is kept, plus the decoder's next token. Every
+kept token is the argmax given exactly the tokens before it, so the text is the greedy text, and
+the same logits give each token's log-probability (confidence). This is prompt-lookup /
+retrieval-based speculative decoding (Saxena 2023; He et al., REST, 2023) with the report history
+as the datastore; HF's assisted generation has no equivalent for `inputs_embeds` prefixes or batches.
+
+Batches: rows accept different numbers of tokens. Rather than crop a shared KV cache, a rejected
+position stays in the cache with attention mask 0, and each row carries its own position ids, so
+one pass serves the whole batch. The cache grows by k+1 positions a pass; for 60-token reports
+that is a few hundred positions at most.
+
+Decoding settings honoured exactly as HF `generate` applies them to greedy search over the new
+tokens: `repetition_penalty`, `no_repeat_ngram_size`, `min_new_tokens`, eos, `max_new_tokens`.
+Beam search and sampling are not drafted (the caller falls back to HF `generate`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+# decoders whose forward takes explicit position_ids with a holed attention mask and a DynamicCache
+# (tested against HF greedy generate in tests/generate/test_speculative.py)
+SUPPORTED_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gpt2", "phi3", "opt"}
+
+
+class NgramDraft:
+    """Most-frequent-continuation table over token sequences seen before (orders 1..max_order).
+
+    `propose(context, k)` follows the longest suffix of `context` found in the table, one token at
+    a time, up to k tokens. Thread-safe (the server decodes from several threads). Learning stops
+    after `max_keys` distinct n-grams so a long-running server's memory stays bounded.
+    """
+
+    def __init__(self, max_order: int = 4, max_keys: int = 2_000_000):
+        self.max_order = max_order
+        self.max_keys = max_keys
+        self._counts: dict[tuple[int, ...], dict[int, int]] = {}
+        self._best: dict[tuple[int, ...], int] = {}
+        self._lock = threading.Lock()
+        self.sequences = 0
+
+    def __len__(self) -> int:
+        return len(self._best)
+
+    def __getstate__(self) -> dict:  # copy.deepcopy / pickle of a model: the table, a fresh lock
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def add(self, ids: Sequence[int]) -> None:
+        ids = list(ids)
+        with self._lock:
+            if len(self._counts) >= self.max_keys:
+                return
+            self.sequences += 1
+            for n in range(1, self.max_order + 1):
+                for start in range(len(ids) - n):
+                    key = tuple(ids[start:start + n])
+                    follower = ids[start + n]
+                    counts = self._counts.setdefault(key, {})
+                    counts[follower] = counts.get(follower, 0) + 1
+                    best = self._best.get(key)
+                    if best is None or counts[follower] > counts[best]:
+                        self._best[key] = follower
+
+    def clear(self) -> None:
+        with self._lock:
+            self._counts, self._best, self.sequences = {}, {}, 0
+
+    def add_all(self, sequences: Iterable[Sequence[int]]) -> None:
+        for ids in sequences:
+            self.add(ids)
+
+    def propose(self, context: Sequence[int], k: int) -> list[int]:
+        ctx = list(context[-self.max_order:])
+        out: list[int] = []
+        best = self._best
+        while len(out) < k:
+            for n in range(min(self.max_order, len(ctx)), 0, -1):
+                follower = best.get(tuple(ctx[-n:]))
+                if follower is not None:
+                    break
+            else:
+                break
+            out.append(follower)
+            ctx.append(follower)
+        return out
+
+
+def supports_drafting(decoder: nn.Module) -> bool:
+    base = decoder.get_base_model() if hasattr(decoder, "get_base_model") else decoder
+    if getattr(base.config, "model_type", None) not in SUPPORTED_MODEL_TYPES:
+        return False
+    return "position_ids" in inspect.signature(base.forward).parameters
+
+
+@dataclass
+class DraftedOutput:
+    token_ids: list[list[int]]  # new tokens per row, eos included when generated
+    logprobs: list[list[float]]  # raw-logit log p of each token
+    passes: int  # decoder passes after the prefill
+
+
+def _banned_ngram_tokens(tokens: list[int], n: int) -> list[int]:
+    """HF NoRepeatNGramLogitsProcessor for one row: tokens that would repeat an n-gram of `tokens`."""
+    if n <= 0 or len(tokens) + 1 < n:
+        return []
+    prefix = tuple(tokens[len(tokens) - n + 1:])
+    return [tokens[i + n - 1] for i in range(len(tokens) - n + 1) if tuple(tokens[i:i + n - 1]) == prefix]
+
+
+class _GreedyRule:
+    """The greedy choice after a row's new tokens, with HF's greedy logits processors applied."""
+
+    def __init__(self, eos: int, repetition_penalty: float, no_repeat_ngram_size: int, min_new_tokens: int):
+        self.eos, self.penalty, self.ngram, self.min_new = eos, repetition_penalty, no_repeat_ngram_size, min_new_tokens
+
+    def choose(self, logits: torch.Tensor, argmax: int, tokens: list[int]) -> int:
+        """`argmax` of the raw `logits` is the answer unless a processor changes this position."""
+        banned = _banned_ngram_tokens(tokens, self.ngram)
+        if len(tokens) < self.min_new:
+            banned.append(self.eos)
+        if (self.penalty == 1.0 or not tokens) and argmax not in banned:
+            return argmax  # nothing to change: the common case, no copy of the vocabulary row
+        scores = logits.clone()
+        if self.penalty != 1.0 and tokens:
+            seen = torch.tensor(sorted(set(tokens)), device=scores.device)
+            picked = scores[seen]
+            scores[seen] = torch.where(picked < 0, picked * self.penalty, picked / self.penalty)
+        if banned:
+            scores[banned] = -float("inf")
+        return int(scores.argmax())
+
+
+@torch.no_grad()
+def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: NgramDraft, prefix_ids: Sequence[int], eos: int,
+                   pad: int, max_new_tokens: int, draft_tokens: int = 8, repetition_penalty: float = 1.0,
+                   no_repeat_ngram_size: int = 0, min_new_tokens: int = 0) -> DraftedOutput:
+    """Greedy-decode each row of `inputs_embeds` (B, P, D) (all positions valid) with drafted passes.
+
+    `prefix_ids` are the token ids at the end of the prefix (bos + prompt) that the draft's
+    context starts from; `draft` proposes continuations of prefix_ids + new tokens. A finished
+    row leaves the batch (its cache rows are dropped), so stragglers do not pay for it.
+    """
+    from transformers import DynamicCache
+
+    batch, length = inputs_embeds.shape[:2]
+    device = inputs_embeds.device
+    embed = decoder.get_input_embeddings()
+    rule = _GreedyRule(eos, repetition_penalty, no_repeat_ngram_size, min_new_tokens)
+    cache = DynamicCache()
+    mask = torch.ones(batch, length, dtype=torch.long, device=device)
+    positions = torch.arange(length, device=device).expand(batch, -1)
+    parameters = inspect.signature(decoder.forward).parameters
+    # transformers renamed `past_key_values` to `cache` (5.2x); pass the KV cache under the name this version takes
+    cache_arg = {"cache": cache} if "cache" in parameters else {"past_key_values": cache}
+    extra = {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}
+    logits = decoder(inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=positions, use_cache=True,
+                     return_dict=True, **cache_arg, **extra).logits[:, -1:].float()
+    tokens: list[list[int]] = [[] for _ in range(batch)]
+    logprobs: list[list[float]] = [[] for _ in range(batch)]
+    active = list(range(batch))  # original row of each batch row still decoding
+    next_pos = [length] * batch
+    drafts: list[list[int]] = [[] for _ in range(batch)]
+    prefix_ids = list(prefix_ids)
+    passes = 0
+    while True:
+        # accept: walk each row's draft while it equals the greedy choice; one more token either way
+        top = logits.argmax(-1).tolist()
+        norm = torch.logsumexp(logits, -1).tolist()
+        finished, kept = [], []
+        for i, row in enumerate(active):
+            n_kept = 0
+            for j in range(len(drafts[row]) + 1):
+                token = rule.choose(logits[i, j], top[i][j], tokens[row])
+                tokens[row].append(token)
+                logprobs[row].append(float(logits[i, j, token]) - norm[i][j])
+                if token == eos or len(tokens[row]) >= max_new_tokens:
+                    finished.append(i)
+                    break
+                if j == len(drafts[row]) or token != drafts[row][j]:
+                    break
+                n_kept += 1
+            kept.append(n_kept)
+        if passes:
+            width = logits.shape[1]
+            for i, row in enumerate(active):
+                mask[i, mask.shape[1] - width + 1 + kept[i]:] = 0  # rejected drafts: masked out for good
+                next_pos[row] += 1 + kept[i]
+        if finished:
+            stay = [i for i in range(len(active)) if i not in set(finished)]
+            if not stay:
+                break
+            index = torch.tensor(stay, device=device)
+            cache.batch_select_indices(index)
+            mask = mask[index]
+            active = [active[i] for i in stay]
+        # propose and score: [last token, draft...] per row, padded to the widest draft
+        for row in active:
+            room = max_new_tokens - len(tokens[row]) - 1  # the pass itself always yields one more token
+            drafts[row] = draft.propose(prefix_ids + tokens[row], min(draft_tokens, room)) if room > 0 else []
+        width = 1 + max(len(drafts[row]) for row in active)
+        step_ids = torch.full((len(active), width), pad, dtype=torch.long)
+        step_mask = torch.zeros(len(active), width, dtype=torch.long)
+        step_pos = torch.zeros(len(active), width, dtype=torch.long)
+        for i, row in enumerate(active):
+            fed = [tokens[row][-1]] + drafts[row]
+            step_ids[i, : len(fed)] = torch.tensor(fed)
+            step_mask[i, : len(fed)] = 1
+            step_pos[i] = torch.arange(next_pos[row], next_pos[row] + width)
+        mask = torch.cat([mask, step_mask.to(device)], dim=1)
+        logits = decoder(inputs_embeds=embed(step_ids.to(device)), attention_mask=mask, position_ids=step_pos.to(device),
+                         use_cache=True, return_dict=True, **cache_arg).logits.float()
+        passes += 1
+    return DraftedOutput(tokens, logprobs, passes)

@@ -1,0 +1,30 @@
+"""benchmarks/drafted_decoding.py keeps running: a tiny saved model on five rendered studies."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.generate.fixtures import phantom_manifest, tiny_model
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_drafted_decoding_benchmark_runs_and_every_config_writes_plain_greedy_text(tmp_path):
+    model_dir = tmp_path / "model"
+    tiny_model("radgen-small").save_pretrained(str(model_dir))
+    (model_dir / "draft_reports.txt").write_text("The heart is normal.\nNo pleural effusion.\n", encoding="utf-8")
+    manifest = phantom_manifest(tmp_path / "phantom")
+    out = tmp_path / "drafted.json"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "drafted_decoding.py"), "--manifest", str(manifest),
+                    "--model", str(model_dir), "--limit", "3", "--batch-sizes", "1,2", "--threads", "1", "--json", str(out)],
+                   check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
+    info = json.loads(out.read_text())
+    assert info["seeded_draft_keys"] > 0 and info["studies"] == 3
+    assert {(r["batch_size"], r["config"]) for r in info["rows"]} == {(b, c) for b in (1, 2) for c in
+                                                                       ("plain-peft", "radgen-hf", "radgen-drafted", "radgen-drafted-cold")}
+    for row in info["rows"]:
+        assert row["reports"] == 3 and row["identical_to_plain"] == 3 and row["s_per_report"] > 0

@@ -1,0 +1,113 @@
+"""Drafted greedy decoding gives HF greedy's tokens and log-probabilities, in fewer decoder passes."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+import torch
+
+from radgen.generate.speculative import NgramDraft, _banned_ngram_tokens, drafted_greedy, supports_drafting
+from radgen.models.fast import prepare_for_inference
+from tests.generate.fixtures import tiny_model
+
+
+def test_draft_follows_the_most_frequent_continuation_of_the_longest_suffix():
+    draft = NgramDraft(max_order=3)
+    draft.add([1, 2, 3, 4])
+    draft.add([1, 2, 3, 4])
+    draft.add([9, 2, 3, 7])
+    assert draft.propose([1, 2, 3], 1) == [4]  # order 3 (1,2,3) -> 4
+    assert draft.propose([9, 2, 3], 1) == [7]  # order 3 wins over the more frequent order-2 (2,3) -> 4
+    assert draft.propose([5, 2, 3], 3) == [4]  # (2,3) -> 4 twice vs 7 once; nothing follows 4
+    assert draft.propose([8], 4) == []  # unseen
+    assert draft.propose([1], 0) == []
+
+
+def test_draft_stops_learning_at_its_key_budget_and_survives_copy_and_pickle():
+    draft = NgramDraft(max_order=2, max_keys=3)
+    draft.add([1, 2, 3, 4, 5])
+    size = len(draft)
+    draft.add([6, 7, 8])
+    assert len(draft) == size  # budget reached: the second sequence is not learned
+    assert copy.deepcopy(draft).propose([1], 2) == draft.propose([1], 2)
+    assert pickle.loads(pickle.dumps(draft)).propose([1], 2) == [2, 3]
+
+
+def test_banned_ngram_tokens_match_hf_processor():
+    from transformers import NoRepeatNGramLogitsProcessor
+
+    tokens = [5, 6, 7, 5, 6, 8, 5, 6]
+    scores = torch.zeros(1, 10)
+    processed = NoRepeatNGramLogitsProcessor(3)(torch.tensor([tokens]), scores.clone())
+    expected = sorted(int(i) for i in torch.nonzero(processed[0] == -float("inf")).flatten())
+    assert sorted(set(_banned_ngram_tokens(tokens, 3))) == expected == [7, 8]
+
+
+def _pixels(model, batch, seed):
+    generator = torch.Generator().manual_seed(seed)
+    size = model.encoder.image_size
+    return torch.randn(batch, 3, size, size, generator=generator)
+
+
+@pytest.mark.parametrize("recipe", ["radgen-small", "clipcap-prefix", "blip2-opt-lora"])
+@pytest.mark.parametrize("settings", [{}, {"no_repeat_ngram_size": 3}, {"repetition_penalty": 1.3, "min_new_tokens": 12},
+                                      {"max_new_tokens": 5}])
+def test_drafted_greedy_equals_hf_greedy(recipe, settings):
+    model = tiny_model(recipe)
+    prepare_for_inference(model, "float32")
+    assert supports_drafting(model.decoder)
+    kwargs = {"num_beams": 1, "max_new_tokens": 24, **settings}
+    pixels = _pixels(model, 3, seed=1)
+    reference = model.generate(pixel_values=pixels, draft_tokens=0, **kwargs)
+    assert len(model.report_draft) == 0  # the HF path does not feed the draft table
+    cold = model.generate(pixel_values=pixels, draft_tokens=6, **kwargs)  # empty table: nothing to draft
+    warm = model.generate(pixel_values=pixels, draft_tokens=6, **kwargs)  # the table now holds these reports
+    single = model.generate(pixel_values=pixels[1:2], draft_tokens=6, **kwargs)
+    for got in (cold, warm, [reference[0], single[0], reference[2]]):
+        for ref, out in zip(reference, got):
+            assert out.token_ids == ref.token_ids
+            assert out.text == ref.text
+            assert out.token_logprobs == pytest.approx(ref.token_logprobs, abs=1e-4)
+
+
+def test_drafting_saves_decoder_passes_when_the_table_knows_the_report():
+    model = tiny_model("radgen-small")
+    prepare_for_inference(model, "float32")
+    pixels = _pixels(model, 2, seed=3)
+    visual = model.visual_tokens(pixels)
+    prefix = torch.tensor([model.prefix_ids()] * 2)
+    embeds, _, _ = model._causal_inputs(visual, model._embed(prefix), torch.ones_like(prefix))
+    args = (model.decoder, embeds)
+    options = dict(prefix_ids=model.prefix_ids(), eos=model.eos_id(), pad=0, max_new_tokens=20)
+    cold = drafted_greedy(*args, NgramDraft(), draft_tokens=8, **options)
+    assert cold.passes == max(len(t) for t in cold.token_ids) - 1  # one token a pass, as plain greedy
+    table = NgramDraft()
+    for ids in cold.token_ids:
+        table.add(model.prefix_ids() + ids)
+    warm = drafted_greedy(*args, table, draft_tokens=8, **options)
+    assert warm.token_ids == cold.token_ids
+    assert warm.passes <= -(-max(len(t) for t in cold.token_ids) // 9) + 1  # up to 8 drafted + 1 per pass
+    assert warm.passes < cold.passes
+
+
+def test_beam_search_and_unsupported_decoders_take_the_hf_path():
+    model = tiny_model("blip-captioning")
+    assert not supports_drafting(model.decoder)
+    pixels = _pixels(model, 2, seed=4)
+    assert [r.token_ids for r in model.generate(pixel_values=pixels, num_beams=1, max_new_tokens=8)] == \
+        [r.token_ids for r in model.generate(pixel_values=pixels, num_beams=1, max_new_tokens=8, draft_tokens=0)]
+    small = tiny_model("radgen-small")
+    small.generate(pixel_values=_pixels(small, 2, seed=4), num_beams=2, max_new_tokens=8)
+    assert len(small.report_draft) == 0
+
+
+def test_add_draft_reports_seeds_the_table_with_tokenized_reports():
+    model = tiny_model("radgen-small")
+    size = model.add_draft_reports(["No pleural effusion.", "Heart size is normal."])
+    assert size > 0
+    ids = model.tokenizer(" No pleural", add_special_tokens=False)["input_ids"] if model.recipe.model.decoder.prompt else \
+        model.tokenizer("No pleural", add_special_tokens=False)["input_ids"]
+    proposal = model.report_draft.propose(model.prefix_ids() + ids, 3)
+    assert model.tokenizer.decode(proposal).strip().startswith("effusion")
