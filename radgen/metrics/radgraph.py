@@ -12,18 +12,22 @@ The three reward levels of the `radgraph` package, reimplemented on annotation d
 Per study: precision/recall over the candidate sets, F1; a study where either report has no entity
 scores 0 (as the package does). Corpus score = mean F1.
 
-What is honest here: running the RadGraph extraction model itself (a DyGIE++ model on AllenNLP) is
-not implemented in radgen, and the `radgraph` package (0.1.18) cannot be wrapped: its vendored
-AllenNLP calls tokenizer methods that transformers 5 removed. Annotate predictions and references
-with that package in an environment with transformers<5 (offline, with its checkpoint) and pass
-them with ``--radgraph-annotations FILE`` (JSONL rows
-``{"study_id", "pred": {...}, "ref": {...}}``). ``--radgraph-weights`` is checked and then refused with
-that instruction, never downloaded.
+Running the RadGraph extraction model (DyGIE++ on a vendored AllenNLP) is delegated to the
+`radgraph` package, in ANOTHER Python: the package (0.1.18) calls tokenizer methods transformers 5
+removed, and radgen needs transformers 5. With ``--radgraph-weights DIR`` (the extracted checkpoint
+folder: config.json, vocabulary/, weights.th) radgen runs `radgraph_annotate.py` with
+``--radgraph-python`` (default: this interpreter, which works only if it can run the package),
+then scores the annotations here. Or annotate elsewhere and pass ``--radgraph-annotations FILE``
+(JSONL rows ``{"study_id", "pred": {...}, "ref": {...}}``). Never a download.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +36,7 @@ from radgen.errors import DataError, WeightsError
 from radgen.io import read_jsonl
 
 LEVELS = ("simple", "partial", "complete")
+ANNOTATE_SCRIPT = Path(__file__).with_name("radgraph_annotate.py")
 
 
 def _entities(annotation: dict) -> dict:
@@ -66,20 +71,47 @@ def reward(hyp: dict, ref: dict, level: str) -> tuple[float, float, float]:
     return f1, p, rec
 
 
-def radgraph_scores(study_ids: list[str], hyps: list[str], refs: list[str], weights: str | os.PathLike | None = None, annotations: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
-    """Per-study RadGraph F1 at the three levels: {"radgraph_simple": (N,), ...}."""
+def annotate_texts(texts: list[str], weights: str | os.PathLike, python: str | None = None) -> dict[str, dict]:
+    """{text: RadGraph annotation} for each distinct non-empty text, from the `radgraph` package run by
+    `python` (radgraph_annotate.py, see the module docstring). Empty texts get no entry (scored 0)."""
+    path = Path(weights)
+    if not path.is_dir():
+        raise WeightsError(f"{path}: RadGraph checkpoint folder not found; pass --radgraph-weights the extracted checkpoint "
+                           "(a folder named radgraph or radgraph-xl with config.json, vocabulary/, weights.th)")
+    distinct = [t for t in dict.fromkeys(text.strip() for text in texts) if t]
+    if not distinct:
+        return {}
+    python = python or sys.executable
+    with tempfile.TemporaryDirectory(prefix="radgen-radgraph-") as tmp:
+        source, target = Path(tmp) / "texts.jsonl", Path(tmp) / "annotations.jsonl"
+        source.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(distinct)), encoding="utf-8")
+        command = [python, str(ANNOTATE_SCRIPT), "--model-dir", str(path), "--in", str(source), "--out", str(target)]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        except OSError as error:
+            raise WeightsError(f"--radgraph-python {python}: cannot run it ({error}); pass the python of an environment with radgraph") from None
+        if done.returncode != 0:
+            lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+            reason = lines[-1] if lines else f"exit status {done.returncode}"
+            hint = "" if "radgraph_annotate:" in reason else (
+                " (the radgraph package needs transformers<5: pass --radgraph-python of such an environment)")
+            raise WeightsError(f"RadGraph annotation with {python} failed: {reason}{hint}")
+        rows = read_jsonl(target)
+    return {distinct[int(row["id"])]: row["annotation"] for row in rows}
+
+
+def radgraph_scores(study_ids: list[str], hyps: list[str], refs: list[str], weights: str | os.PathLike | None = None,
+                    annotations: str | os.PathLike | None = None, python: str | None = None) -> dict[str, np.ndarray]:
+    """Per-study RadGraph F1 at the three levels: {"radgraph_simple": (N,), ...}, from annotations or
+    from a checkpoint run by the `radgraph` package in `python` (see the module docstring)."""
     if annotations is None:
         if weights is None:
-            raise WeightsError("RadGraph F1 needs --radgraph-annotations FILE (or a RadGraph checkpoint, see docs/metrics.md); radgen never downloads weights")
-        path = Path(weights)
-        if not path.exists():
-            raise WeightsError(f"{path}: RadGraph checkpoint not found; expected the radgraph package's model archive (e.g. radgraph.tar.gz) at --radgraph-weights")
-        raise WeightsError(
-            f"{path}: running the RadGraph extraction model is not implemented in radgen; annotate predictions and references with the "
-            "`radgraph` package offline (it needs transformers<5, so a separate environment) and pass --radgraph-annotations FILE "
-            "(JSONL {study_id, pred, ref})"
-        )
-    rows = {str(row.get("study_id")): row for row in read_jsonl(annotations)}
+            raise WeightsError("RadGraph F1 needs --radgraph-weights DIR (the extracted checkpoint) or --radgraph-annotations FILE "
+                               "(docs/metrics.md); radgen never downloads weights")
+        by_text = annotate_texts(list(hyps) + list(refs), weights, python)
+        rows = {sid: {"pred": by_text.get(h.strip(), {}), "ref": by_text.get(r.strip(), {})} for sid, h, r in zip(study_ids, hyps, refs)}
+    else:
+        rows = {str(row.get("study_id")): row for row in read_jsonl(annotations)}
     missing = [sid for sid in study_ids if sid not in rows]
     if missing:
         raise DataError(f"{annotations}: no RadGraph annotation for {len(missing)} studies (first: {', '.join(missing[:5])}); annotate every scored study")

@@ -87,10 +87,81 @@ def test_radgraph_scores_from_annotations_and_weights_errors(tmp_path):
     with pytest.raises(Exception, match="no RadGraph annotation for 1 studies"):
         radgraph_scores(["a", "c"], ["", ""], ["", ""], annotations=path)
     with pytest.raises(WeightsError, match="not found"):
-        radgraph_scores(["a"], [""], [""], weights=tmp_path / "radgraph.tar.gz")
-    (tmp_path / "radgraph.tar.gz").write_bytes(b"x")
-    with pytest.raises(WeightsError, match="--radgraph-annotations"):
-        radgraph_scores(["a"], [""], [""], weights=tmp_path / "radgraph.tar.gz")
+        radgraph_scores(["a"], ["x"], ["y"], weights=tmp_path / "radgraph.tar.gz")
+
+
+# A stand-in for the `radgraph` package (the real one needs transformers<5, so it cannot be installed
+# beside radgen): same constructor and call signature, entities = the words of the text, relations
+# from each "effusion" to the word before it. It lets the tests check radgen's side of the bridge:
+# the subprocess protocol, the text <-> study mapping, empty texts, and the error messages.
+FAKE_RADGRAPH = """
+class RadGraph:
+    def __init__(self, model_type=None, model_cache_dir=None, cuda=None):
+        assert model_type == "radgraph" and cuda == -1, (model_type, cuda)
+    def __call__(self, texts):
+        out = {}
+        for i, text in enumerate(texts):
+            words = text.lower().replace(".", " ").split()
+            entities = {}
+            for j, word in enumerate(words):
+                relations = [["located_at", str(j)]] if word == "effusion" and j > 0 else []
+                entities[str(j + 1)] = {"tokens": word, "label": "ANAT-DP" if word in ("left", "pleural") else "OBS-DP",
+                                        "start_ix": j, "end_ix": j, "relations": relations}
+            out[str(i)] = {"text": text, "entities": entities, "data_source": None, "data_split": "inference"}
+        return out
+"""
+
+
+@pytest.fixture()
+def fake_radgraph(tmp_path, monkeypatch):
+    package = tmp_path / "site" / "radgraph"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(FAKE_RADGRAPH)
+    monkeypatch.setenv("PYTHONPATH", str(package.parent))
+    checkpoint = tmp_path / "cache" / "radgraph"
+    (checkpoint / "vocabulary").mkdir(parents=True)
+    (checkpoint / "config.json").write_text("{}")
+    (checkpoint / "weights.th").write_bytes(b"")
+    return checkpoint
+
+
+def test_radgraph_from_weights_runs_the_package_and_scores_like_annotations(fake_radgraph, tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fake_radgraph", fake_radgraph.parents[1] / "site" / "radgraph" / "__init__.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    hyps = ["Small left pleural effusion.", "", "Heart normal."]
+    refs = ["Left pleural effusion.", "No effusion.", "Heart normal."]
+    scores = radgraph_scores(["a", "b", "c"], hyps, refs, weights=fake_radgraph)
+    annotate = module.RadGraph(model_type="radgraph", cuda=-1)
+    rows = [{"study_id": sid, "pred": {"entities": annotate([h])["0"]["entities"]} if h else {},
+             "ref": {"entities": annotate([r])["0"]["entities"]}} for sid, h, r in zip("abc", hyps, refs)]
+    write_jsonl(tmp_path / "ann.jsonl", rows)
+    expected = radgraph_scores(["a", "b", "c"], hyps, refs, annotations=tmp_path / "ann.jsonl")
+    for level in ("simple", "partial", "complete"):
+        assert scores[f"radgraph_{level}"].tolist() == pytest.approx(expected[f"radgraph_{level}"].tolist())
+    assert scores["radgraph_complete"][2] == 1.0 and scores["radgraph_simple"][1] == 0.0  # identical / empty prediction
+    assert 0 < scores["radgraph_simple"][0] < 1
+
+
+def test_radgraph_weights_errors_name_the_fix(fake_radgraph, tmp_path, monkeypatch):
+    renamed = fake_radgraph.parent / "my-checkpoint"
+    renamed.mkdir()
+    for name in ("config.json", "weights.th"):
+        (renamed / name).write_bytes((fake_radgraph / name).read_bytes())
+    (renamed / "vocabulary").mkdir()
+    with pytest.raises(WeightsError, match="must be named one of radgraph"):
+        radgraph_scores(["a"], ["x"], ["y"], weights=renamed)
+    (fake_radgraph / "weights.th").unlink()
+    with pytest.raises(WeightsError, match="missing weights.th"):
+        radgraph_scores(["a"], ["x"], ["y"], weights=fake_radgraph)
+    (fake_radgraph / "weights.th").write_bytes(b"")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "nowhere"))  # this environment has no radgraph package
+    with pytest.raises(WeightsError, match="cannot import radgraph.*--radgraph-python"):
+        radgraph_scores(["a"], ["x"], ["y"], weights=fake_radgraph)
+    with pytest.raises(WeightsError, match="--radgraph-python /no/such/python: cannot run it"):
+        radgraph_scores(["a"], ["x"], ["y"], weights=fake_radgraph, python="/no/such/python")
 
 
 def test_evaluate_with_chexbert_and_radgraph(tiny_chexbert, tmp_path):
