@@ -2,8 +2,8 @@
 
 Why not pycocoevalcap's wrapper: it keeps one interactive JVM per object, reads replies line by line
 without a timeout (a bad line blocks forever) and cannot score bootstrap resamples. Here the jar runs
-in batch mode twice: once with one ``SCORE`` line per study (giving METEOR's sufficient statistics per
-study), once with ``EVAL`` lines: all studies together (per-study scores + the corpus score, exactly
+in batch mode twice: once with one ``SCORE`` line per distinct (hypothesis, references) pair (giving
+METEOR's sufficient statistics per study), once with ``EVAL`` lines: all studies together (per-study scores + the corpus score, exactly
 what pycocoevalcap returns) and, for confidence intervals, one line per bootstrap resample with the
 summed statistics (the jar aggregates a corpus by summing statistics, so this is exact).
 
@@ -156,7 +156,11 @@ class MeteorScorer:
         """METEOR 1.5 per study and for the corpus; `references` holds a string or a list per study."""
         ref_lists = [[r] if isinstance(r, str) else list(r) for r in references]
         score_lines = ["SCORE ||| " + " ||| ".join(_clean(r) for r in refs) + " ||| " + _clean(h) for h, refs in zip(hypotheses, ref_lists)]
-        stat_lines = self._jar.ask(score_lines)
+        # SCORE (the alignment: nearly all of the jar's time) once per distinct pair; generated reports
+        # and normal references repeat, so corpora have many. EVAL still gets every study's statistics.
+        distinct = list(dict.fromkeys(score_lines))
+        stats_of = dict(zip(distinct, self._jar.ask(distinct)))
+        stat_lines = [stats_of[line] for line in score_lines]
         eval_out = self._jar.ask(["EVAL ||| " + " ||| ".join(stat_lines)], replies_per_line=len(stat_lines) + 1)
         stats = aggregatable(np.array([[float(x) for x in line.split()] for line in stat_lines]))
         return MeteorScores(corpus=float(eval_out[-1]), per_study=np.array([float(x) for x in eval_out[:-1]]), stats=stats)

@@ -18,6 +18,8 @@ def test_matches_pycocoevalcap_sums_resamples_and_handles_empty_hypothesis():
     hyps, refs = report_pairs(60, seed=4)
     hyps[5] = refs[5]  # a perfect match: its chunk is not aggregated by the jar
     hyps[0] = ""  # empty hypothesis
+    hyps += hyps[1:9]  # repeated pairs: the jar scores each distinct pair once, the corpus still counts every study
+    refs += refs[1:9]
     coco = Meteor()
     try:
         corpus, each = coco.compute_score({i: [r] for i, r in enumerate(refs)}, {i: [h] for i, h in enumerate(hyps)})
