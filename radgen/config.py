@@ -155,6 +155,9 @@ class TrainConfig:
     select_metric: str = "val_loss"  # what picks RUN/best and drives early stopping ("val_loss" lower is better; else higher)
     distributed: str = "ddp"  # "ddp" or "fsdp" under accelerate launch / torchrun
     log_every: int = 10
+    # sort each run of N global batches by report length before cutting micro-batches (less padding;
+    # radgen.train.data.BatchPlan); 0 = plain shuffled batches
+    length_buckets: int = 0
     optim: OptimConfig = field(default_factory=OptimConfig)
 
 

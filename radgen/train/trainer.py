@@ -22,7 +22,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace as dataclass_replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from radgen.config import RecipeConfig, recipe_to_yaml
 from radgen.errors import ConfigError, DataError
 from radgen.io import atomic_write_json, atomic_write_text
 from radgen.train import checkpoint as ckpt
-from radgen.train.data import BatchPlan, collate_features, collate_pixels, load_splits
+from radgen.train.data import BatchPlan, collate_features, collate_pixels, load_splits, report_lengths
 from radgen.train.evaluation import generation_scores, validation_loss
 from radgen.train.feature_cache import CachedFeatures, FeatureCache, encoder_identity, fill_cache
 from radgen.train.run_log import MetricsLog
@@ -162,7 +162,11 @@ class Trainer:
         if len(train_set) == 0:
             raise DataError(f"{recipe.data.manifest}: no training studies (split 'train'); check the manifest's split field")
 
-        plan = BatchPlan(len(train_set), train_cfg.batch_size, train_cfg.grad_accum, acc.num_processes, acc.process_index, train_cfg.seed)
+        if train_cfg.length_buckets < 0:
+            raise ConfigError(f"train.length_buckets must be >= 0 (0 = off), got {train_cfg.length_buckets}")
+        lengths = report_lengths(raw_model, train_set, recipe.data.max_tokens) if train_cfg.length_buckets > 0 else None
+        plan = BatchPlan(len(train_set), train_cfg.batch_size, train_cfg.grad_accum, acc.num_processes, acc.process_index, train_cfg.seed,
+                         lengths=lengths, bucket_window=train_cfg.length_buckets)
         stages = plan_stages(recipe, plan.steps_per_epoch, self.max_steps)
         total_steps = sum(s.steps for s in stages)
 
@@ -207,7 +211,7 @@ class Trainer:
         model, optimizer = acc.prepare(raw_model, optimizer)
         self._wrapped = model
         set_train_mode(acc.unwrap_model(model))
-        stage_plan = BatchPlan(plan.num_examples, plan.batch_size, plan.grad_accum, plan.world_size, plan.rank, plan.seed, stage.index)
+        stage_plan = dataclass_replace(plan, stage_index=stage.index)
 
         if resume_from is not None:
             if state.stage_step > 0:  # a checkpoint at a stage boundary carries the old stage's optimizer

@@ -36,6 +36,30 @@ def test_resume_position_replays_the_same_batches():
     assert [next(resumed) for _ in range(3)] == full[6:9]
 
 
+def test_length_buckets_group_similar_lengths_and_keep_every_property_of_the_plan():
+    lengths = tuple((i * 37) % 50 + 1 for i in range(40))  # report lengths 1..50 in scrambled order
+    plain = BatchPlan(40, batch_size=4, seed=2)
+    bucketed = BatchPlan(40, batch_size=4, seed=2, lengths=lengths, bucket_window=5)
+    for epoch in range(2):
+        assert sorted(bucketed.epoch_order(epoch)) == sorted(plain.epoch_order(epoch))  # same examples, once each
+
+    def padding(plan):
+        batches = [mb for step in range(plan.steps_per_epoch) for mb in plan.micro_batches(0, step)]
+        return sum(max(lengths[i] for i in mb) - lengths[i] for mb in batches for i in mb)
+
+    assert padding(bucketed) < padding(plain) / 3
+    assert bucketed.epoch_order(0) == BatchPlan(40, batch_size=4, seed=2, lengths=lengths, bucket_window=5).epoch_order(0)
+    assert bucketed.epoch_order(1) != bucketed.epoch_order(0)
+    # batches are shuffled after bucketing: not one long sorted run of lengths
+    firsts = [lengths[mb[0]] for step in range(bucketed.steps_per_epoch) for mb in bucketed.micro_batches(0, step)]
+    assert firsts != sorted(firsts)
+    # DDP and accumulation still cut the same global batches
+    single = BatchPlan(40, batch_size=2, grad_accum=2, seed=1, lengths=lengths, bucket_window=3)
+    ranks = [BatchPlan(40, batch_size=2, world_size=2, rank=r, seed=1, lengths=lengths, bucket_window=3) for r in range(2)]
+    for step in range(single.steps_per_epoch):
+        assert single.micro_batches(1, step) == [ranks[0].micro_batches(1, step)[0], ranks[1].micro_batches(1, step)[0]]
+
+
 def test_eval_batches_split_across_ranks_without_padding():
     assert eval_batches(5, 2) == [[0, 1], [2, 3], [4]]
     assert eval_batches(5, 2, world_size=2, rank=1) == [[2, 3]]

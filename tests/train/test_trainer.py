@@ -139,3 +139,17 @@ def test_init_from_starts_a_new_run_from_earlier_weights(tmp_path, fake_collate)
         load_model_state(torch.nn.Linear(3, 3), tmp_path / "saved")
     with pytest.raises(WeightsError, match="no trainable.safetensors or model.safetensors"):
         load_model_state(TinyReportGenerator(), tmp_path)
+
+
+def test_length_buckets_train_on_the_same_examples_in_other_batches(tmp_path, fake_collate):
+    from tests.train.fakes import REPORTS
+
+    assert len({len(r) for r in REPORTS.values()}) > 1  # the fake reports differ in length
+    _train(tmp_path, fake_collate, "plain")
+    _train(tmp_path, fake_collate, "bucketed", recipe=fake_recipe(**{"train.length_buckets": 2}))
+    plain, bucketed = _losses(tmp_path / "plain"), _losses(tmp_path / "bucketed")
+    assert len(bucketed) == len(plain) and all(math.isfinite(x) for x in bucketed)
+    assert bucketed != plain
+    with pytest.raises(Exception, match="train.length_buckets must be >= 0"):
+        _train(tmp_path, fake_collate, "bad", recipe=fake_recipe(**{"train.length_buckets": -1}))
+
