@@ -111,3 +111,14 @@ def test_add_draft_reports_seeds_the_table_with_tokenized_reports():
         model.tokenizer("No pleural", add_special_tokens=False)["input_ids"]
     proposal = model.report_draft.propose(model.prefix_ids() + ids, 3)
     assert model.tokenizer.decode(proposal).strip().startswith("effusion")
+
+
+def test_drafting_with_lora_left_unmerged_equals_hf_greedy():
+    model = tiny_model("radgen-small")
+    prepare_for_inference(model, "float32", merge=False)  # `radgen generate --no-merge-lora`: a PeftModel decoder
+    assert hasattr(model.decoder, "get_base_model") and supports_drafting(model.decoder)
+    pixels = _pixels(model, 3, seed=5)
+    reference = model.generate(pixel_values=pixels, num_beams=1, max_new_tokens=16, draft_tokens=0)
+    for _ in range(2):  # cold table, then a table that knows these reports
+        got = model.generate(pixel_values=pixels, num_beams=1, max_new_tokens=16, draft_tokens=8)
+        assert [r.token_ids for r in got] == [r.token_ids for r in reference]
