@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python benchmarks/drafted_decoding.py --manifest data/iu-phantom/manifest.jsonl \
         [--model radgen/assets/default_model] [--split test] [--limit 96] [--batch-sizes 1,16]
-        [--draft-tokens 8] [--threads 2] [--json drafted_decoding.json]
+        [--draft-tokens 8] [--threads 2] [--bf16] [--json drafted_decoding.json]
 
 Drafting only pays where the model writes text it has written before, so this benchmark cannot
 use random weights or forced lengths (perf_compare.py's protocol): it decodes the trained model's
@@ -14,7 +14,9 @@ own reports from IU-Phantom images, each to its natural end (eos), with the mode
 - `radgen-drafted`: the same model with drafted decoding and the draft table it ships with
   (MODEL/draft_reports.txt: its own reports on the validation split, never this split);
 - `radgen-drafted-cold`: drafted decoding from an empty table that learns as it goes (a model
-  without draft_reports.txt).
+  without draft_reports.txt);
+- `radgen-drafted-bf16` (only with --bf16): `radgen-drafted` with the decoder in bfloat16
+  (`--dtype bfloat16`, opt-in: its greedy text differs from fp32's for some reports).
 
 Reported per config: seconds per report, reports/s, generated tokens/s, decoder passes, and how
 many reports are identical to `plain-peft`'s. Every config gets one warm-up batch first (not from
@@ -66,6 +68,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="1,16")
     parser.add_argument("--draft-tokens", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--bf16", action="store_true", help="also time drafted decoding with a bfloat16 decoder")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -76,6 +79,9 @@ def main() -> None:
         "radgen-drafted": load_model(args.model),
         "radgen-drafted-cold": load_model(args.model),
     }
+    if args.bf16:
+        models["radgen-drafted-bf16"] = load_model(args.model, dtype="bfloat16")
+    configs = CONFIGS + (("radgen-drafted-bf16",) if args.bf16 else ())
     models["radgen-drafted-cold"].report_draft.clear()  # forget draft_reports.txt
     seeded = len(models["radgen-drafted"].report_draft)
     gen = models["radgen-hf"].recipe.generate
@@ -99,7 +105,7 @@ def main() -> None:
     for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
         batches = [b["pixel_values"] for b in study_batches(dataset, batch_size)]
         results = {}
-        for name in CONFIGS:
+        for name in configs:
             if name == "radgen-drafted-cold":
                 models[name].report_draft.clear()  # cold for every batch size
             drafting = args.draft_tokens if "drafted" in name else 0
