@@ -35,7 +35,8 @@ from radgen.models.fast import prepare_for_inference
 def time_setting(model, batch: int, beams: int, new_tokens: int, repeats: int, warmup: bool) -> dict:
     torch.manual_seed(0)
     pixels = torch.randn(batch, 3, 224, 224)
-    kwargs = dict(num_beams=beams, max_new_tokens=new_tokens, min_new_tokens=new_tokens, no_repeat_ngram_size=0)
+    # draft_tokens=0: forced lengths defeat drafting (benchmarks/drafted_decoding.py measures it on real reports)
+    kwargs = dict(num_beams=beams, max_new_tokens=new_tokens, min_new_tokens=new_tokens, no_repeat_ngram_size=0, draft_tokens=0)
     if warmup:
         model.generate(pixel_values=pixels, **kwargs)
     best_wall, best_cpu, reports = float("inf"), float("inf"), None

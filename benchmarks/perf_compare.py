@@ -246,7 +246,10 @@ def generate_reports(path: str, size: str, batch: int, repeats: int, options: di
         size_px = model.image_transform.size
         pixels = torch.randn(batch, 3, size_px, size_px, generator=gen).to(device)
         def run(new_tokens):  # eos forbidden until the end: every report decodes new_tokens steps
-            return model.generate(pixel_values=pixels, num_beams=1, max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+            # draft_tokens=0: forced lengths run past the report's natural end, where drafts from earlier
+            # reports cannot help; drafted decoding is measured on natural reports by drafted_decoding.py
+            return model.generate(pixel_values=pixels, num_beams=1, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                                  draft_tokens=0)
     run(4)  # warm-up
     _sync(device)
     best_wall, best_cpu = float("inf"), float("inf")
@@ -281,7 +284,7 @@ def quality(size: str, n: int, manifest: Path | None) -> dict:
         size_px = model.image_transform.size
         pixels = torch.randn(n, 3, size_px, size_px)
     model.merge_adapters()
-    reference = model.generate(pixel_values=pixels, num_beams=1, max_new_tokens=NEW_TOKENS)
+    reference = model.generate(pixel_values=pixels, num_beams=1, max_new_tokens=NEW_TOKENS, draft_tokens=0)  # plain HF greedy
     rows = {"inputs": source}
     for dtype in ("float32", "bfloat16", "int8"):  # float32: the default path (packed weights) vs plain fp32
         candidate = copy.deepcopy(model)
