@@ -24,9 +24,9 @@ from torch import nn
 
 from radgen.config import RecipeConfig
 from radgen.errors import ConfigError
+from radgen.generate.speculative import NgramDraft, drafted_greedy, supports_drafting
 from radgen.models.fast import label_position_loss, supports_label_position_loss
 from radgen.models.peft import SoftPrompt, merge_lora
-from radgen.generate.speculative import NgramDraft, drafted_greedy, supports_drafting
 
 
 @dataclass
