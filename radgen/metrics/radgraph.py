@@ -86,18 +86,37 @@ def annotate_texts(texts: list[str], weights: str | os.PathLike, python: str | N
         source, target = Path(tmp) / "texts.jsonl", Path(tmp) / "annotations.jsonl"
         source.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(distinct)), encoding="utf-8")
         command = [python, str(ANNOTATE_SCRIPT), "--model-dir", str(path), "--in", str(source), "--out", str(target)]
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-        except OSError as error:
-            raise WeightsError(f"--radgraph-python {python}: cannot run it ({error}); pass the python of an environment with radgraph") from None
-        if done.returncode != 0:
-            lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-            reason = lines[-1] if lines else f"exit status {done.returncode}"
+        returncode, lines = _run_with_progress(command, len(distinct), python)
+        if returncode != 0:
+            reason = lines[-1] if lines else f"exit status {returncode}"
             hint = "" if "radgraph_annotate:" in reason else (
                 " (the radgraph package needs transformers<5: pass --radgraph-python of such an environment)")
             raise WeightsError(f"RadGraph annotation with {python} failed: {reason}{hint}")
         rows = read_jsonl(target)
     return {distinct[int(row["id"])]: row["annotation"] for row in rows}
+
+
+def _run_with_progress(command: list[str], total: int, python: str) -> tuple[int, list[str]]:
+    """Run the annotator, turning its "radgraph_annotate: i/n" stderr lines into a progress bar;
+    returns (exit status, its other non-empty stderr lines) for the error message."""
+    from tqdm import tqdm
+
+    try:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                   env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    except OSError as error:
+        raise WeightsError(f"--radgraph-python {python}: cannot run it ({error}); pass the python of an environment with radgraph") from None
+    lines: list[str] = []
+    with tqdm(total=total, desc="radgraph", unit="report", disable=None, leave=False) as bar:
+        for line in process.stderr:
+            line = line.strip()
+            done, _, of = line.removeprefix("radgraph_annotate: ").partition("/")
+            if line.startswith("radgraph_annotate: ") and done.isdigit() and of.isdigit():
+                bar.update(int(done) - bar.n)
+            elif line:
+                lines.append(line)
+                del lines[:-50]  # the error is at the end
+    return process.wait(), lines
 
 
 def radgraph_scores(study_ids: list[str], hyps: list[str], refs: list[str], weights: str | os.PathLike | None = None,
