@@ -245,6 +245,7 @@ def generate_reports(path: str, size: str, batch: int, repeats: int, options: di
         options = dict(options, dtype=prepare_for_inference(model, options.get("dtype", "auto"), pack=options.get("pack", True)))
         size_px = model.image_transform.size
         pixels = torch.randn(batch, 3, size_px, size_px, generator=gen).to(device)
+
         def run(new_tokens):  # eos forbidden until the end: every report decodes new_tokens steps
             # draft_tokens=0: forced lengths run past the report's natural end, where drafts from earlier
             # reports cannot help; drafted decoding is measured on natural reports by drafted_decoding.py

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import inspect
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -50,7 +50,6 @@ class NgramDraft:
         self._counts: dict[tuple[int, ...], dict[int, int]] = {}
         self._best: dict[tuple[int, ...], int] = {}
         self._lock = threading.Lock()
-        self.sequences = 0
 
     def __len__(self) -> int:
         return len(self._best)
@@ -69,7 +68,6 @@ class NgramDraft:
         with self._lock:
             if len(self._counts) >= self.max_keys:
                 return
-            self.sequences += 1
             for n in range(1, self.max_order + 1):
                 for start in range(len(ids) - n):
                     key = tuple(ids[start:start + n])
@@ -82,11 +80,7 @@ class NgramDraft:
 
     def clear(self) -> None:
         with self._lock:
-            self._counts, self._best, self.sequences = {}, {}, 0
-
-    def add_all(self, sequences: Iterable[Sequence[int]]) -> None:
-        for ids in sequences:
-            self.add(ids)
+            self._counts, self._best = {}, {}
 
     def propose(self, context: Sequence[int], k: int) -> list[int]:
         ctx = list(context[-self.max_order:])
@@ -127,7 +121,11 @@ def _banned_ngram_tokens(tokens: list[int], n: int) -> list[int]:
 
 
 class _GreedyRule:
-    """The greedy choice after a row's new tokens, with HF's greedy logits processors applied."""
+    """The greedy choice after a row's new tokens, with HF's greedy logits processors applied.
+
+    Re-implemented rather than calling HF's LogitsProcessorList: those clone a full (B, V) score
+    tensor per call, and verification asks for one position of one row at a time; here the raw
+    argmax stands unless a processor would change it (tests compare with HF `generate`)."""
 
     def __init__(self, eos: int, repetition_penalty: float, no_repeat_ngram_size: int, min_new_tokens: int):
         self.eos, self.penalty, self.ngram, self.min_new = eos, repetition_penalty, no_repeat_ngram_size, min_new_tokens
@@ -205,7 +203,8 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
                 mask[i, mask.shape[1] - width + 1 + kept[i]:] = 0  # rejected drafts: masked out for good
                 next_pos[row] += 1 + kept[i]
         if finished:
-            stay = [i for i in range(len(active)) if i not in set(finished)]
+            ended = set(finished)
+            stay = [i for i in range(len(active)) if i not in ended]
             if not stay:
                 break
             index = torch.tensor(stay, device=device)

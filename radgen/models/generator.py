@@ -237,10 +237,11 @@ class ReportGenerator(nn.Module):
         eos, pad = self.eos_id(), self.tokenizer.pad_token_id
         if num_beams == 1 and not do_sample and draft_tokens > 0 and self.is_causal and supports_drafting(self.decoder):
             embeds, _, _ = self._causal_inputs(visual, self._embed(prefix), torch.ones_like(prefix))
-            out = drafted_greedy(self.decoder, embeds, self.report_draft, self.prefix_ids(), eos, pad if pad is not None else eos,
+            prefix_ids = prefix[0].tolist()
+            out = drafted_greedy(self.decoder, embeds, self.report_draft, prefix_ids, eos, pad if pad is not None else eos,
                                  max_new_tokens, draft_tokens, repetition_penalty, no_repeat_ngram_size, min_new_tokens)
             for ids in out.token_ids:
-                self.report_draft.add(self.prefix_ids() + ids)
+                self.report_draft.add(prefix_ids + ids)
             return [self._report(torch.tensor(ids, dtype=torch.long), torch.tensor(lp), eos)
                     for ids, lp in zip(out.token_ids, out.logprobs)]
         options = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=do_sample,
