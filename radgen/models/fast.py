@@ -18,6 +18,10 @@
 
 from __future__ import annotations
 
+import functools
+import logging
+import os
+import platform
 from typing import Any
 
 import torch
@@ -28,6 +32,11 @@ from torch import nn
 # extra projection after the body), so the loss may skip masked rows. Others take the plain path.
 _PLAIN_HEAD_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "opt", "gpt2", "phi3"}
 INFERENCE_DTYPES = ("auto", "float32", "bfloat16", "int8")
+# Set to 1 to turn off every CPU-specific fast path (weight packing, int8 kernels); also what tests
+# use to run the fallback branch on a CPU that has the fast one.
+NO_FAST_PATHS_ENV = "RADGEN_NO_CPU_FAST_PATHS"
+
+log = logging.getLogger(__name__)
 
 
 def _base(decoder: nn.Module) -> nn.Module:
@@ -122,16 +131,65 @@ class PackedLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, packed for oneDNN"
 
 
+def fast_paths_disabled() -> bool:
+    return os.environ.get(NO_FAST_PATHS_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def packing_available() -> bool:
+    """This torch build has oneDNN's packed-linear ops (says nothing about the CPU; see packing_supported)."""
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
 
 
+@functools.cache
+def _packing_probe(dtype: torch.dtype) -> bool:
+    """Pack a small weight and multiply with it: the only check that covers every CPU and oneDNN version.
+
+    Why a probe and not CPU flags: oneDNN's bf16 reorder needs AVX-512 (BW/VL/DQ) or AVX-NE-CONVERT
+    and raises on an AVX2-only CPU, fp32 packing works on any x86-64, and aarch64 builds differ again;
+    the rules live inside oneDNN and change between versions."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "x86", "i686", "aarch64", "arm64"):
+        return False
+    try:
+        weight = torch.linspace(-1, 1, 48, dtype=torch.float32).reshape(6, 8).to(dtype)
+        x = torch.linspace(-1, 1, 16, dtype=torch.float32).reshape(2, 8).to(dtype)
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight, 1)
+        out = torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+        return bool(torch.allclose(out.float(), (x.float() @ weight.float().T), atol=0.05, rtol=0.05))
+    except (RuntimeError, NotImplementedError):
+        return False
+
+
+def packing_supported(dtype: torch.dtype) -> bool:
+    """Whether Linear weights of `dtype` can be pre-packed for oneDNN on this CPU (probed once per dtype)."""
+    return packing_available() and not fast_paths_disabled() and _packing_probe(dtype)
+
+
+def int8_supported() -> bool:
+    """torch dynamic int8 quantization needs a quantized engine (fbgemm/x86 on x86-64, qnnpack on ARM)."""
+    if fast_paths_disabled():
+        return False
+    return any(engine != "none" for engine in torch.backends.quantized.supported_engines)
+
+
+@functools.cache
+def _note_once(message: str) -> None:
+    log.info(message)
+
+
 def pack_linears(module: nn.Module) -> int:
-    """Replace every CPU fp32/bf16 nn.Linear under `module` with a PackedLinear; returns how many."""
+    """Replace every CPU fp32/bf16 nn.Linear under `module` with a PackedLinear; returns how many.
+
+    Layers whose dtype this CPU cannot pack (bf16 without AVX-512/AVX-NE-CONVERT) stay plain nn.Linear
+    (same results, slower), with a one-line note."""
     if not packing_available():
         return 0
-    names = [name for name, child in module.named_modules()
-             if type(child) is nn.Linear and child.weight.device.type == "cpu" and child.weight.dtype in (torch.float32, torch.bfloat16)]
+    candidates = [(name, child.weight.dtype) for name, child in module.named_modules()
+                  if type(child) is nn.Linear and child.weight.device.type == "cpu" and child.weight.dtype in (torch.float32, torch.bfloat16)]
+    unsupported = sorted({str(dtype).replace("torch.", "") for _, dtype in candidates if not packing_supported(dtype)})
+    if unsupported:
+        _note_once(f"this CPU (or {NO_FAST_PATHS_ENV}) does not allow oneDNN weight packing in {', '.join(unsupported)}; "
+                   "those Linear layers run unpacked (same results, slower)")
+    names = [name for name, dtype in candidates if packing_supported(dtype)]
     for name in names:  # one at a time, holding no reference to the old layer: peak memory grows by one layer, not a model
         parent_name, _, attr = name.rpartition(".")
         parent = module.get_submodule(parent_name) if parent_name else module
@@ -178,6 +236,12 @@ def prepare_for_inference(model: Any, dtype: str = "auto", merge: bool = True, p
             from radgen.errors import ConfigError
 
             raise ConfigError("inference dtype int8 (torch dynamic quantization) runs on CPU only; use bfloat16 on GPU")
+        if not int8_supported():
+            _note_once(f"int8 inference needs a torch quantized engine (none on this CPU/build, or {NO_FAST_PATHS_ENV} is set); "
+                       "decoding in float32 instead")
+            if pack and merge:
+                pack_linears(model.decoder)
+            return "float32"
         from torch.ao.quantization import quantize_dynamic
 
         model.decoder = quantize_dynamic(decoder, {nn.Linear}, dtype=torch.qint8)

@@ -117,10 +117,12 @@ def test_inference_puts_the_cnn_encoder_in_channels_last_with_equal_features():
     torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.skipif(not __import__("radgen.models.fast", fromlist=["packing_available"]).packing_available(),
-                    reason="this torch build has no oneDNN")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_packed_linear_computes_what_linear_computes_and_copies_and_saves(dtype):
+    from radgen.models.fast import packing_supported
+
+    if not packing_supported(dtype):  # bf16 packing needs AVX-512 or AVX-NE-CONVERT; the fallback is tested below
+        pytest.skip(f"this CPU cannot pack {dtype} weights for oneDNN")
     from radgen.models.fast import PackedLinear
 
     torch.manual_seed(0)
@@ -190,3 +192,50 @@ def test_min_new_tokens_decodes_a_fixed_length():
     assert all(not r.token_ids for r in model.generate(pixel_values=pixels, num_beams=1, max_new_tokens=6))
     reports = model.generate(pixel_values=pixels, num_beams=1, max_new_tokens=6, min_new_tokens=6)
     assert all(len(r.token_logprobs) == 6 for r in reports)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8"])
+def test_without_cpu_fast_paths_inference_falls_back_to_plain_layers_and_same_reports(dtype, monkeypatch, caplog):
+    """The branch an AVX2-only (or non-x86) CPU takes: no packed or quantized layer, a one-line note,
+    and the greedy reports of the plain merged model (fp32, int8 fallback) or a working bf16 decoder."""
+    import logging
+
+    from radgen.models import fast
+
+    reference = _tiny("radgen-small").eval()
+    model = copy.deepcopy(reference)
+    monkeypatch.setenv(fast.NO_FAST_PATHS_ENV, "1")
+    fast._note_once.cache_clear()
+    with caplog.at_level(logging.INFO, logger="radgen.models.fast"):
+        chosen = fast.prepare_for_inference(model, dtype)
+    assert chosen == ("float32" if dtype == "int8" else dtype)
+    assert not any(isinstance(m, fast.PackedLinear) or "quantized" in type(m).__module__ for m in model.decoder.modules())
+    notes = [r.getMessage() for r in caplog.records]
+    assert notes and all("\n" not in note for note in notes), notes
+    assert any(("int8" in n) if dtype == "int8" else ("packing" in n and dtype in n) for n in notes), notes
+    size = model.image_transform.size
+    pixels = torch.randn(2, 3, size, size)
+    got = model.generate(pixel_values=pixels, num_beams=1, max_new_tokens=6)
+    assert len(got) == 2 and all(len(r.token_logprobs) == len(r.token_ids) for r in got)
+    if dtype != "bfloat16":
+        reference.merge_adapters()
+        want = reference.generate(pixel_values=pixels, num_beams=1, max_new_tokens=6)
+        assert [r.token_ids for r in got] == [r.token_ids for r in want]
+
+
+def test_packing_probe_refuses_a_dtype_the_cpu_cannot_pack(monkeypatch):
+    """A failing oneDNN reorder (what an AVX2 CPU raises for bf16) makes packing unsupported, not an error."""
+    from radgen.models import fast
+
+    def refuse(weight, batch):
+        raise RuntimeError("mkldnn_reorder_linear_weight: bf16 path needs the cpu support avx_ne_convert or avx512bw")
+
+    fast._packing_probe.cache_clear()
+    monkeypatch.setattr(torch.ops.mkldnn, "_reorder_linear_weight", refuse, raising=False)
+    try:
+        assert fast._packing_probe(torch.bfloat16) is False
+        layer = torch.nn.Sequential(torch.nn.Linear(4, 3).to(torch.bfloat16))
+        if fast.packing_available():
+            assert fast.pack_linears(layer) == 0 and type(layer[0]) is torch.nn.Linear
+    finally:
+        fast._packing_probe.cache_clear()
