@@ -93,11 +93,29 @@ class PeftConfig:
 
 
 @dataclass
+class FindingsConfig:
+    """Classification-guided generation (PromptMRG-style): a multi-label head on the encoder features
+    whose findings, verbalised, lead the decoder prompt. See radgen/models/findings.py."""
+
+    enabled: bool = False
+    observations: list[str] | None = None  # None = the 13 abnormal CheXpert observations (No Finding excluded)
+    hidden_size: int = 256
+    dropout: float = 0.1
+    loss_weight: float = 1.0  # weight of the head's BCE loss added to the report loss
+    max_pos_weight: float = 10.0  # class balance: BCE pos_weight = min(negatives / positives, this)
+    prompt: bool = True  # put the findings into the decoder prompt (false: auxiliary loss only)
+    prompt_template: str = "Image findings: {findings}."
+    none_text: str = "none"
+    label_source: str = "auto"  # training targets: "auto" (manifest labels.chexpert, else the report labeler), "manifest", "report"
+
+
+@dataclass
 class ModelConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     connector: ConnectorConfig = field(default_factory=ConnectorConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     peft: PeftConfig = field(default_factory=PeftConfig)
+    findings: FindingsConfig = field(default_factory=FindingsConfig)
 
 
 @dataclass

@@ -6,19 +6,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 IU="${IU:-../shared/data/iu_xray_reports}"
 WORK="${WORK:-work/default-model}"
-EPOCHS="${EPOCHS:-4}"
+EPOCHS="${EPOCHS:-3}"
 mkdir -p "$WORK"
 R=.venv/bin/radgen
 # 1. Reports + MeSH labels in the annotation.json split (2,285 / 302 / 290), R2Gen report = findings.
 $R data prepare --format iu-xray-r2gen --root "$IU" --out "$WORK/iu.jsonl"
 # 2. IU-Phantom radiographs (PA + lateral, 512 px) for every study.
 $R data phantom --manifest "$WORK/iu.jsonl" --out "$WORK/phantom" --seed 0
-# 3. Train radgen-small (connector + LoRA; frozen encoder features cached). One thread per process
-#    is faster than two on a busy 2-core machine (OpenMP barriers spin against other processes).
+# 3. Train radgen-small (finding head + connector + LoRA; frozen encoder features cached). The head
+#    learns the phantom's labels (labels.chexpert); its thresholds are tuned on the val split at
+#    every evaluation; the prompt names the true findings during training (radgen/models/findings.py).
 $R train radgen-small "data.manifest=$WORK/phantom/manifest.jsonl" "stages.0.epochs=$EPOCHS" \
   train.warmup_steps=50 train.warmup_ratio=0 train.eval_every=60 train.eval_max_batches=10 \
   train.eval_generate=0 train.save_every=60 train.early_stopping_patience=4 train.log_every=5 \
-  --output-dir "$WORK/run"
+  "train.feature_cache_dir=$WORK/feature_cache" --output-dir "$WORK/run"
 # 4. Export only the trained weights (connector + LoRA, < 25 MB) with the model card.
 $R model export "$WORK/run" --out radgen/assets/default_model --card radgen/assets/default_model/model_card.json   # the card is read before the folder is replaced
 # 5. Seed drafted greedy decoding with the model's own greedy reports on the validation split

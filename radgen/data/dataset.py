@@ -150,7 +150,9 @@ class StudyDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         study = self.studies[index]
-        item: dict[str, Any] = {"study_id": study.study_id, "report": self.report(index)}
+        # the manifest's CheXpert labels ({} = labelled, nothing present; None = never labelled): targets for a finding head
+        item: dict[str, Any] = {"study_id": study.study_id, "report": self.report(index),
+                                "finding_labels": study.labels.get("chexpert")}
         if self.text_only:
             return item
         refs = self._select_refs(study)
@@ -181,6 +183,7 @@ def collate_studies(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     batch: dict[str, Any] = {
         "study_ids": [item["study_id"] for item in items],
         "reports": [item["report"] for item in items],
+        "finding_labels": [item.get("finding_labels") for item in items],
     }
     if "pixel_values" not in items[0]:
         return batch

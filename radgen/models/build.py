@@ -11,6 +11,7 @@ from radgen.errors import WeightsError
 from radgen.models.connectors import build_connector
 from radgen.models.decoders import build_decoder, cross_attention_width, input_width, load_options, load_tokenizer
 from radgen.models.encoders import build_encoder
+from radgen.models.findings import build_finding_head
 from radgen.models.generator import ReportGenerator
 from radgen.models.peft import SoftPrompt, apply_peft
 from radgen.models.sources import SourceCache
@@ -48,11 +49,12 @@ def build_model(recipe: RecipeConfig, meta: bool = False, apply_first_stage: boo
             connector.match_output_scale(float(torch.linalg.vector_norm(embeddings, dtype=torch.float32)) / embeddings.numel() ** 0.5)
         decoder = apply_peft(decoder, spec.peft, causal=spec.decoder.kind == "causal_lm")
         prompt = SoftPrompt(spec.peft.num_virtual_tokens, input_width(decoder)) if spec.peft.method == "prompt" else None
+        findings = build_finding_head(spec.findings, encoder.hidden_size)
     if tokenizer is not None and len(tokenizer) > decoder.get_input_embeddings().num_embeddings:
         raise WeightsError(f"decoder '{spec.decoder.name}' has {decoder.get_input_embeddings().num_embeddings} token embeddings "
                            f"but its tokenizer '{spec.decoder.tokenizer or spec.decoder.name}' has {len(tokenizer)} tokens; "
                            "use the decoder's own tokenizer (unset model.decoder.tokenizer)")
-    model = ReportGenerator(recipe, encoder, connector, decoder, tokenizer, image_transform_for(encoder), prompt)
+    model = ReportGenerator(recipe, encoder, connector, decoder, tokenizer, image_transform_for(encoder), prompt, findings)
     if apply_first_stage and recipe.stages:
         model.set_trainable(recipe.stages[0].train)
     else:

@@ -26,6 +26,7 @@ from radgen.config import RecipeConfig
 from radgen.errors import ConfigError
 from radgen.generate.speculative import NgramDraft, drafted_greedy, supports_drafting
 from radgen.models.fast import label_position_loss, supports_label_position_loss
+from radgen.models.findings import FindingHead, verbalize
 from radgen.models.peft import SoftPrompt, merge_lora
 
 
@@ -35,6 +36,10 @@ class GeneratedReport:
     token_ids: list[int]
     token_logprobs: list[float]  # log p(token | prefix) under the model, one per token id
     tokens: list[str]
+    # grounded models (model.findings): the head's probability per observation, and the findings
+    # written into this report's prompt (the head's above-threshold ones, or those passed in)
+    finding_probs: dict[str, float] | None = None
+    findings: list[str] | None = None
 
 
 @dataclass
@@ -47,18 +52,20 @@ class ReportOutput:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-COMPONENTS = ("encoder", "connector", "prompt", "decoder")
+COMPONENTS = ("encoder", "connector", "findings", "prompt", "decoder")
 
 
 class ReportGenerator(nn.Module):
     """See the module docstring. Build with `radgen.models.build_model(recipe)`."""
 
     def __init__(self, recipe: RecipeConfig, encoder: nn.Module, connector: nn.Module, decoder: nn.Module,
-                 tokenizer: Any, image_transform: Any, prompt: SoftPrompt | None = None):
+                 tokenizer: Any, image_transform: Any, prompt: SoftPrompt | None = None, findings: FindingHead | None = None):
         super().__init__()
         self.recipe = recipe
         self.encoder = encoder
         self.connector = connector
+        if findings is not None:
+            self.findings = findings
         if prompt is not None:
             self.prompt = prompt
         self.decoder = decoder
@@ -80,15 +87,30 @@ class ReportGenerator(nn.Module):
 
     @property
     def num_prefix_tokens(self) -> int:
-        """Positions before the report in the causal sequence (visual + soft prompt + bos + prompt)."""
+        """Positions before the report in the causal sequence (visual + soft prompt + bos + prompt);
+        for a grounded model, with the prompt of a study without findings (see `prefix_ids`)."""
         return (self.num_visual_tokens + self.num_soft_prompt_tokens if self.is_causal else 0) + len(self.prefix_ids())
 
+    @property
+    def grounded_prompt(self) -> bool:
+        """True when the prompt carries the finding head's findings (model.findings.prompt)."""
+        return hasattr(self, "findings") and self.recipe.model.findings.prompt
+
     # -- text ---------------------------------------------------------------------------------------
-    def prefix_ids(self) -> list[int]:
-        """Token ids the report follows: [bos] (when the tokenizer has one) + the decoder prompt."""
+    def prompt_text(self, findings: list[str] | None = None) -> str:
+        """The text between bos and the report: the decoder prompt, led by the verbalised findings
+        on a grounded model (`findings` None there means none found)."""
+        prompt = self.recipe.model.decoder.prompt
+        if not self.grounded_prompt:
+            return prompt
+        hint = verbalize(findings or [], self.recipe.model.findings)
+        return f"{hint} {prompt}" if prompt else hint
+
+    def prefix_ids(self, findings: list[str] | None = None) -> list[int]:
+        """Token ids the report follows: [bos] (when the tokenizer has one) + the prompt text."""
         tok = self.tokenizer
         bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
-        prompt = self.recipe.model.decoder.prompt
+        prompt = self.prompt_text(findings)
         return bos + (tok(prompt, add_special_tokens=False)["input_ids"] if prompt else [])
 
     def eos_id(self) -> int:
@@ -99,14 +121,18 @@ class ReportGenerator(nn.Module):
             raise ConfigError("the decoder's tokenizer has no eos/sep token; set decoder.tokenizer to one that has")
         return int(eos)
 
-    def tokenize_reports(self, reports: list[str], max_tokens: int | None = None) -> dict[str, torch.Tensor]:
-        """[bos][prompt][report][eos] right-padded; labels -100 on bos, prompt and padding."""
+    def tokenize_reports(self, reports: list[str], max_tokens: int | None = None,
+                         findings: list[list[str]] | None = None) -> dict[str, torch.Tensor]:
+        """[bos][prompt][report][eos] right-padded; labels -100 on bos, prompt and padding.
+
+        `findings` (grounded models): each report's findings for its prompt (training: the truth)."""
         tok = self.tokenizer
-        prefix = self.prefix_ids()
-        sep = " " if self.recipe.model.decoder.prompt else ""
+        shared = self.prefix_ids() if findings is None else None
+        sep = " " if self.prompt_text() else ""
         eos = self.eos_id()
         rows = []
-        for report in reports:
+        for i, report in enumerate(reports):
+            prefix = shared if shared is not None else self.prefix_ids(findings[i])
             ids = tok(sep + report.strip(), add_special_tokens=False)["input_ids"]
             if max_tokens is not None:
                 ids = ids[:max_tokens]
@@ -136,11 +162,21 @@ class ReportGenerator(nn.Module):
         """(B, C, H, W) → encoder features (B, N, D): what a frozen-encoder feature cache stores."""
         return self.encoder(pixel_values.to(self._device()))
 
-    def visual_tokens(self, pixel_values: torch.Tensor | None = None, image_features: torch.Tensor | None = None) -> torch.Tensor:
+    def image_features(self, pixel_values: torch.Tensor | None = None, image_features: torch.Tensor | None = None) -> torch.Tensor:
         if (pixel_values is None) == (image_features is None):
             raise ValueError("pass exactly one of pixel_values / image_features")
-        features = self.encode_images(pixel_values) if pixel_values is not None else image_features.to(self._device())
-        return self.connector(features)
+        return self.encode_images(pixel_values) if pixel_values is not None else image_features.to(self._device())
+
+    def visual_tokens(self, pixel_values: torch.Tensor | None = None, image_features: torch.Tensor | None = None) -> torch.Tensor:
+        return self.connector(self.image_features(pixel_values, image_features))
+
+    @torch.no_grad()
+    def predict_findings(self, pixel_values: torch.Tensor | None = None, image_features: torch.Tensor | None = None
+                         ) -> tuple[torch.Tensor, list[list[str]]]:
+        """The finding head's probabilities (B, K) and above-threshold findings per image."""
+        if not hasattr(self, "findings"):
+            raise ConfigError(f"recipe '{self.recipe.name}' has no finding head (model.findings.enabled=false)")
+        return self.findings.predict(self.findings(self.image_features(pixel_values, image_features)))
 
     def _device(self) -> torch.device:
         return next(self.parameters()).device
@@ -160,21 +196,33 @@ class ReportGenerator(nn.Module):
     # -- training forward -----------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None,
                 pixel_values: torch.Tensor | None = None, image_features: torch.Tensor | None = None,
-                output_attentions: bool = False, loss_only: bool = False) -> ReportOutput:
+                output_attentions: bool = False, loss_only: bool = False, finding_targets: torch.Tensor | None = None) -> ReportOutput:
         """loss_only=True (training): causal decoders compute the loss from logits at label positions
-        only (`radgen.models.fast.label_position_loss`, same value) and return logits=None."""
+        only (`radgen.models.fast.label_position_loss`, same value) and return logits=None.
+
+        finding_targets (B, K) (grounded models): the finding head's BCE, times
+        model.findings.loss_weight, is added to the report loss (extras: "report_loss", "finding_loss")."""
         device = self._device()
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
         labels = labels.to(device) if labels is not None else None
-        visual = self.visual_tokens(pixel_values, image_features)
+        features = self.image_features(pixel_values, image_features)
+        visual = self.connector(features)
         if output_attentions:
             with self._eager_attention():
-                return self._forward(input_ids, attention_mask, labels, visual, {"output_attentions": True})
-        if loss_only and labels is not None and self.is_causal and supports_label_position_loss(self.decoder):
+                out = self._forward(input_ids, attention_mask, labels, visual, {"output_attentions": True})
+        elif loss_only and labels is not None and self.is_causal and supports_label_position_loss(self.decoder):
             embeds, mask, n_before = self._causal_inputs(visual, self._embed(input_ids), attention_mask)
             labels = torch.cat([torch.full((labels.shape[0], n_before), -100, dtype=labels.dtype, device=device), labels], dim=1)
-            return ReportOutput(label_position_loss(self.decoder, embeds, mask, labels), None, None, None, visual.shape[1])
-        return self._forward(input_ids, attention_mask, labels, visual, {})
+            out = ReportOutput(label_position_loss(self.decoder, embeds, mask, labels), None, None, None, visual.shape[1])
+        else:
+            out = self._forward(input_ids, attention_mask, labels, visual, {})
+        if finding_targets is not None and hasattr(self, "findings"):
+            finding_logits = self.findings(features)
+            finding_loss = self.findings.loss(finding_logits, finding_targets)
+            out.extras.update(report_loss=out.loss, finding_loss=finding_loss, finding_logits=finding_logits)
+            if out.loss is not None:
+                out.loss = out.loss + self.recipe.model.findings.loss_weight * finding_loss.to(out.loss.dtype)
+        return out
 
     @contextlib.contextmanager
     def _eager_attention(self):
@@ -210,7 +258,7 @@ class ReportGenerator(nn.Module):
     def generate(self, pixel_values: torch.Tensor | None = None, image_features: torch.Tensor | None = None, num_beams: int = 3,
                  max_new_tokens: int = 60, do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
                  repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0, min_new_tokens: int = 0,
-                 draft_tokens: int = 8) -> list[GeneratedReport]:
+                 draft_tokens: int = 8, findings: list[list[str]] | None = None) -> list[GeneratedReport]:
         """Decode one report per image with the decoder's HF `generate` (KV cache on).
 
         Greedy decoding on a causal decoder instead drafts up to `draft_tokens` tokens a pass from
@@ -219,21 +267,50 @@ class ReportGenerator(nn.Module):
         min_new_tokens > 0 forbids eos before that many tokens (benchmarks use it to decode fixed lengths).
         Runs in eval mode (no dropout, batch-norm statistics untouched) and restores the mode after,
         so validation-time decoding inside a training loop changes nothing.
+
+        Grounded models (model.findings): each report carries the head's `finding_probs`, and its
+        prompt names the head's above-threshold findings, or `findings[i]` when given (what-if use).
+        Rows whose prompts differ in length are decoded in separate groups (no padding inside the
+        prefix, so every row sees exactly the positions it was trained with).
         """
         was_training = self.training
         self.eval()
         try:
-            return self._generate(pixel_values, image_features, num_beams, max_new_tokens, do_sample, temperature, top_p,
-                                  repetition_penalty, no_repeat_ngram_size, min_new_tokens, draft_tokens)
+            features = self.image_features(pixel_values, image_features)
+            batch = features.shape[0]
+            probs = None
+            if hasattr(self, "findings"):
+                probs, predicted = self.findings.predict(self.findings(features))
+                findings = predicted if findings is None else [list(f) for f in findings]
+            if findings is not None and len(findings) != batch:
+                raise ValueError(f"findings: {len(findings)} lists for {batch} images")
+            prefixes = [self.prefix_ids(findings[i] if findings is not None else None) for i in range(batch)]
+            visual = self.connector(features)
+            groups: dict[int, list[int]] = {}
+            for i, ids in enumerate(prefixes):
+                groups.setdefault(len(ids), []).append(i)
+            reports: list[GeneratedReport | None] = [None] * batch
+            for rows in groups.values():
+                index = torch.tensor(rows, device=visual.device)
+                prefix = torch.tensor([prefixes[i] for i in rows], dtype=torch.long, device=visual.device)
+                decoded = self._generate(visual[index] if len(rows) < batch else visual, prefix, num_beams, max_new_tokens, do_sample,
+                                         temperature, top_p, repetition_penalty, no_repeat_ngram_size, min_new_tokens, draft_tokens)
+                for i, report in zip(rows, decoded):
+                    reports[i] = report
+            if probs is not None:
+                names = self.findings.observations
+                for i, report in enumerate(reports):
+                    report.finding_probs = {name: round(float(p), 4) for name, p in zip(names, probs[i].tolist())}
+                    report.findings = list(findings[i])
+            return reports  # type: ignore[return-value]
         finally:
             self.train(was_training)
 
-    def _generate(self, pixel_values, image_features, num_beams, max_new_tokens, do_sample, temperature, top_p,
+    def _generate(self, visual, prefix, num_beams, max_new_tokens, do_sample, temperature, top_p,
                   repetition_penalty, no_repeat_ngram_size, min_new_tokens, draft_tokens) -> list[GeneratedReport]:
-        device = self._device()
-        visual = self.visual_tokens(pixel_values, image_features)
+        """Decode rows that share one prefix length: visual tokens (B, T, H), prefix ids (B, P)."""
+        device = visual.device
         batch = visual.shape[0]
-        prefix = torch.tensor([self.prefix_ids()] * batch, dtype=torch.long, device=device)
         eos, pad = self.eos_id(), self.tokenizer.pad_token_id
         if num_beams == 1 and not do_sample and draft_tokens > 0 and self.is_causal and supports_drafting(self.decoder):
             embeds, _, _ = self._causal_inputs(visual, self._embed(prefix), torch.ones_like(prefix))

@@ -44,7 +44,7 @@ def _component(name: str) -> str:
 def _full_components(model) -> set[str]:
     """Components whose weights do not come from a pretrained source."""
     spec = model.recipe.model
-    full = {"prompt"}
+    full = {"prompt", "findings"}  # radgen's own components: no pretrained source
     if not spec.encoder.pretrained:
         full.add("encoder")
     if not (spec.connector.kind == "qformer" and spec.connector.name and spec.connector.pretrained):

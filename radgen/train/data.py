@@ -135,6 +135,7 @@ def collate_features(items: list[dict]) -> dict:
         "study_ids": [item["study_id"] for item in items],
         "image_keys": [item["image_key"] for item in items],
         "reports": [item["report"] for item in items],
+        "finding_labels": [item.get("finding_labels") for item in items],
         "image_features": torch.stack([item["image_features"] for item in items]),
     }
 

@@ -44,6 +44,46 @@ def validation_loss(
     return float(total[0] / total[1]) if total[1] > 0 else math.nan
 
 
+def study_finding_labels(dataset: Sequence[dict]) -> tuple[list[dict | None], list[str]]:
+    """Each example's manifest CheXpert labels and report text, without decoding images."""
+    if hasattr(dataset, "studies") and hasattr(dataset, "report"):  # StudyDataset
+        return [s.labels.get("chexpert") for s in dataset.studies], [dataset.report(i) for i in range(len(dataset))]
+    if hasattr(dataset, "records"):  # CachedFeatures
+        return [r.get("finding_labels") for r in dataset.records], [r["report"] for r in dataset.records]
+    items = [dataset[i] for i in range(len(dataset))]
+    return [item.get("finding_labels") for item in items], [item["report"] for item in items]
+
+
+@torch.no_grad()
+def calibrate_finding_head(model: torch.nn.Module, dataset: Sequence[dict], collate: Callable[[list[dict]], dict],
+                           targets: torch.Tensor, batch_size: int, device: torch.device) -> dict[str, float]:
+    """Set the finding head's per-observation thresholds for best F1 on `dataset` (validation) and
+    return its micro-F1 there (optimistic: tuned on the same studies) and mean AUROC."""
+    was_training = model.training
+    model.eval()
+    logits = []
+    for indices in eval_batches(len(dataset), batch_size):
+        batch = collate([dataset[i] for i in indices])
+        visual = {"image_features": batch["image_features"]} if "image_features" in batch else {"pixel_values": batch["pixel_values"]}
+        logits.append(model.findings(model.image_features(**{k: v.to(device) for k, v in visual.items()})).float().cpu())
+    model.train(was_training)
+    probs = torch.sigmoid(torch.cat(logits))
+    model.findings.set_thresholds(probs, targets)
+    predicted = probs >= model.findings.thresholds
+    truth = targets.bool()
+    tp = float((predicted & truth).sum())
+    micro_f1 = 2 * tp / max(float(predicted.sum() + truth.sum()), 1.0)
+    aurocs = [_auroc(probs[:, k], truth[:, k]) for k in range(probs.shape[1]) if 0 < int(truth[:, k].sum()) < len(truth)]
+    return {"val_finding_micro_f1": micro_f1, "val_finding_auroc": sum(aurocs) / len(aurocs) if aurocs else math.nan}
+
+
+def _auroc(scores: torch.Tensor, truth: torch.Tensor) -> float:
+    """Mann-Whitney AUROC (ties count half)."""
+    pos, neg = scores[truth], scores[~truth]
+    greater = (pos[:, None] > neg[None, :]).float().sum() + 0.5 * (pos[:, None] == neg[None, :]).float().sum()
+    return float(greater / (len(pos) * len(neg)))
+
+
 @torch.no_grad()
 def generation_scores(
     model: torch.nn.Module,

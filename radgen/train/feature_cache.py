@@ -197,7 +197,8 @@ def fill_cache(
     for index in tqdm(range(len(dataset)), desc="feature cache", unit="img", disable=not progress, leave=False):
         item = dataset[index]
         key = item["image_key"]
-        records.append({"study_id": item["study_id"], "image_key": key, "report": item["report"]})
+        records.append({"study_id": item["study_id"], "image_key": key, "report": item["report"],
+                        "finding_labels": item.get("finding_labels")})
         if key in cache or key in scheduled:
             continue
         scheduled.add(key)

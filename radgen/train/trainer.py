@@ -34,7 +34,8 @@ from radgen.errors import ConfigError, DataError
 from radgen.io import atomic_write_json, atomic_write_text
 from radgen.train import checkpoint as ckpt
 from radgen.train.data import BatchPlan, collate_features, collate_pixels, load_splits, report_lengths
-from radgen.train.evaluation import generation_scores, validation_loss
+from radgen.models.findings import names_from_targets, targets_from_labels
+from radgen.train.evaluation import calibrate_finding_head, generation_scores, study_finding_labels, validation_loss
 from radgen.train.feature_cache import CachedFeatures, FeatureCache, encoder_identity, fill_cache
 from radgen.train.run_log import MetricsLog
 from radgen.train.stages import StagePlan, apply_stage, build_optimizer, build_scheduler, encoder_frozen, plan_stages, set_train_mode
@@ -204,6 +205,7 @@ class Trainer:
         log.info("stage %d/%d '%s': %d steps, lr %.3g, %s trainable parameters", stage.index + 1, num_stages, stage.name, stage.steps, stage.lr, f"{trainable:,}")
 
         train_set, val_set, collate = self._stage_data(raw_model)
+        self._prepare_finding_head(raw_model, train_set, val_set)
         if resume_from is not None:
             ckpt.load_model_state(raw_model, resume_from)  # before wrapping: DDP/FSDP copy the weights
         optimizer = build_optimizer(raw_model, stage, train_cfg)
@@ -341,13 +343,41 @@ class Trainer:
         self.cache_stats = {"dir": str(cache.dir), "entries": len(cache)}
         return CachedFeatures(records["train"], cache), CachedFeatures(records["val"], cache), collate_features
 
+    def _prepare_finding_head(self, raw_model: torch.nn.Module, train_set: Sequence[dict], val_set: Sequence[dict]) -> None:
+        """Grounded recipes: class-balance the head's loss from the training labels, keep the val targets
+        for threshold calibration, and say where the targets come from."""
+        self.val_finding_targets = None
+        head = getattr(raw_model, "findings", None)
+        if head is None:
+            return
+        source = self.recipe.model.findings.label_source
+        labels, reports = study_finding_labels(train_set)
+        targets, from_report = targets_from_labels(labels, reports, head.observations, source)
+        head.set_class_balance(targets, self.recipe.model.findings.max_pos_weight)
+        log.info("finding head: training targets for %d studies from the manifest's labels.chexpert, %d from the report labeler "
+                 "(model.findings.label_source=%s); positives per observation: %s", len(reports) - from_report, from_report, source,
+                 ", ".join(f"{name} {int(n)}" for name, n in zip(head.observations, targets.sum(0).tolist())))
+        if val_set:
+            val_labels, val_reports = study_finding_labels(val_set)
+            self.val_finding_targets = targets_from_labels(val_labels, val_reports, head.observations, source)[0]
+
     def _input_builder(self, raw_model: torch.nn.Module) -> Callable[[dict], dict[str, Any]]:
         device, max_tokens = self.accelerator.device, self.recipe.data.max_tokens
         loss_only = "loss_only" in inspect.signature(raw_model.forward).parameters  # ReportGenerator; test doubles may lack it
+        head = getattr(raw_model, "findings", None)
+        source = self.recipe.model.findings.label_source
 
         def to_inputs(batch: dict) -> dict[str, Any]:
-            tokens = raw_model.tokenize_reports(list(batch["reports"]), max_tokens=max_tokens)
+            findings, targets = None, None
+            if head is not None:
+                targets, _ = targets_from_labels(batch.get("finding_labels") or [None] * len(batch["reports"]), batch["reports"], head.observations, source)
+                if raw_model.grounded_prompt:  # teacher forcing: the prompt names the study's true findings
+                    findings = names_from_targets(targets, head.observations)
+            extra = {"findings": findings} if findings is not None else {}
+            tokens = raw_model.tokenize_reports(list(batch["reports"]), max_tokens=max_tokens, **extra)
             inputs = {k: tokens[k].to(device) for k in ("input_ids", "attention_mask", "labels")}
+            if targets is not None:
+                inputs["finding_targets"] = targets.to(device)
             if loss_only:
                 inputs["loss_only"] = True  # logits at label positions only (radgen.models.fast): same loss, less work
             if "image_features" in batch:
@@ -363,6 +393,10 @@ class Trainer:
         started = time.perf_counter()
         row: dict[str, Any] = {"kind": "eval", "step": state.global_step, "stage": stage.name}
         row["val_loss"] = validation_loss(raw_model, val_set, collate, to_inputs, train_cfg.batch_size, train_cfg.eval_max_batches, acc)
+        if getattr(self, "val_finding_targets", None) is not None:
+            # thresholds follow the head: recalibrated on the whole val split at every evaluation, so
+            # the weights saved as best carry the thresholds that fit them
+            row.update(calibrate_finding_head(raw_model, val_set, collate, self.val_finding_targets, train_cfg.batch_size, acc.device))
         distributed_fsdp = acc.num_processes > 1 and train_cfg.distributed == "fsdp"  # FSDP generate needs every rank; val loss only
         if train_cfg.eval_generate > 0 and acc.is_main_process and not distributed_fsdp:
             gen = self.recipe.generate

@@ -67,8 +67,9 @@ def test_text_only_sections_cleaning_and_empty_reports(tmp_path):
     studies = _studies(tmp_path) + [Study("s3", sections={"impression": "Only impression."})]
     dataset = StudyDataset(studies, None, section="both", cleaning="clean", text_only=True)
     assert len(dataset) == 3
-    assert dataset[0] == {"study_id": "s1", "report": "Heart normal. No effusion. Normal."}
-    assert collate_studies([dataset[0], dataset[2]]) == {"study_ids": ["s1", "s3"], "reports": ["Heart normal. No effusion. Normal.", "Only impression."]}
+    assert dataset[0] == {"study_id": "s1", "report": "Heart normal. No effusion. Normal.", "finding_labels": None}
+    assert collate_studies([dataset[0], dataset[2]]) == {"study_ids": ["s1", "s3"], "reports": ["Heart normal. No effusion. Normal.", "Only impression."],
+                                                         "finding_labels": [None, None]}
     findings_only = StudyDataset(studies, None, section="findings", text_only=True)
     assert [s.study_id for s in findings_only.studies] == ["s1", "s2"] and findings_only.dropped_empty == 1
 

@@ -117,7 +117,7 @@ def test_set_trainable_patterns_and_counts(small):
     assert counts["encoder"][1] == 0 and counts["decoder"][1] == 0
     n_lora = small.set_trainable(["decoder.*lora_*"])
     assert n_lora == sum(p.numel() for name, p in small.named_parameters() if "lora_" in name)
-    assert small.set_trainable(["encoder", "connector", "decoder"]) == sum(p.numel() for p in small.parameters())
+    assert small.set_trainable(["encoder", "connector", "findings", "decoder"]) == sum(p.numel() for p in small.parameters())
     import pytest
 
     from radgen.errors import ConfigError
