@@ -8,7 +8,13 @@ encoders, the feature cache and the web page all start from the same pixels:
   fixed /257 would leave them dark).
 * DICOM (pydicom): modality LUT (RescaleSlope/RescaleIntercept), then the VOI transform — a VOI LUT
   sequence if present, else the first WindowCenter/WindowWidth pair, else min..max — then
-  MONOCHROME1 images are inverted so bone is always bright.
+  MONOCHROME1 images are inverted so bone is always bright. Only the first frame is decoded.
+
+Every decoder checks the size a file declares against one pixel budget (`MAX_PIXELS`) before
+allocating pixels: PIL's header for PNG/JPEG, Rows x Columns for DICOM, plus the codestream header
+of JPEG-compressed DICOM and a bounded trial inflation of deflated DICOM (both can claim more than
+their header). DICOM's float intermediates are computed in row blocks, so decoding peaks near
+3 bytes per pixel of the budget rather than 30.
 
 `ImageTransform` turns such an image into the tensor an encoder wants; size/mean/std come from the
 encoder's processor config and are passed in (the data layer knows nothing of models).
@@ -18,7 +24,10 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Sequence
+import re
+import warnings
+import zlib
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +37,12 @@ from PIL import Image, UnidentifiedImageError
 from radgen.errors import DataError
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
+# One budget for every decoder: 40 Mpx is ~2.5x the largest chest detector (4300x3500); past it a
+# file is refused from its header, before pixels are allocated.
+MAX_PIXELS = 40_000_000
+_BLOCK_PIXELS = 1 << 21  # row blocks of ~2 Mpx: float64 intermediates stay ~16 MB each
+_DICOM_HEADER_ALLOWANCE = 16 << 20
+_ADDRESS = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
 _RESAMPLING = {
     "bicubic": Image.Resampling.BICUBIC,
     "bilinear": Image.Resampling.BILINEAR,
@@ -41,12 +56,35 @@ def _is_dicom(data: bytes, path: str | os.PathLike) -> bool:
     return data[128:132] == b"DICM" or str(path).lower().endswith(DICOM_SUFFIXES)
 
 
+def check_pixel_budget(width: int, height: int, path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> None:
+    """DataError when an image's declared size exceeds the pixel budget (checked before decoding)."""
+    if width * height > max_pixels:
+        raise DataError(
+            f"{path}: image is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}; "
+            "downscale it (radiographs need a few thousand pixels per side at most)"
+        )
+
+
+def _row_blocks(height: int, width: int) -> Iterator[slice]:
+    step = max(1, _BLOCK_PIXELS // max(1, width))
+    for start in range(0, height, step):
+        yield slice(start, start + step)
+
+
+def _stretch_blocks(values: Callable[[slice], np.ndarray], height: int, width: int) -> np.ndarray:
+    """min..max onto 0..255 over values(rows) block by block: two passes, float64 only per block."""
+    blocks = list(_row_blocks(height, width))
+    low = min(float(np.min(values(block))) for block in blocks)
+    high = max(float(np.max(values(block))) for block in blocks)
+    out = np.zeros((height, width), dtype=np.uint8)
+    if high > low:
+        for block in blocks:
+            out[block] = np.round((np.asarray(values(block), dtype=np.float64) - low) / (high - low) * 255.0)
+    return out
+
+
 def _stretch_to_uint8(values: np.ndarray) -> np.ndarray:
-    values = values.astype(np.float64)
-    low, high = float(values.min()), float(values.max())
-    if high <= low:
-        return np.zeros(values.shape, dtype=np.uint8)
-    return np.round((values - low) / (high - low) * 255.0).astype(np.uint8)
+    return _stretch_blocks(lambda block: values[block].astype(np.float64), values.shape[0], values.shape[1])
 
 
 def apply_window(values: np.ndarray, center: float, width: float) -> np.ndarray:
@@ -68,15 +106,91 @@ def _first_value(value) -> float:
     return float(value)
 
 
-def _decode_dicom(data: bytes, path: str | os.PathLike) -> Image.Image:
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+def _unreadable_dicom(path: str | os.PathLike, reason: str) -> DataError:
+    return DataError(f"{path}: not a readable DICOM file ({reason}); re-export it or remove it from the manifest")
+
+
+def _check_deflated_size(data: bytes, path: str | os.PathLike, max_pixels: int) -> None:
+    """Deflated transfer syntax: pydicom inflates the whole dataset in memory, so a few hundred KB can
+    claim gigabytes. Inflate in bounded steps first, keeping nothing, and refuse past the budget."""
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    stream = io.BytesIO(data)
+    try:
+        read_preamble(stream, True)
+        meta = _read_file_meta_info(stream)
+    except Exception:  # noqa: BLE001 - no readable file meta: dcmread below reports the file as unreadable
+        return
+    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+        return
+    limit = max_pixels * 2 + _DICOM_HEADER_ALLOWANCE  # 16-bit pixels at the budget plus header elements
+    inflater, pending, total = zlib.decompressobj(-zlib.MAX_WBITS), data[stream.tell():], 0
+    try:
+        while pending and total <= limit:
+            total += len(inflater.decompress(pending, 1 << 20))
+            pending = inflater.unconsumed_tail
+    except zlib.error as err:
+        raise _unreadable_dicom(path, f"deflated data is corrupt: {err}") from None
+    if total > limit:
+        raise DataError(f"{path}: deflated DICOM expands past {limit:,} bytes, more than an image within the "
+                        f"limit of {max_pixels:,} pixels needs; downscale it or send it uncompressed")
+
+
+def _check_codestream_size(ds, rows: int, columns: int, path: str | os.PathLike, max_pixels: int) -> None:
+    """A JPEG / JPEG 2000 frame is decoded at its own size, whatever Rows/Columns say: read its header."""
+    from pydicom.encaps import generate_frames
 
     try:
+        frame = next(generate_frames(ds.PixelData, number_of_frames=int(ds.get("NumberOfFrames") or 1)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            size = Image.open(io.BytesIO(frame), formats=("JPEG", "JPEG2000")).size
+    except Image.DecompressionBombError:
+        raise DataError(f"{path}: compressed DICOM frame declares more than {max_pixels:,} pixels; downscale it") from None
+    except Exception:  # noqa: BLE001 - not a JPEG family codestream (RLE, JPEG-LS): the decoder sizes by the header
+        return
+    check_pixel_budget(size[0], size[1], path, max_pixels)
+    if size != (columns, rows):
+        raise DataError(f"{path}: compressed pixel data is {size[0]}x{size[1]} but the header says {columns}x{rows}; re-export the file")
+
+
+def _dicom_to_gray(pixels: np.ndarray, ds) -> np.ndarray:
+    """Modality LUT, VOI (LUT, window or min..max) onto uint8, in row blocks: the float64
+    intermediates never exist for the whole image (a 40 Mpx DICOM would need 320 MB for each)."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    height, width = pixels.shape[:2]
+
+    def modality(block: slice) -> np.ndarray:
+        part = pixels[block]
+        if part.ndim == 3:
+            # Colour DICOM (rare for radiographs): luminance like PIL's "L" conversion.
+            part = part[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+        return np.asarray(apply_modality_lut(part, ds), dtype=np.float64)
+
+    if "VOILUTSequence" in ds:
+        # A LUT is indexed by integer values; pydicom warns (and may mis-index) on float input.
+        return _stretch_blocks(lambda block: apply_voi_lut(np.rint(modality(block)).astype(np.int64), ds, prefer_lut=True), height, width)
+    if "WindowCenter" in ds and "WindowWidth" in ds:
+        center, window_width = _first_value(ds.WindowCenter), _first_value(ds.WindowWidth)
+        gray = np.empty((height, width), dtype=np.uint8)
+        for block in _row_blocks(height, width):
+            gray[block] = apply_window(modality(block), center, window_width)
+        return gray
+    return _stretch_blocks(modality, height, width)
+
+
+def _decode_dicom(data: bytes, path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import pixel_array
+
+    _check_deflated_size(data, path, max_pixels)
+    try:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
-    except (InvalidDicomError, EOFError, ValueError, OSError) as err:
-        raise DataError(f"{path}: not a readable DICOM file ({err}); re-export it or remove it from the manifest") from None
+    except (InvalidDicomError, EOFError, ValueError, OSError, zlib.error) as err:
+        raise _unreadable_dicom(path, _clean(err)) from None
     # force=True (needed for raw datasets without the Part-10 header) "parses" any bytes into
     # bogus elements; without the DICM magic, insist on at least one tag every image has.
     if data[128:132] != b"DICM" and not any(name in ds for name in ("SOPClassUID", "Modality", "Rows", "PixelData")):
@@ -84,36 +198,55 @@ def _decode_dicom(data: bytes, path: str | os.PathLike) -> Image.Image:
     if "PixelData" not in ds:
         raise DataError(f"{path}: DICOM has no PixelData (e.g. a structured report or header-only file); remove it from the manifest")
     try:
-        pixels = ds.pixel_array
+        rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+    except (TypeError, ValueError):
+        rows = columns = 0
+    if rows <= 0 or columns <= 0:
+        raise DataError(f"{path}: DICOM has PixelData but no valid Rows/Columns; re-export the file")
+    # Before any pixel is decoded: the header decides how much a decoder allocates.
+    check_pixel_budget(columns, rows, path, max_pixels)
+    transfer_syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if transfer_syntax is not None and transfer_syntax.is_compressed:
+        _check_codestream_size(ds, rows, columns, path, max_pixels)
+    try:
+        pixels = pixel_array(ds, index=0)  # the first frame only: it is the radiograph
     except Exception as err:  # pydicom raises several types for compressed syntaxes and bad lengths
         raise DataError(
-            f"{path}: cannot decode DICOM pixels ({type(err).__name__}: {err}); "
+            f"{path}: cannot decode DICOM pixels ({type(err).__name__}: {_clean(err)}); "
             "for compressed transfer syntaxes install pylibjpeg or gdcm, else re-export the file"
         ) from None
     if pixels.ndim == 3 and ds.get("SamplesPerPixel", 1) == 1:
-        pixels = pixels[0]  # multi-frame: the first frame is the radiograph
-    elif pixels.ndim == 3:
-        # Colour DICOM (rare for radiographs): luminance like PIL's "L" conversion.
-        pixels = pixels[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
-    values = apply_modality_lut(pixels, ds).astype(np.float64)
-    if "VOILUTSequence" in ds:
-        # A LUT is indexed by integer values; pydicom warns (and may mis-index) on float input.
-        gray = _stretch_to_uint8(apply_voi_lut(np.rint(values).astype(np.int64), ds, prefer_lut=True))
-    elif "WindowCenter" in ds and "WindowWidth" in ds:
-        gray = apply_window(values, _first_value(ds.WindowCenter), _first_value(ds.WindowWidth))
-    else:
-        gray = _stretch_to_uint8(values)
+        pixels = pixels[0]  # a frame axis the decoder kept
+    gray = _dicom_to_gray(pixels, ds)
     if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         gray = 255 - gray  # MONOCHROME1 stores bone dark; invert so every image reads the same way
     return Image.fromarray(gray, mode="L")
 
 
-def _decode_raster(data: bytes, path: str | os.PathLike) -> Image.Image:
+def _clean(err: BaseException) -> str:
+    """An exception's text on one line, without object addresses (PIL names '<_io.BytesIO object at 0x7f..>')."""
+    text = " ".join(str(err).split())
+    return _ADDRESS.sub("<data>", text)[:300] or type(err).__name__
+
+
+def _decode_raster(data: bytes, path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
     try:
-        image = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():
+            # PIL warns past its own limit; ours (checked below, before decoding) is the one that applies.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))  # reads the header only
+    except Image.DecompressionBombError:
+        raise DataError(f"{path}: image declares more than {max_pixels:,} pixels, over the limit; "
+                        "downscale it (radiographs need a few thousand pixels per side at most)") from None
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: corrupt or unsupported image (not a recognised image format); re-export it as PNG/JPEG/DICOM or remove it") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise DataError(f"{path}: corrupt or unsupported image ({_clean(err)}); re-export it as PNG/JPEG/DICOM or remove it") from None
+    check_pixel_budget(image.width, image.height, path, max_pixels)
+    try:
         image.load()  # PIL decodes lazily; force it so truncated files fail here, with the path
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise DataError(f"{path}: corrupt or unsupported image ({err}); re-export it as PNG/JPEG/DICOM or remove it") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise DataError(f"{path}: corrupt or unsupported image ({_clean(err)}); re-export it as PNG/JPEG/DICOM or remove it") from None
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         return Image.fromarray(_stretch_to_uint8(np.asarray(image)), mode="L")
     if image.mode == "L":
@@ -132,16 +265,22 @@ def read_image_bytes(path: str | os.PathLike) -> bytes:
         raise DataError(f"{path}: is a directory, not an image; fix the image path in the manifest") from None
 
 
-def decode_image(data: bytes, path: str | os.PathLike = "<bytes>") -> Image.Image:
-    """Decode image bytes (PNG/JPEG/16-bit PNG/DICOM) into an 8-bit grayscale PIL image."""
+def decode_image(data: bytes, path: str | os.PathLike = "<bytes>", max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode image bytes (PNG/JPEG/16-bit PNG/DICOM) into an 8-bit grayscale PIL image.
+
+    Every decoder checks the declared size against `max_pixels` before allocating pixels
+    (DataError past it), so a small compressed file cannot claim gigabytes.
+    """
     if not data:
         raise DataError(f"{path}: image file is empty; re-export it or remove it from the manifest")
-    return _decode_dicom(data, path) if _is_dicom(data, path) else _decode_raster(data, path)
+    if _is_dicom(data, path):
+        return _decode_dicom(data, path, max_pixels)
+    return _decode_raster(data, path, max_pixels)
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Load a radiograph as an 8-bit grayscale ("L") PIL image; DataError on missing/corrupt files."""
-    return decode_image(read_image_bytes(path), path)
+def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Load a radiograph as an 8-bit grayscale ("L") PIL image; DataError on missing/corrupt/oversized files."""
+    return decode_image(read_image_bytes(path), path, max_pixels)
 
 
 def stitch_images(images: Sequence[Image.Image], max_images: int = 4) -> Image.Image:

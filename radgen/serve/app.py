@@ -8,13 +8,23 @@
     GET  /             → static page (radgen/serve/static/, no external resources: works offline)
     GET  /docs, /openapi.json (FastAPI)
 
-Errors are JSON {"detail": "..."} with: 401 bad/missing bearer token (when a token is set),
-413 upload too large, 415 not PNG/JPEG/DICOM by content, 422 undecodable image or DICOM without
-pixels, 503 queue full, 504 generation timed out.
+Errors are JSON {"detail": "..."} (all of them: radgen.serve.security rewrites the plain-text
+replies of the framework) with: 400 unknown Host, 401 bad/missing bearer token (when a token is
+set), 403 cross-origin POST, 413 upload too large, 415 not PNG/JPEG/DICOM by content, 422
+undecodable image, image over the pixel budget or DICOM without pixels, 503 too many requests in
+flight, 504 not done within --timeout.
+
+Memory per request is bounded: the upload is read in memory (never spooled to disk), at most
+`max_queue + max_batch` requests are in flight (more get 503 before their image is decoded),
+decoding runs on `decode_workers` threads under the pixel budget and inside the request's
+timeout, and a queued request keeps only its model tensor (plus a <= 512 px preview when a heatmap
+was asked for), not the decoded image.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import secrets
@@ -26,13 +36,17 @@ from typing import Any
 from fastapi import Depends, FastAPI, File, Form, HTTPException, UploadFile
 from fastapi.responses import FileResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.concurrency import run_in_threadpool
+from starlette.formparsers import MultiPartParser
+from starlette.requests import Request
+from starlette.types import ASGIApp
 
 from radgen import __version__
 from radgen.errors import DataError
 from radgen.serve.inference import ReportService, UnsupportedMediaError
 from radgen.serve.queue import BatchQueue, QueueFullError
+from radgen.serve.security import LOOPBACK_HOSTS, SecurityMiddleware
 
 logger = logging.getLogger("radgen.serve")
 STATIC_DIR = Path(__file__).parent / "static"
@@ -46,12 +60,27 @@ class ServeSettings:
     max_queue: int = 32
     timeout_s: float = 60.0
     max_upload_bytes: int = 20 * 1024 * 1024
+    allowed_hosts: tuple[str, ...] | None = LOOPBACK_HOSTS  # Host header names served; None: any
+    decode_workers: int = 2  # images decoded at once (each up to the pixel budget)
+
+
+class _App(FastAPI):
+    def build_middleware_stack(self) -> ASGIApp:
+        # Around FastAPI's whole stack, so its plain-text 413/500 replies pass through it too.
+        settings: ServeSettings = self.state.settings
+        return SecurityMiddleware(super().build_middleware_stack(), settings.allowed_hosts, settings.max_upload_bytes)
 
 
 def create_app(service: ReportService, settings: ServeSettings | None = None) -> FastAPI:
     """Build the app around a loaded ReportService. The batch worker starts with the app's lifespan."""
     settings = settings or ServeSettings()
     queue = BatchQueue(service.run_batch, max_batch=settings.max_batch, max_queue=settings.max_queue)
+    decoders = concurrent.futures.ThreadPoolExecutor(max_workers=settings.decode_workers, thread_name_prefix="radgen-decode")
+    capacity = settings.max_queue + settings.max_batch  # requests in flight: decoding, queued or generating
+    in_flight = 0
+    # The multipart parser spools a file part to a temporary file past 1 MB; an upload (PHI in a
+    # DICOM header) must stay in memory, and the body limit below already bounds its size.
+    MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, settings.max_upload_bytes + MULTIPART_OVERHEAD)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -61,16 +90,22 @@ def create_app(service: ReportService, settings: ServeSettings | None = None) ->
                     "required" if settings.token else "off")
         yield
         await queue.stop()
+        decoders.shutdown(wait=False, cancel_futures=True)
 
-    # max_body_size: FastAPI/Starlette answer 413 while the body streams in (Content-Length or
-    # chunked), before the multipart parser buffers a huge upload to disk.
-    app = FastAPI(
+    # max_body_size: answered with 413 while the body streams in (Content-Length or chunked).
+    app = _App(
         title="radgen", version=__version__, lifespan=lifespan,
         max_body_size=settings.max_upload_bytes + MULTIPART_OVERHEAD,
         description="Draft chest X-ray reports from images (PNG/JPEG/DICOM). Research software: NOT for clinical use.",
     )
     app.state.service, app.state.queue, app.state.settings = service, queue, settings
     bearer = HTTPBearer(auto_error=False)
+
+    @app.exception_handler(Exception)
+    async def internal_error(_request: Request, err: Exception) -> JSONResponse:
+        # Type only: an exception's text may quote request content.
+        logger.error("radgen serve: internal error %s", type(err).__name__)
+        return JSONResponse({"detail": "internal server error; the server log has the details"}, status_code=500)
 
     def check_token(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
         if settings.token is None:
@@ -94,28 +129,39 @@ def create_app(service: ReportService, settings: ServeSettings | None = None) ->
     @app.post("/v1/reports", dependencies=[Depends(check_token)])
     async def create_report(file: UploadFile = File(..., description="PNG, JPEG or DICOM (Part 10) image"),
                             heatmap: bool = Form(False, description="also return an attention overlay (base64 PNG)")) -> dict[str, Any]:
+        nonlocal in_flight
         started = time.perf_counter()
         data = await file.read(settings.max_upload_bytes + 1)
-        if len(data) > settings.max_upload_bytes:
+        await file.close()  # drop the parser's in-memory copy now, not when the request ends
+        size = len(data)
+        if size > settings.max_upload_bytes:
             raise HTTPException(413, f"upload too large: the limit is {settings.max_upload_bytes} bytes")
+        # Admission before decoding: --max-queue bounds how many uploads are held, not only how
+        # many decoded images wait for the model.
+        if in_flight >= capacity:
+            raise HTTPException(503, "server busy: the request queue is full; retry in a few seconds", headers={"Retry-After": "2"})
+        in_flight += 1
+        deadline = time.monotonic() + settings.timeout_s
         try:
-            prepared = await run_in_threadpool(service.prepare, data, heatmap)
+            prepared = await asyncio.wait_for(
+                asyncio.get_running_loop().run_in_executor(decoders, _prepare_before, service, data, heatmap, deadline),
+                timeout=settings.timeout_s)
+            del data
+            result = await queue.submit(prepared, timeout=max(0.0, deadline - time.monotonic()))
         except UnsupportedMediaError as err:
             raise HTTPException(415, str(err)) from None
         except DataError as err:
             # The message names the problem (e.g. "DICOM has no PixelData"), never header values.
             raise HTTPException(422, str(err)) from None
-        try:
-            result = await queue.submit(prepared, timeout=settings.timeout_s)
         except QueueFullError:
             raise HTTPException(503, "server busy: the request queue is full; retry in a few seconds",
                                 headers={"Retry-After": "2"}) from None
         except TimeoutError:
-            raise HTTPException(504, f"report generation took longer than {settings.timeout_s:g} s; retry later") from None
-        except DataError as err:
-            raise HTTPException(422, str(err)) from None
+            raise HTTPException(504, f"decoding and report generation took longer than {settings.timeout_s:g} s; retry later") from None
+        finally:
+            in_flight -= 1
         # Sizes, kinds and timings only: never file names or DICOM header values (patient data).
-        logger.info("radgen serve: %s %d bytes → report in %.2f s", prepared.kind, len(data), time.perf_counter() - started)
+        logger.info("radgen serve: %s %d bytes → report in %.2f s", prepared.kind, size, time.perf_counter() - started)
         return {**result, "model": service.card}
 
     @app.get("/", include_in_schema=False)
@@ -124,3 +170,10 @@ def create_app(service: ReportService, settings: ServeSettings | None = None) ->
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
+
+
+def _prepare_before(service: ReportService, data: bytes, heatmap: bool, deadline: float) -> Any:
+    """Decode on a decoder thread, unless the caller's deadline passed while the upload waited."""
+    if time.monotonic() > deadline:
+        raise TimeoutError
+    return service.prepare(data, heatmap)

@@ -1,7 +1,7 @@
 """`radgen serve`: the REST API + web page on one machine.
 
     radgen serve [--model DIR] [--host 127.0.0.1] [--port 8000] [--token TOKEN] [--max-batch 8]
-                 [--timeout 60] [--max-queue 32] [--max-upload-mb 20]
+                 [--timeout 60] [--max-queue 32] [--max-upload-mb 20] [--allowed-host NAME ...]
 
 Without --model the model shipped in the package (radgen/assets/default_model/) is served.
 The token may also come from the RADGEN_TOKEN environment variable (keeps it out of `ps`).
@@ -10,6 +10,8 @@ The token may also come from the RADGEN_TOKEN environment variable (keeps it out
 from __future__ import annotations
 
 import argparse
+import logging
+import math
 import os
 import sys
 
@@ -23,22 +25,37 @@ def _serve(args: argparse.Namespace) -> int:
     from radgen.serve.app import ServeSettings, create_app
     from radgen.serve.inference import ReportService, resolve_model_dir
 
+    from radgen.serve.security import LOOPBACK_HOSTS
+
     for name in ("max_batch", "max_queue", "timeout", "max_upload_mb"):
-        if getattr(args, name) <= 0:
-            raise RadgenError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+        value = getattr(args, name)
+        if not math.isfinite(value) or value <= 0:  # nan passes "<= 0" and then breaks int()
+            raise RadgenError(f"--{name.replace('_', '-')} must be positive, got {value}")
     token = args.token or os.environ.get("RADGEN_TOKEN") or None
-    if args.host not in ("127.0.0.1", "localhost", "::1") and not token:
+    loopback = args.host in LOOPBACK_HOSTS
+    if not loopback and not token:
         print("radgen: warning: serving on a non-loopback address without --token; anyone on the network can use it",
               file=sys.stderr)
+    # On loopback only this machine's names are served (a rebinding web page sends its own name);
+    # on another address the names clients use are not known here, unless --allowed-host says.
+    allowed_hosts = tuple(args.allowed_host) + (LOOPBACK_HOSTS if loopback else ()) if (loopback or args.allowed_host) else None
     model_dir = resolve_model_dir(args.model)
     print(f"radgen: loading model from {model_dir}", file=sys.stderr)
     service = ReportService.from_directory(model_dir, num_beams=args.num_beams, max_new_tokens=args.max_new_tokens)
     settings = ServeSettings(token=token, max_batch=args.max_batch, max_queue=args.max_queue, timeout_s=args.timeout,
-                             max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+                             max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), allowed_hosts=allowed_hosts)
     app = create_app(service, settings)
     print(f"radgen: serving on http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr)
+    logging.getLogger("uvicorn.access").addFilter(_drop_query_strings)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=True)
     return 0
+
+
+def _drop_query_strings(record: logging.LogRecord) -> bool:
+    """uvicorn's access line carries the full path; a query string may hold a token or identifiers."""
+    if isinstance(record.args, tuple) and len(record.args) >= 3 and isinstance(record.args[2], str):
+        record.args = (*record.args[:2], record.args[2].split("?", 1)[0], *record.args[3:])
+    return True
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,6 +69,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--max-queue", type=int, default=32, help="requests that may wait; more get 503")
     serve.add_argument("--timeout", type=float, default=60.0, help="seconds a request may wait for its report; then 504")
     serve.add_argument("--max-upload-mb", type=float, default=20.0, help="largest accepted upload; larger gets 413")
+    serve.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                       help="a Host name clients may use (repeatable); default: 127.0.0.1, localhost, ::1 on a loopback "
+                            "address, any name otherwise")
     serve.add_argument("--num-beams", type=int, default=None, help="beam size (default: the recipe's generate.num_beams)")
     serve.add_argument("--max-new-tokens", type=int, default=None, help="default: the recipe's generate.max_new_tokens")
     serve.set_defaults(func=_serve)

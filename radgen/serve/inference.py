@@ -5,7 +5,8 @@ Kept apart from the web layer so `radgen demo`, the load benchmark and tests use
 * `sniff_kind(data)`: the file type from magic bytes only (PNG, JPEG, DICOM's "DICM" at offset
   128) — a filename or a client's Content-Type is never trusted.
 * `ReportService.prepare(data)`: sniff, decode with `radgen.data.images.decode_image` (DataError on
-  corrupt input or DICOM without pixels), apply the model's ImageTransform.
+  corrupt input, an image over the pixel budget or DICOM without pixels), apply the model's
+  ImageTransform; keep a small preview only when a heatmap is asked for.
 * `ReportService.run_batch(jobs)`: one batched `model.generate`, then per report the sentences with
   confidences and, when asked, an attention heatmap. Runs on the BatchQueue's worker thread only.
 
@@ -96,7 +97,7 @@ def model_card(model: Any, model_dir: str | Path | None) -> dict[str, Any]:
         "disclaimer": DISCLAIMER,
     }
     if model_dir is not None:
-        card["path"] = str(model_dir)
+        card["path"] = Path(model_dir).name  # the folder's name only: clients need not learn the server's file layout
         path = Path(model_dir) / CARD_FILE
         if path.is_file():
             try:
@@ -140,7 +141,8 @@ class Overlays:
 
 def attention_overlays(model: Any, image: Image.Image, pixel_values: torch.Tensor, token_ids: list[int],
                        spans: list[tuple[int, int]], per_sentence: bool = True) -> Overlays:
-    """Attention overlays over the uploaded image, at its own size: the report's and each sentence's.
+    """Attention overlays over `image` (the server passes a preview of at most HEATMAP_MAX_SIDE
+    pixels per side, see `heatmap_preview`): the report's and each sentence's.
 
     `radgen.explain.attention` does the work (per-recipe method: composed / cross / decoder
     attention, or gradient × input); the report's map is the mean of its token maps (or of its
@@ -163,13 +165,28 @@ def attention_overlays(model: Any, image: Image.Image, pixel_values: torch.Tenso
     return Overlays(png(heat), sentences, result.method)
 
 
+HEATMAP_MAX_SIDE = 512  # overlays are drawn on a preview this size: the page shows them at most 420 px high
+
+
+def heatmap_preview(image: Image.Image) -> Image.Image:
+    """The image the overlays are drawn on: the upload scaled down (never up) to HEATMAP_MAX_SIDE.
+
+    The attention maps are at the encoder's patch resolution, so a full-size overlay adds no detail,
+    only memory (float RGBA per source pixel) and time on the model's worker thread.
+    """
+    scale = HEATMAP_MAX_SIDE / max(image.size)
+    if scale >= 1:
+        return image.copy()
+    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BILINEAR)
+
+
 # -------------------------------------------------------------------------------- service
 @dataclass
 class Prepared:
-    """One validated upload: what the worker thread needs, nothing else (no DICOM header)."""
+    """One validated upload: what the worker thread needs, nothing else (no DICOM header, no full-size image)."""
 
     kind: str
-    image: Image.Image  # 8-bit grayscale as the model saw it before resizing
+    image: Image.Image | None  # preview for the heatmap (heatmap_preview), only when one was asked for
     pixel_values: torch.Tensor  # (C, H, W)
     heatmap: bool = False
 
@@ -193,8 +210,12 @@ class ReportService:
     def from_directory(cls, model_dir: str | Path, **options: Any) -> "ReportService":
         """Load for inference (eval mode, LoRA merged) with `radgen.generate.load_model`."""
         from radgen.generate.decode import load_model
+        from radgen.models.persist import WEIGHTS_FILE
+        from radgen.train.checkpoint import check_safetensors
 
         path = resolve_model_dir(model_dir)
+        if (path / WEIGHTS_FILE).is_file():
+            check_safetensors(path / WEIGHTS_FILE)  # a truncated copy: one line, not a loader traceback
         return cls(load_model(path), model_dir=path, **options)
 
     def prepare(self, data: bytes, heatmap: bool = False) -> Prepared:
@@ -203,17 +224,15 @@ class ReportService:
 
         kind = sniff_kind(data)
         try:
+            # decode_image refuses, from the header, anything over the pixel budget (images.MAX_PIXELS).
             image = decode_image(data, f"uploaded {kind.upper()} file")
-        except Image.DecompressionBombError:
-            # A small PNG can declare gigapixels; PIL refuses past 2 x MAX_IMAGE_PIXELS (~179 M).
-            raise DataError(f"the uploaded image has more than {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels; "
-                            "downscale it (radiographs need a few thousand pixels per side at most)") from None
         except DataError as err:
             if "no PixelData" in str(err):  # the data layer's hint ("remove it from the manifest") is for datasets
                 raise DataError("the uploaded DICOM file has no pixel data (a structured report or header-only file); "
                                 "upload a DICOM that contains the radiograph image") from None
             raise
-        return Prepared(kind=kind, image=image, pixel_values=self.model.image_transform(image), heatmap=heatmap)
+        pixel_values = self.model.image_transform(image)
+        return Prepared(kind=kind, image=heatmap_preview(image) if heatmap else None, pixel_values=pixel_values, heatmap=heatmap)
 
     def run_batch(self, jobs: list[Prepared]) -> list[dict[str, Any]]:
         pixel_values = torch.stack([job.pixel_values for job in jobs])

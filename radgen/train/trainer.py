@@ -121,6 +121,11 @@ class Trainer:
         if self.resume:
             if saved.is_file() and _comparable(saved.read_text()) != _comparable(text):
                 raise ConfigError(f"{saved}: the run was started with a different recipe; resume with the same config and overrides, or use a new --output-dir")
+            if self.accelerator.is_main_process:
+                ckpt.remove_orphans(self.run_dir)
+            existing = ckpt.resumable_checkpoint(self.run_dir)  # falls back past a corrupt newest one, saying so
+            if existing is None:
+                log.warning("--resume: %s has no checkpoint yet; starting the run from step 0", self.run_dir / "checkpoints")
         elif existing is not None:
             raise ConfigError(f"{self.run_dir}: already holds checkpoints; pass --resume to continue it or choose a new --output-dir")
         if self.accelerator.is_main_process:

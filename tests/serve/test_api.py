@@ -10,10 +10,12 @@ from fastapi.testclient import TestClient
 from radgen.serve import ServeSettings, create_app
 from tests.serve.tiny_model import dicom_bytes, jpeg_bytes, png_bytes
 
+LOCAL = "http://127.0.0.1:8000"  # the server answers to loopback Host names only (DNS rebinding)
+
 
 @pytest.fixture(scope="module")
 def client(service):
-    with TestClient(create_app(service, ServeSettings(max_upload_bytes=200_000))) as test_client:
+    with TestClient(create_app(service, ServeSettings(max_upload_bytes=200_000)), base_url=LOCAL) as test_client:
         yield test_client
 
 
@@ -105,7 +107,7 @@ def test_health_openapi_and_page(client):
 
 
 def test_bearer_token(service):
-    with TestClient(create_app(service, ServeSettings(token="s3cret"))) as client:
+    with TestClient(create_app(service, ServeSettings(token="s3cret")), base_url=LOCAL) as client:
         assert post(client, png_bytes()).status_code == 401
         assert post(client, png_bytes(), headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert client.get("/v1/model").status_code == 401

@@ -87,7 +87,7 @@ def test_http_503_and_504(model_dir):
     async def main():
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as client:
                 first = asyncio.create_task(client.post("/v1/reports", files=files))  # in the worker, blocked
                 await asyncio.sleep(0.3)
                 second = asyncio.create_task(client.post("/v1/reports", files=files))  # queued

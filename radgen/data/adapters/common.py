@@ -156,13 +156,51 @@ def read_text_file(path: Path) -> str:
 
 
 def read_csv_rows(path: Path, required: Iterable[str] = ()) -> list[dict[str, str]]:
-    """Read a CSV (optionally .gz) into dicts; missing required columns are a one-line DataError."""
-    reader = csv.DictReader(io.StringIO(read_text_file(path), newline=""))
-    columns = set(reader.fieldnames or [])
-    missing = [name for name in required if name not in columns]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(sorted(columns)) or 'none'}")
-    return [{key: (value or "") for key, value in row.items() if key is not None} for row in reader]
+    """Read a CSV (optionally .gz) into dicts; every malformed row is a one-line DataError.
+
+    Strict on purpose: an unterminated quote would otherwise swallow the rest of the file into one
+    field, a ragged row shifts values into the wrong columns and a repeated header keeps only one of
+    its columns, all silently.
+    """
+    reader = csv.reader(io.StringIO(read_text_file(path), newline=""), strict=True)
+    rows: list[dict[str, str]] = []
+    started = 1
+    try:
+        header = next(reader, None) or []
+        missing = [name for name in required if name not in header]
+        if missing:
+            raise DataError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(sorted(set(header))) or 'none'}")
+        duplicated = sorted({name for name in header if header.count(name) > 1})
+        if duplicated:
+            raise DataError(f"{path}: line 1: column(s) {', '.join(map(repr, duplicated))} appear more than once in the header; rename or drop the duplicates")
+        started = reader.line_num + 1
+        for record in reader:
+            if record and len(record) != len(header):
+                raise DataError(
+                    f"{path}: line {started}: {len(record)} fields, the header has {len(header)}; "
+                    "fix that row (a comma or line break inside a field needs double quotes around the field)"
+                )
+            if record:
+                rows.append(dict(zip(header, record)))
+            started = reader.line_num + 1
+    except csv.Error as err:
+        raise DataError(f"{path}: line {started}: malformed CSV ({err}); check the double quotes in that row") from None
+    return rows
+
+
+def path_under(base: Path, name: str, allow_absolute: bool = False) -> str | None:
+    """`name` joined to `base`, or None when it leaves `base` ("../..", or absolute unless allowed).
+
+    Lexical (no symlinks resolved): a dataset may link its image folder elsewhere, but a path
+    written in a manifest may not climb out of it.
+    """
+    if os.path.isabs(name):
+        return os.path.normpath(name) if allow_absolute else None
+    joined = os.path.normpath(os.path.join(os.path.abspath(base), name))
+    return joined if Path(joined).is_relative_to(os.path.abspath(base)) else None
+
+
+OUTSIDE_ROOT = "image path outside the dataset folder (refused)"
 
 
 def first_existing_dir(candidates: Iterable[Path]) -> Path | None:

@@ -14,8 +14,9 @@ number), ``subject_id``, ``split``, ``image`` / ``images`` / ``image_path`` / ``
 paths separated by ``;`` in a CSV, or a JSON list), ``view`` / ``views`` (same separators),
 ``findings``, ``impression``, ``report`` (used as findings when there is no findings column),
 ``indication``, ``comparison``. Rows that repeat a ``study_id`` add their images to that study
-(one-image-per-row tables). Relative image paths are resolved against the table's folder.
-A study without images is kept as a text-only study (counted).
+(one-image-per-row tables). Relative image paths are resolved against the table's folder and must
+stay inside it (a row with "../" climbing out is skipped and counted); images elsewhere need absolute
+paths. A study without images is kept as a text-only study (counted).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from radgen.data.adapters.common import AdapterResult, canonical_split, canonical_view, read_csv_rows, read_text_file
+from radgen.data.adapters.common import OUTSIDE_ROOT, AdapterResult, canonical_split, canonical_view, path_under, read_csv_rows, read_text_file
 from radgen.data.study import ImageRef, Study
 from radgen.data.text import decode_report_bytes, extract_sections
 from radgen.errors import DataError
@@ -35,22 +36,22 @@ _VIEW_COLUMNS = ("views", "view")
 _REPORT_FILE_NAMES = ("report.txt", "findings.txt")
 
 
-def _split_values(value: Any) -> list[str]:
+def _split_values(value: Any, where: str, column: str) -> list[str]:
     if value is None:
         return []
-    if isinstance(value, (list, tuple)):
-        return [str(item).strip() for item in value if str(item).strip()]
-    return [item.strip() for item in str(value).replace("|", ";").split(";") if item.strip()]
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return [item.strip() for item in value if item.strip()]
+    if isinstance(value, str):
+        return [item.strip() for item in value.replace("|", ";").split(";") if item.strip()]
+    # A number or object here is a broken export, not a path: say so instead of guessing.
+    raise DataError(f"{where}: '{column}' must be a string or a list of strings, got {type(value).__name__}; fix that row")
 
 
-def _study_from_flat_row(row: dict[str, Any], number: int, base: Path) -> Study:
+def _study_from_flat_row(row: dict[str, Any], number: int, where: str) -> Study:
     study_id = str(row.get("study_id") or row.get("id") or f"row-{number}").strip()
-    paths = next((_split_values(row[key]) for key in _IMAGE_COLUMNS if key in row and row[key]), [])
-    views = next((_split_values(row[key]) for key in _VIEW_COLUMNS if key in row and row[key]), [])
-    images = [
-        ImageRef(str(Path(path) if Path(path).is_absolute() else base / path), canonical_view(views[i]) if i < len(views) else "UNKNOWN")
-        for i, path in enumerate(paths)
-    ]
+    paths = next((_split_values(row[key], where, key) for key in _IMAGE_COLUMNS if key in row and row[key]), [])
+    views = next((_split_values(row[key], where, key) for key in _VIEW_COLUMNS if key in row and row[key]), [])
+    images = [ImageRef(path, canonical_view(views[i]) if i < len(views) else "UNKNOWN") for i, path in enumerate(paths)]
     sections = {}
     for name in ("findings", "impression", "indication", "comparison"):
         text = str(row.get(name) or "").strip()
@@ -92,11 +93,14 @@ def _load_table(path: Path) -> AdapterResult:
                 study = Study.from_dict(row)
             except DataError as err:
                 raise DataError(f"{path}:{number}: {err}") from None
-            for ref in study.images:
-                if not Path(ref.path).is_absolute():
-                    ref.path = str(base / ref.path)
         else:
-            study = _study_from_flat_row(row, number, base)
+            study = _study_from_flat_row(row, number, f"{path}:{number}")
+        resolved = [path_under(base, ref.path, allow_absolute=True) for ref in study.images]
+        if None in resolved:
+            result.skip(OUTSIDE_ROOT, f"{path.name}:{number}")
+            continue
+        for ref, full in zip(study.images, resolved):
+            ref.path = full
         _merge(result, study, index, merged)
     return result
 

@@ -23,10 +23,12 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from radgen.data.adapters.common import (
+    OUTSIDE_ROOT,
     AdapterResult,
     canonical_split,
     canonical_view,
     first_existing_dir,
+    path_under,
     read_csv_rows,
     read_text_file,
 )
@@ -115,12 +117,21 @@ def load_r2gen(root: str | Path) -> AdapterResult:
         if split is None or not isinstance(records, list):
             result.skip(f"annotation key {split_name!r} is not train/val/test", split_name, count=len(records) if isinstance(records, list) else 1)
             continue
-        for record in records:
+        for number, record in enumerate(records):
             uid = _uid(record.get("id", "")) if isinstance(record, dict) else None
             if uid is None:
                 result.skip("record without a usable 'id'", str(record)[:60])
                 continue
-            images = [ImageRef(str(image_dir / path), view_of.get(_image_key(path), "UNKNOWN")) for path in record.get("image_path") or []]
+            names = record.get("image_path") or []
+            if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+                # A bare string would otherwise be iterated into one "path" per character.
+                raise DataError(f"{annotation_path}: {split_name}[{number}] (id {record.get('id')!r}): 'image_path' must be a list of "
+                                f"file names, got {type(names).__name__}; fix that record")
+            paths = [path_under(image_dir, name) for name in names]
+            if None in paths:
+                result.skip(OUTSIDE_ROOT, f"{split_name}[{number}]")
+                continue
+            images = [ImageRef(path, view_of.get(_image_key(name), "UNKNOWN")) for path, name in zip(paths, names)]
             labels, sections = {}, _sections(findings=str(record.get("report") or ""))
             if tables and uid in tables[0]:
                 row = tables[0][uid]
@@ -147,7 +158,12 @@ def load_kaggle(root: str | Path) -> AdapterResult:
         if not uid:
             result.skip("row without uid")
             continue
-        images = [ImageRef(str(image_dir / filename), canonical_view(projection)) for filename, projection in projections.get(uid, [])]
+        entries = projections.get(uid, [])
+        paths = [path_under(image_dir, filename) for filename, _ in entries]
+        if None in paths:
+            result.skip(OUTSIDE_ROOT, f"{PROJECTIONS_CSV} uid {uid}")
+            continue
+        images = [ImageRef(path, canonical_view(projection)) for path, (_, projection) in zip(paths, entries)]
         result.studies.append(
             Study(
                 study_id=f"iu-{uid}",
@@ -218,6 +234,10 @@ def load_openi(root: str | Path) -> AdapterResult:
             result.skip("duplicate report id", path.name)
             continue
         seen.add(study.study_id)
-        study.images = [ImageRef(str(image_dir / f"{ref.path}.png"), ref.view) for ref in study.images]
+        paths = [path_under(image_dir, f"{ref.path}.png") for ref in study.images]
+        if None in paths:
+            result.skip(OUTSIDE_ROOT, path.name)
+            continue
+        study.images = [ImageRef(image, ref.view) for image, ref in zip(paths, study.images)]
         result.studies.append(study)
     return result

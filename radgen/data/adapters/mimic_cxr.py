@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from radgen.data.adapters.common import AdapterResult, canonical_split, canonical_view, read_csv_rows
+from radgen.data.adapters.common import OUTSIDE_ROOT, AdapterResult, canonical_split, canonical_view, path_under, read_csv_rows
 from radgen.data.study import ImageRef, Study
 from radgen.data.text import extract_sections
 from radgen.errors import DataError
@@ -56,16 +56,23 @@ def load(root: str | Path) -> AdapterResult:
     images_of: dict[tuple[str, str], list[ImageRef]] = defaultdict(list)
     split_of: dict[tuple[str, str], str | None] = {}
     without_metadata: set[tuple[str, str]] = set()
+    outside: set[tuple[str, str]] = set()
     for row in split_rows:
         key = (row["subject_id"].strip(), row["study_id"].strip())
         dicom_id = row["dicom_id"].strip()
         if dicom_id not in view_of:
             without_metadata.add(key)
-        path = root / "files" / _subject_dir(key[0]) / f"s{key[1]}" / f"{dicom_id}.jpg"
-        images_of[key].append(ImageRef(str(path), canonical_view(view_of.get(dicom_id))))
+        path = path_under(root / "files", f"{_subject_dir(key[0])}/s{key[1]}/{dicom_id}.jpg")
+        if path is None:  # ids are digits in the real files; "../" in one means a tampered CSV
+            outside.add(key)
+            continue
+        images_of[key].append(ImageRef(path, canonical_view(view_of.get(dicom_id))))
         split_of[key] = canonical_split(row["split"])
 
     # ~227k report files on the full dataset: show progress (disabled when stderr is not a terminal).
+    for key in outside:
+        images_of.pop(key, None)
+        result.skip(OUTSIDE_ROOT, f"s{key[1]}")
     for (subject_id, study_id), images in tqdm(images_of.items(), desc="MIMIC-CXR reports", unit="study", disable=None):
         report_path = reports_root / _subject_dir(subject_id) / f"s{study_id}.txt"
         try:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from radgen.data.adapters.common import AdapterResult, read_csv_rows, read_text_file
+from radgen.data.adapters.common import OUTSIDE_ROOT, AdapterResult, path_under, read_csv_rows, read_text_file
 from radgen.data.study import ImageRef, Study
 from radgen.errors import DataError
 
@@ -110,12 +110,16 @@ def load(root: str | Path) -> AdapterResult:
             if roco_id in seen:
                 result.skip("duplicate ROCO id", roco_id)
                 continue
+            image = path_under(image_dir, name) if name else None
+            if name and image is None:
+                result.skip(OUTSIDE_ROOT, roco_id)
+                continue
             seen.add(roco_id)
             caption = " ".join(caption.split())
             result.studies.append(
                 Study(
                     study_id=roco_id, subject_id=roco_id,
-                    images=[ImageRef(str(image_dir / name), "UNKNOWN")] if name else [],
+                    images=[ImageRef(image, "UNKNOWN")] if image else [],
                     sections={"findings": caption} if caption else {},
                     split=split, source="roco", meta={"caption_file": caption_file.relative_to(root).as_posix()},
                 )

@@ -8,7 +8,7 @@ Records carry several images and the findings / impression of one study::
 Read from every *.json / *.jsonl file under --root. A .json file may be a list of records or an
 object of lists keyed by split ({"train": [...], "validation": [...]}); otherwise the split comes
 from the record's "split" field or the file name (train.json, validate.json, test.json).
-Image paths are relative to --root (or absolute). Accepted spellings: id|study_id,
+Image paths are relative to --root and must stay inside it (or absolute). Accepted spellings: id|study_id,
 images_path|image_paths|images|image_path, views|view_positions, subject_id|patient_id.
 """
 
@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from radgen.data.adapters.common import AdapterResult, canonical_split, canonical_view, read_text_file
+from radgen.data.adapters.common import OUTSIDE_ROOT, AdapterResult, canonical_split, canonical_view, path_under, read_text_file
 from radgen.data.study import ImageRef, Study
 from radgen.errors import DataError
 
@@ -75,11 +75,12 @@ def load(root: str | Path) -> AdapterResult:
             if any(not isinstance(item, str) for item in paths):
                 result.skip("image entries are not path strings (embedded images are not supported)", study_id)
                 continue
+            resolved = [path_under(root, item, allow_absolute=True) for item in paths]
+            if None in resolved:
+                result.skip(OUTSIDE_ROOT, study_id)
+                continue
             views = _as_list(record.get("views") or record.get("view_positions"))
-            images = [
-                ImageRef(str(Path(item) if Path(item).is_absolute() else root / item), canonical_view(views[i]) if i < len(views) else "UNKNOWN")
-                for i, item in enumerate(paths)
-            ]
+            images = [ImageRef(item, canonical_view(views[i]) if i < len(views) else "UNKNOWN") for i, item in enumerate(resolved)]
             sections = {
                 name: str(record[name]).strip()
                 for name in ("findings", "impression", "indication", "comparison")
