@@ -46,6 +46,8 @@ def test_mention_at_the_start_of_a_clause():
 def test_mentions_carry_the_matched_phrase():
     [mention] = find_mentions("Small left pleural effusion.")
     assert (mention.observation, mention.text, mention.label) == ("Pleural Effusion", "effusion", 1)
+    [size] = find_mentions("The heart is enlarged.")  # a size statement names its anatomy
+    assert (size.observation, size.text, size.label) == ("Cardiomegaly", "heart", 1)
 
 
 def test_deidentified_only_report_is_not_blank():
