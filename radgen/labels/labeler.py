@@ -35,6 +35,7 @@ def _compile(patterns: Iterable[str]) -> re.Pattern:
 _MENTIONS = {name: _compile(p) for name, p in rules.MENTIONS.items()}
 _UNMENTIONS = {name: _compile(p) for name, p in rules.UNMENTIONS.items() if p}
 _PSEUDO = _compile(rules.PSEUDO_NEGATION)
+_SPENT = _compile(rules.SPENT_NEGATION)
 _PRE_NEG = _compile(rules.PRE_NEGATION)
 _POST_NEG = _compile(rules.POST_NEGATION)
 _PRE_UNC = _compile(rules.PRE_UNCERTAINTY)
@@ -82,11 +83,12 @@ def _clauses(sentence: str) -> list[tuple[int, int]]:
 
 def _classify(pre: str, post: str) -> int:
     """Label one mention from the text before it (same clause) and after it (short window)."""
-    pre_masked = _PSEUDO.sub(" ", pre)
+    pre_masked = _PSEUDO.sub(" ", _SPENT.sub(" ", pre))
     post_window = _POST_WINDOW_END.split(post, maxsplit=1)[0]
     if _NEG_UNC.search(pre) or _NEG_UNC.search(post_window):
         return UNCERTAIN
-    if _PRE_NEG.search(pre_masked) or _POST_NEG.search(post_window):
+    # "the effusion is not significantly changed": a pseudo-negation after the mention is no negation either
+    if _PRE_NEG.search(pre_masked) or _POST_NEG.search(_PSEUDO.sub(" ", post_window)):
         return NEGATIVE
     if _PRE_UNC.search(pre_masked) or _POST_UNC.search(post_window):
         return UNCERTAIN
@@ -98,15 +100,28 @@ def _excluded_spans(sentence: str, observation: str) -> list[tuple[int, int]]:
     return [m.span() for m in pattern.finditer(sentence)] if pattern else []
 
 
+def _nearest(pattern: re.Pattern, text: str, start: int, end: int) -> int | None:
+    """Characters between the span (start, end) and the closest match of `pattern` in `text`."""
+    gaps = [max(m.start() - end, start - m.end(), 0) for m in pattern.finditer(text)]
+    return min(gaps) if gaps else None
+
+
 def _size_statement(sentence: str, start: int, end: int, clause: tuple[int, int]) -> int | None:
-    """Label a heart/mediastinum size statement in its comma-delimited part of the clause."""
+    """Label a heart/mediastinum size statement in its comma-delimited part of the clause.
+
+    The size word nearest the anatomy decides: in "normal heart size and large lung volumes" the
+    heart is normal, in "the heart is enlarged and the mediastinum is normal" only the heart is large.
+    A tie goes to the normal statement ("no enlargement of the heart": both end at the same place).
+    """
     left = sentence.rfind(",", clause[0], start)
     right = sentence.find(",", end, clause[1])
-    part = sentence[(left + 1 if left >= 0 else clause[0]) : (right if right >= 0 else clause[1])]
-    pre, post = sentence[(left + 1 if left >= 0 else clause[0]) : start], sentence[end : (right if right >= 0 else clause[1])]
-    if _ENLARGED.search(part):
-        return _classify(pre, post)
-    if _NORMAL_SIZE.search(part):
+    begin, stop = (left + 1 if left >= 0 else clause[0]), (right if right >= 0 else clause[1])
+    part = sentence[begin:stop]
+    enlarged = _nearest(_ENLARGED, part, start - begin, end - begin)
+    normal = _nearest(_NORMAL_SIZE, part, start - begin, end - begin)
+    if enlarged is not None and (normal is None or enlarged < normal):
+        return _classify(sentence[begin:start], sentence[end:stop])
+    if normal is not None:
         return NEGATIVE
     return None
 

@@ -61,7 +61,7 @@ MENTIONS: dict[str, list[str]] = {
         r"\bcephalization\b",
         r"\bkerley\b",
         r"\b(increased|prominent|engorged) (\w+ )?(pulmonary |lung )?(vascularity|vasculature|vessels)\b",
-        r"\b(pulmonary |lung )?(vascularity|vasculature|vessels) (is |are |appears? |remains? )?(\w+ )?(increased|engorged|prominent)\b",
+        r"\b(pulmonary |lung )?(vascularity|vasculature|vessels) (is |are |appears? |remains? )?(?!not |no )(\w+ )?(increased|engorged|prominent)\b",
         r"\bpulmonary venous hypertension\b",
     ],
     "Consolidation": [r"\bconsolidat\w*"],
@@ -176,7 +176,6 @@ BORDERLINE = r"\b(borderline|upper limits? of normal|top (limits? of )?normal|up
 PSEUDO_NEGATION = [
     r"\bno (significant |interval |substantial |appreciable |definite |acute )?(change|increase|decrease|worsening|improvement|progression)\b",
     r"\bnot (significantly |substantially )?(changed|increased|decreased|only)\b",
-    r"\bno longer\b(?= (be )?(present|seen|visible|identified|evident|demonstrated|appreciated))",  # handled as negation below
     r"\bgram negative\b",
     r"\bwithout (change|interval change)\b",
     r"\bnot (been )?excluded\b",
@@ -184,7 +183,15 @@ PSEUDO_NEGATION = [
     r"\bcan not be (excluded|ruled out)\b",
 ]
 
-# Negation cues before the mention (scope: to the end of the clause).
+# A negation that ends its own statement ("pneumothorax no longer seen, small effusion"): masked in the
+# text before a later mention so it does not negate it; after its own mention it is the negation.
+SPENT_NEGATION = [
+    r"\bno longer\b(?= (be )?(present|seen|visible|identified|evident|demonstrated|appreciated))",
+]
+
+# Negation cues before the mention (scope: to the end of the clause). No "normal heart ..." cue: its
+# scope would negate what follows ("normal heart size, small left effusion"); size statements
+# (HEART / NORMAL_SIZE below) decide the heart and mediastinum themselves.
 PRE_NEGATION = [
     r"\bno\b",
     r"\bnot\b",
@@ -203,9 +210,6 @@ PRE_NEGATION = [
     r"\bruled out\b",
     r"\brule out\b(?! (of )?(pneumonia|infection))",
     r"\bno (evidence|sign|signs|finding|findings) of\b",
-    r"\bnormal (heart|cardiac|cardiomediastinal|mediastinal)\b",
-    r"\bnormal[- ]sized?\b",
-    r"\bnormal in size\b",
     r"\bif\b",  # hypothetical: "if there is concern for fracture, consider a rib series"
 ]
 
@@ -219,6 +223,7 @@ POST_NEGATION = [
     r"^ ?(is|are) no longer\b",
     r"^(\s*\w+){0,4}? (within (the )?(normal )?limits|within limits of normal)\b",
     r"^(\s*\w+){0,2}? (may|might) not be (seen|demonstrated|visible|detected|apparent)\b",
+    r"^(\s*\w+){0,4}? (is|are|was|were|has been|have been) (ruled out|excluded)\b",
 ]
 
 # Uncertainty cues before the mention.
@@ -234,7 +239,7 @@ PRE_UNCERTAINTY = [
 NEGATED_UNCERTAINTY = [
     r"\bcannot (exclude|rule out|be excluded|be ruled out)\b",
     r"\bcan not (exclude|rule out|be excluded|be ruled out)\b",
-    r"\bnot (be )?(excluded|ruled out)\b",
+    r"\bnot (be |been )?(entirely |completely |fully )?(excluded|ruled out)\b",
     r"\bno new\b",
     r"\bno (evidence|findings?) to (exclude|rule out)\b",
 ]
@@ -243,7 +248,9 @@ NEGATED_UNCERTAINTY = [
 POST_UNCERTAINTY = [
     r"^(\s*\w+){0,5}? (is|are|was|were)? ?(possible|possibly|probable|likely|suspected|questioned|not excluded|not ruled out|cannot be excluded|cannot be ruled out|can not be excluded|not entirely excluded)\b",
     r"^ ?(or|and/or|/) ?\w",  # "atelectasis or scarring", "atelectasis/scarring": alternatives
-    r"^(\s*\w+){0,3}? (could|may|might|can|cannot) (be|represent|reflect|have)\b",
+    # "opacity may represent atelectasis": the opacity is certain, what it represents is not (CheXpert:
+    # "may represent XXX" makes the object uncertain); "effusion may be present" is uncertain itself
+    r"^(\s*\w+){0,3}? (could|may|might|can|cannot) (be|have)\b",
     r"^(\s*\w+){0,1}? (vs|versus)\b",
     r"^\s*\?",
 ]

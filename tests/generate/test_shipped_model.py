@@ -1,0 +1,36 @@
+"""The shipped default model (radgen/assets/default_model) loads and writes a report.
+
+`radgen demo`, `radgen serve` and `radgen generate` use this model when no --model is given; nothing
+else in the suite loads it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import radgen
+from radgen.data.phantom import render_study
+from radgen.data.study import Study
+
+DEFAULT_MODEL = Path(radgen.__file__).parent / "assets" / "default_model"
+
+
+@pytest.mark.slow
+def test_shipped_model_reports_on_a_phantom_with_cardiomegaly(tmp_path):
+    from radgen.generate.decode import generate_reports, load_model
+
+    assert (DEFAULT_MODEL / "model.safetensors").is_file()
+    model = load_model(DEFAULT_MODEL, device="cpu")
+    base = Study(study_id="shipped-cm", subject_id="shipped-cm", split="test", source="test",
+                 sections={"findings": "", "impression": ""}, labels={"mesh": ["Cardiomegaly/moderate"]})
+    size = model.encoder.image_size
+    study = render_study(base, tmp_path, seed=0, size=max(64, size))
+    assert study.meta["phantom"]["unrenderable"] == []  # the finding is drawn
+    rows = generate_reports(model, [study], root=tmp_path, progress=False, num_beams=1, max_new_tokens=40)
+    assert len(rows) == 1
+    text = rows[0]["findings"]  # section "findings" is the default
+    assert len(text.split()) >= 3 and 0 < len(rows[0]["tokens"]) <= 40
+    # TODO(lead): after the retraining lands, tighten to "the report names the finding":
+    #   assert label_report(text)["Cardiomegaly"] == 1
