@@ -10,6 +10,8 @@ Stable score keys (documented in docs/metrics.md):
   (r2gen: uncertain -> 0, chexbert: uncertain -> 1)
 * ``f1chexbert_{r2gen|chexbert}_...`` -- the same with labels from a user-supplied CheXbert checkpoint
 * ``radgraph_simple``, ``radgraph_partial``, ``radgraph_complete`` -- RadGraph F1 (checkpoint run by the radgraph package, or annotations)
+* ``findings_abnormal_{micro|macro}_{p|r|f1}``, ``findings_{observation}_{p|r|f1}`` -- the generated report's findings
+  against the reference manifest's ground-truth ``labels.chexpert`` (radgen.metrics.findings); only when it has them
 
 Every key gets a bootstrap 95% interval under ``ci95`` (studies resampled, corpus metric recomputed).
 """
@@ -31,10 +33,11 @@ from radgen.errors import ConfigError, DataError
 from radgen.io import read_jsonl
 from radgen.labels.labeler import label_reports
 from radgen.metrics import clinical, stats, text
+from radgen.metrics.findings import finding_statistic
 from radgen.metrics.meteor import METEOR_NAME, MeteorScorer, MeteorUnavailable
 
-ALL_METRICS = ("bleu", "rouge_l", "cider_d", "meteor", "bertscore", "embed_cos", "ce", "chexbert", "radgraph")
-DEFAULT_METRICS = ("bleu", "rouge_l", "cider_d", "meteor", "bertscore", "embed_cos", "ce")
+ALL_METRICS = ("bleu", "rouge_l", "cider_d", "meteor", "bertscore", "embed_cos", "ce", "findings", "chexbert", "radgraph")
+DEFAULT_METRICS = ("bleu", "rouge_l", "cider_d", "meteor", "bertscore", "embed_cos", "ce", "findings")
 SECTIONS = ("findings", "impression", "both")
 
 
@@ -122,7 +125,8 @@ def evaluate(
     unknown = set(metrics) - set(ALL_METRICS)
     if unknown:
         raise ConfigError(f"unknown metrics {sorted(unknown)}; choose from {', '.join(ALL_METRICS)}")
-    ids, hyps_raw, refs_raw, skipped = align(load_predictions(preds), load_references(refs), section, split, allow_missing)
+    references = load_references(refs)
+    ids, hyps_raw, refs_raw, skipped = align(load_predictions(preds), references, section, split, allow_missing)
     # An empty prediction stays empty: R2Gen's cleaner would turn it into " ." and give it credit.
     hyps = [clean_report(h, cleaning) if h.strip() else "" for h in hyps_raw]
     ref_clean = [clean_report(r, cleaning) for r in refs_raw]
@@ -173,6 +177,20 @@ def evaluate(
             protocol["ce_conventions"] = {"r2gen": "positive=1; uncertain, negative, blank=0", "chexbert": "positive and uncertain=1"}
             protocol["ce_averaging"] = "micro and macro over 14 and over 5 (Cardiomegaly, Edema, Consolidation, Atelectasis, Pleural Effusion); example-based over 14 (empty-vs-empty scores 0)"
             timings["ce"] = time.perf_counter() - start
+        if "findings" in metrics:
+            by_id = {s.study_id: s for s in references}
+            truth = [by_id[i].labels.get("chexpert") for i in ids]
+            if all(label is None for label in truth):
+                protocol["notes"].append("findings vs image truth not computed: the reference manifest has no labels.chexpert")
+            else:
+                if any(label is None for label in truth):
+                    raise DataError(f"{sum(label is None for label in truth)} of {len(ids)} reference studies have no labels.chexpert "
+                                    "while others do; label all of them or drop 'findings' from --metrics")
+                pred_labels = per_study.get("_labels_pred") or label_reports(hyps_raw)  # type: ignore[assignment]
+                statistic, finding_protocol = finding_statistic(pred_labels, truth)  # type: ignore[arg-type]
+                corpus.update(statistic.corpus())
+                statistics.append(statistic)
+                protocol.update(finding_protocol)
         if "bertscore" in metrics or "embed_cos" in metrics:
             from radgen.metrics.semantic import Encoder, semantic_scores
 
