@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 
+from radgen.cli import allow_intermixed
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("model", help="inspect model recipes (parameter counts, memory)")
     sub = parser.add_subparsers(dest="model_command", metavar="ACTION")
-    info = sub.add_parser("info", help="parameters per component and stage, memory estimates (meta device, no download)")
+    info = allow_intermixed(sub.add_parser("info", help="parameters per component and stage, memory estimates (meta device, no download)"))
     info.add_argument("recipe", help="recipe name (blip2-opt-lora, blip-captioning:decoder-only, ...) or YAML path")
     info.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.peft.r=8")
     info.add_argument("--size", default="full", help="full (default) or a size the recipe defines (tiny)")
