@@ -18,6 +18,7 @@ import warnings
 # (category, regex on the start of the message) of warnings that are known and harmless for radgen.
 KNOWN_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
     (FutureWarning, r"`is_gradient_checkpointing` is deprecated"),
+    (FutureWarning, r"`past_key_values` is deprecated"),
     (UserWarning, r"Passing `no_repeat_ngram_size` with `inputs_embeds`"),
     # torch.utils.tensorboard imports a deprecated pkg_resources / distutils API on some versions
     (UserWarning, r"pkg_resources is deprecated"),
