@@ -33,3 +33,29 @@ def test_a_missing_extra_is_named_with_its_install_line(monkeypatch, capsys):
     parser.set_defaults(func=needs_fastapi, command="serve")
     assert main([]) == 2
     assert "fastapi is not installed; it comes with the [serve] extra: pip install 'radgen[serve]'" in capsys.readouterr().err
+
+
+def test_core_install_without_serve_and_train_extras(tmp_path):
+    """CLI, demo imports and training logs work without fastapi/uvicorn/tensorboard; serve names its extra."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys\n"
+        "for name in ('fastapi', 'uvicorn', 'tensorboard', 'multipart', 'python_multipart'):\n"
+        "    sys.modules[name] = None  # what an install without the extras looks like to import\n"
+        "from radgen.cli import main\n"
+        "import radgen.demo, radgen.serve.inference\n"
+        "from radgen.train.run_log import MetricsLog\n"
+        f"MetricsLog({str(tmp_path)!r}).close()\n"
+        "assert main(['model', 'info', 'radgen-small', '--size', 'tiny', '--json']) == 0\n"
+        "sys.exit(main(['serve']))\n"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=repo,
+                         env={**os.environ, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1"})
+    assert run.returncode == 2, run.stderr
+    assert "uvicorn is not installed; it comes with the [serve] extra" in run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl", "run_info.json"]
