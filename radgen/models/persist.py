@@ -299,6 +299,26 @@ def _load_adapter(model, folder: Path) -> set[str]:
     return expected
 
 
+def saved_weights(directory: str | Path) -> dict[str, torch.Tensor]:
+    """Every tensor a model folder stores, under the model's own state-dict keys: model.safetensors
+    plus adapter/ (peft's keys drop the adapter name and the `decoder.` prefix; both are put back).
+    For code that loads a folder's weights into an existing model (`train.init_from`)."""
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    state = load_file(str(directory / WEIGHTS_FILE))
+    adapter = directory / ADAPTER_DIR / "adapter_model.safetensors"
+    if adapter.is_file():
+        for key, tensor in load_file(str(adapter)).items():
+            parts = key.split(".")
+            at = next((i for i, part in enumerate(parts) if part.startswith("lora_")), None)
+            if at is None:
+                raise WeightsError(f"{adapter}: '{key}' is not a LoRA weight; radgen writes LoRA adapters only")
+            parts.insert(at + 1, "default")  # peft's adapter name inside a model; files omit it
+            state["decoder." + ".".join(parts)] = tensor
+    return state
+
+
 def _match_dtypes(model, state: dict[str, torch.Tensor]) -> None:
     """Give each parameter/buffer the dtype it was saved in (a bf16-trained model reloads as bf16,
     not upcast to the float32 it was rebuilt in), so outputs stay identical."""

@@ -89,3 +89,20 @@ def test_folders_in_the_old_format_lora_inside_model_safetensors_still_load(lora
     (folder / "adapter").rmdir()
     pixels = torch.randn(1, 3, 64, 64)
     assert _reports(ReportGenerator.from_pretrained(str(folder)), pixels) == pytest.approx(_reports(lora_model, pixels), abs=1e-5)
+
+
+def test_saved_weights_put_the_adapter_back_under_model_keys_for_init_from(lora_model, tmp_path):
+    from radgen.models.persist import saved_weights
+    from radgen.train.checkpoint import load_model_state
+
+    folder = tmp_path / "model"
+    lora_model.save_pretrained(str(folder))
+    state = saved_weights(folder)
+    own = lora_model.state_dict()
+    lora = [k for k in own if "lora_" in k]
+    assert lora and all(torch.equal(state[k], own[k]) for k in lora)
+    torch.manual_seed(1)
+    fresh = build_model(load_recipe("radgen-small", size="tiny"))
+    assert not torch.equal(fresh.state_dict()[lora[-1]], own[lora[-1]])
+    assert load_model_state(fresh, folder) == len(state)  # train.init_from=RUN/best
+    assert all(torch.equal(fresh.state_dict()[k], own[k]) for k in lora)
