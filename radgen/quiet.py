@@ -11,9 +11,11 @@ Only the named messages are filtered: an unexpected warning from a library still
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
+from collections.abc import Iterator
 
 # (category, regex on the start of the message) of warnings that are known and harmless for radgen.
 KNOWN_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
@@ -58,3 +60,26 @@ def quiet_third_party() -> None:
         pass
     for name in ("accelerate", "timm", "peft"):
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+@contextlib.contextmanager
+def third_party_bars_hidden() -> Iterator[None]:
+    """Hide the bar transformers draws while dequantising a GGUF file (it uses tqdm directly, so
+    `disable_progress_bar` does not reach it) when quiet mode is on; radgen logs its own line instead."""
+    if not _done:
+        yield
+        return
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:
+        yield
+        return
+    original = getattr(gguf_utils, "tqdm", None)
+    if original is None:
+        yield
+        return
+    gguf_utils.tqdm = lambda *args, **kwargs: original(*args, **{**kwargs, "disable": True})
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
