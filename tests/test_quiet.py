@@ -103,3 +103,14 @@ def test_serve_stderr_is_clean(model_dir, tmp_path):
         server.terminate()
         server.wait(timeout=30)
     assert _foreign_lines(log.read_text()) == [], log.read_text()
+
+
+def test_python_pipeline_stderr_is_clean(model_dir, tmp_path):
+    folder = image_folder(tmp_path / "scans")
+    code = ("import radgen\n"
+            f"pipe = radgen.load({str(model_dir)!r}, device='cpu')\n"
+            f"rows = pipe([{str(folder / 'a.png')!r}, {str(folder / 'sub' / 'IM0001')!r}])\n"
+            "print(len(rows), rows[0]['sentences'][0]['confidence'])\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=240, cwd=REPO)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("2 ") and run.stderr == ""
