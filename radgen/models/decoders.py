@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -154,7 +155,11 @@ def load_gguf_causal_lm(folder: str, gguf_file: str, dtype: Any) -> nn.Module:
     cache = _gguf_cache_dir(folder, gguf_file)
     if cache is not None and (cache / "config.json").is_file():
         return AutoModelForCausalLM.from_pretrained(cache, dtype=dtype)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
+    from radgen.quiet import third_party_bars_hidden
+
+    logging.getLogger(__name__).info("radgen: dequantising %s once (~15 s); later loads read the cache %s", gguf_file, cache)
+    with third_party_bars_hidden():
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
     # The weights are now plain float tensors: a leftover GGUF quantization_config would make
     # from_pretrained(cache) expect quantised weights.
     if hasattr(model.config, "quantization_config"):

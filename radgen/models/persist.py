@@ -1,10 +1,18 @@
 """Saving and loading a ReportGenerator as one folder.
 
+    DIR/README.md              model card: YAML header (library_name, tags, base model, license) +
+                               what the model is and is not for; always written
+    DIR/model_card.json        the card's fields as given by whoever trained the model (when given)
     DIR/radgen_config.yaml     the recipe (model built from it)
     DIR/radgen_meta.json       what the weights file holds, architecture configs, image processor
     DIR/model.safetensors      weights: all of them (base_weights=True) or only those not
-                               recoverable from their pretrained source (see below)
+                               recoverable from their pretrained source (see below); LoRA excluded
+    DIR/adapter/               the decoder's LoRA in peft's own format (adapter_config.json +
+                               adapter_model.safetensors): `PeftModel.from_pretrained(decoder, DIR/adapter)`
     DIR/tokenizer/             the decoder's tokenizer
+
+Folders written before the adapter/ folder existed keep LoRA inside model.safetensors; they load
+as before.
 
 base_weights=True: the folder is self-contained; loading builds every component at random from the
 saved architecture configs (no network, no hub id needed) and loads all weights.
@@ -35,6 +43,18 @@ from radgen.models.peft import is_adapter_key
 CONFIG_FILE = "radgen_config.yaml"
 META_FILE = "radgen_meta.json"
 WEIGHTS_FILE = "model.safetensors"
+ADAPTER_DIR = "adapter"
+CARD_JSON = "model_card.json"
+README_FILE = "README.md"
+
+
+def _lora_keys(model) -> set[str]:
+    """radgen state-dict keys of the decoder's peft LoRA weights (empty when merged or not LoRA)."""
+    from peft import PeftModel
+
+    if model.merged or not isinstance(model.decoder, PeftModel):
+        return set()
+    return {k for k in model.state_dict() if k.startswith("decoder.") and "lora_" in k}
 
 
 def _component(name: str) -> str:
@@ -115,7 +135,8 @@ def save_pretrained(model, directory: str | Path, base_weights: bool = True) -> 
     recipe = copy.deepcopy(model.recipe)
     if model.merged:
         recipe.model.peft.method = "none"
-    keys = set(_keys_to_save(model, base_weights))
+    lora = _lora_keys(model)
+    keys = set(_keys_to_save(model, base_weights)) - lora  # LoRA goes to adapter/ in peft's format
     state = {k: v for k, v in model.state_dict().items() if k in keys}
     state = _dedupe_shared(state)
     meta = {
@@ -124,13 +145,65 @@ def save_pretrained(model, directory: str | Path, base_weights: bool = True) -> 
         "merged": model.merged,
         "touched": sorted(model.touched),
         "num_tensors": len(state),
+        "adapter": ADAPTER_DIR if lora else None,
         "architectures": _architectures(model),
     }
+    card = getattr(model, "card", None)
     with atomic_dir(directory) as tmp:
         (tmp / CONFIG_FILE).write_text(recipe_to_yaml(recipe))
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        if lora:
+            model.decoder.save_pretrained(str(tmp / ADAPTER_DIR), safe_serialization=True, save_embedding_layers=False)
         model.tokenizer.save_pretrained(str(tmp / "tokenizer"))
+        if card:
+            (tmp / CARD_JSON).write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+        (tmp / README_FILE).write_text(model_card_markdown(recipe, card, adapter=bool(lora), base_weights=base_weights))
+
+
+DISCLAIMER = ("Research software: draft text from a machine-learning model, NOT a medical device and NOT for "
+              "clinical use. A radiologist must write the report.")
+
+
+def model_card_markdown(recipe: RecipeConfig, card: dict[str, Any] | None, adapter: bool, base_weights: bool) -> str:
+    """README.md with the YAML header the Hugging Face Hub reads, then the card's fields and how to load it."""
+    spec = recipe.model
+    header: dict[str, Any] = {
+        "library_name": "radgen",
+        "pipeline_tag": "image-to-text",
+        "tags": ["radiology", "chest-x-ray", "report-generation", "radgen"] + (["peft", "lora"] if adapter else []),
+        "license": (card or {}).get("license", "other"),
+    }
+    # a hub id (org/name) is what `base_model` means on the Hub; local folders and pypi: sources are not
+    if "/" in spec.decoder.name and not spec.decoder.name.startswith(("/", ".", "pypi:")) and not Path(spec.decoder.name).exists():
+        header["base_model"] = spec.decoder.name
+    title = (card or {}).get("name") or recipe.name
+    lines = ["---", yaml.safe_dump(header, sort_keys=False).strip(), "---", "", f"# {title}", "", f"> {DISCLAIMER}", "",
+             "## Model", "",
+             f"- recipe: `{recipe.name}`{' — ' + recipe.description if recipe.description else ''}",
+             f"- image encoder: `{spec.encoder.kind}` `{spec.encoder.name}`",
+             f"- connector: `{spec.connector.kind}` ({spec.connector.num_tokens} visual tokens)",
+             f"- text decoder: `{spec.decoder.kind}` `{spec.decoder.name}`" + (f" (`{spec.decoder.gguf_file}`)" if spec.decoder.gguf_file else ""),
+             f"- fine-tuning: {spec.peft.method}" + (f" (r={spec.peft.r}, alpha={spec.peft.alpha}; peft adapter in `adapter/`)" if adapter else ""),
+             f"- weights in this folder: {'all' if base_weights else 'trained ones only; the base is rebuilt from its pretrained sources'}",
+             ""]
+    fields = {k: v for k, v in (card or {}).items() if k not in ("name", "license") and v not in (None, "")}
+    if fields:
+        lines += ["## Card", ""]
+        for key, value in fields.items():
+            text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+            lines += [f"**{key.replace('_', ' ')}**: {text}", ""]
+    else:
+        lines += ["## Card", "", "No card was given (training data, intended use and limitations are unknown); "
+                  "`radgen model export SRC --out DIR --card card.json` adds one.", ""]
+    lines += ["## Use", "", "```python", "import radgen", "pipe = radgen.load(\"path/to/this/folder\")",
+              "print(pipe(\"chest.png\")[\"findings\"])", "```", "",
+              "```bash", "radgen generate scans/ --model path/to/this/folder --out preds.jsonl", "```", ""]
+    if adapter:
+        lines += ["The decoder's LoRA is a standard peft adapter: "
+                  "`PeftModel.from_pretrained(decoder, \"path/to/this/folder/adapter\")`; the connector and "
+                  "everything else radgen trained are in `model.safetensors`.", ""]
+    return "\n".join(lines)
 
 
 def _read(directory: Path) -> tuple[RecipeConfig, dict[str, Any]]:
@@ -194,14 +267,56 @@ def load_pretrained(directory: str | Path, device: str | torch.device | None = N
     if unexpected:
         raise WeightsError(f"{directory / WEIGHTS_FILE}: {len(unexpected)} weights do not belong to this recipe's model "
                            f"(e.g. {unexpected[:3]}); was the folder written by another radgen version or recipe?")
+    if meta.get("adapter"):
+        loaded = _load_adapter(model, directory / meta["adapter"])
+        missing = [k for k in missing if k not in loaded]
     if meta.get("base_weights", True):
         _check_only_tied_missing(model, missing, state, directory)
+    card_path = directory / CARD_JSON
+    model.card = json.loads(card_path.read_text()) if card_path.is_file() else None
     model.touched = set(meta.get("touched", []))
     model.requires_grad_(False)
     model.eval()
     if device is not None:
         model.to(device)
     return model
+
+
+def _load_adapter(model, folder: Path) -> set[str]:
+    """Load DIR/adapter (peft format) into the decoder's LoRA layers; returns the radgen keys it filled."""
+    from peft.utils import load_peft_weights, set_peft_model_state_dict
+
+    expected = _lora_keys(model)
+    if not (folder / "adapter_config.json").is_file() or not expected:
+        raise WeightsError(f"{folder}: radgen_meta.json names this LoRA adapter folder but it is missing or the recipe has "
+                           "no LoRA; copy the whole model folder (adapter/ included)")
+    weights = load_peft_weights(str(folder), device="cpu")
+    result = set_peft_model_state_dict(model.decoder, weights)
+    unexpected = list(getattr(result, "unexpected_keys", []) or [])
+    if unexpected or len(weights) != len(expected):
+        raise WeightsError(f"{folder}: adapter has {len(weights)} tensors for {len(expected)} LoRA weights of this recipe "
+                           f"(unexpected e.g. {unexpected[:3]}); was it saved from another recipe or LoRA config?")
+    return expected
+
+
+def saved_weights(directory: str | Path) -> dict[str, torch.Tensor]:
+    """Every tensor a model folder stores, under the model's own state-dict keys: model.safetensors
+    plus adapter/ (peft's keys drop the adapter name and the `decoder.` prefix; both are put back).
+    For code that loads a folder's weights into an existing model (`train.init_from`)."""
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    state = load_file(str(directory / WEIGHTS_FILE))
+    adapter = directory / ADAPTER_DIR / "adapter_model.safetensors"
+    if adapter.is_file():
+        for key, tensor in load_file(str(adapter)).items():
+            parts = key.split(".")
+            at = next((i for i, part in enumerate(parts) if part.startswith("lora_")), None)
+            if at is None:
+                raise WeightsError(f"{adapter}: '{key}' is not a LoRA weight; radgen writes LoRA adapters only")
+            parts.insert(at + 1, "default")  # peft's adapter name inside a model; files omit it
+            state["decoder." + ".".join(parts)] = tensor
+    return state
 
 
 def _match_dtypes(model, state: dict[str, torch.Tensor]) -> None:

@@ -6,8 +6,21 @@
 See docs/serve.md.
 """
 
-from radgen.serve.app import ServeSettings, create_app
-from radgen.serve.inference import ReportService, model_card, resolve_model_dir, sniff_kind
-from radgen.serve.queue import BatchQueue, QueueFullError
+from importlib import import_module
+from typing import Any
 
-__all__ = ["BatchQueue", "QueueFullError", "ReportService", "ServeSettings", "create_app", "model_card", "resolve_model_dir", "sniff_kind"]
+# Loaded on first use: fastapi is the optional [serve] extra, and `radgen demo` / the CLI import
+# radgen.serve.inference and radgen.serve.cli without needing it.
+_EXPORTS = {
+    "ServeSettings": "radgen.serve.app", "create_app": "radgen.serve.app",
+    "ReportService": "radgen.serve.inference", "model_card": "radgen.serve.inference",
+    "resolve_model_dir": "radgen.serve.inference", "sniff_kind": "radgen.serve.inference",
+    "BatchQueue": "radgen.serve.queue", "QueueFullError": "radgen.serve.queue",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'radgen.serve' has no attribute {name!r}")
+    return getattr(import_module(_EXPORTS[name]), name)

@@ -262,7 +262,12 @@ def load_model_state(model: torch.nn.Module, path: Path, hint: str = "resume wit
     if found is None:
         raise WeightsError(f"{path}: no trainable.safetensors or model.safetensors; pass a checkpoint folder (RUN/checkpoints/step-N) or a saved model (RUN/best)")
     check_safetensors(found)
-    tensors = load_file(str(found))
+    if found.name == "model.safetensors":
+        from radgen.models.persist import saved_weights
+
+        tensors = saved_weights(path)  # LoRA of a saved model lives in its peft adapter/ folder
+    else:
+        tensors = load_file(str(found))
     own = model.state_dict()
     unknown = [k for k in tensors if k not in own]
     if unknown:

@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from radgen.cli import allow_intermixed
+
 log = logging.getLogger(__name__)
 
 
@@ -34,27 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     plot.set_defaults(func=run_plot)
 
 
-class _Intermixed(argparse.ArgumentParser):
-    """Lets key=value overrides and --flags mix in any order (`radgen train cfg --size tiny a.b=1`).
-
-    Plain argparse assigns all positionals at the first positional chunk, so overrides placed
-    after a flag would be "unrecognized"; `parse_known_intermixed_args` handles that.
-    """
-
-    _intermixing = False
-
-    def parse_known_args(self, args=None, namespace=None):
-        if self._intermixing:
-            return super().parse_known_args(args, namespace)
-        self._intermixing = True
-        try:
-            return self.parse_known_intermixed_args(args, namespace)
-        finally:
-            self._intermixing = False
-
-
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.__class__ = _Intermixed  # the subparser object is created by radgen.cli; only its parsing changes
+    allow_intermixed(parser)
     parser.add_argument("config", help="recipe name (see radgen/configs) or path to a recipe YAML; name:variant selects a variant")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.optim.lr=1e-4")
     parser.add_argument("--size", default=None, help="named size from the recipe's sizes (e.g. tiny)")

@@ -81,7 +81,9 @@ def test_base_weights_false_saves_only_trained_weights(tmp_path):
 
     saved = load_file(str(tmp_path / "m" / "model.safetensors"))
     assert not any(k.startswith("encoder.") for k in saved)
-    assert any(k.startswith("connector.") for k in saved) and any("lora_" in k for k in saved)
+    assert any(k.startswith("connector.") for k in saved)
+    adapter = load_file(str(tmp_path / "m" / "adapter" / "adapter_model.safetensors"))  # LoRA in peft's format
+    assert adapter and all("lora_" in k for k in adapter) and not any("lora_" in k for k in saved)
     loaded = ReportGenerator.from_pretrained(tmp_path / "m")
     model.requires_grad_(False)
     model.eval()

@@ -1,0 +1,166 @@
+"""One-call use from Python: `radgen.load(...)` returns a pipeline that drafts a report per image.
+
+    import radgen
+    pipe = radgen.load("radgen-small")            # the shipped model; or a model folder / run folder
+    out = pipe("chest.png")                       # path, PIL image, numpy array, DICOM file or pydicom Dataset
+    out["findings"], out["sentences"][0]["confidence"]
+    outs = pipe(["a.dcm", "b.png"], batch_size=8) # a list is decoded in batches, one row per input
+
+Each result is the row `radgen generate` writes to its JSONL (the generated section, sentences
+with confidences, token log-probabilities), with `study_id` naming the input. Images go through
+the same decoding as files on disk (radgen.data.images: DICOM windowing, 16-bit stretch,
+grayscale), then the model's own transform.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from radgen.errors import DataError, WeightsError
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "default_model"
+# Trained models that ship inside the package, by name. Recipe names without shipped weights
+# (e.g. blip2-opt-lora) are not here: they need `radgen train` first.
+MODEL_NAMES = {"radgen-small": DEFAULT_MODEL_DIR, "default": DEFAULT_MODEL_DIR}
+
+
+def resolve_model(model: str | os.PathLike | None = None) -> Path:
+    """A shipped model's name (`radgen-small`, `default`), a saved model folder or a training run folder
+    (its best/); None is the shipped default. Returns the folder that holds radgen_config.yaml."""
+    from radgen.generate.decode import resolve_model_dir
+
+    if model is None:
+        model = "radgen-small"
+    text = str(model)
+    if text in MODEL_NAMES and not Path(text).exists():
+        folder = MODEL_NAMES[text]
+        if not (folder / "radgen_config.yaml").is_file():
+            raise WeightsError(f"{folder}: the shipped model '{text}' is missing from this installation; reinstall radgen "
+                               "or pass --model with a trained model folder")
+        return folder
+    if not Path(text).exists():
+        from radgen.config import recipe_names
+
+        hint = (f"'{text}' is a recipe without shipped weights; train it with `radgen train {text}` and pass the run folder"
+                if text in recipe_names() else f"no such folder, and the shipped models are: {', '.join(MODEL_NAMES)}")
+        raise WeightsError(f"{text}: not a model; {hint}")
+    return resolve_model_dir(text)
+
+
+def to_image(item: Any, name: str = "<image>"):
+    """An 8-bit grayscale PIL image from a path, bytes, PIL image, numpy array or pydicom Dataset."""
+    import numpy as np
+    from PIL import Image
+
+    from radgen.data.images import _stretch_to_uint8, decode_image, load_image
+
+    if isinstance(item, (str, os.PathLike)):
+        return load_image(item)
+    if isinstance(item, (bytes, bytearray)):
+        return decode_image(bytes(item), name)
+    if isinstance(item, Image.Image):
+        if item.mode == "L":
+            return item
+        if item.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            # same as a 16-bit PNG read from disk: min..max onto 0..255
+            return Image.fromarray(_stretch_to_uint8(np.asarray(item)), mode="L")
+        return item.convert("RGBA").convert("RGB").convert("L") if item.mode in ("RGBA", "LA", "PA") else item.convert("L")
+    if type(item).__module__.startswith("pydicom"):
+        return _dataset_to_image(item, name)
+    if hasattr(item, "detach") and hasattr(item, "numpy"):  # a torch tensor
+        item = item.detach().cpu().numpy()
+    if isinstance(item, np.ndarray):
+        array = item.squeeze(-1) if item.ndim == 3 and item.shape[-1] == 1 else item
+        if array.ndim == 3 and array.shape[-1] in (3, 4):
+            rgb = array[..., :3] if array.dtype == np.uint8 else _stretch_to_uint8(array[..., :3])
+            return Image.fromarray(np.ascontiguousarray(rgb), mode="RGB").convert("L")
+        if array.ndim != 2:
+            raise DataError(f"{name}: an array must be H×W (grayscale) or H×W×3 (RGB), got shape {tuple(item.shape)}")
+        gray = array if array.dtype == np.uint8 else _stretch_to_uint8(array)
+        return Image.fromarray(np.ascontiguousarray(gray), mode="L")
+    raise DataError(f"{name}: cannot read a {type(item).__name__} as an image; pass a file path, bytes, a PIL image, "
+                    "a numpy array or a pydicom Dataset")
+
+
+def _dataset_to_image(dataset: Any, name: str):
+    """Serialise a pydicom Dataset and decode it like a file, so windowing and MONOCHROME1 are handled once."""
+    from radgen.data.images import decode_image
+
+    buffer = io.BytesIO()
+    try:
+        dataset.save_as(buffer, enforce_file_format=False)  # pydicom >= 3
+    except TypeError:
+        dataset.save_as(buffer, write_like_original=True)  # pydicom 2.x
+    # the .dcm name makes decode_image treat preamble-less bytes as DICOM
+    return decode_image(buffer.getvalue(), f"{name}.dcm" if not name.endswith(".dcm") else name)
+
+
+class ReportPipeline:
+    """Call it on one input (returns one row) or a list (returns a list of rows), like HF `pipeline()`."""
+
+    def __init__(self, model: Any, section: str | None = None, confidence_temperature: float = 1.0, **settings: Any) -> None:
+        from radgen.generate.decode import GenerationSettings
+
+        self.model = model
+        recipe_section = model.recipe.data.section
+        self.section = section or (recipe_section if recipe_section in ("findings", "impression") else "findings")
+        if self.section not in ("findings", "impression"):
+            raise DataError(f"section must be findings or impression, got '{self.section}'")
+        self.confidence_temperature = confidence_temperature
+        self.settings = settings
+        GenerationSettings.from_recipe(model.recipe, **settings)  # bad settings fail at load, not at the first call
+
+    def __repr__(self) -> str:
+        return f"ReportPipeline(recipe={self.model.recipe.name!r}, section={self.section!r})"
+
+    def __call__(self, inputs: Any, batch_size: int | None = None, **settings: Any) -> dict[str, Any] | list[dict[str, Any]]:
+        """Draft reports; settings override the recipe's generate section (num_beams, max_new_tokens, ...)."""
+        single = not isinstance(inputs, (list, tuple))
+        items: Sequence[Any] = [inputs] if single else list(inputs)
+        rows = self.generate(items, batch_size=batch_size, **settings)
+        return rows[0] if single else rows
+
+    def generate(self, items: Sequence[Any], batch_size: int | None = None, **settings: Any) -> list[dict[str, Any]]:
+        import torch
+
+        from radgen.generate.decode import GenerationSettings, prediction_row
+
+        merged = {**self.settings, **settings}
+        if batch_size is not None:
+            merged["batch_size"] = batch_size
+        options = GenerationSettings.from_recipe(self.model.recipe, **merged)
+        names = [str(item) if isinstance(item, (str, os.PathLike)) else f"input {index}" for index, item in enumerate(items)]
+        rows: list[dict[str, Any]] = []
+        self.model.eval()
+        for start in range(0, len(items), options.batch_size):
+            chunk = range(start, min(len(items), start + options.batch_size))
+            pixels = torch.stack([self.model.image_transform(to_image(items[i], names[i])) for i in chunk])
+            reports = self.model.generate(pixel_values=pixels, **options.generate_kwargs())
+            rows.extend(prediction_row(self.model, names[i], report, self.section, self.confidence_temperature)
+                        for i, report in zip(chunk, reports))
+        return rows
+
+
+def load(model: str | os.PathLike | None = "radgen-small", device: str | None = None, dtype: str = "auto",
+         quiet: bool = True, **settings: Any) -> ReportPipeline:
+    """Load a model for drafting reports: `radgen.load("radgen-small")`, `radgen.load("runs/iu")`.
+
+    device: cpu, cuda, ... (default: cuda if available). dtype: as `radgen generate --dtype`.
+    quiet: hide third-party progress bars and known warnings (radgen.quiet). settings: generation
+    defaults for every call (num_beams, max_new_tokens, section, confidence_temperature, ...).
+    """
+    import torch
+
+    from radgen.generate.decode import load_model
+
+    if quiet:
+        from radgen.quiet import quiet_third_party
+
+        quiet_third_party()
+    folder = resolve_model(model)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return ReportPipeline(load_model(folder, device=device, dtype=dtype), **settings)

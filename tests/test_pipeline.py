@@ -1,0 +1,118 @@
+"""radgen.load(...) pipeline and `radgen generate IMAGE_OR_DIR_OR_MANIFEST` with the default model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import radgen
+from radgen.cli import main
+from radgen.errors import DataError, WeightsError
+from radgen.generate.inputs import CORRUPT, EMPTY, NO_PIXELS, NOT_AN_IMAGE, collect_inputs
+from radgen.pipeline import DEFAULT_MODEL_DIR, resolve_model, to_image
+from tests.oneline_fixtures import dicom_dataset, image_folder, radiograph_array, tiny_model_dir
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return tiny_model_dir(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def pipe(model_dir):
+    return radgen.load(str(model_dir), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return image_folder(tmp_path_factory.mktemp("scans") / "scans")
+
+
+def test_folder_inputs_recurse_and_count_unreadable_files_by_reason(folder):
+    inputs = collect_inputs(folder)
+    assert [s.study_id for s in inputs.studies] == ["a.png", "b.jpg", "sub/IM0001"]
+    assert dict(inputs.skipped) == {NOT_AN_IMAGE: 1, EMPTY: 1, CORRUPT: 1, NO_PIXELS: 1}  # .DS_Store: hidden, ignored
+    assert inputs.skipped_text().startswith("4 files skipped (")
+
+
+def test_single_bad_file_and_missing_path_are_one_line_errors(folder, tmp_path):
+    with pytest.raises(DataError, match=r"notes.txt: cannot read it as a radiograph \(not PNG/JPEG/DICOM\)"):
+        collect_inputs(folder / "notes.txt")
+    with pytest.raises(DataError, match="nope: not found; pass an image"):
+        collect_inputs(tmp_path / "nope")
+    (tmp_path / "empty_dir").mkdir()
+    with pytest.raises(DataError, match="no readable PNG/JPEG/DICOM image"):
+        collect_inputs(tmp_path / "empty_dir")
+
+
+def test_model_names_resolve_to_the_shipped_model_and_recipes_without_weights_say_so():
+    assert resolve_model(None) == DEFAULT_MODEL_DIR
+    assert resolve_model("radgen-small") == DEFAULT_MODEL_DIR
+    assert resolve_model("default") == DEFAULT_MODEL_DIR
+    with pytest.raises(WeightsError, match="recipe without shipped weights; train it with `radgen train blip2-opt-lora`"):
+        resolve_model("blip2-opt-lora")
+    with pytest.raises(WeightsError, match="shipped models are: radgen-small"):
+        resolve_model("no-such-model")
+
+
+def test_every_input_kind_decodes_to_the_pixels_of_the_file_on_disk(folder):
+    from radgen.data.images import load_image
+
+    pixels = radiograph_array(seed=1)
+    on_disk = np.asarray(load_image(folder / "a.png"))
+    assert np.array_equal(np.asarray(to_image(Image.fromarray(pixels))), on_disk)
+    assert np.array_equal(np.asarray(to_image(pixels)), on_disk)
+    assert np.array_equal(np.asarray(to_image((folder / "a.png").read_bytes())), on_disk)
+    rgb = np.repeat(pixels[..., None], 3, axis=2)
+    assert np.array_equal(np.asarray(to_image(rgb)), on_disk)
+    # 16-bit input is stretched min..max like a 16-bit PNG; a pydicom Dataset like its file
+    wide = pixels.astype(np.uint16) * 16
+    assert np.array_equal(np.asarray(to_image(wide)), np.asarray(to_image(Image.fromarray(wide))))
+    assert np.array_equal(np.asarray(to_image(dicom_dataset())), np.asarray(load_image(folder / "sub" / "IM0001")))
+    with pytest.raises(DataError, match="x: an array must be H×W"):
+        to_image(np.zeros((2, 3, 4, 5), dtype=np.uint8), "x")
+    with pytest.raises(DataError, match="cannot read a dict as an image"):
+        to_image({"not": "an image"})
+
+
+def test_pipeline_returns_rows_with_sentence_confidences_one_or_batched(pipe, folder, model_dir):
+    from radgen.generate.decode import generate_reports
+
+    single = pipe(str(folder / "a.png"))
+    assert set(single) >= {"findings", "sentences", "confidence", "study_id", "token_logprobs"}
+    assert single["study_id"] == str(folder / "a.png") and single["findings"]
+    assert single["sentences"] and all(0.0 <= s["confidence"] <= 1.0 and s["text"] for s in single["sentences"])
+    batch = pipe([folder / "a.png", radiograph_array(seed=2), folder / "sub" / "IM0001"], batch_size=2)
+    assert len(batch) == 3 and batch[0]["findings"] == single["findings"] and batch[1]["study_id"] == "input 1"
+    # the same rows as the manifest path of radgen.generate (what `radgen generate` writes)
+    studies = collect_inputs(folder).studies
+    rows = generate_reports(pipe.model, studies, root=folder, section="findings", progress=False)
+    expected = {row["study_id"]: row for row in rows}
+    assert batch[2]["token_logprobs"] == expected["sub/IM0001"]["token_logprobs"]
+    assert single["token_logprobs"] == expected["a.png"]["token_logprobs"]
+    assert expected["a.png"]["token_logprobs"] != expected["sub/IM0001"]["token_logprobs"]  # the image matters
+    assert pipe(folder / "a.png", max_new_tokens=2)["token_logprobs"] == single["token_logprobs"][:2]
+
+
+def test_generate_cli_on_a_folder_writes_rows_and_counts_skips(model_dir, folder, tmp_path, capsys, pipe):
+    out = tmp_path / "preds.jsonl"
+    assert main(["generate", str(folder), "--model", str(model_dir), "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["study_id"] for r in rows] == ["a.png", "b.jpg", "sub/IM0001"]
+    assert rows[0]["findings"] == pipe(folder / "a.png")["findings"]  # CLI and pipeline decode alike
+    printed = capsys.readouterr().out
+    assert "3 generated" in printed and "4 files skipped" in printed and "1 not PNG/JPEG/DICOM" in printed
+    # one image, and the old --data spelling for a manifest, still work
+    one = tmp_path / "one.jsonl"
+    assert main(["generate", str(folder / "b.jpg"), "--model", str(model_dir), "--out", str(one), "--no-progress"]) == 0
+    assert json.loads(one.read_text())["study_id"] == "b.jpg"
+
+
+def test_generate_cli_errors_are_one_line(model_dir, folder, tmp_path, capsys):
+    assert main(["generate", "--model", str(model_dir), "--out", str(tmp_path / "x.jsonl")]) == 2
+    assert "no input: pass an image, a folder of images or a manifest" in capsys.readouterr().err
+    assert main(["generate", str(folder), "--model", "blip2-opt-lora", "--out", str(tmp_path / "x.jsonl")]) == 2
+    assert "radgen train blip2-opt-lora" in capsys.readouterr().err
