@@ -17,8 +17,8 @@ from radgen.errors import DataError
 
 # What a reader wants first; the rest (CI, 36 clinical-efficacy variants, ...) stays in the files.
 HEADLINE = (("bleu4", "BLEU-4"), ("meteor", "METEOR"), ("rouge_l", "ROUGE-L"), ("cider_d", "CIDEr-D"))
-# Abnormal-finding F1 against ground-truth labels; spelled here as the metrics stage may write it.
-ABNORMAL_F1_KEYS = ("findings.abnormal_micro_f1", "abnormal_finding_micro_f1", "findings_abnormal_micro_f1")
+# Abnormal-finding micro F1 against ground-truth labels (radgen.metrics.findings)
+ABNORMAL_F1_KEY = "findings_abnormal_micro_f1"
 
 
 def score(hyps: Sequence[str], refs: Sequence[str], metrics: Sequence[str] | None = None, section: str = "findings",
@@ -51,15 +51,9 @@ def score(hyps: Sequence[str], refs: Sequence[str], metrics: Sequence[str] | Non
 
 
 def abnormal_finding_f1(result: dict[str, Any]) -> float | None:
-    """The abnormal-finding micro F1 of an evaluate result, wherever it was put; None if absent."""
-    corpus = result.get("corpus", {})
-    for key in ABNORMAL_F1_KEYS:
-        if isinstance(corpus.get(key), (int, float)):
-            return float(corpus[key])
-    nested = result.get("findings")
-    if isinstance(nested, dict) and isinstance(nested.get("abnormal_micro_f1"), (int, float)):
-        return float(nested["abnormal_micro_f1"])
-    return None
+    """The abnormal-finding micro F1 of an evaluate result; None where the references had no truth labels."""
+    value = result.get("corpus", {}).get(ABNORMAL_F1_KEY)
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def headline(result: dict[str, Any]) -> str:
