@@ -139,7 +139,7 @@ def prediction_row(model: Any, study_id: str, report: Any, section: str, confide
     """One predictions.jsonl row from a GeneratedReport."""
     other = "impression" if section == "findings" else "findings"
     sentences = sentence_confidences(model.tokenizer, report.token_ids, report.token_logprobs, confidence_temperature)
-    return {
+    row = {
         "study_id": study_id,
         section: report.text,
         other: "",
@@ -149,6 +149,12 @@ def prediction_row(model: Any, study_id: str, report: Any, section: str, confide
         "confidence": geometric_mean_probability(report.token_logprobs, confidence_temperature),
         "confidence_temperature": confidence_temperature,
     }
+    if getattr(report, "finding_probs", None) is not None:
+        # grounded models: why a sentence was written (the head's probability per observation) and
+        # which findings the prompt named
+        row["finding_probs"] = dict(report.finding_probs)
+        row["findings_predicted"] = list(report.findings or [])
+    return row
 
 
 def generate_reports(model: Any, studies: Sequence[Study], root: str | os.PathLike | None = None, section: str = "findings",

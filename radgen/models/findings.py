@@ -61,10 +61,16 @@ class FindingHead(nn.Module):
         nn.init.constant_(self.mlp[-1].bias, -2.2)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.pool(features))
+
+    def pool(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) or (B, D) features → (B, 2D) mean and max over tokens (no parameters: cacheable)."""
         if features.dim() == 2:
             features = features[:, None]
         values = features.to(self.norm.weight.dtype)
-        pooled = torch.cat([values.mean(1), values.amax(1)], dim=-1)
+        return torch.cat([values.mean(1), values.amax(1)], dim=-1)
+
+    def classify(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.mlp(self.norm(pooled))
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -123,12 +123,15 @@ def report_json(model: Any, report: Any) -> dict[str, Any]:
 
     section = model.recipe.data.section if model.recipe.data.section in ("findings", "impression") else "findings"
     row = prediction_row(model, "upload", report, section)
-    return {
+    out = {
         "findings": row["findings"], "impression": row["impression"], "section": section,
         "sentences": [{"text": s["text"], "confidence": s["confidence"]} for s in row["sentences"]],
         "confidence": row["confidence"] if row["confidence"] is not None else 0.0,
         "_spans": [tuple(s["token_span"]) for s in row["sentences"]],  # for the heatmap; not sent
     }
+    if "finding_probs" in row:  # grounded models: the image head's probabilities behind the text
+        out["finding_probs"], out["findings_predicted"] = row["finding_probs"], row["findings_predicted"]
+    return out
 
 
 # -------------------------------------------------------------------------------- heatmap

@@ -109,8 +109,31 @@
     renderSentences($("findings"), r.findings, r.findings ? r.sentences : []);
     renderSentences($("impression"), r.impression, r.impression ? r.sentences : []);
     $("overall").textContent = r.confidence >= 0.01 ? r.confidence.toFixed(2) : r.confidence.toExponential(1);
+    renderFindings(r.finding_probs, r.findings_predicted || []);
     $("report").hidden = false;
     $("heatmap-toggle").disabled = false;
+  }
+
+  function renderFindings(probs, named) {
+    const body = $("finding-table").querySelector("tbody");
+    body.textContent = "";
+    $("finding-panel").hidden = !probs;
+    if (!probs) return;
+    Object.entries(probs).sort((a, b) => b[1] - a[1]).forEach(([name, p]) => {
+      const row = document.createElement("tr");
+      const label = document.createElement("td");
+      label.textContent = name;
+      if (named.includes(name)) label.className = "named";
+      const value = document.createElement("td");
+      value.textContent = p.toFixed(2);
+      const bar = document.createElement("td");
+      const fill = document.createElement("span");
+      fill.className = "bar";
+      fill.style.width = Math.round(p * 100) + "px";
+      bar.appendChild(fill);
+      row.append(label, value, bar);
+      body.appendChild(row);
+    });
   }
 
   function reportText() {

@@ -1,0 +1,54 @@
+"""`radgen fit-findings`: the finding head alone, fitted on cached features, early-stopped, thresholds tuned."""
+
+import json
+
+import torch
+
+from radgen.cli import main
+from radgen.config import load_recipe
+from radgen.models import ReportGenerator, build_model
+from radgen.train.data import load_splits
+from radgen.train.finding_head import fit_finding_head
+from tests.train.imaging import write_studies
+
+
+def test_fit_trains_only_the_head_and_lowers_its_validation_loss(tmp_path):
+    manifest = write_studies(tmp_path / "studies", train=24, val=9)
+    torch.manual_seed(0)
+    recipe = load_recipe("radgen-small", size="tiny", overrides=[f"data.manifest={manifest}"])
+    model = build_model(recipe)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train_set, val_set = load_splits(recipe, model.image_transform)
+    fit = fit_finding_head(model, train_set, val_set, tmp_path / "cache", max_epochs=60, patience=60, progress=False)
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("findings.") for k in changed)
+    assert "findings.thresholds" in changed and "findings.pos_weight" in changed
+    # the cases: a third cardiomegaly, a third effusion (tests/train/imaging.py): both have val positives
+    assert set(fit.val_auroc) == {"Cardiomegaly", "Pleural Effusion"}
+    head = model.findings
+    val_x = torch.cat([head.pool(model.encode_images(val_set[i]["pixel_values"][None])) for i in range(len(val_set))])
+    from radgen.models.findings import targets_from_labels
+    from radgen.train.evaluation import study_finding_labels
+
+    val_y = targets_from_labels(*study_finding_labels(val_set), head.observations)[0]
+    with torch.no_grad():
+        fitted = float(head.loss(head.classify(val_x), val_y))
+        model.findings.load_state_dict({k.split(".", 1)[1]: v for k, v in before.items() if k.startswith("findings.")})
+        model.findings.pos_weight.copy_(after["findings.pos_weight"])
+        initial = float(head.loss(head.classify(val_x), val_y))
+    assert abs(fitted - fit.val_loss) < 1e-3  # the kept weights are the best epoch's (cache in fp16: small drift)
+    assert fitted < initial
+
+
+def test_cli_fits_a_saved_model_in_place(tmp_path, capsys):
+    manifest = write_studies(tmp_path / "studies", train=12, val=6)
+    torch.manual_seed(0)
+    model = build_model(load_recipe("radgen-small", size="tiny"))
+    model.save_pretrained(tmp_path / "m")
+    assert main(["fit-findings", str(tmp_path / "m"), "--data", str(manifest), "--max-epochs", "5", "--no-progress",
+                 "--feature-cache-dir", str(tmp_path / "cache")]) == 0
+    assert "finding head fitted" in capsys.readouterr().out
+    report = json.loads((tmp_path / "m" / "finding_head_fit.json").read_text())
+    loaded = ReportGenerator.from_pretrained(tmp_path / "m")
+    assert [round(float(t), 4) for t in loaded.findings.thresholds] == [report["thresholds"][n] for n in loaded.findings.observations]
