@@ -137,7 +137,20 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     from radgen.io import write_jsonl
     from radgen.metrics.baselines import baseline_predictions
 
-    rows = baseline_predictions(read_manifest(args.ref), args.kind, section=args.section, train_split=args.train_split, test_split=args.test_split, seed=args.seed)
+    studies = read_manifest(args.ref)
+    if args.kind == "classifier-template":
+        # image-aware: the model's finding head + one template sentence per finding (radgen.generate)
+        from pathlib import Path
+
+        from radgen.generate.classifier_template import classifier_template_predictions
+        from radgen.generate.decode import load_model
+        from radgen.pipeline import resolve_model
+
+        model = load_model(resolve_model(args.model))  # default: the shipped radgen-small
+        test = [s for s in studies if s.split == args.test_split]
+        rows = classifier_template_predictions(model, test, root=Path(args.ref).parent, section=args.section)
+    else:
+        rows = baseline_predictions(studies, args.kind, section=args.section, train_split=args.train_split, test_split=args.test_split, seed=args.seed)
     write_jsonl(args.out, rows)
     print(f"{args.kind}: wrote {len(rows)} predictions for split {args.test_split!r} -> {args.out}")
     return 0
@@ -162,8 +175,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="JSONL rows {\"id\", <observation>: 1|0|-1|null, ...}")
     p.set_defaults(func=cmd_label)
 
-    p = subparsers.add_parser("baseline", help="image-free baseline predictions from the training reports")
-    p.add_argument("--kind", required=True, choices=("most-frequent", "nearest-train", "random-train"))
+    p = subparsers.add_parser("baseline", help="baseline predictions: training reports (image-free) or the finding head + templates")
+    p.add_argument("--kind", required=True, choices=("most-frequent", "nearest-train", "random-train", "classifier-template"))
+    p.add_argument("--model", default=None, help="classifier-template: the model whose finding head decides (name, folder or run; default radgen-small)")
     p.add_argument("--ref", required=True, help="manifest with train and test studies")
     p.add_argument("--out", required=True, help="predictions JSONL")
     p.add_argument("--section", default="findings", choices=("findings", "impression", "both"))
