@@ -8,6 +8,9 @@ trains (its prompt names the true findings), so the head can be fitted afterward
 the encoder frozen its inputs are the cached features, an epoch over 2,285 studies costs
 milliseconds, and it trains until the validation loss stops improving. Thresholds are then set on
 the validation split for best F1 per observation. The decoder, connector and encoder are untouched.
+Defaults (lr 3e-4, weight decay 0.1, batch 64) were chosen on the IU-Phantom val split among seven
+settings (lr 1e-4..1e-3, weight decay 0.01..0.1, hidden 64..512, mean vs mean+max pooling): val
+micro-F1 0.625..0.647 across them, so the choice matters little.
 """
 
 from __future__ import annotations
@@ -52,24 +55,12 @@ def _pooled_features(model: Any, dataset: Sequence[dict], cache_dir: str | Path,
     return torch.cat(pooled)
 
 
-def fit_finding_head(model: Any, train_set: Sequence[dict], val_set: Sequence[dict], cache_dir: str | Path,
-                     label_source: str = "auto", max_epochs: int = 300, patience: int = 30, lr: float = 1e-3,
-                     weight_decay: float = 1e-2, batch_size: int = 64, seed: int = 0, progress: bool = True) -> HeadFit:
-    """Train only `model.findings` on cached encoder features of `train_set`; early-stop on the BCE of
-    `val_set`; keep the best epoch's weights; tune thresholds on `val_set`. Returns what it measured."""
-    head = getattr(model, "findings", None)
-    if head is None:
-        raise ConfigError(f"recipe '{model.recipe.name}' has no finding head to fit (model.findings.enabled=false)")
-    if not val_set:
-        raise ConfigError("fitting the finding head needs a validation split (early stopping and thresholds)")
-    names = head.observations
-    train_y = targets_from_labels(*study_finding_labels(train_set), names, label_source)[0]
-    val_y = targets_from_labels(*study_finding_labels(val_set), names, label_source)[0]
-    model.eval()
-    with torch.no_grad():
-        train_x = _pooled_features(model, train_set, cache_dir, batch_size, progress)
-        val_x = _pooled_features(model, val_set, cache_dir, batch_size, progress)
-    head.set_class_balance(train_y, model.recipe.model.findings.max_pos_weight)
+def fit_head_on_pooled(head: Any, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
+                       max_pos_weight: float = 10.0, max_epochs: int = 300, patience: int = 30, lr: float = 3e-4,
+                       weight_decay: float = 0.1, batch_size: int = 64, seed: int = 0) -> tuple[int, int, float]:
+    """Train head.norm + head.mlp on pooled features; keep the epoch with the lowest val BCE.
+    Returns (epochs run, best epoch, best val loss). Thresholds are left to the caller."""
+    head.set_class_balance(train_y, max_pos_weight)
     head.requires_grad_(True)
     optimizer = torch.optim.AdamW([p for p in head.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(seed)
@@ -92,6 +83,28 @@ def fit_finding_head(model: Any, train_set: Sequence[dict], val_set: Sequence[di
             break
     head.load_state_dict(best_state)
     head.requires_grad_(False)
+    return epoch, best_epoch, best_loss
+
+
+def fit_finding_head(model: Any, train_set: Sequence[dict], val_set: Sequence[dict], cache_dir: str | Path,
+                     label_source: str = "auto", max_epochs: int = 300, patience: int = 30, lr: float = 3e-4,
+                     weight_decay: float = 0.1, batch_size: int = 64, seed: int = 0, progress: bool = True) -> HeadFit:
+    """Train only `model.findings` on cached encoder features of `train_set`; early-stop on the BCE of
+    `val_set`; keep the best epoch's weights; tune thresholds on `val_set`. Returns what it measured."""
+    head = getattr(model, "findings", None)
+    if head is None:
+        raise ConfigError(f"recipe '{model.recipe.name}' has no finding head to fit (model.findings.enabled=false)")
+    if not val_set:
+        raise ConfigError("fitting the finding head needs a validation split (early stopping and thresholds)")
+    names = head.observations
+    train_y = targets_from_labels(*study_finding_labels(train_set), names, label_source)[0]
+    val_y = targets_from_labels(*study_finding_labels(val_set), names, label_source)[0]
+    model.eval()
+    with torch.no_grad():
+        train_x = _pooled_features(model, train_set, cache_dir, batch_size, progress)
+        val_x = _pooled_features(model, val_set, cache_dir, batch_size, progress)
+    epoch, best_epoch, best_loss = fit_head_on_pooled(head, train_x, train_y, val_x, val_y, model.recipe.model.findings.max_pos_weight,
+                                                      max_epochs, patience, lr, weight_decay, batch_size, seed)
     with torch.no_grad():
         probs = torch.sigmoid(head.classify(val_x))
     thresholds = head.set_thresholds(probs, val_y)
