@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"radgen {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: the cores idle right now, at least 1; or $RADGEN_NUM_THREADS)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)
@@ -84,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if args.command is None else 2
+    from radgen.threads import configure_threads, restore_threads
+
     try:
+        configure_threads(args.threads)
         result = args.func(args)
     except RadgenError as err:
         print(f"radgen: error: {err}", file=sys.stderr)
@@ -99,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("radgen: interrupted", file=sys.stderr)
         return 130
+    finally:
+        restore_threads()  # in-process callers (notebooks, tests) get their thread count back
     return int(result or 0)
 
 

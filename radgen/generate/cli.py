@@ -116,7 +116,14 @@ def run_generate(args: argparse.Namespace) -> int:
     from radgen.generate.confidence import load_temperature
     from radgen.generate.decode import generate_to_file
 
+    from radgen.generate.decode import already_generated
+
     temperature_scale = load_temperature(args.temperature_scale)
+    if not args.overwrite:
+        inputs = resolve_inputs(args)
+        if already_generated(inputs.studies, args.out):  # say so before the (slow) model load
+            print(f"generate: 0 generated, {len(inputs.studies)} already done → {args.out} (pass --overwrite to generate again)")
+            return 0
     model, inputs = _model_and_inputs(args)
     settings = dict(num_beams=1 if args.greedy else args.num_beams, max_new_tokens=args.max_new_tokens,
                     do_sample=True if args.sample else None, temperature=args.temperature, top_p=args.top_p,

@@ -222,6 +222,15 @@ def _read_complete_rows(path: Path, truncate: bool) -> list[dict[str, Any]]:
     return rows
 
 
+def already_generated(studies: Sequence[Study], out: str | os.PathLike) -> bool:
+    """True when OUT is a finished predictions file holding every study (nothing to do, no model needed)."""
+    out = Path(out)
+    if not out.is_file() or out.with_name(out.name + ".partial").exists():
+        return False
+    done = {str(row.get("study_id")) for row in _read_complete_rows(out, truncate=False)}
+    return all(s.study_id in done for s in studies)
+
+
 def generate_to_file(model: Any, studies: Sequence[Study], out: str | os.PathLike, root: str | os.PathLike | None = None,
                      overwrite: bool = False, **kwargs: Any) -> dict[str, int]:
     """Generate for `studies` into `out` (JSONL), resuming from earlier rows; see the module docstring."""

@@ -126,5 +126,8 @@ def test_cli(saved_small, phantom, tmp_path, capsys):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["study_id"] for r in rows] == ["s3", "s4", "s5"] and all(len(r["tokens"]) <= 5 for r in rows)
     assert main(argv) == 0 and "3 already done" in capsys.readouterr().out
+    # a finished file is recognised before the model loads: a model that cannot load is never touched
+    assert main([*argv[:1], "--model", str(tmp_path / "no-model"), *argv[3:]]) == 0
+    assert "0 generated, 3 already done" in capsys.readouterr().out
     assert main(["generate", "--model", str(tmp_path), "--data", str(manifest), "--out", str(out)]) == 2
     assert "radgen_config.yaml" in capsys.readouterr().err
