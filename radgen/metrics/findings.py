@@ -55,8 +55,11 @@ def _scores(summed: np.ndarray, counted: list[int]) -> dict[str, np.ndarray]:
     micro_p, micro_r = _div(tp.sum(1), (tp + fp).sum(1)), _div(tp.sum(1), (tp + fn).sum(1))
     out["findings_abnormal_micro_p"], out["findings_abnormal_micro_r"] = micro_p, micro_r
     out["findings_abnormal_micro_f1"] = _div(2 * micro_p * micro_r, micro_p + micro_r)
-    out["findings_abnormal_macro_p"], out["findings_abnormal_macro_r"] = p_obs.mean(1), r_obs.mean(1)
-    out["findings_abnormal_macro_f1"] = f_obs.mean(1)
+    if counted:
+        out["findings_abnormal_macro_p"], out["findings_abnormal_macro_r"] = p_obs.mean(1), r_obs.mean(1)
+        out["findings_abnormal_macro_f1"] = f_obs.mean(1)
+    else:  # no observation has enough positives among these studies: nothing to average
+        out["findings_abnormal_macro_p"] = out["findings_abnormal_macro_r"] = out["findings_abnormal_macro_f1"] = np.zeros(len(summed))
     for j, index in enumerate(counted):
         key = observation_key(ABNORMAL[index])
         out[f"findings_{key}_p"], out[f"findings_{key}_r"], out[f"findings_{key}_f1"] = p_obs[:, j], r_obs[:, j], f_obs[:, j]

@@ -1,0 +1,145 @@
+"""Does the model report what the image shows? The model next to every baseline, in one run.
+
+    PYTHONPATH=. python benchmarks/grounding.py --model radgen/assets/default_model \
+        --data work/default-model/phantom/manifest.jsonl --split test --decodings greedy,beam3 --json grounding.json
+
+Systems, all on the same studies of `--split`, scored by `radgen.metrics.evaluate` (findings against
+the manifest's image truth `labels.chexpert`, BLEU-4, METEOR 1.5, ROUGE-L, CIDEr-D, 1,000 bootstrap
+resamples) and compared pairwise with the model (paired bootstrap CI of the difference and
+approximate-randomization p-value, `radgen.metrics.stats.paired_test`):
+
+* the model, once per decoding in `--decodings` (greedy = drafted greedy; beamN = beam search);
+* `classifier-template`: the model's own finding head + one template sentence per finding;
+* the image-free baselines: `nearest-train` (indication text), `random-train`, `most-frequent`;
+* the reference reports themselves (the ceiling of the findings measure: what the labeler reads
+  from the radiologist's text against what the image shows).
+
+Also: distinct reports as a share of the studies, and the generation time of each decoding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+KEYS = ["findings_abnormal_micro_f1", "findings_abnormal_macro_f1", "findings_cardiomegaly_f1", "findings_support_devices_f1",
+        "findings_pleural_effusion_f1", "findings_edema_f1", "bleu4", "meteor", "rouge_l", "cider_d"]
+SHORT = {"findings_abnormal_micro_f1": "finding micro-F1", "findings_abnormal_macro_f1": "macro-F1",
+         "findings_cardiomegaly_f1": "cardiomeg.", "findings_support_devices_f1": "devices", "findings_pleural_effusion_f1": "effusion",
+         "findings_edema_f1": "edema", "bleu4": "BLEU-4", "meteor": "METEOR", "rouge_l": "ROUGE-L", "cider_d": "CIDEr-D"}
+
+
+def _decoding(name: str) -> dict:
+    if name == "greedy":
+        return {"num_beams": 1}
+    if name.startswith("beam") and name[4:].isdigit():
+        return {"num_beams": int(name[4:])}
+    raise SystemExit(f"--decodings: '{name}' is not greedy or beamN")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from radgen.data.study import read_manifest
+    from radgen.generate.classifier_template import classifier_template_predictions
+    from radgen.generate.decode import generate_reports, load_model, select_studies
+    from radgen.metrics.baselines import baseline_predictions
+    from radgen.metrics.meteor import MeteorScorer, MeteorUnavailable
+    from radgen.pipeline import resolve_model
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="radgen-small")
+    parser.add_argument("--data", required=True, help="manifest with train/val/test splits and labels.chexpert")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--decodings", default="greedy,beam3")
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+
+    studies = read_manifest(args.data)
+    test = select_studies(studies, args.split, args.limit)
+    root = Path(args.data).parent
+    model = load_model(resolve_model(args.model))
+    systems: dict[str, list[dict]] = {}
+    seconds: dict[str, float] = {}
+    for name in args.decodings.split(","):
+        model.report_draft.clear()  # each decoding starts from the shipped draft table, not the previous run's reports
+        from radgen.generate.decode import seed_draft_table
+
+        seed_draft_table(model, resolve_model(args.model))
+        start = time.perf_counter()
+        systems[f"model ({name})"] = generate_reports(model, test, root=root, batch_size=args.batch_size, **_decoding(name))
+        seconds[f"model ({name})"] = time.perf_counter() - start
+    systems["classifier-template"] = classifier_template_predictions(model, test, root=root)
+    ids = {s.study_id for s in test}
+    for kind in ("nearest-train", "random-train", "most-frequent"):
+        rows = baseline_predictions(studies, kind, test_split=args.split)
+        systems[kind] = [r for r in rows if r["study_id"] in ids]
+    systems["reference reports (ceiling)"] = [{"study_id": s.study_id, "findings": s.report("findings")} for s in test]
+
+    metrics = ["findings", "bleu", "meteor", "rouge_l", "cider_d"]
+    try:  # one METEOR session for every system: paired tests re-score resampled METEOR statistics through it
+        scorer = MeteorScorer()
+    except MeteorUnavailable as err:
+        print(f"note: METEOR skipped ({err})", file=sys.stderr)
+        scorer, metrics = None, [m for m in metrics if m != "meteor"]
+    try:
+        out = _score(args, systems, seconds, test, metrics, scorer)
+    finally:
+        if scorer is not None:
+            scorer.close()
+    print(table(out))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    return out
+
+
+def _score(args, systems, seconds, test, metrics, scorer) -> dict:
+    from radgen.metrics.evaluate import evaluate
+    from radgen.metrics.stats import paired_test
+
+    results = {name: evaluate(rows, test, metrics=metrics, bootstrap=args.bootstrap, return_statistics=True, meteor_scorer=scorer)
+               for name, rows in systems.items()}
+    first = next(iter(systems))
+    out: dict = {"split": args.split, "studies": len(test), "scored": results[first]["n_studies"], "model": args.model,
+                 "observations": results[first]["protocol"].get("findings_observations"), "seconds": seconds,
+                 "machine": {"cpu": platform.processor() or platform.machine()}, "systems": {}, "paired_vs": {}}
+    for name, result in results.items():
+        texts = [r.get("findings", "") for r in systems[name]]
+        out["systems"][name] = {k: result["corpus"].get(k) for k in KEYS} | {
+            "ci95": {k: result["ci95"].get(k) for k in KEYS}, "distinct_reports": len(set(texts)) / max(len(texts), 1)}
+    for name in results:
+        if name.startswith("model"):
+            out["paired_vs"][name] = {}
+            for other in ("classifier-template", "nearest-train"):
+                paired = paired_test(results[other]["_statistics"], results[name]["_statistics"])
+                out["paired_vs"][name][other] = {k: {"delta": paired[k].delta, "ci95": list(paired[k].ci), "p": paired[k].p_value}
+                                                 for k in KEYS if k in paired}
+    if len([n for n in results if n.startswith("model")]) > 1:
+        names = [n for n in results if n.startswith("model")]
+        paired = paired_test(results[names[0]]["_statistics"], results[names[1]]["_statistics"])
+        out["paired_decodings"] = {"a": names[0], "b": names[1],
+                                   "b_minus_a": {k: {"delta": paired[k].delta, "ci95": list(paired[k].ci), "p": paired[k].p_value}
+                                                 for k in KEYS if k in paired}}
+    return out
+
+
+def table(out: dict) -> str:
+    lines = [f"{out['split']} split: {out['scored']} studies with a reference report; findings over {out['observations']}",
+             "| system | " + " | ".join(SHORT[k] for k in KEYS) + " | distinct reports |",
+             "|---|" + "---|" * (len(KEYS) + 1)]
+    for name, row in out["systems"].items():
+        cells = []
+        for key in KEYS:
+            value, ci = row.get(key), row["ci95"].get(key)
+            cells.append("–" if value is None else f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and key == KEYS[0] else ""))
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {100 * row['distinct_reports']:.0f}% |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
