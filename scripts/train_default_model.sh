@@ -20,6 +20,9 @@ $R train radgen-small "data.manifest=$WORK/phantom/manifest.jsonl" "stages.0.epo
   train.warmup_steps=50 train.warmup_ratio=0 train.eval_every=60 train.eval_max_batches=10 \
   train.eval_generate=0 train.save_every=60 train.early_stopping_patience=4 train.log_every=5 \
   "train.feature_cache_dir=$WORK/feature_cache" --output-dir "$WORK/run"
+# 3b. Fit the finding head alone to convergence on the cached features (seconds; decoder untouched)
+#     and tune its per-observation thresholds on the val split (radgen/train/finding_head.py).
+$R fit-findings "$WORK/run/best" --data "$WORK/phantom/manifest.jsonl" --feature-cache-dir "$WORK/feature_cache"
 # 4. Export only the trained weights (connector + LoRA, < 25 MB) with the model card.
 $R model export "$WORK/run" --out radgen/assets/default_model --card radgen/assets/default_model/model_card.json   # the card is read before the folder is replaced
 # 5. Seed drafted greedy decoding with the model's own greedy reports on the validation split
