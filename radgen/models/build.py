@@ -6,7 +6,7 @@ import contextlib
 
 import torch
 
-from radgen.config import RecipeConfig
+from radgen.config import RecipeConfig, check_image_mode
 from radgen.errors import WeightsError
 from radgen.models.connectors import build_connector
 from radgen.models.decoders import build_decoder, cross_attention_width, input_width, load_options, load_tokenizer
@@ -30,6 +30,7 @@ def build_model(recipe: RecipeConfig, meta: bool = False, apply_first_stage: boo
     network, seconds even for 7B models): what `radgen model info` counts. The first stage's
     `train` patterns are applied, so `trainable_parameter_count()` is stage 1's.
     """
+    check_image_mode(recipe, f"recipe '{recipe.name}'")  # also for recipes not read by load_recipe (saved models, Python)
     spec = recipe.model
     sources = SourceCache(meta=meta)
     builtin = (spec.decoder.tokenizer or "").startswith("builtin:")
