@@ -418,6 +418,13 @@ def check_image_mode(recipe: RecipeConfig, where: str = "recipe") -> None:
                           "use data.images=stitch (views side by side) or data.images=first_frontal")
 
 
+def check_stitch_resize(recipe: RecipeConfig, resize: str) -> None:
+    """ConfigError when a stitch of several views would be centre-cropped (views cut off)."""
+    if recipe.data.images == "stitch" and recipe.data.max_images > 1 and resize == "shortest_edge_crop":
+        raise ConfigError(f"recipe '{recipe.name}': data.images=stitch with the encoder's centre crop cuts the outer views off; "
+                          "set model.encoder.processor.resize=pad (or squash)")
+
+
 def _flatten(overrides: dict[str, Any]) -> dict[str, Any]:
     """Override sets in YAML may use dotted keys ('model.decoder.name': x); keep them as given."""
     if not isinstance(overrides, dict):
