@@ -124,7 +124,7 @@ class DataConfig:
     section: str = "findings"  # "findings", "impression" or "both"
     cleaning: str = "r2gen-iu"  # "r2gen-iu", "r2gen-mimic", "clean", "none"
     max_tokens: int = 60  # report tokens kept for training (R2Gen: 60 IU, 100 MIMIC)
-    images: str = "first_frontal"  # "first_frontal", "stitch" (up to max_images side by side), "list"
+    images: str = "first_frontal"  # "first_frontal" or "stitch" (up to max_images side by side); see MODEL_IMAGE_MODES
     max_images: int = 4
     views: list[str] | None = None  # keep only these views (e.g. [PA, AP]); None keeps all
     cache_images: bool = False
@@ -398,9 +398,31 @@ def load_recipe(
     if overrides:
         raw = apply_overrides(raw, overrides, where="command-line override")
     recipe = from_dict(RecipeConfig, raw, where)
+    check_image_mode(recipe, where)
     if variant:
         recipe.name = f"{recipe.name}:{variant}"
     return recipe
+
+
+# What a model can be trained and run on. The dataset also offers "list" ((N, C, H, W) per study),
+# but every encoder takes one image per study (B, C, H, W): a list would reach conv2d as 5-D and
+# crash mid-run, so a recipe asking for it is refused when it is loaded or built.
+MODEL_IMAGE_MODES = ("first_frontal", "stitch")
+
+
+def check_image_mode(recipe: RecipeConfig, where: str = "recipe") -> None:
+    """ConfigError unless recipe.data.images is a mode the models accept."""
+    mode = recipe.data.images
+    if mode not in MODEL_IMAGE_MODES:
+        raise ConfigError(f"{where}: data.images={mode} is not supported by the models (one image per study); "
+                          "use data.images=stitch (views side by side) or data.images=first_frontal")
+
+
+def check_stitch_resize(recipe: RecipeConfig, resize: str) -> None:
+    """ConfigError when a stitch of several views would be centre-cropped (views cut off)."""
+    if recipe.data.images == "stitch" and recipe.data.max_images > 1 and resize == "shortest_edge_crop":
+        raise ConfigError(f"recipe '{recipe.name}': data.images=stitch with the encoder's centre crop cuts the outer views off; "
+                          "set model.encoder.processor.resize=pad (or squash)")
 
 
 def _flatten(overrides: dict[str, Any]) -> dict[str, Any]:

@@ -72,3 +72,21 @@ def test_bad_yaml_is_one_line_error(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_recipe(path)
     assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
+def test_list_images_refused_at_load_naming_the_fix():
+    # every encoder takes (B, C, H, W): data.images=list used to crash inside conv2d mid-run
+    with pytest.raises(ConfigError, match=r"data\.images=list .*data\.images=stitch .*first_frontal") as err:
+        load_recipe("radgen-small", size="tiny", overrides=["data.images=list"])
+    assert "\n" not in str(err.value)
+    for mode in ("stitch", "first_frontal"):
+        assert load_recipe("llava-two-stage", size="tiny", overrides=[f"data.images={mode}"]).data.images == mode
+
+
+def test_list_images_refused_at_build_for_recipes_made_in_python():
+    from radgen.models import build_model
+
+    recipe = load_recipe("llava-two-stage", size="tiny")
+    recipe.data.images = "list"  # a recipe edited in Python (or read from a saved model) skips load_recipe
+    with pytest.raises(ConfigError, match=r"data\.images=stitch"):
+        build_model(recipe)

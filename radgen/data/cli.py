@@ -1,6 +1,7 @@
 """`radgen data ...`: build manifests from datasets and describe them.
 
     radgen data prepare --format iu-xray-kaggle --root DIR --out manifest.jsonl [--split-ratio 0.8,0.1,0.1 --seed 0]
+                        [--resplit 0.8,0.1,0.1]   (ignore the dataset's split: random, by subject)
                         [--views PA,AP] [--section findings] [--require-images]
     radgen data stats manifest.jsonl [--out-dir DIR]
 
@@ -33,7 +34,7 @@ def _prepare(args: argparse.Namespace) -> int:
         raise DataError(f"--out {args.out} is a folder; give the manifest file to write, e.g. {Path(args.out) / 'manifest.jsonl'}")
     result = prepare(
         args.format, args.root, views=args.views, section=args.section, split_ratio=args.split_ratio,
-        seed=args.seed, require_images=args.require_images,
+        seed=args.seed, require_images=args.require_images, resplit=args.resplit,
     )
     for line in result.report_lines():
         print(f"radgen: {line}", file=sys.stderr)
@@ -85,7 +86,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prepare.add_argument("--format", required=True, choices=list(FORMATS), help="dataset layout")
     prepare.add_argument("--root", required=True, help="dataset folder (for --format manifest: a .csv/.jsonl file or a folder)")
     prepare.add_argument("--out", required=True, help="manifest to write (JSONL; written atomically)")
-    prepare.add_argument("--split-ratio", default="0.8,0.1,0.1", help="train,val,test fractions for datasets without a split (default 0.8,0.1,0.1)")
+    prepare.add_argument("--split-ratio", default=None, help="train,val,test fractions for studies the dataset gives no split (default 0.8,0.1,0.1)")
+    prepare.add_argument("--resplit", default=None, metavar="RATIO",
+                         help="ignore the dataset's split; split every kept study at random by train,val,test fractions, e.g. 0.8,0.1,0.1 "
+                              "(grouped by subject, else by study; --seed picks the draw)")
     prepare.add_argument("--seed", type=int, default=0, help="seed of the split assignment (default 0)")
     prepare.add_argument("--views", default=None, help="keep only images of these views, e.g. PA,AP (default: all)")
     prepare.add_argument("--section", default=None, choices=["findings", "impression", "both"], help="drop studies where this section is empty (default: keep studies with any findings or impression)")

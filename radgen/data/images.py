@@ -308,12 +308,26 @@ def stitch_images(images: Sequence[Image.Image], max_images: int = 4) -> Image.I
     return canvas
 
 
+RESIZE_MODES = ("squash", "shortest_edge_crop", "pad")
+
+
+def pad_placement(width: int, height: int, size: int) -> tuple[int, int, int, int]:
+    """"pad" mode: (new_width, new_height, left, top) of a width×height image inside the size×size
+    square (longer side = size, centred as LLaVA's expand2square centres it)."""
+    scale = size / max(width, height)
+    new_width, new_height = max(1, min(size, round(width * scale))), max(1, min(size, round(height * scale)))
+    return new_width, new_height, (size - new_width) // 2, (size - new_height) // 2
+
+
 class ImageTransform:
     """PIL image → normalised FloatTensor (channels, size, size).
 
     resize="squash" resizes straight to size×size (aspect ratio not kept, nothing cut off: a
     radiograph's edges hold costophrenic angles); "shortest_edge_crop" scales the shorter side to
-    `size` and center-crops, as most HF image processors do. A grayscale image is repeated over 3
+    `size` and center-crops, as most HF image processors do; "pad" scales the longer side to `size`
+    and centres the image on a square filled with the mean colour (LLaVA-1.5's
+    `image_aspect_ratio: pad`, expand2square): aspect ratio kept and nothing cut off, which a
+    stitch of several views needs (a centre crop of a 4-view stitch keeps only views 2 and 3). A grayscale image is repeated over 3
     channels for RGB encoders. mean/std have one value per channel (or one value for all).
     """
 
@@ -326,8 +340,8 @@ class ImageTransform:
         resize: str = "squash",
         interpolation: str = "bicubic",
     ) -> None:
-        if resize not in ("squash", "shortest_edge_crop"):
-            raise DataError(f"unknown resize mode {resize!r}; use 'squash' or 'shortest_edge_crop'")
+        if resize not in RESIZE_MODES:
+            raise DataError(f"unknown resize mode {resize!r}; use one of {', '.join(RESIZE_MODES)}")
         if channels not in (1, 3):
             raise DataError(f"channels must be 1 or 3, got {channels}")
         if interpolation not in _RESAMPLING:
@@ -354,6 +368,9 @@ class ImageTransform:
         resample = _RESAMPLING[self.interpolation]
         if self.resize == "squash":
             return image.resize((self.size, self.size), resample)
+        if self.resize == "pad":  # the square's fill is added after normalisation (__call__)
+            new_width, new_height, _, _ = pad_placement(image.width, image.height, self.size)
+            return image.resize((new_width, new_height), resample)
         scale = self.size / min(image.width, image.height)
         width, height = max(self.size, round(image.width * scale)), max(self.size, round(image.height * scale))
         image = image.resize((width, height), resample)
@@ -370,4 +387,12 @@ class ImageTransform:
         array = array[None] if gray else array.transpose(2, 0, 1)
         mean = np.asarray(self.mean, dtype=np.float32)[:, None, None]
         scale = np.asarray([1.0 / s for s in self.std], dtype=np.float32)[:, None, None]
-        return torch.from_numpy(np.ascontiguousarray((array - mean) * scale))
+        array = (array - mean) * scale
+        if self.resize == "pad":
+            # LLaVA fills with the processor's mean colour, which normalises to exactly 0 in every
+            # channel; filling after normalisation keeps the grayscale fast path (one resize).
+            _, _, left, top = pad_placement(image.width, image.height, self.size)
+            square = np.zeros((array.shape[0], self.size, self.size), dtype=np.float32)
+            square[:, top: top + array.shape[1], left: left + array.shape[2]] = array
+            array = square
+        return torch.from_numpy(np.ascontiguousarray(array))

@@ -242,6 +242,10 @@ def model_view_box(image_size: tuple[int, int], resize: str) -> tuple[int, int, 
         side = min(w, h)
         x0, y0 = (w - side) // 2, (h - side) // 2
         return x0, y0, x0 + side, y0 + side
+    if resize == "pad":  # the square reaches past the image on its shorter sides (the mean-colour fill)
+        side = max(w, h)
+        x0, y0 = -((side - w) // 2), -((side - h) // 2)
+        return x0, y0, x0 + side, y0 + side
     return 0, 0, w, h  # "squash": the whole image is resized to the square
 
 
@@ -250,9 +254,11 @@ def upsample(heat: np.ndarray, image_size: tuple[int, int], resize: str = "squas
     from PIL import Image
 
     x0, y0, x1, y1 = model_view_box(image_size, resize)
-    region = Image.fromarray(np.asarray(heat, dtype=np.float32), mode="F").resize((x1 - x0, y1 - y0), Image.BILINEAR)
+    region = np.asarray(Image.fromarray(np.asarray(heat, dtype=np.float32), mode="F").resize((x1 - x0, y1 - y0), Image.BILINEAR))
     full = np.zeros((image_size[1], image_size[0]), dtype=np.float32)
-    full[y0:y1, x0:x1] = np.asarray(region)
+    # only the part of the model's square that lies on the image ("pad" squares reach past it)
+    ix0, iy0, ix1, iy1 = max(x0, 0), max(y0, 0), min(x1, image_size[0]), min(y1, image_size[1])
+    full[iy0:iy1, ix0:ix1] = region[iy0 - y0: iy1 - y0, ix0 - x0: ix1 - x0]
     return full
 
 

@@ -6,7 +6,7 @@ import contextlib
 
 import torch
 
-from radgen.config import RecipeConfig
+from radgen.config import RecipeConfig, check_image_mode, check_stitch_resize
 from radgen.errors import WeightsError
 from radgen.models.connectors import build_connector
 from radgen.models.decoders import build_decoder, cross_attention_width, input_width, load_options, load_tokenizer
@@ -30,6 +30,7 @@ def build_model(recipe: RecipeConfig, meta: bool = False, apply_first_stage: boo
     network, seconds even for 7B models): what `radgen model info` counts. The first stage's
     `train` patterns are applied, so `trainable_parameter_count()` is stage 1's.
     """
+    check_image_mode(recipe, f"recipe '{recipe.name}'")  # also for recipes not read by load_recipe (saved models, Python)
     spec = recipe.model
     sources = SourceCache(meta=meta)
     builtin = (spec.decoder.tokenizer or "").startswith("builtin:")
@@ -50,6 +51,7 @@ def build_model(recipe: RecipeConfig, meta: bool = False, apply_first_stage: boo
         decoder = apply_peft(decoder, spec.peft, causal=spec.decoder.kind == "causal_lm")
         prompt = SoftPrompt(spec.peft.num_virtual_tokens, input_width(decoder)) if spec.peft.method == "prompt" else None
         findings = build_finding_head(spec.findings, encoder.hidden_size)
+    check_stitch_resize(recipe, encoder.resize)
     if tokenizer is not None and len(tokenizer) > decoder.get_input_embeddings().num_embeddings:
         raise WeightsError(f"decoder '{spec.decoder.name}' has {decoder.get_input_embeddings().num_embeddings} token embeddings "
                            f"but its tokenizer '{spec.decoder.tokenizer or spec.decoder.name}' has {len(tokenizer)} tokens; "

@@ -2,6 +2,8 @@
 
     radgen model info RECIPE [--size full|tiny] [--json] [key=value ...]
     radgen model list
+    radgen model export SRC --out DIR [--base-weights] [--card card.json]
+    radgen model export RECIPE --untrained --out DIR [--size tiny] [--seed 0] [key=value ...]
 """
 
 from __future__ import annotations
@@ -23,8 +25,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info.set_defaults(func=_info)
     listing = sub.add_parser("list", help="recipes shipped with radgen and their variants")
     listing.set_defaults(func=_list)
-    export = sub.add_parser("export", help="copy a trained model (or a run's best/) into a small shippable folder")
-    export.add_argument("source", help="a save_pretrained folder or a training run folder (its best/ is used)")
+    export = allow_intermixed(sub.add_parser("export", help="copy a trained model (or a run's best/) into a small shippable folder; "
+                                                            "--untrained: a recipe's model before training (zero-shot)"))
+    export.add_argument("source", help="a save_pretrained folder or a training run folder (its best/ is used); with --untrained a recipe")
+    export.add_argument("overrides", nargs="*", help="with --untrained: dotted recipe overrides, e.g. model.decoder.load_in_8bit=false")
+    export.add_argument("--untrained", action="store_true",
+                        help="build SOURCE as a recipe exactly as training would start it (pretrained sources, fresh connector and "
+                             "adapters; LoRA starts as a no-op) and save it, so `radgen generate --model DIR` gives its zero-shot reports")
+    export.add_argument("--size", default="full", help="with --untrained: full (default) or a size the recipe defines (tiny)")
+    export.add_argument("--seed", type=int, default=0, help="with --untrained: seed of the freshly initialised weights (default 0)")
     export.add_argument("--out", required=True, help="destination folder (replaced atomically)")
     export.add_argument("--base-weights", action="store_true",
                         help="also store the pretrained base weights (default: only trained weights; the base is reloaded from its source)")
@@ -70,11 +79,29 @@ def _export(args: argparse.Namespace) -> int:
             raise DataError(f"{args.card}: cannot read the model card ({err}); give a JSON object file") from None
         if not isinstance(card, dict):
             raise DataError(f"{args.card}: the model card must be a JSON object ({{\"trained_on\": ..., ...}}), not {type(card).__name__}")
-    # Unmerged LoRA keeps adapters separate, which is what makes a base_weights=False folder small.
-    model = load_model(resolve_model_dir(args.source), merge_lora=False)
+    if not args.untrained and (args.overrides or args.size != "full"):
+        raise DataError("recipe overrides and --size only apply with --untrained (exporting a saved model keeps its recipe)")
+    if args.untrained:
+        model = _untrained(args)
+        card = card or {"trained_on": f"nothing: recipe {model.recipe.name} as built before training (zero-shot)",
+                        "intended_use": "zero-shot baseline for evaluation; not for clinical use"}
+    else:
+        # Unmerged LoRA keeps adapters separate, which is what makes a base_weights=False folder small.
+        model = load_model(resolve_model_dir(args.source), merge_lora=False)
     if card is not None:
         model.card = card  # else the source's own card (read by from_pretrained) travels with it
     model.save_pretrained(args.out, base_weights=args.base_weights)
     size = sum(f.stat().st_size for f in Path(args.out).rglob("*") if f.is_file())
     print(f"exported {args.source} → {args.out} ({size / 1e6:.1f} MB{', with base weights' if args.base_weights else ''})")
     return 0
+
+
+def _untrained(args: argparse.Namespace):
+    import torch
+
+    from radgen.config import load_recipe
+    from radgen.models import build_model
+
+    recipe = load_recipe(args.source, overrides=args.overrides, size=args.size)
+    torch.manual_seed(args.seed)  # the fresh connector / adapter / random-tower weights are reproducible
+    return build_model(recipe)

@@ -159,7 +159,7 @@ def _processor_for(cfg: EncoderConfig, known: dict | None, config: Any) -> dict[
 
 def build_hf_vision(cfg: EncoderConfig, sources: SourceCache) -> HFVisionEncoder:
     known = registry.known_architecture(registry.VISION_ARCHITECTURES, cfg.name)
-    if cfg.pretrained and not sources.meta:
+    if cfg.pretrained and not sources.meta and not cfg.weights:
         model = _load_pretrained_vision(cfg, sources)
         return HFVisionEncoder(model, cfg, _processor_for(cfg, known, model.config))
     # Random weights from the architecture config (tests, meta-device sizing, or fully saved models).
@@ -174,7 +174,25 @@ def build_hf_vision(cfg: EncoderConfig, sources: SourceCache) -> HFVisionEncoder
         model_type = cfg.config["model_type"]
     config = _vision_config(model_type, fields)
     model = _transformers_attr(_VISION_CLASSES[model_type])(config)
-    return HFVisionEncoder(model, cfg, _processor_for(cfg, known, config))
+    encoder = HFVisionEncoder(model, cfg, _processor_for(cfg, known, config))
+    if cfg.pretrained and cfg.weights and not sources.meta:
+        _load_hf_vision_weights(encoder, cfg.weights)
+    return encoder
+
+
+def _load_hf_vision_weights(encoder: HFVisionEncoder, path: str) -> None:
+    """encoder.weights on a transformers tower: a state-dict file of the whole encoder (`model.*`
+    and, with projection_dim, `projection.weight`; e.g. MedCLIP's converted image tower) or of the
+    vision model alone (keys without `model.`). Every parameter must be covered: a partial file
+    would leave random weights behind without a word."""
+    state = _read_state_file(path, "encoder.weights")
+    if not any(k.startswith(("model.", "projection.")) for k in state):
+        state = {f"model.{k}": v for k, v in state.items()}
+    missing, unexpected = encoder.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise WeightsError(f"encoder.weights: '{path}' does not match the {type(encoder.model).__name__} encoder: "
+                           f"{len(missing)} missing keys (e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}); "
+                           "save it from the same architecture (keys model.* and projection.weight)")
 
 
 def _local_processor(name: str) -> dict[str, Any]:
@@ -277,15 +295,21 @@ def build_timm(cfg: EncoderConfig, sources: SourceCache) -> TimmEncoder:
     return TimmEncoder(model, cfg)
 
 
-def _load_state_file(model: nn.Module, path: str, key: str) -> None:
+def _read_state_file(path: str, key: str) -> dict[str, torch.Tensor]:
     if not os.path.isfile(path):
-        raise WeightsError(f"{key}: weights file '{path}' not found")
+        raise WeightsError(f"{key}: weights file '{path}' not found; give a .safetensors / .pt state-dict file or unset {key}")
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
 
-        state = load_file(path)
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return load_file(path)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise WeightsError(f"{key}: '{path}' holds a {type(state).__name__}, not a state dict; save model.state_dict()")
+    return state
+
+
+def _load_state_file(model: nn.Module, path: str, key: str) -> None:
+    state = _read_state_file(path, key)
     state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier.", "head."))}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
@@ -381,6 +405,10 @@ def build_efficientnet_lite0(cfg: EncoderConfig, sources: SourceCache, with_clas
 
 
 def build_encoder(cfg: EncoderConfig, sources: SourceCache) -> ImageEncoder:
+    if cfg.weights and not cfg.pretrained:
+        # every kind loads encoder.weights only when pretrained; refusing beats building random weights silently
+        raise WeightsError(f"model.encoder.weights='{cfg.weights}' is set but model.encoder.pretrained=false; "
+                           "set model.encoder.pretrained=true to load it, or unset model.encoder.weights")
     if cfg.kind == "hf_vision":
         return build_hf_vision(cfg, sources)
     if cfg.kind == "timm":

@@ -222,6 +222,7 @@ def _self_contained_recipe(recipe: RecipeConfig, meta: dict[str, Any], directory
     arch = meta["architectures"]
     spec = build.model
     spec.encoder.pretrained = False
+    spec.encoder.weights = None  # every weight is in this folder; the original file need not exist here
     spec.encoder.processor = {**spec.encoder.processor, **arch["processor"]}
     if "encoder" in arch:
         (scratch / "encoder").mkdir()

@@ -333,9 +333,6 @@ class Trainer:
         train_set, val_set = self.train_dataset, self.val_dataset or []
         if not (recipe.train.feature_cache and encoder_frozen(raw_model)):
             return train_set, val_set, self.collate
-        if recipe.data.images == "list":
-            log.info("feature cache off: data.images=list gives several images per study")
-            return train_set, val_set, self.collate
         root = Path(recipe.train.feature_cache_dir or self.run_dir / "feature_cache")
         encoder_id = encoder_identity(raw_model)
         # One process writes the store; the others wait and then read it (memory-mapped, shared).

@@ -1,6 +1,7 @@
 """`radgen data prepare` and `radgen data stats` through radgen.cli.main on generated folders."""
 
 import json
+from collections import Counter
 
 from radgen.cli import main
 from radgen.data import cli as data_cli
@@ -86,3 +87,54 @@ def test_data_group_is_extensible(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(data_cli, "DATA_SUBCOMMAND_MODULES", ["radgen_test_extra_cli"])
     assert main(["data", "hello"]) == 0
     assert "hello from extension" in capsys.readouterr().out
+
+
+def _table(tmp_path, subjects: bool):
+    """200 text-only studies, all marked split=test by the dataset; 2 studies per subject."""
+    rows = [{"study_id": f"s{i}", "split": "test", "findings": f"report {i} ."} | ({"subject_id": f"p{i // 2}"} if subjects else {})
+            for i in range(200)]
+    path = tmp_path / ("with-subjects.jsonl" if subjects else "studies.jsonl")
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def _resplit(table, out, seed, capsys, ratio="0.8,0.1,0.1"):
+    assert main(["data", "prepare", "--format", "manifest", "--root", str(table), "--out", str(out),
+                 "--resplit", ratio, "--seed", str(seed)]) == 0
+    return {s.study_id: (s.split, s.subject_id) for s in read_manifest(out)}, capsys.readouterr().err
+
+
+def test_resplit_replaces_the_dataset_split_by_subject(tmp_path, capsys):
+    table = _table(tmp_path, subjects=True)
+    first, err = _resplit(table, tmp_path / "a.jsonl", 7, capsys)
+    assert "200 studies: dataset's own split replaced by --resplit" in err and "(by subject)" in err
+    # 100 subjects cut 80 / 10 / 10, both studies of a subject always together
+    splits = Counter(split for split, _ in first.values())
+    assert splits == {"train": 160, "val": 20, "test": 20}
+    by_subject = {}
+    for split, subject in first.values():
+        by_subject.setdefault(subject, set()).add(split)
+    assert all(len(s) == 1 for s in by_subject.values())
+    again, _ = _resplit(table, tmp_path / "b.jsonl", 7, capsys)
+    other, _ = _resplit(table, tmp_path / "c.jsonl", 8, capsys)
+    assert again == first and other != first
+
+
+def test_resplit_without_subjects_goes_by_study_on_any_adapter(tmp_path, capsys):
+    first, err = _resplit(_table(tmp_path, subjects=False), tmp_path / "a.jsonl", 0, capsys, "0.5,0.25,0.25")
+    assert Counter(split for split, _ in first.values()) == {"train": 100, "val": 50, "test": 50}
+    assert "(by study: no subject ids)" in err
+    # an adapter with an official split (MIMIC-CXR: train, validate and test): every study is re-split
+    root = build_mimic(tmp_path / "mimic")
+    assert main(["data", "prepare", "--format", "mimic-cxr", "--root", str(root), "--out", str(tmp_path / "m.jsonl"),
+                 "--resplit", "0,0,1"]) == 0
+    assert {s.split for s in read_manifest(tmp_path / "m.jsonl")} == {"test"}
+
+
+def test_resplit_errors_name_the_flag(tmp_path, capsys):
+    table = _table(tmp_path, subjects=False)
+    assert main(["data", "prepare", "--format", "manifest", "--root", str(table), "--out", str(tmp_path / "x.jsonl"), "--resplit", "0.8,0.1"]) == 2
+    assert "--resplit '0.8,0.1' must be three" in capsys.readouterr().err
+    assert main(["data", "prepare", "--format", "manifest", "--root", str(table), "--out", str(tmp_path / "x.jsonl"),
+                 "--resplit", "0.8,0.1,0.1", "--split-ratio", "0.8,0.1,0.1"]) == 2
+    assert "drop --split-ratio" in capsys.readouterr().err

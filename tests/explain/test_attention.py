@@ -74,6 +74,11 @@ def test_upsample_peak_overlay():
     assert x < 20 and y >= 10
     crop = attention.upsample(heat, (40, 20), resize="shortest_edge_crop")  # centre 20x20 square
     assert crop[:, :10].max() == 0 and crop[:, 30:].max() == 0
+    # "pad": a 40x40 square centred on the 40x20 image; its top and bottom rows (10 each) are fill,
+    # so the bottom-left cell lands on rows 10..19 of the image, the top cells are cut off
+    padded = attention.upsample(heat, (40, 20), resize="pad")
+    assert padded.shape == (20, 40) and padded[:, :20].max() > 0.9 and padded[:, 20:].max() < 0.6
+    assert padded[:5, :10].max() < padded[15:, :10].max()
     image = attention.overlay(Image.new("L", (40, 20), 128), full)
     assert image.size == (40, 20) and image.mode == "RGB"
 

@@ -52,6 +52,7 @@ def prepare(
     split_ratio: str | Sequence[float] | None = None,
     seed: int = 0,
     require_images: bool = False,
+    resplit: str | Sequence[float] | None = None,
 ) -> AdapterResult:
     """Parse a dataset and apply the shared filters; returns studies plus what was dropped and why.
 
@@ -60,10 +61,14 @@ def prepare(
         studies with any findings or impression text.
     split_ratio/seed: split for studies the dataset gives none, grouped by subject.
     require_images: drop studies with no existing image file instead of keeping them text-only.
+    resplit: ignore the dataset's own split and split every kept study at random by this ratio
+        (seeded, grouped by subject, else by study), e.g. the 80/10/10 random split of seed 000.
     """
     loader = get_loader(format_name)
     wanted_views = parse_views(views)
-    ratio = parse_split_ratio(split_ratio)
+    if resplit is not None and split_ratio is not None:
+        raise DataError("--resplit and --split-ratio both given; --resplit RATIO re-splits every study, so drop --split-ratio")
+    ratio = parse_split_ratio(resplit, "--resplit") if resplit is not None else parse_split_ratio(split_ratio)
     if section not in (None, "findings", "impression", "both"):
         raise DataError(f"unknown --section {section!r}; use findings, impression or both")
     root = Path(root)
@@ -75,9 +80,17 @@ def prepare(
     filter_sections(result, section)
     filter_views(result, wanted_views)
     check_images(result, require_images)
+    if resplit is not None:
+        # after filtering, so the ratio holds over the studies actually written
+        replaced = sum(1 for study in result.studies if study.split is not None)
+        for study in result.studies:
+            study.split = None
+        if replaced:
+            result.note("dataset's own split replaced by --resplit", count=replaced)
     assigned = assign_splits(result.studies, ratio, seed)
     if assigned:
-        result.note(f"split assigned from ratio {','.join(f'{r:g}' for r in ratio)} seed {seed} (grouped by subject)", count=assigned)
+        grouping = "by subject" if any(study.subject_id for study in result.studies) else "by study: no subject ids"
+        result.note(f"split assigned from ratio {','.join(f'{r:g}' for r in ratio)} seed {seed} ({grouping})", count=assigned)
     return result
 
 

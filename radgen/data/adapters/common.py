@@ -115,16 +115,16 @@ def parse_views(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
     return views or None
 
 
-def parse_split_ratio(value: str | Sequence[float] | None) -> tuple[float, float, float]:
+def parse_split_ratio(value: str | Sequence[float] | None, flag: str = "--split-ratio") -> tuple[float, float, float]:
     """Parse "0.8,0.1,0.1" into (train, val, test) fractions that sum to 1."""
     if value is None:
         return (0.8, 0.1, 0.1)
     try:
         parts = [float(part) for part in (value.split(",") if isinstance(value, str) else value)]
     except ValueError:
-        raise DataError(f"--split-ratio {value!r} is not three numbers; write it like 0.8,0.1,0.1") from None
+        raise DataError(f"{flag} {value!r} is not three numbers; write it like 0.8,0.1,0.1") from None
     if len(parts) != 3 or any(part < 0 for part in parts) or abs(sum(parts) - 1.0) > 1e-6:
-        raise DataError(f"--split-ratio {value!r} must be three non-negative numbers summing to 1, like 0.8,0.1,0.1")
+        raise DataError(f"{flag} {value!r} must be three non-negative numbers summing to 1, like 0.8,0.1,0.1")
     return parts[0], parts[1], parts[2]
 
 
