@@ -24,7 +24,7 @@ from torch import nn
 
 from radgen.config import RecipeConfig
 from radgen.errors import ConfigError
-from radgen.generate.speculative import NgramDraft, drafted_greedy, supports_drafting
+from radgen.models.speculative import NgramDraft, drafted_greedy, supports_drafting
 from radgen.models.fast import label_position_loss, supports_label_position_loss
 from radgen.models.findings import FindingHead, verbalize
 from radgen.models.peft import SoftPrompt, merge_lora
@@ -74,7 +74,7 @@ class ReportGenerator(nn.Module):
         self.is_causal = recipe.model.decoder.kind == "causal_lm"
         self.touched: set[str] = set()  # parameters ever made trainable (saved with base_weights=False)
         self.merged = False
-        self.report_draft = NgramDraft()  # greedy decoding's draft table (radgen.generate.speculative)
+        self.report_draft = NgramDraft()  # greedy decoding's draft table (radgen.models.speculative)
 
     # -- sizes --------------------------------------------------------------------------------------
     @property
@@ -262,7 +262,7 @@ class ReportGenerator(nn.Module):
         """Decode one report per image with the decoder's HF `generate` (KV cache on).
 
         Greedy decoding on a causal decoder instead drafts up to `draft_tokens` tokens a pass from
-        reports this model wrote before (`radgen.generate.speculative`; 0 = HF greedy): the same
+        reports this model wrote before (`radgen.models.speculative`; 0 = HF greedy): the same
         greedy text, fewer decoder passes. `add_draft_reports` seeds the draft table.
         min_new_tokens > 0 forbids eos before that many tokens (benchmarks use it to decode fixed lengths).
         Runs in eval mode (no dropout, batch-norm statistics untouched) and restores the mode after,
