@@ -34,7 +34,7 @@ from typing import Any
 import torch
 import yaml
 
-from radgen import __version__
+from radgen.version import __version__
 from radgen.config import RecipeConfig, from_dict, recipe_to_yaml
 from radgen.errors import WeightsError
 from radgen.io import atomic_dir
