@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -240,23 +241,23 @@ def _self_contained_recipe(recipe: RecipeConfig, meta: dict[str, Any], directory
     return build
 
 
-def load_pretrained(directory: str | Path, device: str | torch.device | None = None):
+def load_pretrained(directory: str | Path, build: Callable[..., Any], device: str | torch.device | None = None):
+    """The model saved in `directory`; `build(recipe, apply_first_stage=False)` makes the empty model
+    (radgen.models.build_model, passed in by ReportGenerator.from_pretrained: this module sits below it)."""
     import tempfile
 
     from safetensors.torch import load_file
-
-    from radgen.models.build import build_model
 
     directory = Path(directory)
     recipe, meta = _read(directory)
     if meta.get("base_weights", True):
         with tempfile.TemporaryDirectory() as scratch:
-            model = build_model(_self_contained_recipe(recipe, meta, directory, Path(scratch)), apply_first_stage=False)
+            model = build(_self_contained_recipe(recipe, meta, directory, Path(scratch)), apply_first_stage=False)
     else:
-        build = copy.deepcopy(recipe)
-        if not (build.model.decoder.tokenizer or "").startswith("builtin:"):
-            build.model.decoder.tokenizer = str(directory / "tokenizer")  # no hub access for the tokenizer
-        model = build_model(build, apply_first_stage=False)
+        rebuilt = copy.deepcopy(recipe)
+        if not (rebuilt.model.decoder.tokenizer or "").startswith("builtin:"):
+            rebuilt.model.decoder.tokenizer = str(directory / "tokenizer")  # no hub access for the tokenizer
+        model = build(rebuilt, apply_first_stage=False)
         from transformers import AutoTokenizer
 
         model.tokenizer = AutoTokenizer.from_pretrained(str(directory / "tokenizer"))
