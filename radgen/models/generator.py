@@ -25,11 +25,11 @@ from torch import nn
 from radgen.config import RecipeConfig
 from radgen.errors import ConfigError
 from radgen.models.build import build_parts
-from radgen.models.speculative import NgramDraft, drafted_greedy, supports_drafting
 from radgen.models.fast import label_position_loss, supports_label_position_loss
 from radgen.models.findings import FindingHead, verbalize
 from radgen.models.peft import SoftPrompt, merge_lora
 from radgen.models.persist import load_pretrained, save_pretrained
+from radgen.models.speculative import NgramDraft, drafted_greedy, supports_drafting
 
 
 @dataclass

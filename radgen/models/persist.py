@@ -28,18 +28,18 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
-from radgen.version import __version__
 from radgen.config import RecipeConfig, from_dict, recipe_to_yaml
 from radgen.errors import WeightsError
 from radgen.io import atomic_dir
 from radgen.models.peft import is_adapter_key
+from radgen.version import __version__
 
 CONFIG_FILE = "radgen_config.yaml"
 META_FILE = "radgen_meta.json"
