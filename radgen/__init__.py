@@ -16,11 +16,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from radgen.errors import RadgenError
+from radgen.version import __version__
 
 if TYPE_CHECKING:
     from radgen.pipeline import ReportPipeline
 
-__version__ = "0.1.0"
 __all__ = ["RadgenError", "__version__", "load"]
 
 

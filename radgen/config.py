@@ -190,7 +190,7 @@ class GenerateConfig:
     no_repeat_ngram_size: int = 0
     batch_size: int = 16
     # greedy decoding drafts up to this many tokens a decoder pass from reports written before, then
-    # keeps the ones the decoder agrees with (same text; radgen.generate.speculative); 0 = plain greedy
+    # keeps the ones the decoder agrees with (same text; radgen.models.speculative); 0 = plain greedy
     draft_tokens: int = 8
 
 

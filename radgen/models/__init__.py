@@ -6,7 +6,6 @@
     model.save_pretrained("out/model"); ReportGenerator.from_pretrained("out/model")
 """
 
-from radgen.models.build import build_model
-from radgen.models.generator import GeneratedReport, ReportGenerator, ReportOutput
+from radgen.models.generator import GeneratedReport, ReportGenerator, ReportOutput, build_model
 
 __all__ = ["GeneratedReport", "ReportGenerator", "ReportOutput", "build_model"]

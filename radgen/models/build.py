@@ -1,8 +1,17 @@
-"""`build_model(recipe)`: the one place a recipe becomes a ReportGenerator."""
+"""`build_parts(recipe)`: the one place a recipe becomes modules.
+
+The recipe's `model:` section (encoder, connector, decoder, peft, findings) becomes the image
+encoder, the connector, the text decoder with its LoRA / prefix adapters, the soft prompt, the
+finding head, the tokenizer and the image transform. `radgen.models.build_model(recipe)`
+(radgen.models.generator) puts them into a ReportGenerator and applies the first stage's `train`
+patterns. This module imports no model class: the generator, its persistence and the builder
+compose from here without an import cycle.
+"""
 
 from __future__ import annotations
 
 import contextlib
+from typing import Any, NamedTuple
 
 import torch
 
@@ -11,8 +20,7 @@ from radgen.errors import WeightsError
 from radgen.models.connectors import build_connector
 from radgen.models.decoders import build_decoder, cross_attention_width, input_width, load_options, load_tokenizer
 from radgen.models.encoders import build_encoder
-from radgen.models.findings import build_finding_head
-from radgen.models.generator import ReportGenerator
+from radgen.models.findings import FindingHead, build_finding_head
 from radgen.models.peft import SoftPrompt, apply_peft
 from radgen.models.sources import SourceCache
 
@@ -23,12 +31,23 @@ def image_transform_for(encoder) -> object:
     return ImageTransform(encoder.image_size, encoder.mean, encoder.std, channels=3, resize=encoder.resize)
 
 
-def build_model(recipe: RecipeConfig, meta: bool = False, apply_first_stage: bool = True) -> ReportGenerator:
-    """Build encoder → connector → decoder (+ peft) for `recipe`.
+class ModelParts(NamedTuple):
+    """A ReportGenerator's constructor arguments after the recipe (in its order)."""
+
+    encoder: Any
+    connector: Any
+    decoder: Any
+    tokenizer: Any
+    image_transform: Any
+    prompt: SoftPrompt | None
+    findings: FindingHead | None
+
+
+def build_parts(recipe: RecipeConfig, meta: bool = False) -> ModelParts:
+    """Build encoder → connector → decoder (+ peft), soft prompt and finding head for `recipe`.
 
     meta=True builds shapes only on the meta device from architecture configs (no weights, no
-    network, seconds even for 7B models): what `radgen model info` counts. The first stage's
-    `train` patterns are applied, so `trainable_parameter_count()` is stage 1's.
+    network, seconds even for 7B models).
     """
     check_image_mode(recipe, f"recipe '{recipe.name}'")  # also for recipes not read by load_recipe (saved models, Python)
     spec = recipe.model
@@ -56,11 +75,4 @@ def build_model(recipe: RecipeConfig, meta: bool = False, apply_first_stage: boo
         raise WeightsError(f"decoder '{spec.decoder.name}' has {decoder.get_input_embeddings().num_embeddings} token embeddings "
                            f"but its tokenizer '{spec.decoder.tokenizer or spec.decoder.name}' has {len(tokenizer)} tokens; "
                            "use the decoder's own tokenizer (unset model.decoder.tokenizer)")
-    model = ReportGenerator(recipe, encoder, connector, decoder, tokenizer, image_transform_for(encoder), prompt, findings)
-    if apply_first_stage and recipe.stages:
-        model.set_trainable(recipe.stages[0].train)
-    else:
-        model.requires_grad_(False)
-    # Like transformers' from_pretrained: start in eval mode (call .train() to train; frozen
-    # components then stay in eval so their batch-norm statistics never drift).
-    return model.eval()
+    return ModelParts(encoder, connector, decoder, tokenizer, image_transform_for(encoder), prompt, findings)

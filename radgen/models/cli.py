@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from radgen.cli import allow_intermixed
+from radgen.arguments import allow_intermixed
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

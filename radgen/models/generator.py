@@ -24,10 +24,12 @@ from torch import nn
 
 from radgen.config import RecipeConfig
 from radgen.errors import ConfigError
-from radgen.generate.speculative import NgramDraft, drafted_greedy, supports_drafting
+from radgen.models.build import build_parts
 from radgen.models.fast import label_position_loss, supports_label_position_loss
 from radgen.models.findings import FindingHead, verbalize
 from radgen.models.peft import SoftPrompt, merge_lora
+from radgen.models.persist import load_pretrained, save_pretrained
+from radgen.models.speculative import NgramDraft, drafted_greedy, supports_drafting
 
 
 @dataclass
@@ -74,7 +76,7 @@ class ReportGenerator(nn.Module):
         self.is_causal = recipe.model.decoder.kind == "causal_lm"
         self.touched: set[str] = set()  # parameters ever made trainable (saved with base_weights=False)
         self.merged = False
-        self.report_draft = NgramDraft()  # greedy decoding's draft table (radgen.generate.speculative)
+        self.report_draft = NgramDraft()  # greedy decoding's draft table (radgen.models.speculative)
 
     # -- sizes --------------------------------------------------------------------------------------
     @property
@@ -262,7 +264,7 @@ class ReportGenerator(nn.Module):
         """Decode one report per image with the decoder's HF `generate` (KV cache on).
 
         Greedy decoding on a causal decoder instead drafts up to `draft_tokens` tokens a pass from
-        reports this model wrote before (`radgen.generate.speculative`; 0 = HF greedy): the same
+        reports this model wrote before (`radgen.models.speculative`; 0 = HF greedy): the same
         greedy text, fewer decoder passes. `add_draft_reports` seeds the draft table.
         min_new_tokens > 0 forbids eos before that many tokens (benchmarks use it to decode fixed lengths).
         Runs in eval mode (no dropout, batch-norm statistics untouched) and restores the mode after,
@@ -427,12 +429,25 @@ class ReportGenerator(nn.Module):
 
     # -- persistence (implemented in radgen.models.persist) ----------------------------------------------
     def save_pretrained(self, directory: str, base_weights: bool = True) -> None:
-        from radgen.models.persist import save_pretrained
-
         save_pretrained(self, directory, base_weights=base_weights)
 
     @classmethod
     def from_pretrained(cls, directory: str, device: str | torch.device | None = None) -> "ReportGenerator":
-        from radgen.models.persist import load_pretrained
+        return load_pretrained(directory, build=build_model, device=device)
 
-        return load_pretrained(directory, device=device)
+
+def build_model(recipe: RecipeConfig, meta: bool = False, apply_first_stage: bool = True) -> ReportGenerator:
+    """The ReportGenerator for `recipe`: its parts from radgen.models.build, then stage 1's trainability.
+
+    meta=True builds shapes only on the meta device from architecture configs (no weights, no
+    network, seconds even for 7B models): what `radgen model info` counts. The first stage's
+    `train` patterns are applied, so `trainable_parameter_count()` is stage 1's.
+    """
+    model = ReportGenerator(recipe, *build_parts(recipe, meta=meta))
+    if apply_first_stage and recipe.stages:
+        model.set_trainable(recipe.stages[0].train)
+    else:
+        model.requires_grad_(False)
+    # Like transformers' from_pretrained: start in eval mode (call .train() to train; frozen
+    # components then stay in eval so their batch-norm statistics never drift).
+    return model.eval()

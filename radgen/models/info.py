@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from radgen.config import RecipeConfig
-from radgen.models.build import build_model
+from radgen.models.generator import build_model
 
 GIB = 1024**3
 

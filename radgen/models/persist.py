@@ -28,17 +28,18 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
-from radgen import __version__
 from radgen.config import RecipeConfig, from_dict, recipe_to_yaml
 from radgen.errors import WeightsError
 from radgen.io import atomic_dir
 from radgen.models.peft import is_adapter_key
+from radgen.version import __version__
 
 CONFIG_FILE = "radgen_config.yaml"
 META_FILE = "radgen_meta.json"
@@ -241,23 +242,23 @@ def _self_contained_recipe(recipe: RecipeConfig, meta: dict[str, Any], directory
     return build
 
 
-def load_pretrained(directory: str | Path, device: str | torch.device | None = None):
+def load_pretrained(directory: str | Path, build: Callable[..., Any], device: str | torch.device | None = None):
+    """The model saved in `directory`; `build(recipe, apply_first_stage=False)` makes the empty model
+    (radgen.models.build_model, passed in by ReportGenerator.from_pretrained: this module sits below it)."""
     import tempfile
 
     from safetensors.torch import load_file
-
-    from radgen.models.build import build_model
 
     directory = Path(directory)
     recipe, meta = _read(directory)
     if meta.get("base_weights", True):
         with tempfile.TemporaryDirectory() as scratch:
-            model = build_model(_self_contained_recipe(recipe, meta, directory, Path(scratch)), apply_first_stage=False)
+            model = build(_self_contained_recipe(recipe, meta, directory, Path(scratch)), apply_first_stage=False)
     else:
-        build = copy.deepcopy(recipe)
-        if not (build.model.decoder.tokenizer or "").startswith("builtin:"):
-            build.model.decoder.tokenizer = str(directory / "tokenizer")  # no hub access for the tokenizer
-        model = build_model(build, apply_first_stage=False)
+        rebuilt = copy.deepcopy(recipe)
+        if not (rebuilt.model.decoder.tokenizer or "").startswith("builtin:"):
+            rebuilt.model.decoder.tokenizer = str(directory / "tokenizer")  # no hub access for the tokenizer
+        model = build(rebuilt, apply_first_stage=False)
         from transformers import AutoTokenizer
 
         model.tokenizer = AutoTokenizer.from_pretrained(str(directory / "tokenizer"))

@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from radgen.cli import allow_intermixed
+from radgen.arguments import allow_intermixed
 
 log = logging.getLogger(__name__)
 

@@ -68,7 +68,7 @@ def run_info(device: str | None = None) -> dict[str, Any]:
     """Versions of radgen, Python and the ML packages, the device, the git commit and the command line."""
     from importlib import metadata
 
-    from radgen import __version__
+    from radgen.version import __version__
 
     versions = {}
     for name in PACKAGES:

@@ -14,7 +14,7 @@ import random
 import pytest
 import torch
 
-from radgen.generate.speculative import NgramDraft, drafted_greedy
+from radgen.models.speculative import NgramDraft, drafted_greedy
 
 VOCAB, WIDTH, PREFIX = 48, 64, 5
 

@@ -8,8 +8,8 @@ import pickle
 import pytest
 import torch
 
-from radgen.generate.speculative import NgramDraft, _banned_ngram_tokens, drafted_greedy, supports_drafting
 from radgen.models.fast import prepare_for_inference
+from radgen.models.speculative import NgramDraft, _banned_ngram_tokens, drafted_greedy, supports_drafting
 from tests.generate.fixtures import tiny_model
 
 
