@@ -26,7 +26,7 @@ $R fit-findings "$WORK/run/best" --data "$WORK/phantom/manifest.jsonl" --feature
 # 4. Export only the trained weights (connector + LoRA, < 25 MB) with the model card.
 $R model export "$WORK/run" --out radgen/assets/default_model --card radgen/assets/default_model/model_card.json   # the card is read before the folder is replaced
 # 5. Seed drafted greedy decoding with the model's own greedy reports on the validation split
-#    (speed only: drafted decoding keeps the greedy text; radgen.generate.speculative).
+#    (speed only: drafted decoding keeps the greedy text; radgen.models.speculative).
 $R generate --model radgen/assets/default_model --data "$WORK/phantom/manifest.jsonl" --split val --greedy \
   --out "$WORK/val_greedy.jsonl" --overwrite
 .venv/bin/python -c "import json, sys; rows = [json.loads(l) for l in open(sys.argv[1])]; \
