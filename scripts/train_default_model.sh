@@ -20,11 +20,19 @@ $R train radgen-small "data.manifest=$WORK/phantom/manifest.jsonl" "stages.0.epo
   train.warmup_steps=50 train.warmup_ratio=0 train.eval_every=60 train.eval_max_batches=10 \
   train.eval_generate=0 train.save_every=60 train.early_stopping_patience=4 train.log_every=5 \
   "train.feature_cache_dir=$WORK/feature_cache" --output-dir "$WORK/run"
-# 3b. Fit the finding head alone to convergence on the cached features (seconds; decoder untouched)
+# 3b. Class-balanced fine-tuning: training studies with key findings repeated 3x, 320 more steps from
+#     the best weights, so the decoder follows the findings in its prompt (the normal template no
+#     longer dominates the loss; scripts/oversample_findings.py says why).
+.venv/bin/python scripts/oversample_findings.py "$WORK/phantom/manifest.jsonl" "$WORK/phantom/manifest_balanced.jsonl" --times 3
+$R train radgen-small "data.manifest=$WORK/phantom/manifest_balanced.jsonl" stages.0.max_steps=320 \
+  "train.init_from=$WORK/run/best" train.warmup_steps=20 train.warmup_ratio=0 train.eval_every=80 train.eval_max_batches=10 \
+  train.eval_generate=0 train.save_every=80 train.early_stopping_patience=4 train.log_every=5 \
+  "train.feature_cache_dir=$WORK/feature_cache" --output-dir "$WORK/run2"
+# 3c. Fit the finding head alone to convergence on the cached features (seconds; decoder untouched)
 #     and tune its per-observation thresholds on the val split (radgen/train/finding_head.py).
-$R fit-findings "$WORK/run/best" --data "$WORK/phantom/manifest.jsonl" --feature-cache-dir "$WORK/feature_cache"
-# 4. Export only the trained weights (connector + LoRA, < 25 MB) with the model card.
-$R model export "$WORK/run" --out radgen/assets/default_model --card radgen/assets/default_model/model_card.json   # the card is read before the folder is replaced
+$R fit-findings "$WORK/run2/best" --data "$WORK/phantom/manifest.jsonl" --feature-cache-dir "$WORK/feature_cache"
+# 4. Export only the trained weights (finding head + connector + LoRA adapter, < 30 MB) with the model card.
+$R model export "$WORK/run2" --out radgen/assets/default_model --card radgen/assets/default_model/model_card.json   # the card is read before the folder is replaced
 # 5. Seed drafted greedy decoding with the model's own greedy reports on the validation split
 #    (speed only: drafted decoding keeps the greedy text; radgen.models.speculative).
 $R generate --model radgen/assets/default_model --data "$WORK/phantom/manifest.jsonl" --split val --greedy \

@@ -18,23 +18,8 @@ import torch
 
 from radgen.data.study import Study
 from radgen.generate.decode import generation_dataset, study_batches
+from radgen.labels.templates import NORMAL, TEMPLATES
 
-TEMPLATES: dict[str, str] = {
-    "Enlarged Cardiomediastinum": "the mediastinum is widened .",
-    "Cardiomegaly": "the heart is enlarged .",
-    "Lung Lesion": "there is a pulmonary nodule .",
-    "Lung Opacity": "there is an airspace opacity .",
-    "Edema": "there is pulmonary edema .",
-    "Consolidation": "there is focal consolidation .",
-    "Pneumonia": "there is pneumonia .",
-    "Atelectasis": "there is atelectasis .",
-    "Pneumothorax": "there is a pneumothorax .",
-    "Pleural Effusion": "there is a pleural effusion .",
-    "Pleural Other": "there is pleural thickening .",
-    "Fracture": "there is a rib fracture .",
-    "Support Devices": "a cardiac pacemaker is in place .",
-}
-NORMAL = "the heart is normal in size . the lungs are clear . no pleural effusion or pneumothorax ."
 
 
 def template_report(findings: Sequence[str]) -> str:

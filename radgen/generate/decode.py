@@ -154,6 +154,8 @@ def prediction_row(model: Any, study_id: str, report: Any, section: str, confide
         # which findings the prompt named
         row["finding_probs"] = dict(report.finding_probs)
         row["findings_predicted"] = list(report.findings or [])
+    if getattr(report, "edits", None):
+        row["finding_edits"] = list(report.edits)  # what the findings-consistency step changed
     return row
 
 

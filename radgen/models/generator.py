@@ -26,6 +26,7 @@ from radgen.config import RecipeConfig
 from radgen.errors import ConfigError
 from radgen.models.build import build_parts
 from radgen.models.fast import label_position_loss, supports_label_position_loss
+from radgen.models.consistency import make_consistent
 from radgen.models.findings import FindingHead, verbalize
 from radgen.models.peft import SoftPrompt, merge_lora
 from radgen.models.persist import load_pretrained, save_pretrained
@@ -42,6 +43,7 @@ class GeneratedReport:
     # written into this report's prompt (the head's above-threshold ones, or those passed in)
     finding_probs: dict[str, float] | None = None
     findings: list[str] | None = None
+    edits: list[str] | None = None  # findings-consistency edits (radgen.models.consistency), when any
 
 
 @dataclass
@@ -260,7 +262,7 @@ class ReportGenerator(nn.Module):
     def generate(self, pixel_values: torch.Tensor | None = None, image_features: torch.Tensor | None = None, num_beams: int = 3,
                  max_new_tokens: int = 60, do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
                  repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0, min_new_tokens: int = 0,
-                 draft_tokens: int = 8, findings: list[list[str]] | None = None) -> list[GeneratedReport]:
+                 draft_tokens: int = 8, findings: list[list[str]] | None = None, consistent_findings: bool = True) -> list[GeneratedReport]:
         """Decode one report per image with the decoder's HF `generate` (KV cache on).
 
         Greedy decoding on a causal decoder instead drafts up to `draft_tokens` tokens a pass from
@@ -273,7 +275,9 @@ class ReportGenerator(nn.Module):
         Grounded models (model.findings): each report carries the head's `finding_probs`, and its
         prompt names the head's above-threshold findings, or `findings[i]` when given (what-if use).
         Rows whose prompts differ in length are decoded in separate groups (no padding inside the
-        prefix, so every row sees exactly the positions it was trained with).
+        prefix, so every row sees exactly the positions it was trained with). With
+        `consistent_findings` (default) the text is then made to state the named findings and deny
+        none of them (`radgen.models.consistency`); edited reports are re-scored by the model.
         """
         was_training = self.training
         self.eval()
@@ -304,9 +308,36 @@ class ReportGenerator(nn.Module):
                 for i, report in enumerate(reports):
                     report.finding_probs = {name: round(float(p), 4) for name, p in zip(names, probs[i].tolist())}
                     report.findings = list(findings[i])
+                if consistent_findings and self.grounded_prompt:
+                    self._make_consistent(reports, visual, findings)  # type: ignore[arg-type]
             return reports  # type: ignore[return-value]
         finally:
             self.train(was_training)
+
+    def _make_consistent(self, reports: list[GeneratedReport], visual: torch.Tensor, findings: list[list[str]]) -> None:
+        """Edit each report to state its named findings (radgen.models.consistency), then give the
+        edited ones the model's own token log-probabilities under their prompt (one teacher-forced pass)."""
+        edited = []
+        for i, report in enumerate(reports):
+            text, edits = make_consistent(report.text, findings[i])
+            if edits:
+                report.text, report.edits = text, edits
+                edited.append(i)
+        if not edited:
+            return
+        rows = torch.tensor(edited, device=visual.device)
+        tokens = self.tokenize_reports([reports[i].text for i in edited], findings=[findings[i] for i in edited])
+        out = self._forward(tokens["input_ids"].to(visual.device), tokens["attention_mask"].to(visual.device), None, visual[rows], {})
+        logp = out.logits.float().log_softmax(-1)
+        eos = self.eos_id()
+        n_before = logp.shape[1] - tokens["input_ids"].shape[1]  # visual tokens (+ soft prompt) before the text
+        for row, i in enumerate(edited):
+            labels = tokens["labels"][row]
+            positions = [t for t in range(labels.shape[0]) if labels[t] != -100 and int(labels[t]) != eos]
+            ids = [int(labels[t]) for t in positions]
+            values = [float(logp[row, n_before + t - 1, labels[t]]) for t in positions]
+            reports[i].token_ids, reports[i].token_logprobs = ids, values
+            reports[i].tokens = self.tokenizer.convert_ids_to_tokens(ids)
 
     def _generate(self, visual, prefix, num_beams, max_new_tokens, do_sample, temperature, top_p,
                   repetition_penalty, no_repeat_ngram_size, min_new_tokens, draft_tokens) -> list[GeneratedReport]:

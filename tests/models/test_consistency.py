@@ -1,0 +1,48 @@
+"""Findings-consistent reports: named findings are stated, denials of them dropped, the rest untouched."""
+
+import torch
+
+from radgen.labels.labeler import label_report
+from radgen.labels.templates import TEMPLATES
+from radgen.models.consistency import make_consistent
+from tests.models.conftest import pixels, tiny
+
+
+def test_a_denied_named_finding_is_replaced_by_its_sentence():
+    text = "the heart size is normal . the lungs are clear . no pleural effusion or pneumothorax ."
+    edited, edits = make_consistent(text, ["Cardiomegaly"])
+    assert edited == "the heart is enlarged . the lungs are clear . no pleural effusion or pneumothorax ."
+    assert len(edits) == 2 and "denies Cardiomegaly" in edits[0] and "added" in edits[1]
+    assert label_report(edited)["Cardiomegaly"] == 1 and label_report(edited)["Pleural Effusion"] == 0  # unnamed: as written
+
+
+def test_a_finding_already_stated_is_left_alone_and_nothing_named_changes_nothing():
+    text = "mild cardiomegaly . small left pleural effusion ."
+    assert make_consistent(text, ["Cardiomegaly", "Pleural Effusion"]) == (text, [])
+    assert make_consistent(text, []) == (text, [])
+    # uncertain counts as stated
+    assert make_consistent("possible small pleural effusion .", ["Pleural Effusion"])[1] == []
+
+
+def test_every_named_finding_ends_up_stated():
+    for name in TEMPLATES:
+        edited, _ = make_consistent("the heart is normal in size . the lungs are clear . no acute disease .", [name])
+        assert label_report(edited)[name] in (1, -1), (name, edited)
+
+
+def test_generate_edits_and_rescores_with_the_models_own_logprobs():
+    model = tiny("radgen-small").eval()
+    images = pixels(model, batch=2)
+    plain = model.generate(pixel_values=images, num_beams=1, max_new_tokens=6, findings=[["Edema"], []], consistent_findings=False)
+    edited = model.generate(pixel_values=images, num_beams=1, max_new_tokens=6, findings=[["Edema"], []])
+    assert edited[1].text == plain[1].text and edited[1].edits is None  # nothing named: untouched
+    assert edited[0].edits and label_report(edited[0].text)["Edema"] == 1
+    # the returned tokens are the edited text's, scored by the model under the same prompt
+    assert model.tokenizer.decode(edited[0].token_ids, skip_special_tokens=True).strip() == edited[0].text
+    batch = model.tokenize_reports([edited[0].text], findings=[["Edema"]])
+    with torch.no_grad():
+        logits = model(**batch, pixel_values=images[:1]).logits.float().log_softmax(-1)
+    n = len(model.prefix_ids(["Edema"]))
+    offset = model.num_visual_tokens
+    expected = [float(logits[0, offset + n + j - 1, t]) for j, t in enumerate(edited[0].token_ids)]
+    torch.testing.assert_close(torch.tensor(edited[0].token_logprobs), torch.tensor(expected), atol=1e-4, rtol=1e-4)
