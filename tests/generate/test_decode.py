@@ -24,8 +24,9 @@ def model(saved_small):
 
 def test_settings_default_to_recipe(model):
     settings = GenerationSettings.from_recipe(model.recipe)
-    assert (settings.num_beams, settings.max_new_tokens, settings.no_repeat_ngram_size) == (3, 60, 3)
-    assert GenerationSettings.from_recipe(model.recipe, num_beams=1, top_p=None).num_beams == 1
+    # radgen-small's generate: section (radgen/configs/radgen-small.yaml): greedy, 60 tokens, no repeated 3-grams
+    assert (settings.num_beams, settings.max_new_tokens, settings.no_repeat_ngram_size, settings.consistent_findings) == (1, 60, 3, True)
+    assert GenerationSettings.from_recipe(model.recipe, num_beams=3, top_p=None).num_beams == 3
 
 
 def test_rows_and_confidence(model, phantom):
