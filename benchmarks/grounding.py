@@ -8,7 +8,8 @@ the manifest's image truth `labels.chexpert`, BLEU-4, METEOR 1.5, ROUGE-L, CIDEr
 resamples) and compared pairwise with the model (paired bootstrap CI of the difference and
 approximate-randomization p-value, `radgen.metrics.stats.paired_test`):
 
-* the model, once per decoding in `--decodings` (greedy = drafted greedy; beamN = beam search);
+* the model, once per decoding in `--decodings` (greedy = drafted greedy; greedy-raw = the same
+  without the findings-consistency edits, i.e. the decoder's own text; beamN = beam search);
 * `classifier-template`: the model's own finding head + one template sentence per finding;
 * the image-free baselines: `nearest-train` (indication text), `random-train`, `most-frequent`;
 * the reference reports themselves (the ceiling of the findings measure: what the labeler reads
@@ -36,9 +37,11 @@ SHORT = {"findings_abnormal_micro_f1": "finding micro-F1", "findings_abnormal_ma
 def _decoding(name: str) -> dict:
     if name == "greedy":
         return {"num_beams": 1}
+    if name == "greedy-raw":  # the decoder's own text, without the findings-consistency edits
+        return {"num_beams": 1, "consistent_findings": False}
     if name.startswith("beam") and name[4:].isdigit():
         return {"num_beams": int(name[4:])}
-    raise SystemExit(f"--decodings: '{name}' is not greedy or beamN")
+    raise SystemExit(f"--decodings: '{name}' is not greedy, greedy-raw or beamN")
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -28,6 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--repetition-penalty", type=float, default=None)
     gen.add_argument("--no-repeat-ngram", type=int, default=None, help="forbid repeating n-grams of this size (0 = off)")
     gen.add_argument("--batch-size", type=int, default=None, help="studies per batch (default: recipe, 16)")
+    gen.add_argument("--decoder-text", action="store_true",
+                     help="grounded models: return the decoder's own text, without the findings-consistency edits")
     gen.add_argument("--draft-tokens", type=int, default=None,
                      help="greedy only: tokens drafted a decoder pass from earlier reports and kept where the decoder "
                           "agrees (same text, fewer passes); 0 = plain greedy (default: recipe, 8)")
@@ -128,7 +130,8 @@ def run_generate(args: argparse.Namespace) -> int:
     settings = dict(num_beams=1 if args.greedy else args.num_beams, max_new_tokens=args.max_new_tokens,
                     do_sample=True if args.sample else None, temperature=args.temperature, top_p=args.top_p,
                     repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram,
-                    batch_size=args.batch_size, draft_tokens=args.draft_tokens)
+                    batch_size=args.batch_size, draft_tokens=args.draft_tokens,
+                    consistent_findings=False if getattr(args, "decoder_text", False) else None)
     if args.sample and args.num_beams is None:
         settings["num_beams"] = 1
     counts = generate_to_file(model, inputs.studies, args.out, root=inputs.root, overwrite=args.overwrite, section=args.section,
