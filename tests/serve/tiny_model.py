@@ -54,28 +54,13 @@ def jpeg_bytes() -> bytes:
 def dicom_bytes(patient_name: str = "Doe^Jane", with_pixels: bool = True) -> bytes:
     """A DICOM Part 10 file (Explicit VR Little Endian) with patient header fields."""
     import pydicom
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    from tests.oneline_fixtures import dicom_dataset
+
+    ds = dicom_dataset(np.asarray(radiograph()), with_pixels=with_pixels)
     ds.PatientName = patient_name
     ds.PatientID = "MRN-123456"
     ds.PatientBirthDate = "19700101"
-    ds.Modality = "DX"
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    if with_pixels:
-        pixels = (np.asarray(radiograph(), dtype=np.uint16) * 16)
-        ds.Rows, ds.Columns = pixels.shape
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
-        ds.PixelRepresentation = 0
-        ds.PixelData = pixels.tobytes()
     buffer = io.BytesIO()
     pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
     return buffer.getvalue()
