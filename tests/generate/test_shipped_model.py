@@ -31,7 +31,8 @@ def test_shipped_model_reports_on_a_phantom_with_cardiomegaly(tmp_path):
     rows = generate_reports(model, [study], root=tmp_path, progress=False, num_beams=1, max_new_tokens=40)
     assert len(rows) == 1
     text = rows[0]["findings"]  # section "findings" is the default
-    assert len(text.split()) >= 3 and 0 < len(rows[0]["tokens"]) <= 40
+    # the findings-consistency step may add sentences beyond the decoder's 40 tokens
+    assert len(text.split()) >= 3 and len(rows[0]["tokens"]) > 0
     # grounded: the head sees the enlarged heart, the prompt names it, and the report says it
     assert "Cardiomegaly" in rows[0]["findings_predicted"] and rows[0]["finding_probs"]["Cardiomegaly"] > 0.5
     assert label_report(text)["Cardiomegaly"] in (1, -1), text

@@ -15,7 +15,8 @@ LIMIT = 150_000
 
 @pytest.fixture(scope="module")
 def client(service):
-    with TestClient(create_app(service, ServeSettings(max_upload_bytes=LIMIT))) as test_client:
+    # the server answers only to loopback Host names (radgen.serve.security)
+    with TestClient(create_app(service, ServeSettings(max_upload_bytes=LIMIT)), base_url="http://127.0.0.1") as test_client:
         yield test_client
 
 
