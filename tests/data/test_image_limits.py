@@ -13,7 +13,6 @@ import sys
 import zlib
 
 import pytest
-from PIL import Image
 
 from radgen.data.images import decode_image
 from radgen.errors import DataError
