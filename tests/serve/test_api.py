@@ -37,6 +37,12 @@ def test_png_report_shape_and_card(client):
         assert 0.0 < sentence["confidence"] <= 1.0
     assert 0.0 < body["confidence"] <= 1.0
     assert "heatmap" not in body
+    # the tiny radgen-small is grounded: the image head's probability per observation comes along
+    from radgen.models.findings import DEFAULT_OBSERVATIONS
+
+    assert set(body["finding_probs"]) == set(DEFAULT_OBSERVATIONS)
+    assert all(0.0 <= p <= 1.0 for p in body["finding_probs"].values())
+    assert set(body["findings_predicted"]) <= set(DEFAULT_OBSERVATIONS)
     card = body["model"]
     assert card["name"] == "radgen-small"
     assert card["trained_on"].startswith("nothing: random weights")  # from the test's model_card.json
