@@ -2,7 +2,7 @@
 sampling by duplication; val/test rows are copied once, unchanged).
 
 Why: radgen-small's decoder, trained with the true findings in its prompt, learned to follow them only
-weakly (the teacher-forced loss with the true prompt was 0.11 nats/token below the "none" prompt),
+weakly (benchmarks/prompt_reliance.py: a small loss gap between the true and the "none" prompt),
 because about two thirds of IU reports are normal and the normal template dominates the loss.
 Repeating the abnormal studies gives the prompt-to-sentence mapping more weight. The copies share
 the image (the feature cache stores it once) and get study ids "<id>#k".
