@@ -67,14 +67,19 @@ def calibrate_finding_head(model: torch.nn.Module, dataset: Sequence[dict], coll
         visual = {"image_features": batch["image_features"]} if "image_features" in batch else {"pixel_values": batch["pixel_values"]}
         logits.append(model.findings(model.image_features(**{k: v.to(device) for k, v in visual.items()})).float().cpu())
     model.train(was_training)
-    probs = torch.sigmoid(torch.cat(logits))
-    model.findings.set_thresholds(probs, targets)
-    predicted = probs >= model.findings.thresholds
-    truth = targets.bool()
-    tp = float((predicted & truth).sum())
-    micro_f1 = 2 * tp / max(float(predicted.sum() + truth.sum()), 1.0)
-    aurocs = [_auroc(probs[:, k], truth[:, k]) for k in range(probs.shape[1]) if 0 < int(truth[:, k].sum()) < len(truth)]
-    return {"val_finding_micro_f1": micro_f1, "val_finding_auroc": sum(aurocs) / len(aurocs) if aurocs else math.nan}
+    micro_f1, aurocs = tune_thresholds(model.findings, torch.sigmoid(torch.cat(logits)), targets)
+    return {"val_finding_micro_f1": micro_f1, "val_finding_auroc": sum(aurocs.values()) / len(aurocs) if aurocs else math.nan}
+
+
+def tune_thresholds(head: torch.nn.Module, probs: torch.Tensor, targets: torch.Tensor) -> tuple[float, dict[str, float]]:
+    """Set the head's per-observation thresholds for best F1 on (probs, targets); return the micro-F1
+    there (optimistic: tuned on the same studies) and the AUROC of each observation with both classes."""
+    head.set_thresholds(probs, targets)
+    predicted, truth = probs >= head.thresholds, targets.bool()
+    micro_f1 = 2 * float((predicted & truth).sum()) / max(float(predicted.sum() + truth.sum()), 1.0)
+    aurocs = {name: _auroc(probs[:, k], truth[:, k]) for k, name in enumerate(head.observations)
+              if 0 < int(truth[:, k].sum()) < len(truth)}
+    return micro_f1, aurocs
 
 
 def _auroc(scores: torch.Tensor, truth: torch.Tensor) -> float:
