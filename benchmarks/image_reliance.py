@@ -102,7 +102,11 @@ def blind_twin(args: argparse.Namespace) -> dict:
     from PIL import Image
 
     with torch.no_grad():  # exactly what the twin sees at generation: a black image through the model's transform
-        blank = twin.findings.pool(twin.encode_images(_BlankTransform(model.image_transform)(Image.new("L", (size, size)))[None]))
+        features = twin.encode_images(_BlankTransform(model.image_transform)(Image.new("L", (size, size)))[None])
+        if twin.findings.lateral:  # its lateral views are blank too (the dataset loads them through the same transform)
+            blank = twin.findings.pool(features, features, torch.ones(1, dtype=torch.bool))
+        else:
+            blank = twin.findings.pool(features)
     recipe = copy.deepcopy(model.recipe)
     recipe.data.manifest = args.data
     train_set, val_set = _label_sets(recipe, studies)

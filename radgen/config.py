@@ -107,6 +107,20 @@ class FindingsConfig:
     prompt_template: str = "Image findings: {findings}."
     none_text: str = "none"
     label_source: str = "auto"  # training targets: "auto" (manifest labels.chexpert, else the report labeler), "manifest", "report"
+    lateral: bool = False  # the head also sees the study's lateral view when it has one (radgen/models/findings.py)
+    lateral_dropout: float = 0.15  # training: share of studies whose lateral view is hidden, so a frontal-only input is in-distribution
+
+
+@dataclass
+class ContextConfig:
+    """Clinical context (the study's indication) as optional decoder input, placed in the prompt
+    before the findings: "Indication: chest pain. Image findings: none. Findings:". See
+    radgen/models/generator.py (`prompt_text`) for why."""
+
+    section: str | None = None  # manifest section read as context ("indication"); None = no context
+    max_words: int = 12  # longer indications are cut (bounded prompt length)
+    dropout: float = 0.2  # training: share of studies whose context is left out, so a missing one is in-distribution
+    template: str = "Indication: {context}."
 
 
 @dataclass
@@ -116,6 +130,7 @@ class ModelConfig:
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     peft: PeftConfig = field(default_factory=PeftConfig)
     findings: FindingsConfig = field(default_factory=FindingsConfig)
+    context: ContextConfig = field(default_factory=ContextConfig)
 
 
 @dataclass

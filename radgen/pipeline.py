@@ -117,18 +117,29 @@ class ReportPipeline:
     def __repr__(self) -> str:
         return f"ReportPipeline(recipe={self.model.recipe.name!r}, section={self.section!r})"
 
-    def __call__(self, inputs: Any, batch_size: int | None = None, **settings: Any) -> dict[str, Any] | list[dict[str, Any]]:
-        """Draft reports; settings override the recipe's generate section (num_beams, max_new_tokens, ...)."""
+    def __call__(self, inputs: Any, batch_size: int | None = None, indication: str | Sequence[str | None] | None = None,
+                 lateral: Any = None, **settings: Any) -> dict[str, Any] | list[dict[str, Any]]:
+        """Draft reports; settings override the recipe's generate section (num_beams, max_new_tokens, ...).
+
+        `indication`: the study's clinical indication ("chest pain"), for models that read one
+        (radgen-small does: it shapes the wording, the findings come from the image); one text, or
+        one per input. `lateral`: the study's lateral view (same kinds as `inputs`; None for none),
+        which radgen-small's finding head reads next to the frontal image; one, or one per input."""
         single = not isinstance(inputs, (list, tuple))
         items: Sequence[Any] = [inputs] if single else list(inputs)
-        rows = self.generate(items, batch_size=batch_size, **settings)
+        rows = self.generate(items, batch_size=batch_size, indications=_per_item(indication, len(items), single, "indication"),
+                             laterals=_per_item(lateral, len(items), single, "lateral"), **settings)
         return rows[0] if single else rows
 
-    def generate(self, items: Sequence[Any], batch_size: int | None = None, **settings: Any) -> list[dict[str, Any]]:
+    def generate(self, items: Sequence[Any], batch_size: int | None = None, indications: Sequence[str | None] | None = None,
+                 laterals: Sequence[Any] | None = None, **settings: Any) -> list[dict[str, Any]]:
         import torch
 
         from radgen.generate.decode import GenerationSettings, prediction_row
 
+        for given, what in ((indications, "indications"), (laterals, "laterals")):
+            if given is not None and len(given) != len(items):
+                raise DataError(f"{what}: {len(given)} given for {len(items)} inputs; give one per input (None where there is none)")
         merged = {**self.settings, **settings}
         if batch_size is not None:
             merged["batch_size"] = batch_size
@@ -139,10 +150,29 @@ class ReportPipeline:
         for start in range(0, len(items), options.batch_size):
             chunk = range(start, min(len(items), start + options.batch_size))
             pixels = torch.stack([self.model.image_transform(to_image(items[i], names[i])) for i in chunk])
-            reports = self.model.generate(pixel_values=pixels, **options.generate_kwargs())
+            extra: dict[str, Any] = {}
+            if indications is not None:
+                extra["contexts"] = [indications[i] for i in chunk]
+            if laterals is not None and any(laterals[i] is not None for i in chunk):
+                extra["lateral_mask"] = torch.tensor([laterals[i] is not None for i in chunk])
+                extra["lateral_pixel_values"] = torch.stack([
+                    self.model.image_transform(to_image(laterals[i], f"lateral of {names[i]}")) if laterals[i] is not None
+                    else torch.zeros_like(pixels[0]) for i in chunk])
+            reports = self.model.generate(pixel_values=pixels, **extra, **options.generate_kwargs())
             rows.extend(prediction_row(self.model, names[i], report, self.section, self.confidence_temperature)
                         for i, report in zip(chunk, reports))
         return rows
+
+
+def _per_item(value: Any, count: int, single: bool, name: str) -> list[Any] | None:
+    """A per-input list from one value (applied to every input) or a list (one per input)."""
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)) and not single:
+        return list(value)
+    if single or isinstance(value, str):
+        return [value] * count
+    raise DataError(f"{name}: give one value for every input or a list with one per input")
 
 
 def load(model: str | os.PathLike | None = "radgen-small", device: str | None = None, dtype: str = "auto",

@@ -10,12 +10,14 @@ EPOCHS="${EPOCHS:-3}"
 mkdir -p "$WORK"
 R=.venv/bin/radgen
 # 1. Reports + MeSH labels in the annotation.json split (2,285 / 302 / 290), R2Gen report = findings.
-$R data prepare --format iu-xray-r2gen --root "$IU" --out "$WORK/iu.jsonl"
+#    Steps 1-2 are skipped when their output exists (delete $WORK to redo them).
+[ -f "$WORK/iu.jsonl" ] || $R data prepare --format iu-xray-r2gen --root "$IU" --out "$WORK/iu.jsonl"
 # 2. IU-Phantom radiographs (PA + lateral, 512 px) for every study.
-$R data phantom --manifest "$WORK/iu.jsonl" --out "$WORK/phantom" --seed 0
-# 3. Train radgen-small (finding head + connector + LoRA; frozen encoder features cached). The head
-#    learns the phantom's labels (labels.chexpert); its thresholds are tuned on the val split at
-#    every evaluation; the prompt names the true findings during training (radgen/models/findings.py).
+[ -f "$WORK/phantom/manifest.jsonl" ] || $R data phantom --manifest "$WORK/iu.jsonl" --out "$WORK/phantom" --seed 0
+# 3. Train radgen-small (finding head + connector + LoRA; frozen encoder features cached, PA and
+#    lateral). The head learns the phantom's labels (labels.chexpert) from both views; its thresholds
+#    are tuned on the val split at every evaluation; the prompt gives the study's indication (80% of
+#    studies) and names its true findings during training (radgen/models/{findings,generator}.py).
 $R train radgen-small "data.manifest=$WORK/phantom/manifest.jsonl" "stages.0.epochs=$EPOCHS" \
   train.warmup_steps=50 train.warmup_ratio=0 train.eval_every=60 train.eval_max_batches=10 \
   train.eval_generate=0 train.save_every=60 train.early_stopping_patience=4 train.log_every=5 \

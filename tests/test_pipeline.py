@@ -116,3 +116,25 @@ def test_generate_cli_errors_are_one_line(model_dir, folder, tmp_path, capsys):
     assert "no input: pass an image, a folder of images or a manifest" in capsys.readouterr().err
     assert main(["generate", str(folder), "--model", "blip2-opt-lora", "--out", str(tmp_path / "x.jsonl")]) == 2
     assert "radgen train blip2-opt-lora" in capsys.readouterr().err
+
+
+def test_indication_and_lateral_reach_the_model(pipe, monkeypatch):
+    """radgen-small reads the indication (prompt) and the lateral view (finding head): the pipeline
+    passes them per input, and refuses lists that do not match the inputs."""
+    seen = {}
+    original = pipe.model.generate
+
+    def spy(**kwargs):
+        seen.update(kwargs)
+        return original(**kwargs)
+
+    monkeypatch.setattr(pipe.model, "generate", spy)
+    front, side = radiograph_array(), radiograph_array()[::-1].copy()
+    pipe([front, front], indication=["chest pain", None], lateral=[side, None], max_new_tokens=3)
+    assert seen["contexts"] == ["chest pain", None]
+    assert seen["lateral_mask"].tolist() == [True, False] and (seen["lateral_pixel_values"][1] == 0).all()
+    seen.clear()
+    row = pipe(front, indication="dyspnea", max_new_tokens=3)
+    assert seen["contexts"] == ["dyspnea"] and "lateral_mask" not in seen and row["findings"] is not None
+    with pytest.raises(DataError, match="indications: 1 given for 2 inputs"):
+        pipe([front, front], indication=["x"], max_new_tokens=3)

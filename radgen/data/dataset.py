@@ -30,7 +30,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from radgen.data.images import decode_image, read_image_bytes, stitch_images
-from radgen.data.study import ImageRef, Study, read_manifest
+from radgen.data.study import SECTION_NAMES, ImageRef, Study, read_manifest
 from radgen.data.text import SECTION_CHOICES, clean_report, select_section
 from radgen.errors import DataError
 
@@ -95,6 +95,8 @@ class StudyDataset(Dataset):
         text_only: bool = False,
         drop_empty_reports: bool = True,
         cache_size: int = 0,
+        context_section: str | None = None,
+        lateral: bool = False,
     ) -> None:
         if isinstance(studies, (str, os.PathLike)):
             root = root if root is not None else Path(studies).parent
@@ -111,6 +113,10 @@ class StudyDataset(Dataset):
         self.section, self.cleaning, self.images, self.max_images = section, cleaning, images, max_images
         self.views = tuple(views) if views else None
         self.text_only = text_only
+        if context_section is not None and context_section not in SECTION_NAMES:
+            raise DataError(f"unknown context section {context_section!r}; use one of {', '.join(SECTION_NAMES)}")
+        self.context_section = context_section
+        self.lateral = lateral  # also load each study's lateral view (a lateral finding head: model.findings.lateral)
         self._cache = _DecodedImageCache(cache_size)
 
         kept, empty = [], []
@@ -153,6 +159,8 @@ class StudyDataset(Dataset):
         # the manifest's CheXpert labels ({} = labelled, nothing present; None = never labelled): targets for a finding head
         item: dict[str, Any] = {"study_id": study.study_id, "report": self.report(index),
                                 "finding_labels": study.labels.get("chexpert")}
+        if self.context_section is not None:  # clinical context for the prompt (model.context), raw text
+            item["context"] = study.sections.get(self.context_section) or ""
         if self.text_only:
             return item
         refs = self._select_refs(study)
@@ -169,7 +177,25 @@ class StudyDataset(Dataset):
             item["pixel_values"] = self.image_transform(image)
         key_source = f"{self.images}:{self.max_images if self.images != 'first_frontal' else 1}:" + ",".join(digests)
         item["image_key"] = hashlib.sha1(key_source.encode()).hexdigest()
+        if self.lateral:
+            self._add_lateral(study, item)
         return item
+
+    def lateral_ref(self, study: Study) -> ImageRef | None:
+        """The study's first lateral (non-frontal) view among the kept views, if any."""
+        return next((ref for ref in study.images if not ref.is_frontal and (self.views is None or ref.view in self.views)), None)
+
+    def _add_lateral(self, study: Study, item: dict[str, Any]) -> None:
+        ref = self.lateral_ref(study)
+        if ref is None:  # zeros keep the batch rectangular; has_lateral=False tells the head to ignore them
+            item["lateral_pixel_values"] = torch.zeros_like(item["pixel_values"])
+            item["has_lateral"], item["lateral_image_key"] = False, None
+            return
+        digest, image = self._cache.get(self._path(ref))
+        assert self.image_transform is not None
+        item["lateral_pixel_values"] = self.image_transform(image)
+        item["has_lateral"] = True
+        item["lateral_image_key"] = hashlib.sha1(f"first_frontal:1:{digest}".encode()).hexdigest()
 
 
 def collate_studies(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -185,6 +211,8 @@ def collate_studies(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "reports": [item["report"] for item in items],
         "finding_labels": [item.get("finding_labels") for item in items],
     }
+    if "context" in items[0]:
+        batch["contexts"] = [item.get("context") or "" for item in items]
     if "pixel_values" not in items[0]:
         return batch
     pixels = [item["pixel_values"] for item in items]
@@ -198,5 +226,17 @@ def collate_studies(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         batch["pixel_values"], batch["image_mask"] = padded, mask
     else:
         batch["pixel_values"] = torch.stack(pixels)
+    if "lateral_pixel_values" in items[0]:
+        batch["lateral_pixel_values"] = torch.stack([item["lateral_pixel_values"] for item in items])
+        batch["lateral_mask"] = torch.tensor([bool(item["has_lateral"]) for item in items])
     batch["image_keys"] = [item["image_key"] for item in items]
     return batch
+
+
+LATERAL_KEYS = ("lateral_pixel_values", "lateral_features", "lateral_mask")
+
+
+def lateral_inputs(batch: dict[str, Any], device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+    """A batch's lateral-view entries (for a lateral finding head), as keyword arguments of the
+    model's forward / generate / predict_findings; empty when the batch has none."""
+    return {key: (batch[key].to(device) if device is not None else batch[key]) for key in LATERAL_KEYS if key in batch}

@@ -242,3 +242,21 @@ def clean_report(text: str, mode: str = "r2gen-iu") -> str:
     if mode == "none":
         return text
     raise DataError(f"unknown report cleaning mode {mode!r}; use one of {', '.join(CLEANING_MODES)}")
+
+
+_PLACEHOLDER_RE = re.compile(r"\b(?:X{2,}|_{2,})\b|_{2,}")
+_CONTEXT_KEEP_RE = re.compile(r"[^a-z0-9 ,./%-]")
+
+
+def clean_context(text: str | None, max_words: int = 12) -> str:
+    """A study's indication as short prompt text: lower case, de-identification placeholders
+    (IU "XXXX", MIMIC "___") and odd characters removed, at most `max_words` words, no final period.
+
+    Placeholders go because, unlike in a report, nothing in the prompt should be copied; the word
+    limit bounds the prompt (and so the decoding cost) whatever a manifest or request holds.
+    """
+    if not text:
+        return ""
+    words = _CONTEXT_KEEP_RE.sub(" ", _PLACEHOLDER_RE.sub(" ", text).lower()).split()
+    words = [word.lstrip("-") for word in words if word.strip(",./-")][: max(0, max_words)]
+    return " ".join(words).strip(" ,.")

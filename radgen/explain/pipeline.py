@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from radgen.data.dataset import lateral_inputs
 from radgen.data.images import load_image, stitch_images
 from radgen.data.study import Study
 from radgen.explain import attention, grounding
@@ -141,7 +142,8 @@ def explain_studies(model: Any, studies: Sequence[Study], out_dir: str | os.Path
                 ids_list.append(_token_ids(model, row, section))
                 logprobs_list.append(row.get("token_logprobs") if len(row.get("token_logprobs") or []) == len(ids_list[-1]) else None)
         else:
-            reports = model.generate(pixel_values=batch["pixel_values"], **options.generate_kwargs())
+            reports = model.generate(pixel_values=batch["pixel_values"], contexts=batch.get("contexts"), **lateral_inputs(batch),
+                                     **options.generate_kwargs())
             ids_list = [r.token_ids for r in reports]
             logprobs_list = [r.token_logprobs for r in reports]
         spans = [[(s.start, s.end) for s in sentence_spans(model.tokenizer, ids)] for ids in ids_list]

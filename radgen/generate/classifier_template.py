@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from radgen.data.dataset import lateral_inputs
 from radgen.data.study import Study
 from radgen.generate.decode import generation_dataset, study_batches
 from radgen.labels.templates import NORMAL, TEMPLATES
@@ -33,7 +34,7 @@ def classifier_template_predictions(model: Any, studies: Sequence[Study], root: 
     dataset = generation_dataset(model, studies, root, section)
     rows = []
     for batch in study_batches(dataset, batch_size):
-        probs, names = model.predict_findings(pixel_values=batch["pixel_values"])
+        probs, names = model.predict_findings(pixel_values=batch["pixel_values"], **lateral_inputs(batch))
         for study_id, row_probs, found in zip(batch["study_ids"], probs.tolist(), names):
             rows.append({"study_id": study_id, "findings": template_report(found), "impression": "", "baseline": "classifier-template",
                          "findings_predicted": found,

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from radgen.config import GenerateConfig
-from radgen.data.dataset import StudyDataset, collate_studies
+from radgen.data.dataset import StudyDataset, collate_studies, lateral_inputs
 from radgen.data.study import Study
 from radgen.errors import ConfigError, DataError, WeightsError
 from radgen.generate.confidence import geometric_mean_probability, sentence_confidences
@@ -127,7 +127,8 @@ def generation_dataset(model: Any, studies: Sequence[Study], root: str | os.Path
     data = model.recipe.data
     return StudyDataset(list(studies), model.image_transform, root=root, section=section, cleaning=data.cleaning,
                         images=data.images if data.images != "list" else "first_frontal", max_images=data.max_images,
-                        views=data.views, drop_empty_reports=False)
+                        views=data.views, drop_empty_reports=False, context_section=model.recipe.model.context.section,
+                        lateral=hasattr(model, "findings") and model.findings.lateral)
 
 
 def study_batches(dataset: StudyDataset, batch_size: int) -> Iterator[dict[str, Any]]:
@@ -187,7 +188,8 @@ def generate_reports(model: Any, studies: Sequence[Study], root: str | os.PathLi
                 # a seed per batch derived from its first study: a resumed run samples the same reports
                 digest = hashlib.sha256(f"{seed}:{batch['study_ids'][0]}".encode()).digest()
                 torch.manual_seed(int.from_bytes(digest[:8], "little") % 2**63)
-            reports = model.generate(pixel_values=batch["pixel_values"], **options.generate_kwargs())
+            reports = model.generate(pixel_values=batch["pixel_values"], contexts=batch.get("contexts"),
+                                     **lateral_inputs(batch), **options.generate_kwargs())
             batch_rows = [prediction_row(model, sid, rep, section, confidence_temperature) for sid, rep in zip(batch["study_ids"], reports)]
             rows.extend(batch_rows)
             if on_batch is not None:

@@ -46,13 +46,25 @@ class FindingHead(nn.Module):
     layer norm, then a one-hidden-layer MLP. `thresholds` (per observation, set on validation data
     by `radgen.train`) and `pos_weight` (class balance, from the training labels) are buffers, so
     they are saved with the weights.
+
+    `lateral=True`: the study's lateral view, pooled and normalised the same way, joins the frontal
+    one (zeros, with a presence flag of 0, when a study has none). Why: lines, tubes and fluid
+    that are thin or faint on the frontal view at 224 px are plain on the lateral; on IU-Phantom's
+    val/test splits, logistic-regression probes on the frozen features go from F1 0.65 to 0.87 for
+    support devices and 0.67 to 0.87 for pleural effusion with the lateral added (the decoder keeps
+    the frontal view only). Training hides the lateral of some studies
+    (model.findings.lateral_dropout), so a single frontal image still gets a calibrated answer.
     """
 
-    def __init__(self, in_features: int, observations: Sequence[str], hidden_size: int = 256, dropout: float = 0.1):
+    def __init__(self, in_features: int, observations: Sequence[str], hidden_size: int = 256, dropout: float = 0.1,
+                 lateral: bool = False):
         super().__init__()
         self.observations = list(observations)
+        self.lateral = lateral
         self.norm = nn.LayerNorm(2 * in_features)
-        self.mlp = nn.Sequential(nn.Linear(2 * in_features, hidden_size), nn.GELU(), nn.Dropout(dropout),
+        if lateral:
+            self.lateral_norm = nn.LayerNorm(2 * in_features)
+        self.mlp = nn.Sequential(nn.Linear((4 if lateral else 2) * in_features, hidden_size), nn.GELU(), nn.Dropout(dropout),
                                  nn.Linear(hidden_size, len(self.observations)))
         self.register_buffer("thresholds", torch.full((len(self.observations),), 0.5))
         self.register_buffer("pos_weight", torch.ones(len(self.observations)))
@@ -60,18 +72,47 @@ class FindingHead(nn.Module):
         # untrained head finds nothing rather than a random half of the observations
         nn.init.constant_(self.mlp[-1].bias, -2.2)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.classify(self.pool(features))
+    def forward(self, features: torch.Tensor, lateral: torch.Tensor | None = None,
+                lateral_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.classify(self.pool(features, lateral, lateral_mask))
 
-    def pool(self, features: torch.Tensor) -> torch.Tensor:
-        """(B, N, D) or (B, D) features → (B, 2D) mean and max over tokens (no parameters: cacheable)."""
+    def pool(self, features: torch.Tensor, lateral: torch.Tensor | None = None, lateral_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, N, D) or (B, D) features → (B, 2D) mean and max over tokens (no parameters: cacheable).
+        A lateral head: (B, 4D + 1), the lateral view's pool (zeros where `lateral_mask` is False or
+        no lateral is given) and its presence flag appended."""
+        pooled = self._pool_view(features)
+        if not self.lateral:
+            return pooled
+        if lateral is None:
+            side, present = torch.zeros_like(pooled), pooled.new_zeros(pooled.shape[0], 1)
+        else:
+            side = self._pool_view(lateral)
+            present = (lateral_mask.to(side.device, side.dtype)[:, None] if lateral_mask is not None
+                       else side.new_ones(side.shape[0], 1))
+        return torch.cat([pooled, side * present, present], dim=-1)
+
+    def _pool_view(self, features: torch.Tensor) -> torch.Tensor:
         if features.dim() == 2:
             features = features[:, None]
         values = features.to(self.norm.weight.dtype)
         return torch.cat([values.mean(1), values.amax(1)], dim=-1)
 
     def classify(self, pooled: torch.Tensor) -> torch.Tensor:
-        return self.mlp(self.norm(pooled))
+        if not self.lateral:
+            return self.mlp(self.norm(pooled))
+        width = self.norm.normalized_shape[0]
+        front, side, present = pooled[:, :width], pooled[:, width:2 * width], pooled[:, 2 * width:]
+        return self.mlp(torch.cat([self.norm(front), self.lateral_norm(side) * present], dim=-1))
+
+    @staticmethod
+    def hide_lateral(pooled: torch.Tensor, share: float, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Training augmentation for a lateral head's pooled rows: hide the lateral of about `share` of them."""
+        if share <= 0:
+            return pooled
+        hide = torch.rand(pooled.shape[0], generator=generator) < share
+        out = pooled.clone()
+        out[hide.to(out.device), -1] = 0.0
+        return out
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(logits.float(), targets.to(logits.device, torch.float32),
@@ -120,7 +161,9 @@ def build_finding_head(cfg: FindingsConfig, encoder_width: int) -> FindingHead |
         raise ConfigError(f"model.findings.label_source: '{cfg.label_source}' is not one of {', '.join(LABEL_SOURCES)}")
     if "{findings}" not in cfg.prompt_template:
         raise ConfigError(f"model.findings.prompt_template must contain '{{findings}}', got {cfg.prompt_template!r}")
-    return FindingHead(encoder_width, observations_for(cfg), cfg.hidden_size, cfg.dropout)
+    if not 0.0 <= cfg.lateral_dropout < 1.0:
+        raise ConfigError(f"model.findings.lateral_dropout must be in [0, 1), got {cfg.lateral_dropout}")
+    return FindingHead(encoder_width, observations_for(cfg), cfg.hidden_size, cfg.dropout, lateral=cfg.lateral)
 
 
 def verbalize(findings: Sequence[str], cfg: FindingsConfig) -> str:

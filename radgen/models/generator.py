@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from radgen.config import RecipeConfig
+from radgen.data.text import clean_context
 from radgen.errors import ConfigError
 from radgen.models.build import build_parts
 from radgen.models.fast import label_position_loss, supports_label_position_loss
@@ -101,20 +102,35 @@ class ReportGenerator(nn.Module):
         return hasattr(self, "findings") and self.recipe.model.findings.prompt
 
     # -- text ---------------------------------------------------------------------------------------
-    def prompt_text(self, findings: list[str] | None = None) -> str:
+    def prompt_text(self, findings: list[str] | None = None, context: str | None = None) -> str:
         """The text between bos and the report: the decoder prompt, led by the verbalised findings
-        on a grounded model (`findings` None there means none found)."""
-        prompt = self.recipe.model.decoder.prompt
-        if not self.grounded_prompt:
-            return prompt
-        hint = verbalize(findings or [], self.recipe.model.findings)
-        return f"{hint} {prompt}" if prompt else hint
+        on a grounded model (`findings` None there means none found), and before them the study's
+        clinical context when the recipe reads one (model.context) and the study has it.
 
-    def prefix_ids(self, findings: list[str] | None = None) -> list[int]:
+        Why the indication: IU and MIMIC reports follow their author's template, and the indication
+        ("chest pain", "pre-op", "pacemaker check") says much about which one; an image-free baseline
+        that copies the training report with the nearest indication beat the image-only generator on
+        BLEU and CIDEr (docs/benchmarks.md, "Grounding"). The context is cleaned and cut to
+        model.context.max_words (radgen.data.text.clean_context); an empty one is left out, as in
+        training (model.context.dropout), so studies without an indication stay in-distribution."""
+        prompt = self.recipe.model.decoder.prompt
+        parts = []
+        spec = self.recipe.model.context
+        if spec.section is not None:
+            cleaned = clean_context(context, spec.max_words)
+            if cleaned:
+                parts.append(spec.template.format(context=cleaned))
+        if self.grounded_prompt:
+            parts.append(verbalize(findings or [], self.recipe.model.findings))
+        if prompt:
+            parts.append(prompt)
+        return " ".join(parts)
+
+    def prefix_ids(self, findings: list[str] | None = None, context: str | None = None) -> list[int]:
         """Token ids the report follows: [bos] (when the tokenizer has one) + the prompt text."""
         tok = self.tokenizer
         bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
-        prompt = self.prompt_text(findings)
+        prompt = self.prompt_text(findings, context)
         return bos + (tok(prompt, add_special_tokens=False)["input_ids"] if prompt else [])
 
     def eos_id(self) -> int:
@@ -126,17 +142,19 @@ class ReportGenerator(nn.Module):
         return int(eos)
 
     def tokenize_reports(self, reports: list[str], max_tokens: int | None = None,
-                         findings: list[list[str]] | None = None) -> dict[str, torch.Tensor]:
+                         findings: list[list[str]] | None = None, contexts: list[str | None] | None = None) -> dict[str, torch.Tensor]:
         """[bos][prompt][report][eos] right-padded; labels -100 on bos, prompt and padding.
 
-        `findings` (grounded models): each report's findings for its prompt (training: the truth)."""
+        `findings` (grounded models): each report's findings for its prompt (training: the truth);
+        `contexts`: each study's clinical context (model.context), "" or None for none."""
         tok = self.tokenizer
-        shared = self.prefix_ids() if findings is None else None
+        shared = self.prefix_ids() if findings is None and contexts is None else None
         sep = " " if self.prompt_text() else ""
         eos = self.eos_id()
         rows = []
         for i, report in enumerate(reports):
-            prefix = shared if shared is not None else self.prefix_ids(findings[i])
+            prefix = shared if shared is not None else self.prefix_ids(findings[i] if findings is not None else None,
+                                                                       contexts[i] if contexts is not None else None)
             ids = tok(sep + report.strip(), add_special_tokens=False)["input_ids"]
             if max_tokens is not None:
                 ids = ids[:max_tokens]
@@ -175,12 +193,23 @@ class ReportGenerator(nn.Module):
         return self.connector(self.image_features(pixel_values, image_features))
 
     @torch.no_grad()
-    def predict_findings(self, pixel_values: torch.Tensor | None = None, image_features: torch.Tensor | None = None
-                         ) -> tuple[torch.Tensor, list[list[str]]]:
-        """The finding head's probabilities (B, K) and above-threshold findings per image."""
+    def predict_findings(self, pixel_values: torch.Tensor | None = None, image_features: torch.Tensor | None = None,
+                         **lateral: torch.Tensor | None) -> tuple[torch.Tensor, list[list[str]]]:
+        """The finding head's probabilities (B, K) and above-threshold findings per image.
+        `lateral`: lateral_pixel_values or lateral_features, and lateral_mask (see `finding_logits`)."""
         if not hasattr(self, "findings"):
             raise ConfigError(f"recipe '{self.recipe.name}' has no finding head (model.findings.enabled=false)")
-        return self.findings.predict(self.findings(self.image_features(pixel_values, image_features)))
+        return self.findings.predict(self.finding_logits(self.image_features(pixel_values, image_features), **lateral))
+
+    def finding_logits(self, features: torch.Tensor, lateral_pixel_values: torch.Tensor | None = None,
+                       lateral_features: torch.Tensor | None = None, lateral_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The finding head on frontal encoder features, plus the lateral view's for a lateral head
+        (model.findings.lateral): its pixels or cached features, and `lateral_mask` (B,) marking the
+        studies that have one (None: all). Without a lateral the head answers from the frontal alone."""
+        lateral = None
+        if self.findings.lateral and (lateral_pixel_values is not None or lateral_features is not None):
+            lateral = self.image_features(lateral_pixel_values, lateral_features)
+        return self.findings(features, lateral, lateral_mask if lateral is not None else None)
 
     def _device(self) -> torch.device:
         return next(self.parameters()).device
@@ -200,12 +229,14 @@ class ReportGenerator(nn.Module):
     # -- training forward -----------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None,
                 pixel_values: torch.Tensor | None = None, image_features: torch.Tensor | None = None,
-                output_attentions: bool = False, loss_only: bool = False, finding_targets: torch.Tensor | None = None) -> ReportOutput:
+                output_attentions: bool = False, loss_only: bool = False, finding_targets: torch.Tensor | None = None,
+                **lateral: torch.Tensor | None) -> ReportOutput:
         """loss_only=True (training): causal decoders compute the loss from logits at label positions
         only (`radgen.models.fast.label_position_loss`, same value) and return logits=None.
 
         finding_targets (B, K) (grounded models): the finding head's BCE, times
-        model.findings.loss_weight, is added to the report loss (extras: "report_loss", "finding_loss")."""
+        model.findings.loss_weight, is added to the report loss (extras: "report_loss", "finding_loss");
+        `lateral` (lateral_pixel_values / lateral_features, lateral_mask) feeds a lateral head (`finding_logits`)."""
         device = self._device()
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
         labels = labels.to(device) if labels is not None else None
@@ -221,7 +252,7 @@ class ReportGenerator(nn.Module):
         else:
             out = self._forward(input_ids, attention_mask, labels, visual, {})
         if finding_targets is not None and hasattr(self, "findings"):
-            finding_logits = self.findings(features)
+            finding_logits = self.finding_logits(features, **lateral)
             finding_loss = self.findings.loss(finding_logits, finding_targets)
             out.extras.update(report_loss=out.loss, finding_loss=finding_loss, finding_logits=finding_logits)
             if out.loss is not None:
@@ -262,7 +293,8 @@ class ReportGenerator(nn.Module):
     def generate(self, pixel_values: torch.Tensor | None = None, image_features: torch.Tensor | None = None, num_beams: int = 3,
                  max_new_tokens: int = 60, do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
                  repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0, min_new_tokens: int = 0,
-                 draft_tokens: int = 8, findings: list[list[str]] | None = None, consistent_findings: bool = True) -> list[GeneratedReport]:
+                 draft_tokens: int = 8, findings: list[list[str]] | None = None, consistent_findings: bool = True,
+                 contexts: list[str | None] | None = None, **lateral: torch.Tensor | None) -> list[GeneratedReport]:
         """Decode one report per image with the decoder's HF `generate` (KV cache on).
 
         Greedy decoding on a causal decoder instead drafts up to `draft_tokens` tokens a pass from
@@ -278,6 +310,9 @@ class ReportGenerator(nn.Module):
         prefix, so every row sees exactly the positions it was trained with). With
         `consistent_findings` (default) the text is then made to state the named findings and deny
         none of them (`radgen.models.consistency`); edited reports are re-scored by the model.
+        `contexts[i]`: study i's clinical context (the indication) when the recipe reads one
+        (model.context.section); ignored otherwise. `lateral` (lateral_pixel_values /
+        lateral_features, lateral_mask): the studies' lateral views, for a lateral finding head.
         """
         was_training = self.training
         self.eval()
@@ -286,11 +321,14 @@ class ReportGenerator(nn.Module):
             batch = features.shape[0]
             probs = None
             if hasattr(self, "findings"):
-                probs, predicted = self.findings.predict(self.findings(features))
+                probs, predicted = self.findings.predict(self.finding_logits(features, **lateral))
                 findings = predicted if findings is None else [list(f) for f in findings]
             if findings is not None and len(findings) != batch:
                 raise ValueError(f"findings: {len(findings)} lists for {batch} images")
-            prefixes = [self.prefix_ids(findings[i] if findings is not None else None) for i in range(batch)]
+            if contexts is not None and len(contexts) != batch:
+                raise ValueError(f"contexts: {len(contexts)} texts for {batch} images")
+            prefixes = [self.prefix_ids(findings[i] if findings is not None else None, contexts[i] if contexts is not None else None)
+                        for i in range(batch)]
             visual = self.connector(features)
             groups: dict[int, list[int]] = {}
             for i, ids in enumerate(prefixes):
@@ -309,12 +347,13 @@ class ReportGenerator(nn.Module):
                     report.finding_probs = {name: round(float(p), 4) for name, p in zip(names, probs[i].tolist())}
                     report.findings = list(findings[i])
                 if consistent_findings and self.grounded_prompt:
-                    self._make_consistent(reports, visual, findings)  # type: ignore[arg-type]
+                    self._make_consistent(reports, visual, findings, contexts)  # type: ignore[arg-type]
             return reports  # type: ignore[return-value]
         finally:
             self.train(was_training)
 
-    def _make_consistent(self, reports: list[GeneratedReport], visual: torch.Tensor, findings: list[list[str]]) -> None:
+    def _make_consistent(self, reports: list[GeneratedReport], visual: torch.Tensor, findings: list[list[str]],
+                         contexts: list[str | None] | None = None) -> None:
         """Edit each report to state its named findings (radgen.models.consistency), then give the
         edited ones the model's own token log-probabilities under their prompt (one teacher-forced pass)."""
         edited = []
@@ -326,7 +365,8 @@ class ReportGenerator(nn.Module):
         if not edited:
             return
         rows = torch.tensor(edited, device=visual.device)
-        tokens = self.tokenize_reports([reports[i].text for i in edited], findings=[findings[i] for i in edited])
+        tokens = self.tokenize_reports([reports[i].text for i in edited], findings=[findings[i] for i in edited],
+                                       contexts=[contexts[i] for i in edited] if contexts is not None else None)
         out = self._forward(tokens["input_ids"].to(visual.device), tokens["attention_mask"].to(visual.device), None, visual[rows], {})
         logp = out.logits.float().log_softmax(-1)
         eos = self.eos_id()

@@ -51,6 +51,8 @@ from radgen.serve.security import LOOPBACK_HOSTS, SecurityMiddleware
 logger = logging.getLogger("radgen.serve")
 STATIC_DIR = Path(__file__).parent / "static"
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries, part headers and the small form fields
+# a clinical indication is a phrase; the model keeps its first words (model.context.max_words)
+MAX_INDICATION_CHARS = 500
 
 
 @dataclass
@@ -128,7 +130,9 @@ def create_app(service: ReportService, settings: ServeSettings | None = None) ->
 
     @app.post("/v1/reports", dependencies=[Depends(check_token)])
     async def create_report(file: UploadFile = File(..., description="PNG, JPEG or DICOM (Part 10) image"),
-                            heatmap: bool = Form(False, description="also return an attention overlay (base64 PNG)")) -> dict[str, Any]:
+                            heatmap: bool = Form(False, description="also return an attention overlay (base64 PNG)"),
+                            indication: str = Form("", max_length=MAX_INDICATION_CHARS,
+                                                   description="the study's clinical indication, e.g. 'chest pain' (optional)")) -> dict[str, Any]:
         nonlocal in_flight
         started = time.perf_counter()
         data = await file.read(settings.max_upload_bytes + 1)
@@ -144,7 +148,7 @@ def create_app(service: ReportService, settings: ServeSettings | None = None) ->
         deadline = time.monotonic() + settings.timeout_s
         try:
             prepared = await asyncio.wait_for(
-                asyncio.get_running_loop().run_in_executor(decoders, _prepare_before, service, data, heatmap, deadline),
+                asyncio.get_running_loop().run_in_executor(decoders, _prepare_before, service, data, heatmap, deadline, indication),
                 timeout=settings.timeout_s)
             del data
             result = await queue.submit(prepared, timeout=max(0.0, deadline - time.monotonic()))
@@ -172,8 +176,8 @@ def create_app(service: ReportService, settings: ServeSettings | None = None) ->
     return app
 
 
-def _prepare_before(service: ReportService, data: bytes, heatmap: bool, deadline: float) -> Any:
+def _prepare_before(service: ReportService, data: bytes, heatmap: bool, deadline: float, indication: str = "") -> Any:
     """Decode on a decoder thread, unless the caller's deadline passed while the upload waited."""
     if time.monotonic() > deadline:
         raise TimeoutError
-    return service.prepare(data, heatmap)
+    return service.prepare(data, heatmap, indication)

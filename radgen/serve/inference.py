@@ -192,6 +192,7 @@ class Prepared:
     image: Image.Image | None  # preview for the heatmap (heatmap_preview), only when one was asked for
     pixel_values: torch.Tensor  # (C, H, W)
     heatmap: bool = False
+    indication: str = ""  # the request's clinical indication (prompt context for models that read one)
 
 
 class ReportService:
@@ -221,7 +222,7 @@ class ReportService:
             check_safetensors(path / WEIGHTS_FILE)  # a truncated copy: one line, not a loader traceback
         return cls(load_model(path), model_dir=path, **options)
 
-    def prepare(self, data: bytes, heatmap: bool = False) -> Prepared:
+    def prepare(self, data: bytes, heatmap: bool = False, indication: str = "") -> Prepared:
         """Sniff + decode + transform; UnsupportedMediaError (415) or DataError (422)."""
         from radgen.data.images import decode_image
 
@@ -235,12 +236,13 @@ class ReportService:
                                 "upload a DICOM that contains the radiograph image") from None
             raise
         pixel_values = self.model.image_transform(image)
-        return Prepared(kind=kind, image=heatmap_preview(image) if heatmap else None, pixel_values=pixel_values, heatmap=heatmap)
+        return Prepared(kind=kind, image=heatmap_preview(image) if heatmap else None, pixel_values=pixel_values, heatmap=heatmap,
+                        indication=indication)
 
     def run_batch(self, jobs: list[Prepared]) -> list[dict[str, Any]]:
         pixel_values = torch.stack([job.pixel_values for job in jobs])
         with torch.inference_mode():
-            reports = self.model.generate(pixel_values=pixel_values, **self.generate_options)
+            reports = self.model.generate(pixel_values=pixel_values, contexts=[job.indication for job in jobs], **self.generate_options)
         results = []
         for job, pixels, report in zip(jobs, pixel_values, reports):
             result = report_json(self.model, report)

@@ -131,17 +131,28 @@ def collate_pixels(items: list[dict]) -> dict:
 
 def collate_features(items: list[dict]) -> dict:
     """Batch CachedFeatures items: stacked `image_features` (B, N, D) instead of pixels."""
-    return {
+    batch = {
         "study_ids": [item["study_id"] for item in items],
         "image_keys": [item["image_key"] for item in items],
         "reports": [item["report"] for item in items],
         "finding_labels": [item.get("finding_labels") for item in items],
         "image_features": torch.stack([item["image_features"] for item in items]),
     }
+    if "context" in items[0]:
+        batch["contexts"] = [item.get("context") or "" for item in items]
+    if "lateral_features" in items[0]:
+        batch["lateral_features"] = torch.stack([item["lateral_features"] for item in items])
+        batch["lateral_mask"] = torch.tensor([bool(item["has_lateral"]) for item in items])
+    return batch
 
 
 TRAIN_SPLITS = ("train",)
 VAL_SPLITS = ("val", "valid", "validate", "validation")
+
+
+def lateral_head(recipe: RecipeConfig) -> bool:
+    """Whether the recipe's finding head reads the lateral view (datasets then load it too)."""
+    return recipe.model.findings.enabled and recipe.model.findings.lateral
 
 
 def load_splits(recipe: RecipeConfig, image_transform: object) -> tuple[Sequence[dict], Sequence[dict]]:
@@ -156,7 +167,8 @@ def load_splits(recipe: RecipeConfig, image_transform: object) -> tuple[Sequence
     if not path.is_file():
         raise DataError(f"{path}: manifest not found; set data.manifest=PATH to a manifest.jsonl written by `radgen data`")
     studies = read_manifest(path)
-    options = dict(section=data.section, cleaning=data.cleaning, images=data.images, max_images=data.max_images, views=data.views)
+    options = dict(section=data.section, cleaning=data.cleaning, images=data.images, max_images=data.max_images, views=data.views,
+                   context_section=recipe.model.context.section, lateral=lateral_head(recipe))
     train = [s for s in studies if (s.split or "").lower() in TRAIN_SPLITS]
     val = [s for s in studies if (s.split or "").lower() in VAL_SPLITS]
     if not train:

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from radgen.data.dataset import lateral_inputs
 from radgen.train.data import eval_batches
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,8 @@ def calibrate_finding_head(model: torch.nn.Module, dataset: Sequence[dict], coll
     for indices in eval_batches(len(dataset), batch_size):
         batch = collate([dataset[i] for i in indices])
         visual = {"image_features": batch["image_features"]} if "image_features" in batch else {"pixel_values": batch["pixel_values"]}
-        logits.append(model.findings(model.image_features(**{k: v.to(device) for k, v in visual.items()})).float().cpu())
+        features = model.image_features(**{k: v.to(device) for k, v in visual.items()})
+        logits.append(model.finding_logits(features, **lateral_inputs(batch, device)).float().cpu())
     model.train(was_training)
     micro_f1, aurocs = tune_thresholds(model.findings, torch.sigmoid(torch.cat(logits)), targets)
     return {"val_finding_micro_f1": micro_f1, "val_finding_auroc": sum(aurocs.values()) / len(aurocs) if aurocs else math.nan}
@@ -113,7 +115,7 @@ def generation_scores(
     for start in range(0, count, batch_size):
         batch = collate([dataset[i] for i in range(start, min(start + batch_size, count))])
         visual = {"image_features": batch["image_features"].to(device)} if "image_features" in batch else {"pixel_values": batch["pixel_values"].to(device)}
-        outputs = model.generate(**visual, **generate_kwargs)
+        outputs = model.generate(**visual, contexts=batch.get("contexts"), **lateral_inputs(batch, device), **generate_kwargs)
         hypotheses += [out.text for out in outputs]
         references += list(batch["reports"])
     model.train(was_training)

@@ -164,7 +164,8 @@ def fill_cache(
 ) -> tuple[list[dict], int]:
     """Encode the images of `dataset` not yet cached.
 
-    Returns (per index {study_id, image_key, report}, number of images encoded).
+    Returns (per index {study_id, image_key, report, ...}, number of images encoded); items with a
+    lateral view (a lateral finding head) have it cached too, under `lateral_image_key`.
 
     One pass reads every item (the key is a hash of the image file, so the item is needed anyway);
     missing images are encoded in batches and flushed in shards of `shard_rows`.
@@ -197,18 +198,27 @@ def fill_cache(
     for index in tqdm(range(len(dataset)), desc="feature cache", unit="img", disable=not progress, leave=False):
         item = dataset[index]
         key = item["image_key"]
-        records.append({"study_id": item["study_id"], "image_key": key, "report": item["report"],
-                        "finding_labels": item.get("finding_labels")})
-        if key in cache or key in scheduled:
-            continue
-        scheduled.add(key)
-        pending_keys.append(key)
-        pending_pixels.append(item["pixel_values"])
-        if len(pending_keys) >= batch_size:
-            encode_pending()
-        if len(out_keys) >= shard_rows:
-            cache.add(out_keys, torch.cat(out_rows))
-            out_keys, out_rows = [], []
+        record = {"study_id": item["study_id"], "image_key": key, "report": item["report"],
+                  "finding_labels": item.get("finding_labels")}
+        if "context" in item:
+            record["context"] = item["context"]
+        images = [(key, item["pixel_values"])]
+        if "lateral_pixel_values" in item:  # a lateral finding head: its view is cached the same way
+            record["lateral_image_key"] = item["lateral_image_key"]
+            if item["lateral_image_key"] is not None:
+                images.append((item["lateral_image_key"], item["lateral_pixel_values"]))
+        records.append(record)
+        for image_key, pixels in images:
+            if image_key in cache or image_key in scheduled:
+                continue
+            scheduled.add(image_key)
+            pending_keys.append(image_key)
+            pending_pixels.append(pixels)
+            if len(pending_keys) >= batch_size:
+                encode_pending()
+            if len(out_keys) >= shard_rows:
+                cache.add(out_keys, torch.cat(out_rows))
+                out_keys, out_rows = [], []
     encode_pending()
     if out_keys:
         cache.add(out_keys, torch.cat(out_rows))
@@ -228,4 +238,9 @@ class CachedFeatures(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         record = self.records[index]
-        return {**record, "image_features": self.cache.get([record["image_key"]])[0]}
+        item = {**record, "image_features": self.cache.get([record["image_key"]])[0]}
+        if "lateral_image_key" in record:
+            lateral_key = record["lateral_image_key"]
+            item["has_lateral"] = lateral_key is not None
+            item["lateral_features"] = self.cache.get([lateral_key])[0] if lateral_key is not None else torch.zeros_like(item["image_features"])
+        return item

@@ -49,15 +49,23 @@ def _pooled_features(model: Any, dataset: Sequence[dict], cache_dir: str | Path,
         log.info("feature cache %s: %d images encoded", cache.dir, encoded)
     pooled = []
     for start in range(0, len(records), 256):
-        features = cache.get([r["image_key"] for r in records[start:start + 256]])
-        pooled.append(model.findings.pool(features))
+        chunk = records[start:start + 256]
+        features = cache.get([r["image_key"] for r in chunk])
+        lateral = mask = None
+        if model.findings.lateral:
+            mask = torch.tensor([r.get("lateral_image_key") is not None for r in chunk])
+            lateral = torch.zeros_like(features)
+            if bool(mask.any()):
+                lateral[mask] = cache.get([r["lateral_image_key"] for r in chunk if r.get("lateral_image_key") is not None]).to(lateral.dtype)
+        pooled.append(model.findings.pool(features, lateral, mask))
     return torch.cat(pooled)
 
 
 def fit_head_on_pooled(head: Any, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
                        max_pos_weight: float = 10.0, max_epochs: int = 300, patience: int = 30, lr: float = 3e-4,
-                       weight_decay: float = 0.1, batch_size: int = 64, seed: int = 0) -> tuple[int, int, float]:
-    """Train head.norm + head.mlp on pooled features; keep the epoch with the lowest val BCE.
+                       weight_decay: float = 0.1, batch_size: int = 64, seed: int = 0, lateral_dropout: float = 0.0) -> tuple[int, int, float]:
+    """Train the head's norms and MLP on pooled features; keep the epoch with the lowest val BCE.
+    A lateral head sees each training study's lateral hidden with probability `lateral_dropout`.
     Returns (epochs run, best epoch, best val loss). Thresholds are left to the caller."""
     head.set_class_balance(train_y, max_pos_weight)
     head.requires_grad_(True)
@@ -69,7 +77,10 @@ def fit_head_on_pooled(head: Any, train_x: torch.Tensor, train_y: torch.Tensor, 
         order = torch.randperm(len(train_x), generator=generator)
         for start in range(0, len(order), batch_size):
             index = order[start:start + batch_size]
-            loss = head.loss(head.classify(train_x[index]), train_y[index])
+            rows = train_x[index]
+            if getattr(head, "lateral", False):
+                rows = head.hide_lateral(rows, lateral_dropout, generator)
+            loss = head.loss(head.classify(rows), train_y[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -102,8 +113,9 @@ def fit_finding_head(model: Any, train_set: Sequence[dict], val_set: Sequence[di
     with torch.no_grad():
         train_x = _pooled_features(model, train_set, cache_dir, batch_size, progress)
         val_x = _pooled_features(model, val_set, cache_dir, batch_size, progress)
-    epoch, best_epoch, best_loss = fit_head_on_pooled(head, train_x, train_y, val_x, val_y, model.recipe.model.findings.max_pos_weight,
-                                                      max_epochs, patience, lr, weight_decay, batch_size, seed)
+    spec = model.recipe.model.findings
+    epoch, best_epoch, best_loss = fit_head_on_pooled(head, train_x, train_y, val_x, val_y, spec.max_pos_weight,
+                                                      max_epochs, patience, lr, weight_decay, batch_size, seed, spec.lateral_dropout)
     with torch.no_grad():
         micro_f1, aurocs = tune_thresholds(head, torch.sigmoid(head.classify(val_x)), val_y)
     aurocs = {name: round(value, 4) for name, value in aurocs.items()}

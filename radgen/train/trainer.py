@@ -19,6 +19,7 @@ import logging
 import inspect
 import math
 import os
+import random
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +31,7 @@ import torch
 import yaml
 
 from radgen.config import RecipeConfig, recipe_to_yaml
+from radgen.data.dataset import lateral_inputs
 from radgen.errors import ConfigError, DataError
 from radgen.io import atomic_write_json, atomic_write_text
 from radgen.train import checkpoint as ckpt
@@ -368,6 +370,12 @@ class Trainer:
         loss_only = "loss_only" in inspect.signature(raw_model.forward).parameters  # ReportGenerator; test doubles may lack it
         head = getattr(raw_model, "findings", None)
         source = self.recipe.model.findings.label_source
+        context_dropout = self.recipe.model.context.dropout
+        lateral_dropout = self.recipe.model.findings.lateral_dropout
+        # python's stream (seeded by set_seed, saved in every checkpoint's rng.pt, restored on
+        # --resume; nothing else in training draws from it): which contexts and laterals are left out
+        # never shifts the data order or the dropout masks, and a resumed run leaves out the same ones
+        context_rng = random
 
         def to_inputs(batch: dict) -> dict[str, Any]:
             findings, targets = None, None
@@ -375,7 +383,10 @@ class Trainer:
                 targets, _ = targets_from_labels(batch.get("finding_labels") or [None] * len(batch["reports"]), batch["reports"], head.observations, source)
                 if raw_model.grounded_prompt:  # teacher forcing: the prompt names the study's true findings
                     findings = names_from_targets(targets, head.observations)
-            extra = {"findings": findings} if findings is not None else {}
+            extra: dict[str, Any] = {"findings": findings} if findings is not None else {}
+            if "contexts" in batch:  # training leaves some out (model.context.dropout); validation keeps all
+                keep = [not raw_model.training or context_rng.random() >= context_dropout for _ in batch["contexts"]]
+                extra["contexts"] = [text if kept else "" for text, kept in zip(batch["contexts"], keep)]
             tokens = raw_model.tokenize_reports(list(batch["reports"]), max_tokens=max_tokens, **extra)
             inputs = {k: tokens[k].to(device) for k in ("input_ids", "attention_mask", "labels")}
             if targets is not None:
@@ -386,6 +397,12 @@ class Trainer:
                 inputs["image_features"] = batch["image_features"].to(device)
             else:
                 inputs["pixel_values"] = batch["pixel_values"].to(device)
+            if head is not None and head.lateral and targets is not None:
+                lateral = lateral_inputs(batch, device)
+                if raw_model.training and "lateral_mask" in lateral and lateral_dropout > 0:  # see FindingHead
+                    hidden = torch.tensor([context_rng.random() < lateral_dropout for _ in batch["reports"]], device=device)
+                    lateral["lateral_mask"] = lateral["lateral_mask"] & ~hidden
+                inputs.update(lateral)
             return inputs
 
         return to_inputs

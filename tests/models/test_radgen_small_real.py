@@ -31,7 +31,8 @@ def test_radgen_small_real_weights_round_trip_small_file(tmp_path):
     model.save_pretrained(tmp_path / "small", base_weights=False)
     size = (tmp_path / "small" / "model.safetensors").stat().st_size
     # only connector (4.07M) + finding head (0.66M) + LoRA (1.84M) fp32 parameters are stored
-    assert counts["findings"] == (2 * 2 * 1280 + 2 * 1280 * 256 + 256 + 256 * 13 + 13,) * 2
+    # frontal + lateral: two layer norms over mean+max pools, MLP on both, presence flag (no parameters)
+    assert counts["findings"] == (2 * 2 * 2 * 1280 + 2 * 2 * 1280 * 256 + 256 + 256 * 13 + 13,) * 2
     assert size < 28e6, size
     loaded = ReportGenerator.from_pretrained(tmp_path / "small")
     model.requires_grad_(False)

@@ -166,3 +166,19 @@ def test_serve_cli_rejects_bad_limits_before_loading(model_dir, capsys):
     assert "--max-batch must be positive" in capsys.readouterr().err
     assert main(["serve", "--model", str(model_dir / "missing")]) == 2
     assert "model folder not found" in capsys.readouterr().err
+
+
+def test_indication_form_field_reaches_the_prompt_and_is_bounded(client, service, monkeypatch):
+    seen = []
+    original = service.model.generate
+
+    def spy(**kwargs):
+        seen.append(kwargs.get("contexts"))
+        return original(**kwargs)
+
+    monkeypatch.setattr(service.model, "generate", spy)
+    assert post(client, png_bytes(), indication="Chest pain, XXXX-year-old").status_code == 200
+    assert seen[-1] == ["Chest pain, XXXX-year-old"]  # cleaned into the prompt by the model (clean_context)
+    assert post(client, png_bytes()).status_code == 200 and seen[-1] == [""]
+    too_long = post(client, png_bytes(), indication="x" * 501)
+    assert too_long.status_code == 422 and "indication" in too_long.text

@@ -20,7 +20,10 @@ def write_studies(root: Path, train: int = 24, val: int = 6, size: int = 64) -> 
     studies = []
     for index in range(train + val):
         mesh, findings = CASES[index % len(CASES)]
-        source = Study(study_id=f"s{index}", labels={"mesh": [mesh]}, sections={"findings": findings},
+        sections = {"findings": findings}
+        if index % 2 == 0:  # half the studies have an indication (radgen-small puts it in the prompt)
+            sections["indication"] = ["Chest pain.", "XXXX-year-old with dyspnea", "pre-op"][index // 2 % 3]
+        source = Study(study_id=f"s{index}", labels={"mesh": [mesh]}, sections=sections,
                        split="train" if index < train else "val", source="test")
         studies.append(render_study(source, root, seed=0, size=size))
     write_manifest(root / "manifest.jsonl", studies)

@@ -27,7 +27,11 @@ def test_fit_trains_only_the_head_and_lowers_its_validation_loss(tmp_path):
     # the cases: a third cardiomegaly, a third effusion (tests/train/imaging.py): both have val positives
     assert set(fit.val_auroc) == {"Cardiomegaly", "Pleural Effusion"}
     head = model.findings
-    val_x = torch.cat([head.pool(model.encode_images(val_set[i]["pixel_values"][None])) for i in range(len(val_set))])
+    def pooled(item):  # radgen-small's head reads the lateral view too (zeros + flag 0 when there is none)
+        lateral = model.encode_images(item["lateral_pixel_values"][None])
+        return head.pool(model.encode_images(item["pixel_values"][None]), lateral, torch.tensor([item["has_lateral"]]))
+
+    val_x = torch.cat([pooled(val_set[i]) for i in range(len(val_set))])
     from radgen.models.findings import targets_from_labels
     from radgen.train.evaluation import study_finding_labels
 
