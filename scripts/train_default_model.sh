@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 IU="${IU:-../shared/data/iu_xray_reports}"
 WORK="${WORK:-work/default-model}"
-EPOCHS="${EPOCHS:-3}"
+EPOCHS="${EPOCHS:-2}"
 mkdir -p "$WORK"
 R=.venv/bin/radgen
 # 1. Reports + MeSH labels in the annotation.json split (2,285 / 302 / 290), R2Gen report = findings.

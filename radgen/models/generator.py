@@ -330,10 +330,16 @@ class ReportGenerator(nn.Module):
             prefixes = [self.prefix_ids(findings[i] if findings is not None else None, contexts[i] if contexts is not None else None)
                         for i in range(batch)]
             visual = self.connector(features)
-            groups: dict[int, list[int]] = {}
-            for i, ids in enumerate(prefixes):
-                groups.setdefault(len(ids), []).append(i)
             reports: list[GeneratedReport | None] = [None] * batch
+            groups: dict[int, list[int]] = {}
+            if self._drafting(num_beams, do_sample, draft_tokens) and len({len(ids) for ids in prefixes}) > 1:
+                # one batch, prompts padded inside the prefix (masked, positions of real tokens only):
+                # per-study findings and indications give nearly every row its own prompt length
+                reports = self._generate_drafted(visual, prefixes, max_new_tokens, repetition_penalty, no_repeat_ngram_size,
+                                                 min_new_tokens, draft_tokens)
+            else:
+                for i, ids in enumerate(prefixes):
+                    groups.setdefault(len(ids), []).append(i)
             for rows in groups.values():
                 index = torch.tensor(rows, device=visual.device)
                 prefix = torch.tensor([prefixes[i] for i in rows], dtype=torch.long, device=visual.device)
@@ -379,18 +385,37 @@ class ReportGenerator(nn.Module):
             reports[i].token_ids, reports[i].token_logprobs = ids, values
             reports[i].tokens = self.tokenizer.convert_ids_to_tokens(ids)
 
+    def _drafting(self, num_beams: int, do_sample: bool, draft_tokens: int) -> bool:
+        return num_beams == 1 and not do_sample and draft_tokens > 0 and self.is_causal and supports_drafting(self.decoder)
+
+    def _generate_drafted(self, visual, prefixes: list[list[int]], max_new_tokens, repetition_penalty, no_repeat_ngram_size,
+                          min_new_tokens, draft_tokens) -> list[GeneratedReport]:
+        """Drafted greedy decoding of rows whose prefixes differ in length, in one batch: each prefix
+        is left-padded (after the visual tokens) and the padding masked."""
+        eos, pad = self.eos_id(), self.tokenizer.pad_token_id
+        pad = pad if pad is not None else eos
+        width = max(len(ids) for ids in prefixes)
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prefixes], dtype=torch.long, device=visual.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prefixes], dtype=torch.long, device=visual.device)
+        embeds, full_mask, _ = self._causal_inputs(visual, self._embed(ids), mask)
+        out = drafted_greedy(self.decoder, embeds, self.report_draft, prefixes, eos, pad, max_new_tokens, draft_tokens,
+                             repetition_penalty, no_repeat_ngram_size, min_new_tokens, attention_mask=full_mask)
+        for prefix, new in zip(prefixes, out.token_ids):
+            self.report_draft.add(prefix + new)
+        return [self._report(torch.tensor(new, dtype=torch.long), torch.tensor(lp), eos) for new, lp in zip(out.token_ids, out.logprobs)]
+
     def _generate(self, visual, prefix, num_beams, max_new_tokens, do_sample, temperature, top_p,
                   repetition_penalty, no_repeat_ngram_size, min_new_tokens, draft_tokens) -> list[GeneratedReport]:
         """Decode rows that share one prefix length: visual tokens (B, T, H), prefix ids (B, P)."""
         device = visual.device
         batch = visual.shape[0]
         eos, pad = self.eos_id(), self.tokenizer.pad_token_id
-        if num_beams == 1 and not do_sample and draft_tokens > 0 and self.is_causal and supports_drafting(self.decoder):
+        if self._drafting(num_beams, do_sample, draft_tokens):
             embeds, _, _ = self._causal_inputs(visual, self._embed(prefix), torch.ones_like(prefix))
-            prefix_ids = prefix[0].tolist()
-            out = drafted_greedy(self.decoder, embeds, self.report_draft, prefix_ids, eos, pad if pad is not None else eos,
+            rows = prefix.tolist()
+            out = drafted_greedy(self.decoder, embeds, self.report_draft, rows, eos, pad if pad is not None else eos,
                                  max_new_tokens, draft_tokens, repetition_penalty, no_repeat_ngram_size, min_new_tokens)
-            for ids in out.token_ids:
+            for prefix_ids, ids in zip(rows, out.token_ids):
                 self.report_draft.add(prefix_ids + ids)
             return [self._report(torch.tensor(ids, dtype=torch.long), torch.tensor(lp), eos)
                     for ids, lp in zip(out.token_ids, out.logprobs)]

@@ -148,14 +148,17 @@ class _GreedyRule:
 
 
 @torch.no_grad()
-def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: NgramDraft, prefix_ids: Sequence[int], eos: int,
-                   pad: int, max_new_tokens: int, draft_tokens: int = 8, repetition_penalty: float = 1.0,
-                   no_repeat_ngram_size: int = 0, min_new_tokens: int = 0) -> DraftedOutput:
-    """Greedy-decode each row of `inputs_embeds` (B, P, D) (all positions valid) with drafted passes.
+def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: NgramDraft, prefix_ids: Sequence[int] | Sequence[Sequence[int]],
+                   eos: int, pad: int, max_new_tokens: int, draft_tokens: int = 8, repetition_penalty: float = 1.0,
+                   no_repeat_ngram_size: int = 0, min_new_tokens: int = 0, attention_mask: torch.Tensor | None = None) -> DraftedOutput:
+    """Greedy-decode each row of `inputs_embeds` (B, P, D) with drafted passes.
 
     `prefix_ids` are the token ids at the end of the prefix (bos + prompt) that the draft's
-    context starts from; `draft` proposes continuations of prefix_ids + new tokens. A finished
-    row leaves the batch (its cache rows are dropped), so stragglers do not pay for it.
+    context starts from, shared or one list per row; `draft` proposes continuations of prefix_ids +
+    new tokens. A finished row leaves the batch (its cache rows are dropped), so stragglers do not
+    pay for it. `attention_mask` (B, P): 0 marks padding inside the prefix (rows whose prompts
+    differ in length); positions count real tokens only, so each row sees the positions it would
+    alone. None: every position is real.
     """
     from transformers import DynamicCache
 
@@ -164,8 +167,8 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
     embed = decoder.get_input_embeddings()
     rule = _GreedyRule(eos, repetition_penalty, no_repeat_ngram_size, min_new_tokens)
     cache = DynamicCache()
-    mask = torch.ones(batch, length, dtype=torch.long, device=device)
-    positions = torch.arange(length, device=device).expand(batch, -1)
+    mask = torch.ones(batch, length, dtype=torch.long, device=device) if attention_mask is None else attention_mask.to(device, torch.long)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
     parameters = inspect.signature(decoder.forward).parameters
     # transformers renamed `past_key_values` to `cache` (5.2x); pass the KV cache under the name this version takes
     cache_arg = {"cache": cache} if "cache" in parameters else {"past_key_values": cache}
@@ -175,9 +178,10 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
     tokens: list[list[int]] = [[] for _ in range(batch)]
     logprobs: list[list[float]] = [[] for _ in range(batch)]
     active = list(range(batch))  # original row of each batch row still decoding
-    next_pos = [length] * batch
+    next_pos = mask.sum(-1).tolist()
     drafts: list[list[int]] = [[] for _ in range(batch)]
-    prefix_ids = list(prefix_ids)
+    per_row = bool(prefix_ids) and not isinstance(prefix_ids[0], int)
+    row_prefix = [list(p) for p in prefix_ids] if per_row else [list(prefix_ids)] * batch  # type: ignore[arg-type]
     passes = 0
     while True:
         # accept: walk each row's draft while it equals the greedy choice; one more token either way
@@ -214,7 +218,7 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
         # propose and score: [last token, draft...] per row, padded to the widest draft
         for row in active:
             room = max_new_tokens - len(tokens[row]) - 1  # the pass itself always yields one more token
-            drafts[row] = draft.propose(prefix_ids + tokens[row], min(draft_tokens, room)) if room > 0 else []
+            drafts[row] = draft.propose(row_prefix[row] + tokens[row], min(draft_tokens, room)) if room > 0 else []
         width = 1 + max(len(drafts[row]) for row in active)
         step_ids = torch.full((len(active), width), pad, dtype=torch.long)
         step_mask = torch.zeros(len(active), width, dtype=torch.long)

@@ -146,6 +146,7 @@
     const form = new FormData();
     form.append("file", state.file);
     form.append("heatmap", withHeatmap ? "true" : "false");
+    form.append("indication", $("indication-input").value.slice(0, 500));
     const response = await fetch("/v1/reports", { method: "POST", body: form, headers: headers() });
     if (response.status === 401) { needToken(); throw new Error("this server needs an access token"); }
     if (!response.ok) throw new Error(response.status + ": " + (await errorText(response)));
