@@ -10,17 +10,33 @@
   the prefix positions are the visual tokens.
 - `CrossAttentionBridge` (BLIP, seed 001): the decoder attends to the encoder tokens itself
   (encoder_hidden_states), so the connector passes them through (projecting only if widths differ).
+
+Each kind is registered with `@register_connector("<kind>")` on its builder, and `build_connector`
+looks `model.connector.kind` up in `CONNECTORS` (radgen/models/kinds.py). A new kind is one file:
+a `Connector` subclass plus a registered builder (docs/recipes.md, "Adding a connector").
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from radgen.config import ConnectorConfig
-from radgen.errors import ConfigError, WeightsError
+from radgen.errors import ConfigError
 from radgen.models import registry
+from radgen.models.kinds import KindRegistry
 from radgen.models.sources import SourceCache, config_dict, is_local_dir
+
+
+class ConnectorWidths(NamedTuple):
+    """The widths a connector joins, known only once the encoder and decoder are built."""
+
+    encoder: int  # D of the encoder features (B, N, D)
+    decoder: int  # the decoder's input-embedding width: what prepended visual tokens must have
+    cross: int | None  # the decoder's cross-attention width over encoder states (bert_lm), else None
 
 
 class Connector(nn.Module):
@@ -33,6 +49,11 @@ class Connector(nn.Module):
 
     def match_output_scale(self, embedding_rms: float) -> None:
         """Called once at build with the decoder's token-embedding RMS; connectors that normalize their output start there."""
+
+
+ConnectorBuilder = Callable[[ConnectorConfig, ConnectorWidths, SourceCache], Connector]
+CONNECTORS: KindRegistry[ConnectorBuilder] = KindRegistry("model.connector.kind")
+register_connector = CONNECTORS.register  # @register_connector("kind") on a ConnectorBuilder
 
 
 class QFormerConnector(Connector):
@@ -54,7 +75,8 @@ class QFormerConnector(Connector):
         return self.language_projection(out.last_hidden_state.to(self.language_projection.weight.dtype))
 
 
-def build_qformer(cfg: ConnectorConfig, encoder_width: int, decoder_width: int, sources: SourceCache) -> QFormerConnector:
+@register_connector("qformer")
+def build_qformer(cfg: ConnectorConfig, widths: ConnectorWidths, sources: SourceCache) -> QFormerConnector:
     from transformers import Blip2QFormerConfig, Blip2QFormerModel
 
     if cfg.name and cfg.pretrained and not sources.meta:
@@ -69,12 +91,12 @@ def build_qformer(cfg: ConnectorConfig, encoder_width: int, decoder_width: int, 
     else:
         fields = {}
     fields = {k: v for k, v in {**fields, **cfg.config}.items() if k not in ("model_type", "transformers_version", "architectures")}
-    fields["encoder_hidden_size"] = encoder_width
+    fields["encoder_hidden_size"] = widths.encoder
     config = Blip2QFormerConfig(**fields)
     qformer = Blip2QFormerModel(config)
     query_tokens = nn.Parameter(torch.zeros(1, cfg.num_tokens, config.hidden_size))
     nn.init.normal_(query_tokens, std=config.initializer_range)  # BLIP-2's init
-    return QFormerConnector(qformer, query_tokens, nn.Linear(config.hidden_size, decoder_width))
+    return QFormerConnector(qformer, query_tokens, nn.Linear(config.hidden_size, widths.decoder))
 
 
 class MLPProjector(Connector):
@@ -90,6 +112,11 @@ class MLPProjector(Connector):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.proj(features.to(self.proj[0].weight.dtype))
+
+
+@register_connector("mlp")
+def build_mlp(cfg: ConnectorConfig, widths: ConnectorWidths, sources: SourceCache) -> MLPProjector:
+    return MLPProjector(widths.encoder, widths.decoder, cfg.hidden_size)
 
 
 class MappingLayer(Connector):
@@ -134,6 +161,12 @@ class MappingLayer(Connector):
         return self.norm(self.layers(queries, memory))
 
 
+@register_connector("mapping_layer")
+def build_mapping_layer(cfg: ConnectorConfig, widths: ConnectorWidths, sources: SourceCache) -> MappingLayer:
+    return MappingLayer(widths.encoder, widths.decoder, cfg.num_tokens, cfg.num_heads, cfg.mlp_ratio, cfg.dropout, cfg.num_layers,
+                        cfg.standardize_features)
+
+
 class PrefixMapper(Connector):
     """ClipCap's TransformerMapper (Mokady et al. 2021), as used by seed 004.
 
@@ -164,6 +197,12 @@ class PrefixMapper(Connector):
         return out[:, self.clip_length:]
 
 
+@register_connector("prefix_mapper")
+def build_prefix_mapper(cfg: ConnectorConfig, widths: ConnectorWidths, sources: SourceCache) -> PrefixMapper:
+    return PrefixMapper(widths.encoder, widths.decoder, cfg.num_tokens, cfg.prefix_length, cfg.num_layers,
+                        cfg.num_heads, cfg.mlp_ratio, cfg.dropout)
+
+
 class CrossAttentionBridge(Connector):
     cross_attention = True
 
@@ -178,21 +217,13 @@ class CrossAttentionBridge(Connector):
         return self.projection(features) if self.projection is not None else features
 
 
+@register_connector("cross_attention")
+def build_cross_attention(cfg: ConnectorConfig, widths: ConnectorWidths, sources: SourceCache) -> CrossAttentionBridge:
+    if widths.cross is None:
+        raise ConfigError("model.connector.kind=cross_attention needs a decoder with cross-attention (decoder.kind=bert_lm)")
+    return CrossAttentionBridge(widths.encoder, widths.cross)
+
+
 def build_connector(cfg: ConnectorConfig, encoder_width: int, decoder_width: int, cross_width: int | None, sources: SourceCache) -> Connector:
-    if cfg.kind == "qformer":
-        return build_qformer(cfg, encoder_width, decoder_width, sources)
-    if cfg.kind == "mlp":
-        return MLPProjector(encoder_width, decoder_width, cfg.hidden_size)
-    if cfg.kind == "mapping_layer":
-        return MappingLayer(encoder_width, decoder_width, cfg.num_tokens, cfg.num_heads, cfg.mlp_ratio, cfg.dropout, cfg.num_layers,
-                            cfg.standardize_features)
-    if cfg.kind == "prefix_mapper":
-        return PrefixMapper(encoder_width, decoder_width, cfg.num_tokens, cfg.prefix_length, cfg.num_layers,
-                            cfg.num_heads, cfg.mlp_ratio, cfg.dropout)
-    if cfg.kind == "cross_attention":
-        if cross_width is None:
-            raise ConfigError("model.connector.kind=cross_attention needs a decoder with cross-attention (decoder.kind=bert_lm)")
-        return CrossAttentionBridge(encoder_width, cross_width)
-    if cfg.name and cfg.kind not in ("qformer",):
-        raise WeightsError(f"model.connector.name is only used by kind=qformer, not '{cfg.kind}'")
-    raise ConfigError(f"model.connector.kind '{cfg.kind}' is unknown; use qformer, mlp, mapping_layer, prefix_mapper or cross_attention")
+    """The connector of kind `cfg.kind` (a ConfigError listing the registered kinds when there is none)."""
+    return CONNECTORS.get(cfg.kind)(cfg, ConnectorWidths(encoder_width, decoder_width, cross_width), sources)
