@@ -18,7 +18,8 @@ a `Connector` subclass plus a registered builder (docs/recipes.md, "Adding a con
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import torch
@@ -43,12 +44,41 @@ class Connector(nn.Module):
     """Base class. `cross_attention` connectors feed the decoder's cross-attention, not its input."""
 
     cross_attention = False
+    # True when visual token i is encoder token i (projected): the decoder's attention over the
+    # visual tokens is then already a map on the image grid (radgen.explain's decoder_attention).
+    tokens_are_features = False
 
     def num_tokens(self, encoder_tokens: int) -> int:
         raise NotImplementedError
 
     def match_output_scale(self, embedding_rms: float) -> None:
         """Called once at build with the decoder's token-embedding RMS; connectors that normalize their output start there."""
+
+    def feature_attention(self, features: torch.Tensor) -> torch.Tensor | None:
+        """(B, T, N): how much each visual token draws on each encoder token, for `radgen explain`.
+
+        None (the default for connectors that are not `tokens_are_features`) means no spatial link:
+        explanations then fall back to gradient x input on the encoder features.
+        """
+        if not self.tokens_are_features:
+            return None
+        eye = torch.eye(features.shape[1], device=features.device)
+        return eye.unsqueeze(0).expand(features.shape[0], -1, -1)
+
+
+@contextlib.contextmanager
+def _eager_attention(module: nn.Module) -> Iterator[None]:
+    """transformers' sdpa/flash attention returns no weights; switch `module` to eager for one call."""
+    config = getattr(module, "config", None)
+    previous = getattr(config, "_attn_implementation", None)
+    switch = previous not in (None, "eager") and hasattr(module, "set_attn_implementation")
+    if switch:
+        module.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        if switch:
+            module.set_attn_implementation(previous)
 
 
 ConnectorBuilder = Callable[[ConnectorConfig, ConnectorWidths, SourceCache], Connector]
@@ -73,6 +103,18 @@ class QFormerConnector(Connector):
         mask = torch.ones(features.shape[:2], dtype=torch.long, device=features.device)
         out = self.qformer(query_embeds=queries, encoder_hidden_states=features, encoder_attention_mask=mask, return_dict=True)
         return self.language_projection(out.last_hidden_state.to(self.language_projection.weight.dtype))
+
+    def feature_attention(self, features: torch.Tensor) -> torch.Tensor:
+        """The Q-Former's query -> encoder-token cross-attentions, mean over heads and layers."""
+        queries = self.query_tokens.expand(features.shape[0], -1, -1)
+        mask = torch.ones(features.shape[:2], dtype=torch.long, device=features.device)
+        with _eager_attention(self.qformer):
+            out = self.qformer(query_embeds=queries, encoder_hidden_states=features.to(queries.dtype), encoder_attention_mask=mask,
+                               output_attentions=True, return_dict=True)
+        maps = [a.float().mean(1) for a in (out.cross_attentions or ()) if a is not None]  # each (B, Q, N)
+        if not maps:
+            raise RuntimeError("the Q-Former returned no cross-attentions")
+        return torch.stack(maps).mean(0)
 
 
 @register_connector("qformer")
@@ -101,6 +143,8 @@ def build_qformer(cfg: ConnectorConfig, widths: ConnectorWidths, sources: Source
 
 class MLPProjector(Connector):
     """LLaVA-1.5's `mlp2x_gelu` projector."""
+
+    tokens_are_features = True
 
     def __init__(self, in_width: int, out_width: int, hidden: int | None = None):
         super().__init__()
@@ -160,6 +204,33 @@ class MappingLayer(Connector):
         queries = self.queries.unsqueeze(0).expand(features.shape[0], -1, -1)
         return self.norm(self.layers(queries, memory))
 
+    def feature_attention(self, features: torch.Tensor) -> torch.Tensor:
+        """The queries' cross-attention over the encoder tokens, mean over heads and layers.
+
+        nn.TransformerDecoderLayer calls its `multihead_attn` with need_weights=False; a pre-hook turns
+        the weights on (averaged over heads) and a forward hook keeps them.
+        """
+        captured: list[torch.Tensor] = []
+
+        def pre(module, args, kwargs):
+            kwargs["need_weights"] = True
+            kwargs["average_attn_weights"] = True
+            return args, kwargs
+
+        def post(module, args, kwargs, output):
+            captured.append(output[1].detach())
+
+        handles = []
+        for layer in self.layers.layers:
+            handles.append(layer.multihead_attn.register_forward_pre_hook(pre, with_kwargs=True))
+            handles.append(layer.multihead_attn.register_forward_hook(post, with_kwargs=True))
+        try:
+            self(features)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return torch.stack(captured).mean(0).float()
+
 
 @register_connector("mapping_layer")
 def build_mapping_layer(cfg: ConnectorConfig, widths: ConnectorWidths, sources: SourceCache) -> MappingLayer:
@@ -205,6 +276,7 @@ def build_prefix_mapper(cfg: ConnectorConfig, widths: ConnectorWidths, sources: 
 
 class CrossAttentionBridge(Connector):
     cross_attention = True
+    tokens_are_features = True
 
     def __init__(self, in_width: int, out_width: int):
         super().__init__()
