@@ -7,6 +7,10 @@ connector"); nothing in radgen/ knows the kind. The tests build radgen-small at 
 
 from __future__ import annotations
 
+import inspect
+import re
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -113,3 +117,17 @@ def test_unregistered_kind_is_unknown_again():
     assert "short_lived" not in CONNECTORS.kinds()
     with pytest.raises(ConfigError, match="'short_lived' is unknown"):
         build_connector(ConnectorConfig(kind="short_lived"), 8, 8, None, SourceCache())
+
+
+def test_docs_show_this_code():
+    """docs/recipes.md's "Adding a connector" example is this file's code, so the two cannot drift."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "recipes.md").read_text()
+    section = doc.split("## Adding a connector", 1)[1].split("\n## ", 1)[0]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert inspect.getsource(PooledLinear) in code
+    assert inspect.getsource(build_pooled_linear) in code
+    exec(compile(code.replace('"pooled_linear"', '"pooled_linear_from_docs"'), "recipes.md", "exec"), {})  # it runs as shown
+    try:
+        assert "pooled_linear_from_docs" in CONNECTORS
+    finally:
+        CONNECTORS.unregister("pooled_linear_from_docs")
