@@ -39,7 +39,7 @@ _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 @dataclass
 class EncoderConfig:
-    kind: str = "timm"  # "hf_vision" (CLIP/SigLIP/BLIP/BLIP-2/ViT towers), "timm", "efficientnet_lite0"
+    kind: str = "timm"  # a registered encoder kind (radgen.models.encoders.ENCODERS): "hf_vision", "timm", "efficientnet_lite0"
     name: str = "resnet50"  # HF id, local folder, or timm model name
     pretrained: bool = True  # False: random weights built from the architecture config (tests, speed)
     image_size: int = 224
@@ -54,7 +54,7 @@ class EncoderConfig:
 
 @dataclass
 class ConnectorConfig:
-    kind: str = "mlp"  # "qformer", "mlp", "mapping_layer", "prefix_mapper", "cross_attention"
+    kind: str = "mlp"  # a registered connector kind (radgen.models.connectors.CONNECTORS): "qformer", "mlp", "mapping_layer", "prefix_mapper", "cross_attention"
     num_tokens: int = 32  # visual tokens handed to the decoder (Q-Former queries, prefix length, ...)
     hidden_size: int | None = None  # connector width; None = decoder hidden size
     num_layers: int = 1

@@ -11,10 +11,10 @@ the position *before* a token is the query that predicted it. From there, per re
 - ``composed_attention`` (`mapping_layer`, `qformer`): visual tokens are learned queries, not
   places. Decoder attention over the queries (T × Q) is multiplied by the connector's own
   cross-attention of each query over the encoder grid (Q × N, mean over heads and its layers),
-  captured with forward hooks (mapping layer: `need_weights` forced on its `nn.MultiheadAttention`)
-  or the Q-Former's `cross_attentions` (eager attention for this call only).
+  which each connector reports itself (`Connector.feature_attention`: forward hooks on the mapping
+  layer's `nn.MultiheadAttention`, the Q-Former's `cross_attentions`).
 - ``grad_x_input`` (fallback, e.g. the ClipCap `prefix_mapper`, whose single pooled embedding
-  carries no position): gradient × input on the encoder's feature map for the log-probability of
+  carries no position, and any connector without `feature_attention`): gradient × input on the encoder's feature map for the log-probability of
   the sentence's tokens (Grad-CAM style, ReLU of the channel sum per location).
 
 Every output names the method used. Maps are (h, w) arrays over the encoder's square patch grid;
@@ -23,16 +23,12 @@ Every output names the method used. Maps are (h, w) arrays over the encoder's sq
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-
-COMPOSED = {"mapping_layer", "qformer"}
-DIRECT = {"mlp", "cross_attention"}
 
 
 @dataclass
@@ -84,71 +80,13 @@ def report_query_rows(model: Any, num_tokens: int) -> list[int]:
 
 # -- connector attention over the encoder grid ------------------------------------------------------
 
-@contextlib.contextmanager
-def _eager(module: Any):
-    config = getattr(module, "config", None)
-    previous = getattr(config, "_attn_implementation", None)
-    switch = previous not in (None, "eager") and hasattr(module, "set_attn_implementation")
-    if switch:
-        module.set_attn_implementation("eager")
-    try:
-        yield
-    finally:
-        if switch:
-            module.set_attn_implementation(previous)
-
-
-def _mapping_layer_attention(connector: Any, features: torch.Tensor) -> torch.Tensor:
-    """(B, Q, N): the mapping layer's query → encoder-token cross-attention, mean over heads and layers.
-
-    nn.TransformerDecoderLayer calls its `multihead_attn` with need_weights=False; a pre-hook turns
-    the weights on (averaged over heads) and a forward hook keeps them.
-    """
-    captured: list[torch.Tensor] = []
-
-    def pre(module, args, kwargs):
-        kwargs["need_weights"] = True
-        kwargs["average_attn_weights"] = True
-        return args, kwargs
-
-    def post(module, args, kwargs, output):
-        captured.append(output[1].detach())
-
-    handles = []
-    for layer in connector.layers.layers:
-        handles.append(layer.multihead_attn.register_forward_pre_hook(pre, with_kwargs=True))
-        handles.append(layer.multihead_attn.register_forward_hook(post, with_kwargs=True))
-    try:
-        connector(features)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return torch.stack(captured).mean(0).float()
-
-
-def _qformer_attention(connector: Any, features: torch.Tensor) -> torch.Tensor:
-    queries = connector.query_tokens.expand(features.shape[0], -1, -1)
-    mask = torch.ones(features.shape[:2], dtype=torch.long, device=features.device)
-    with _eager(connector.qformer):
-        out = connector.qformer(query_embeds=queries, encoder_hidden_states=features.to(queries.dtype), encoder_attention_mask=mask,
-                                output_attentions=True, return_dict=True)
-    maps = [a.float().mean(1) for a in (out.cross_attentions or ()) if a is not None]  # each (B, Q, N)
-    if not maps:
-        raise RuntimeError("the Q-Former returned no cross-attentions")
-    return torch.stack(maps).mean(0)
-
-
 def connector_attention(model: Any, features: torch.Tensor) -> torch.Tensor | None:
-    """(B, Q, N) map from visual tokens to encoder tokens, or None when the connector has no spatial link."""
-    kind = model.recipe.model.connector.kind
-    if kind in DIRECT:
-        eye = torch.eye(features.shape[1], device=features.device)
-        return eye.unsqueeze(0).expand(features.shape[0], -1, -1)
-    if kind == "mapping_layer":
-        return _mapping_layer_attention(model.connector, features)
-    if kind == "qformer":
-        return _qformer_attention(model.connector, features)
-    return None
+    """(B, Q, N) map from visual tokens to encoder tokens, or None when the connector has no spatial link.
+
+    Each connector computes its own (`Connector.feature_attention`, radgen/models/connectors.py), so
+    a new connector kind brings its map with it and explain needs no change.
+    """
+    return model.connector.feature_attention(features)
 
 
 # -- decoder attention ------------------------------------------------------------------------------
@@ -215,7 +153,7 @@ def explain(model: Any, pixel_values: torch.Tensor, token_ids: list[list[int]], 
         link = None if force_gradient else connector_attention(model, features)
     kind = model.recipe.model.connector.kind
     method = "grad_x_input" if link is None else ("cross_attention" if not model.is_causal else
-                                                  "composed_attention" if kind in COMPOSED else "decoder_attention")
+                                                  "decoder_attention" if model.connector.tokens_are_features else "composed_attention")
     if link is None and not force_gradient:
         notes.append(f"connector '{kind}' has no attention over the image grid; used gradient x input on the encoder features")
     token_level, shares, after_first = decoder_maps(model, features, token_ids)

