@@ -122,7 +122,7 @@ class ModelConfig:
 class DataConfig:
     manifest: str | None = None  # training manifest (JSONL); splits come from each study's `split`
     section: str = "findings"  # "findings", "impression" or "both"
-    cleaning: str = "r2gen-iu"  # "r2gen-iu", "r2gen-mimic", "clean", "none"
+    cleaning: str = "r2gen-iu"  # "r2gen-iu", "r2gen-mimic", "clean", "lowercase-alnum" (seed 004), "none"
     max_tokens: int = 60  # report tokens kept for training (R2Gen: 60 IU, 100 MIMIC)
     images: str = "first_frontal"  # "first_frontal" or "stitch" (up to max_images side by side); see MODEL_IMAGE_MODES
     max_images: int = 4
