@@ -141,3 +141,17 @@ def test_pickled_objects_are_not_unpickled(tmp_path):
     torch.save(state, tmp_path / "pytorch_model.bin")
     with pytest.raises(WeightsError, match=r"weights_only=True"):
         _load(tmp_path)
+
+
+def test_saved_model_keeps_medclip_weights_and_preprocessing(tmp_path):
+    from radgen.models import ReportGenerator
+
+    source = _tiny().encoder
+    torch.save(_medclip_state(source), tmp_path / "pytorch_model.bin")
+    model = _tiny("model.encoder.pretrained=true", f"model.encoder.weights={tmp_path}", seed=1)
+    assert model.image_transform.mean == MEDCLIP_PROCESSOR["mean"]  # the dataset's transform follows the weights
+    model.save_pretrained(str(tmp_path / "saved"))
+    (tmp_path / "pytorch_model.bin").unlink()  # the saved folder is self-contained
+    again = ReportGenerator.from_pretrained(str(tmp_path / "saved"))
+    assert torch.equal(again.encoder.projection.weight, source.projection.weight)
+    assert (again.encoder.mean, again.encoder.std, again.encoder.resize) == (MEDCLIP_PROCESSOR["mean"], MEDCLIP_PROCESSOR["std"], "pad")
