@@ -137,9 +137,9 @@ class ModelConfig:
 class DataConfig:
     manifest: str | None = None  # training manifest (JSONL); splits come from each study's `split`
     section: str = "findings"  # "findings", "impression" or "both"
-    cleaning: str = "r2gen-iu"  # "r2gen-iu", "r2gen-mimic", "clean", "none"
+    cleaning: str = "r2gen-iu"  # "r2gen-iu", "r2gen-mimic", "clean", "lowercase-alnum" (seed 004), "none"
     max_tokens: int = 60  # report tokens kept for training (R2Gen: 60 IU, 100 MIMIC)
-    images: str = "first_frontal"  # "first_frontal" or "stitch" (up to max_images side by side); see MODEL_IMAGE_MODES
+    images: str = "first_frontal"  # "first_frontal", "each_frontal" (train: one sample per frontal image) or "stitch"; see MODEL_IMAGE_MODES
     max_images: int = 4
     views: list[str] | None = None  # keep only these views (e.g. [PA, AP]); None keeps all
     cache_images: bool = False
@@ -424,8 +424,9 @@ def load_recipe(
 
 # What a model can be trained and run on. The dataset also offers "list" ((N, C, H, W) per study),
 # but every encoder takes one image per study (B, C, H, W): a list would reach conv2d as 5-D and
-# crash mid-run, so a recipe asking for it is refused when it is loaded or built.
-MODEL_IMAGE_MODES = ("first_frontal", "stitch")
+# crash mid-run, so a recipe asking for it is refused when it is loaded or built. "each_frontal"
+# gives one image per item too (one item per frontal image in training; per study elsewhere).
+MODEL_IMAGE_MODES = ("first_frontal", "each_frontal", "stitch")
 
 
 def check_image_mode(recipe: RecipeConfig, where: str = "recipe") -> None:
@@ -433,7 +434,7 @@ def check_image_mode(recipe: RecipeConfig, where: str = "recipe") -> None:
     mode = recipe.data.images
     if mode not in MODEL_IMAGE_MODES:
         raise ConfigError(f"{where}: data.images={mode} is not supported by the models (one image per study); "
-                          "use data.images=stitch (views side by side) or data.images=first_frontal")
+                          "use data.images=stitch (views side by side), first_frontal or each_frontal")
 
 
 def check_stitch_resize(recipe: RecipeConfig, resize: str) -> None:

@@ -11,6 +11,10 @@ dataset serves every recipe. Items::
 feature cache can key on it and stays valid when files are renamed, and is invalidated when an
 image changes. In text_only mode items carry neither pixel_values nor image_key.
 
+`images="each_frontal"` makes one item per frontal image of a study (seed 004 trains on every AP/PA
+image with its study's report); `studies[i]` is then the study of item i, so a study repeats once
+per frontal image.
+
 Decoded images can be kept in an in-memory LRU cache (`cache_size` images). With DataLoader
 workers each worker process holds its own cache.
 """
@@ -36,7 +40,19 @@ from radgen.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-IMAGE_MODES = ("first_frontal", "stitch", "list")
+IMAGE_MODES = ("first_frontal", "each_frontal", "stitch", "list")
+# modes whose item is one image: they share image keys (same pixels in, same features out), so a
+# feature cache filled by an each_frontal train split serves a first_frontal val split and back
+_SINGLE_IMAGE_MODES = ("first_frontal", "each_frontal")
+
+
+def per_study_images(mode: str) -> str:
+    """The image mode that gives one item per study: what validation and generation use.
+
+    each_frontal trains on every frontal image but a report is written, and scored, once per
+    study (from its first frontal image); list mode decodes from the first frontal image too.
+    """
+    return "first_frontal" if mode in ("each_frontal", "list") else mode
 
 
 class _DecodedImageCache:
@@ -70,10 +86,12 @@ class StudyDataset(Dataset):
     image_transform: callable PIL image → Tensor(C,H,W), usually the model's `image_transform`.
     root: folder relative image paths are resolved against.
     section: "findings" | "impression" | "both"; cleaning: a `clean_report` mode.
-    images: "first_frontal" (first PA/AP/FRONTAL image, else the first image), "stitch" (up to
+    images: "first_frontal" (first PA/AP/FRONTAL image, else the first image), "each_frontal" (one
+        item per PA/AP/FRONTAL image, else one of the first image; seed 004), "stitch" (up to
         `max_images` side by side, seed 002) or "list" (up to `max_images` separate tensors).
     views: only use images of these views (e.g. ("PA", "AP")).
-    text_only: yield no pixels (decoder pre-training, report statistics).
+    text_only: yield no pixels (decoder pre-training, report statistics); one item per study in
+        every image mode.
     drop_empty_reports: drop studies whose section is empty (counted in a log line); set False
         for generation on studies without reports.
     cache_size: number of decoded images kept in memory (0: no cache).
@@ -134,7 +152,15 @@ class StudyDataset(Dataset):
                     f"{len(without)} studies have no usable image{' of views ' + ','.join(self.views) if self.views else ''} "
                     f"(e.g. {', '.join(without[:3])}); use text_only=True or prepare the manifest with --require-images"
                 )
-        self.studies = kept
+        # one item per study, or per frontal image (each_frontal): studies[i] and _item_refs[i]
+        # belong to item i, so code that walks `studies` next to the items stays aligned
+        self.studies: list[Study] = []
+        self._item_refs: list[list[ImageRef]] = []
+        for study in kept:
+            refs = [] if text_only else self._select_refs(study)
+            groups = [[ref] for ref in refs] if self.images == "each_frontal" and not text_only else [refs]
+            self.studies.extend([study] * len(groups))
+            self._item_refs.extend(groups)
         self.dropped_empty = len(empty)
 
     def __len__(self) -> int:
@@ -142,8 +168,10 @@ class StudyDataset(Dataset):
 
     def _select_refs(self, study: Study) -> list[ImageRef]:
         refs = [ref for ref in study.images if self.views is None or ref.view in self.views]
-        if self.images == "first_frontal":
+        if self.images in _SINGLE_IMAGE_MODES:
             frontal = [ref for ref in refs if ref.is_frontal]
+            if self.images == "each_frontal":
+                return frontal or refs[:1]
             return (frontal or refs)[:1]
         return refs[: self.max_images]
 
@@ -163,7 +191,7 @@ class StudyDataset(Dataset):
             item["context"] = study.sections.get(self.context_section) or ""
         if self.text_only:
             return item
-        refs = self._select_refs(study)
+        refs = self._item_refs[index]
         digests, decoded = [], []
         for ref in refs:
             digest, image = self._cache.get(self._path(ref))
@@ -175,7 +203,8 @@ class StudyDataset(Dataset):
         else:
             image = stitch_images(decoded, self.max_images) if self.images == "stitch" else decoded[0]
             item["pixel_values"] = self.image_transform(image)
-        key_source = f"{self.images}:{self.max_images if self.images != 'first_frontal' else 1}:" + ",".join(digests)
+        mode = "first_frontal" if self.images in _SINGLE_IMAGE_MODES else self.images
+        key_source = f"{mode}:{self.max_images if mode != 'first_frontal' else 1}:" + ",".join(digests)
         item["image_key"] = hashlib.sha1(key_source.encode()).hexdigest()
         if self.lateral:
             self._add_lateral(study, item)

@@ -8,7 +8,7 @@ Three jobs, kept apart so each can be tested on its own:
   headers) into ``findings`` / ``impression`` / ``indication`` / ``comparison``.
 * `clean_report(text, mode)` normalises a report for training and scoring: the two R2Gen cleaners
   (reproduced exactly, quirks included, so numbers stay comparable with the literature), a light
-  ``clean`` mode that keeps case and punctuation, and ``none``.
+  ``clean`` mode that keeps case and punctuation, seed 004's ``lowercase-alnum`` and ``none``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from radgen.errors import DataError
 
-CLEANING_MODES = ("r2gen-iu", "r2gen-mimic", "clean", "none")
+CLEANING_MODES = ("r2gen-iu", "r2gen-mimic", "clean", "lowercase-alnum", "none")
 SECTION_CHOICES = ("findings", "impression", "both")
 
 
@@ -231,14 +231,32 @@ def clean_report_light(report: str) -> str:
     return _normalise_whitespace(text)
 
 
+# Everything but ASCII lower-case letters and digits, after lower-casing (runs of it, whitespace included).
+_NOT_ALNUM_RE = re.compile(r"[^a-z0-9]+")
+
+
+def clean_report_lowercase_alnum(report: str) -> str:
+    """The ``lowercase-alnum`` mode: seed 004's report preprocessing (Sec. III-A, "we removed any
+    special characters from the reports and converted all tokens to lowercase").
+
+    The paper gives no code, so "special character" is read as anything that is not a letter or a
+    digit: punctuation, symbols, non-ASCII letters and MIMIC's "___" placeholders go. Each run of
+    them becomes one space rather than nothing, so "right-sided" and "effusion.No" do not glue two
+    words into one ("right sided", "effusion no"); decimals split ("4.5 cm" → "4 5 cm").
+    """
+    return _NOT_ALNUM_RE.sub(" ", report.lower()).strip()
+
+
 def clean_report(text: str, mode: str = "r2gen-iu") -> str:
-    """Clean report text: mode is 'r2gen-iu', 'r2gen-mimic', 'clean' or 'none'."""
+    """Clean report text: mode is one of CLEANING_MODES ('r2gen-iu', 'r2gen-mimic', 'clean', 'lowercase-alnum', 'none')."""
     if mode == "r2gen-iu":
         return clean_report_r2gen_iu(text)
     if mode == "r2gen-mimic":
         return clean_report_r2gen_mimic(text)
     if mode == "clean":
         return clean_report_light(text)
+    if mode == "lowercase-alnum":
+        return clean_report_lowercase_alnum(text)
     if mode == "none":
         return text
     raise DataError(f"unknown report cleaning mode {mode!r}; use one of {', '.join(CLEANING_MODES)}")

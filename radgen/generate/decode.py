@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from radgen.config import GenerateConfig
-from radgen.data.dataset import StudyDataset, collate_studies, lateral_inputs
+from radgen.data.dataset import StudyDataset, collate_studies, lateral_inputs, per_study_images
 from radgen.data.study import Study
 from radgen.errors import ConfigError, DataError, WeightsError
 from radgen.generate.confidence import geometric_mean_probability, sentence_confidences
@@ -122,11 +122,11 @@ def select_studies(studies: Sequence[Study], split: str | None = None, limit: in
 def generation_dataset(model: Any, studies: Sequence[Study], root: str | os.PathLike | None, section: str) -> StudyDataset:
     """The recipe's image selection and cleaning, keeping studies without a reference report.
 
-    `generate` takes one image tensor per study, so "list" recipes decode from the first frontal image.
+    `generate` writes one report per study, so "list" and "each_frontal" recipes decode from the first frontal image.
     """
     data = model.recipe.data
     return StudyDataset(list(studies), model.image_transform, root=root, section=section, cleaning=data.cleaning,
-                        images=data.images if data.images != "list" else "first_frontal", max_images=data.max_images,
+                        images=per_study_images(data.images), max_images=data.max_images,
                         views=data.views, drop_empty_reports=False, context_section=model.recipe.model.context.section,
                         lateral=hasattr(model, "findings") and model.findings.lateral)
 

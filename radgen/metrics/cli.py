@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from radgen.data.text import CLEANING_MODES
 from radgen.errors import DataError
 
 
@@ -25,7 +26,7 @@ def _add_evaluation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--section", default="findings", choices=("findings", "impression", "both"))
     parser.add_argument("--split", default=None, help="only reference studies of this split (default: all)")
     parser.add_argument("--metrics", type=_metric_list, default=None, help="comma list from bleu,rouge_l,cider_d,meteor,bertscore,embed_cos,ce,chexbert,radgraph (default: all but chexbert,radgraph)")
-    parser.add_argument("--cleaning", default="r2gen-iu", choices=("r2gen-iu", "r2gen-mimic", "clean", "none"))
+    parser.add_argument("--cleaning", default="r2gen-iu", choices=CLEANING_MODES)
     parser.add_argument("--allow-missing", action="store_true", help="score only studies that have a prediction")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% CIs (0: none)")
     parser.add_argument("--seed", type=int, default=0)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import pickle
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +32,7 @@ from radgen.config import EncoderConfig
 from radgen.errors import WeightsError
 from radgen.models import registry
 from radgen.models.kinds import KindRegistry
+from radgen.models.medclip import MEDCLIP_PROCESSOR, is_medclip_layout, medclip_vision_state, medclip_weights_file
 from radgen.models.sources import SourceCache, config_dict, is_local_dir
 
 
@@ -187,16 +189,25 @@ def build_hf_vision(cfg: EncoderConfig, sources: SourceCache) -> HFVisionEncoder
     model = _transformers_attr(_VISION_CLASSES[model_type])(config)
     encoder = HFVisionEncoder(model, cfg, _processor_for(cfg, known, config))
     if cfg.pretrained and cfg.weights and not sources.meta:
-        _load_hf_vision_weights(encoder, cfg.weights)
+        _load_hf_vision_weights(encoder, cfg.weights, cfg)
     return encoder
 
 
-def _load_hf_vision_weights(encoder: HFVisionEncoder, path: str) -> None:
+def _load_hf_vision_weights(encoder: HFVisionEncoder, path: str, cfg: EncoderConfig) -> None:
     """encoder.weights on a transformers tower: a state-dict file of the whole encoder (`model.*`
-    and, with projection_dim, `projection.weight`; e.g. MedCLIP's converted image tower) or of the
-    vision model alone (keys without `model.`). Every parameter must be covered: a partial file
-    would leave random weights behind without a word."""
+    and, with projection_dim, `projection.weight`), of the vision model alone (keys without
+    `model.`), or MedCLIP's own checkpoint (a folder with pytorch_model.bin, or the file; see
+    radgen.models.medclip). Every parameter must be covered: a partial file would leave random
+    weights behind without a word."""
+    path = medclip_weights_file(path)
     state = _read_state_file(path, "encoder.weights")
+    if is_medclip_layout(state):
+        encoder.load_state_dict(medclip_vision_state(state, encoder.state_dict(), path), strict=True)
+        # the tower was trained on MedCLIP's preprocessing; explicit processor overrides still win
+        for key, value in MEDCLIP_PROCESSOR.items():
+            if key not in cfg.processor:
+                setattr(encoder, key, value)
+        return
     if not any(k.startswith(("model.", "projection.")) for k in state):
         state = {f"model.{k}": v for k, v in state.items()}
     missing, unexpected = encoder.load_state_dict(state, strict=False)
@@ -314,7 +325,14 @@ def _read_state_file(path: str, key: str) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        # weights_only: tensors and plain containers only, never arbitrary pickled objects (a .bin
+        # from the internet could run code when unpickled)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise WeightsError(f"{key}: '{path}' is not a plain state-dict file torch.load(weights_only=True) can read ({first}); "
+                           "re-save it as model.state_dict() or convert it to .safetensors") from None
     if not isinstance(state, dict):
         raise WeightsError(f"{key}: '{path}' holds a {type(state).__name__}, not a state dict; save model.state_dict()")
     return state

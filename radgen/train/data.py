@@ -157,7 +157,7 @@ def lateral_head(recipe: RecipeConfig) -> bool:
 
 def load_splits(recipe: RecipeConfig, image_transform: object) -> tuple[Sequence[dict], Sequence[dict]]:
     """StudyDatasets for the train and val splits of `recipe.data.manifest` (image paths relative to it)."""
-    from radgen.data.dataset import StudyDataset
+    from radgen.data.dataset import StudyDataset, per_study_images
     from radgen.data.study import read_manifest
 
     data = recipe.data
@@ -173,4 +173,7 @@ def load_splits(recipe: RecipeConfig, image_transform: object) -> tuple[Sequence
     val = [s for s in studies if (s.split or "").lower() in VAL_SPLITS]
     if not train:
         raise DataError(f"{path}: no study has split 'train' (found splits: {sorted({s.split for s in studies})}); assign splits first")
-    return StudyDataset(train, image_transform, root=path.parent, **options), StudyDataset(val, image_transform, root=path.parent, **options)
+    # validation stays one example per study (each_frontal expands the train split only), so val
+    # loss and the quick BLEU are per study, as `radgen generate` / `evaluate` score
+    val_options = {**options, "images": per_study_images(data.images)}
+    return StudyDataset(train, image_transform, root=path.parent, **options), StudyDataset(val, image_transform, root=path.parent, **val_options)

@@ -99,3 +99,63 @@ def test_cache_and_manifest_path_and_workers(tmp_path):
     batches = list(loader)
     assert len(batches) == 1 and batches[0]["pixel_values"].shape == (2, 1, 8, 8)
     assert batches[0]["study_ids"] == ["s1", "s2"]
+
+
+def _multi_frontal(tmp_path):
+    write_png(tmp_path / "pa.png", value=255, size=(10, 10))
+    write_png(tmp_path / "ap.png", value=128, size=(10, 10))
+    write_png(tmp_path / "lat.png", value=0, size=(10, 10))
+    write_png(tmp_path / "other.png", value=64, size=(10, 10))
+    return [
+        Study("two-frontal", images=[ImageRef("lat.png", "LATERAL"), ImageRef("pa.png", "PA"), ImageRef("ap.png", "AP")],
+              sections={"findings": "Heart normal."}, labels={"chexpert": {"Cardiomegaly": 0}}),
+        Study("lateral-only", images=[ImageRef("lat.png", "LATERAL"), ImageRef("other.png", "LL")], sections={"findings": "Lungs clear."}),
+        Study("no-report", images=[ImageRef("pa.png", "PA")], sections={"findings": ""}),
+    ]
+
+
+def test_each_frontal_gives_one_item_per_frontal_image(tmp_path):
+    # seed 004 trains on each AP/PA image with its study's report
+    dataset = StudyDataset(_multi_frontal(tmp_path), TRANSFORM, root=tmp_path, images="each_frontal")
+    assert len(dataset) == 3  # 2 frontal images + the lateral-only study's first image; empty report dropped
+    items = [dataset[i] for i in range(len(dataset))]
+    assert [item["study_id"] for item in items] == ["two-frontal", "two-frontal", "lateral-only"]
+    assert [item["report"] for item in items] == ["heart normal .", "heart normal .", "lungs clear ."]
+    assert [round(float(item["pixel_values"].mean()), 3) for item in items] == [1.0, round(128 / 255, 3), 0.0]
+    assert items[0]["finding_labels"] == items[1]["finding_labels"] == {"Cardiomegaly": 0}
+    # studies[i] is item i's study, so label/report walks over `studies` stay aligned with the items
+    assert [s.study_id for s in dataset.studies] == ["two-frontal", "two-frontal", "lateral-only"]
+    assert items[0]["image_key"] != items[1]["image_key"]
+    # the same image gives the same key in first_frontal mode: one feature cache serves train and val
+    assert StudyDataset(_multi_frontal(tmp_path), TRANSFORM, root=tmp_path)[0]["image_key"] == items[0]["image_key"]
+
+
+def test_each_frontal_with_views_and_text_only(tmp_path):
+    with pytest.raises(DataError, match="no usable image of views AP"):  # the lateral-only study has no AP image
+        StudyDataset(_multi_frontal(tmp_path)[1:2], TRANSFORM, root=tmp_path, images="each_frontal", views=["AP"])
+    only_ap = StudyDataset(_multi_frontal(tmp_path)[:1], TRANSFORM, root=tmp_path, images="each_frontal", views=["AP"])
+    assert len(only_ap) == 1 and round(float(only_ap[0]["pixel_values"].mean()), 3) == round(128 / 255, 3)
+    text = StudyDataset(_multi_frontal(tmp_path), None, images="each_frontal", text_only=True)
+    assert [text[i]["study_id"] for i in range(len(text))] == ["two-frontal", "lateral-only"]  # no pixels: one per study
+
+
+def test_each_frontal_is_a_recipe_mode_and_val_stays_per_study(tmp_path):
+    from radgen.config import load_recipe
+    from radgen.train.data import load_splits
+
+    studies = _multi_frontal(tmp_path)[:1]
+    val = Study("val-study", split="val", images=list(studies[0].images), sections={"findings": "Heart normal."})
+    studies[0].split = "train"
+    write_manifest(tmp_path / "manifest.jsonl", [studies[0], val])
+    recipe = load_recipe("clipcap-prefix", size="tiny", overrides=[f"data.manifest={tmp_path / 'manifest.jsonl'}"])
+    assert recipe.data.images == "each_frontal" and recipe.data.views == ["PA", "AP"]
+    train, val_set = load_splits(recipe, TRANSFORM)
+    assert len(train) == 2 and len(val_set) == 1  # PA and AP train separately; validation scores the study once
+    assert val_set.images == "first_frontal"
+    # generation writes one report per study too (predictions are keyed by study_id)
+    from types import SimpleNamespace
+
+    from radgen.generate.decode import generation_dataset
+
+    generated = generation_dataset(SimpleNamespace(recipe=recipe, image_transform=TRANSFORM), [studies[0], val], tmp_path, "findings")
+    assert [generated[i]["study_id"] for i in range(len(generated))] == ["two-frontal", "val-study"]

@@ -81,6 +81,26 @@ def test_light_clean_keeps_case_and_punctuation():
     assert clean_report(text, "clean") == "The heart is normal. No effusion. Stable XXXX."
 
 
+# seed 004 (Sec. III-A): "we removed any special characters from the reports and converted all
+# tokens to lowercase"; expected outputs worked out by hand from that sentence
+@pytest.mark.parametrize("report, expected", [
+    ("The heart size is normal. No pleural effusion or pneumothorax.",
+     "the heart size is normal no pleural effusion or pneumothorax"),
+    ("Right-sided PICC line ends in the low SVC; ET tube 4.5 cm above the carina.",
+     "right sided picc line ends in the low svc et tube 4 5 cm above the carina"),
+    ("Compared to ___, the left effusion is smaller.No edema.",
+     "compared to the left effusion is smaller no edema"),
+    ("1. No acute process.\n2. Stable (mild) cardiomegaly!", "1 no acute process 2 stable mild cardiomegaly"),
+    ("AP/PA views: \"patient's\" lungs ~clear~ @ 100%", "ap pa views patient s lungs clear 100"),
+    ("Café-au-lait spot, 3×4 mm", "caf au lait spot 3 4 mm"),
+    ("  ...  ", ""),
+])
+def test_lowercase_alnum_is_seed_004s_cleaner(report, expected):
+    cleaned = clean_report(report, "lowercase-alnum")
+    assert cleaned == expected
+    assert clean_report(cleaned, "lowercase-alnum") == cleaned  # idempotent: cleaning references twice changes nothing
+
+
 def test_none_mode_and_unknown_mode():
     assert clean_report(" As Is. ", "none") == " As Is. "
     with pytest.raises(DataError, match="r2gen-iu"):

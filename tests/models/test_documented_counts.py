@@ -68,6 +68,7 @@ PINS = [
     # 8 x [q (d d + d), kv (2 d d + 2 d), out (d d + d), 2 LayerNorms (4 d), fc1 (2 d d + 2 d), fc2 (2 d d + d)]
     # (derivation checked in test_hand_derivations_agree_with_the_pins)
     ("clipcap-prefix", "mapper", "encoder.trainable", 0),
+    ("clipcap-prefix", "mapper", "decoder.trainable", 0),  # the LLM stays frozen
     ("clipcap-prefix", "mapper", "trainable", 63_080_448),
     ("clipcap-prefix", "mapper", "total", 215_432_826),
     ("clipcap-prefix:gpt2-medium", "mapper", "trainable", 100_884_480),
@@ -76,6 +77,13 @@ PINS = [
     ("clipcap-prefix:qwen1.5-0.5b", "mapper", "encoder.trainable", 0),
     ("clipcap-prefix:qwen1.5-0.5b", "mapper", "trainable", 100_884_480),
     ("clipcap-prefix:qwen1.5-0.5b", "mapper", "total", 592_784_762),
+    # Table II's fine-tuning: the same mapper + all of Qwen1.5-0.5B (1024 wide, 24 layers, MLP 2816,
+    # 151,936 tokens, tied embeddings); per layer q/k/v with bias 3 (d d + d), o d d, gate/up/down
+    # 3 x 1024 x 2816, 2 RMSNorms 2 d; + embeddings 151,936 d + final norm d
+    ("clipcap-prefix:finetune", "finetune", "decoder.trainable", 463_987_712),
+    ("clipcap-prefix:finetune", "finetune", "encoder.trainable", 0),
+    ("clipcap-prefix:finetune", "finetune", "trainable", 564_872_192),
+    ("clipcap-prefix:finetune", "finetune", "total", 592_784_762),
     # SmolLM2-135M (576 wide, 3 kv heads of 64 -> k/v 192 wide), LoRA r16 on q/k/v/o, 30 layers:
     # 30 x 16 x ((576+576) + (576+192) + (576+192) + (576+576)) = 1,843,200
     ("radgen-small", "align", "decoder.trainable", 1_843_200),
@@ -118,6 +126,11 @@ def test_hand_derivations_agree_with_the_pins():
     assert clipcap_mapper(1024) == pins["clipcap-prefix:qwen1.5-0.5b", "mapper", "trainable"]  # Qwen1.5-0.5B
     assert clipcap_mapper(1024) == pins["clipcap-prefix:gpt2-medium", "mapper", "trainable"]  # GPT-2 M, also 1024 wide
     assert pins["clipcap-prefix", "mapper", "encoder.trainable"] == 0  # projection frozen (was 768 * 512)
+    d = 1024
+    qwen = 24 * (3 * (d * d + d) + d * d + 3 * d * 2816 + 2 * d) + 151_936 * d + d
+    assert qwen == pins["clipcap-prefix:finetune", "finetune", "decoder.trainable"]
+    assert clipcap_mapper(1024) + qwen == pins["clipcap-prefix:finetune", "finetune", "trainable"]
+    assert pins["clipcap-prefix:finetune", "finetune", "total"] == pins["clipcap-prefix:qwen1.5-0.5b", "mapper", "total"]
     assert 30 * 16 * (2 * (576 + 576) + 2 * (576 + 192)) == pins["radgen-small", "align", "decoder.trainable"]
     # finding head: LayerNorm over mean+max pooled 1280-d features, 2560 -> 256 -> 13
     # two views (frontal, lateral), each a layer norm over its 2560-d mean+max pool; one MLP over both

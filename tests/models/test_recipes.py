@@ -25,6 +25,7 @@ RECIPES = [
     "clipcap-prefix",
     "clipcap-prefix:gpt2-medium",
     "clipcap-prefix:qwen1.5-0.5b",
+    "clipcap-prefix:finetune",
 ]
 
 
