@@ -53,7 +53,7 @@ def resolve_model(model: str | os.PathLike | None = None) -> Path:
         if text in recipe_names():
             raise WeightsError(f"{text}: not a model; '{text}' is a recipe without shipped weights; train it with "
                                f"`radgen train {text}` and pass the run folder")
-        raise WeightsError(f"{text}: no such model; known names: {', '.join(MODEL_NAMES)}; "
+        raise WeightsError(f"{text}: no such model folder or shipped model name; known names: {', '.join(MODEL_NAMES)}; "
                            "a model folder (save_pretrained) or a training run folder (uses RUN/best) also works")
     return resolve_model_dir(text)
 

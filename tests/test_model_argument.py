@@ -79,7 +79,7 @@ def test_every_model_argument_takes_a_name_a_folder_or_a_run(command, spelling, 
 def test_an_unknown_model_name_is_one_line_naming_the_known_names_and_the_folder_option(command, workspace, loaded, capsys):
     assert main(COMMANDS[command]("radgen-smal", workspace)) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("radgen: error: radgen-smal: no such model")
+    assert len(err) == 1 and err[0].startswith("radgen: error: radgen-smal: no such model folder or shipped model name")
     assert f"known names: {', '.join(MODEL_NAMES)}" in err[0] and "a model folder" in err[0] and "also works" in err[0]
     assert loaded == []  # refused before any load
 
