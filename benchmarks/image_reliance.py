@@ -38,11 +38,12 @@ import torch
 def main(argv: list[str] | None = None) -> dict:
     from radgen.data.dataset import StudyDataset
     from radgen.data.study import read_manifest
-    from radgen.generate.decode import resolve_model_dir, select_studies
+    from radgen.generate.decode import select_studies
     from radgen.models.generator import ReportGenerator
+    from radgen.pipeline import resolve_model
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="a saved model folder or a run folder (uses RUN/best)")
+    parser.add_argument("--model", required=True, help="a shipped model name (radgen-small), a saved model folder or a run folder (uses RUN/best)")
     parser.add_argument("--data", required=True, help="manifest JSONL")
     parser.add_argument("--split", default="val")
     parser.add_argument("--limit", type=int, default=160)
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
             Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
         return result
 
-    model = ReportGenerator.from_pretrained(resolve_model_dir(args.model)).eval()
+    model = ReportGenerator.from_pretrained(resolve_model(args.model)).eval()
     studies = select_studies(read_manifest(args.data), args.split, args.limit)
     cfg = model.recipe.data  # the training data options (radgen.train.data.load_splits), so losses match training's
     dataset = StudyDataset(studies, model.image_transform, root=Path(args.data).parent, section=cfg.section, cleaning=cfg.cleaning,
@@ -85,13 +86,14 @@ def blind_twin(args: argparse.Namespace) -> dict:
     import copy
 
     from radgen.data.study import read_manifest
-    from radgen.generate.decode import generate_reports, load_model, resolve_model_dir, select_studies
+    from radgen.generate.decode import generate_reports, load_model, select_studies
     from radgen.metrics.evaluate import evaluate
     from radgen.metrics.stats import paired_test
     from radgen.models.findings import targets_from_labels
+    from radgen.pipeline import resolve_model
     from radgen.train.finding_head import fit_head_on_pooled
 
-    model = load_model(resolve_model_dir(args.model))
+    model = load_model(resolve_model(args.model))
     studies = read_manifest(args.data)
     test = select_studies(studies, args.split, args.limit if args.limit != 160 else None)
     root = Path(args.data).parent

@@ -26,14 +26,15 @@ FOLLOW = ("Cardiomegaly", "Pleural Effusion", "Support Devices", "Edema")
 
 def main(argv: list[str] | None = None) -> dict:
     from radgen.data.dataset import collate_studies
-    from radgen.generate.decode import generation_dataset, resolve_model_dir, study_batches
+    from radgen.generate.decode import generation_dataset, study_batches
     from radgen.labels.labeler import label_report
     from radgen.models import ReportGenerator
     from radgen.models.findings import names_from_targets, targets_from_labels
+    from radgen.pipeline import resolve_model
     from radgen.train.data import load_splits
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True)
+    parser.add_argument("--model", required=True, help="a shipped model name (radgen-small), a model folder or a run folder (uses RUN/best)")
     parser.add_argument("--data", required=True)
     parser.add_argument("--split", default="val", choices=("val",))
     parser.add_argument("--limit", type=int, default=64)
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
 
-    model = ReportGenerator.from_pretrained(resolve_model_dir(args.model)).eval()
+    model = ReportGenerator.from_pretrained(resolve_model(args.model)).eval()
     recipe = model.recipe
     recipe.data.manifest = args.data
     _, val = load_splits(recipe, model.image_transform)

@@ -1,11 +1,11 @@
 """`radgen demo`: render IU-Phantom studies, draft their reports, score them, write one HTML page.
 
-    radgen demo [--out out/demo] [--model DIR] [--studies N] [--size 384] [--metrics bleu,rouge_l,cider_d,meteor,ce]
+    radgen demo [--out out/demo] [--model NAME|DIR|RUN] [--studies N] [--size 384] [--metrics bleu,rouge_l,cider_d,meteor,ce]
 
 The studies are the label sets in radgen/assets/demo_studies.jsonl (MeSH terms + a reference
 Findings/Impression that the radgen developers wrote from those labels — no IU X-Ray report text is
 shipped). Each is rendered by the IU-Phantom renderer (synthetic PA + lateral radiographs), the model
-(the one shipped in radgen/assets/default_model/, or --model) drafts a report with sentence
+(the shipped radgen-small, or --model: a name, a model folder or a run folder) drafts a report with sentence
 confidences (radgen.generate), an attention overlay is drawn (radgen.explain), the drafts are scored
 with radgen.metrics.evaluate, and everything lands in OUT/: report.html, predictions.jsonl,
 manifest.jsonl, metrics.json, images/. OUT is replaced as a whole, atomically (radgen.io.atomic_dir).
@@ -51,14 +51,15 @@ def _check_out_dir(out: Path) -> None:
 
 def run_demo(out: str | Path = "out/demo", model_dir: str | Path | None = None, studies: int = 8, size: int = 384,
              metrics: tuple[str, ...] = DEFAULT_METRICS, heatmaps: bool = True, progress: bool = True) -> Path:
-    """Run the demo; returns the path of report.html."""
+    """Run the demo; returns the path of report.html. model_dir: a shipped name, model folder or run folder (None: radgen-small)."""
     from radgen.data.images import load_image
     from radgen.data.phantom import render_study
     from radgen.data.study import write_manifest
     from radgen.generate.decode import generate_reports, load_model
     from radgen.io import atomic_dir, atomic_write_json, atomic_write_text, write_jsonl
     from radgen.metrics.evaluate import ALL_METRICS, evaluate
-    from radgen.serve.inference import attention_overlays, model_card, resolve_model_dir
+    from radgen.pipeline import resolve_model
+    from radgen.serve.inference import attention_overlays, model_card
 
     out = Path(out)
     if studies < 1:
@@ -69,7 +70,7 @@ def run_demo(out: str | Path = "out/demo", model_dir: str | Path | None = None, 
     if unknown:  # checked before the slow part, not after rendering and decoding
         raise RadgenError(f"--metrics: unknown {', '.join(unknown)}; choose from {', '.join(ALL_METRICS)}")
     _check_out_dir(out)
-    model_dir = resolve_model_dir(model_dir)
+    model_dir = resolve_model(model_dir)
     model = load_model(model_dir)
     card = model_card(model, model_dir)
     section = model.recipe.data.section if model.recipe.data.section in ("findings", "impression") else "findings"
@@ -189,7 +190,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                  description="Render IU-Phantom studies from the embedded label sets, generate reports, "
                                              "evaluate them and write OUT/report.html.")
     demo.add_argument("--out", default="out/demo", help="output folder, replaced as a whole (default out/demo)")
-    demo.add_argument("--model", default=None, help="model folder (default: the model shipped in radgen/assets/default_model)")
+    demo.add_argument("--model", default=None, metavar="NAME|DIR|RUN",
+                      help="a shipped model name (radgen-small, the default), a save_pretrained folder or a training run "
+                           "folder (uses RUN/best)")
     demo.add_argument("--studies", type=int, default=8, help="how many of the 8 embedded studies to run")
     demo.add_argument("--size", type=int, default=384, help="rendered image size in pixels")
     demo.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help="comma-separated radgen.metrics.evaluate metrics")

@@ -30,7 +30,12 @@ MODEL_NAMES = {"radgen-small": DEFAULT_MODEL_DIR, "default": DEFAULT_MODEL_DIR}
 
 def resolve_model(model: str | os.PathLike | None = None) -> Path:
     """A shipped model's name (`radgen-small`, `default`), a saved model folder or a training run folder
-    (its best/); None is the shipped default. Returns the folder that holds radgen_config.yaml."""
+    (its best/); None is the shipped default. Returns the folder that holds radgen_config.yaml.
+
+    The one resolver behind every `--model` (generate, explain, serve, demo, baseline, model export)
+    and `radgen.load`, so the three spellings work the same everywhere. An existing path wins over a
+    name: a folder called `default` in the working directory is that folder.
+    """
     from radgen.generate.decode import resolve_model_dir
 
     if model is None:
@@ -40,14 +45,16 @@ def resolve_model(model: str | os.PathLike | None = None) -> Path:
         folder = MODEL_NAMES[text]
         if not (folder / "radgen_config.yaml").is_file():
             raise WeightsError(f"{folder}: the shipped model '{text}' is missing from this installation; reinstall radgen "
-                               "or pass --model with a trained model folder")
+                               "or pass --model with a model folder or a training run folder")
         return folder
     if not Path(text).exists():
         from radgen.config import recipe_names
 
-        hint = (f"'{text}' is a recipe without shipped weights; train it with `radgen train {text}` and pass the run folder"
-                if text in recipe_names() else f"no such folder, and the shipped models are: {', '.join(MODEL_NAMES)}")
-        raise WeightsError(f"{text}: not a model; {hint}")
+        if text in recipe_names():
+            raise WeightsError(f"{text}: not a model; '{text}' is a recipe without shipped weights; train it with "
+                               f"`radgen train {text}` and pass the run folder")
+        raise WeightsError(f"{text}: no such model folder or shipped model name; known names: {', '.join(MODEL_NAMES)}; "
+                           "a model folder (save_pretrained) or a training run folder (uses RUN/best) also works")
     return resolve_model_dir(text)
 
 

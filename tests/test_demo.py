@@ -71,11 +71,11 @@ def test_demo_refuses_a_foreign_folder_and_missing_default_model(tmp_path, monke
     assert "--metrics: unknown blue" in capsys.readouterr().err
     assert (foreign / "thesis.tex").read_text() == "keep me"
 
-    import radgen.serve.inference as inference
+    import radgen.pipeline as pipeline
 
-    monkeypatch.setattr(inference, "DEFAULT_MODEL_DIR", tmp_path / "no_model_here")
+    monkeypatch.setitem(pipeline.MODEL_NAMES, "radgen-small", tmp_path / "no_model_here")
     assert main(["demo", "--out", str(tmp_path / "fresh")]) == 2
     err = capsys.readouterr().err
-    assert "no default model shipped" in err and "--model DIR" in err
+    assert "the shipped model 'radgen-small' is missing from this installation" in err and "pass --model" in err
     assert main(["serve"]) == 2
-    assert "no default model shipped" in capsys.readouterr().err
+    assert "the shipped model 'radgen-small' is missing" in capsys.readouterr().err

@@ -54,7 +54,7 @@ def test_model_names_resolve_to_the_shipped_model_and_recipes_without_weights_sa
     assert resolve_model("default") == DEFAULT_MODEL_DIR
     with pytest.raises(WeightsError, match="recipe without shipped weights; train it with `radgen train blip2-opt-lora`"):
         resolve_model("blip2-opt-lora")
-    with pytest.raises(WeightsError, match="shipped models are: radgen-small"):
+    with pytest.raises(WeightsError, match="no such model folder or shipped model name; known names: radgen-small, default; a model folder"):
         resolve_model("no-such-model")
 
 

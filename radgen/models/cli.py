@@ -2,7 +2,7 @@
 
     radgen model info RECIPE [--size full|tiny] [--json] [key=value ...]
     radgen model list
-    radgen model export SRC --out DIR [--base-weights] [--card card.json]
+    radgen model export NAME|DIR|RUN --out DIR [--base-weights] [--card card.json]
     radgen model export RECIPE --untrained --out DIR [--size tiny] [--seed 0] [key=value ...]
 """
 
@@ -27,7 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     listing.set_defaults(func=_list)
     export = allow_intermixed(sub.add_parser("export", help="copy a trained model (or a run's best/) into a small shippable folder; "
                                                             "--untrained: a recipe's model before training (zero-shot)"))
-    export.add_argument("source", help="a save_pretrained folder or a training run folder (its best/ is used); with --untrained a recipe")
+    export.add_argument("source", metavar="SOURCE",
+                        help="a shipped model name (radgen-small), a save_pretrained folder or a training run folder (its best/ "
+                             "is used); with --untrained a recipe")
     export.add_argument("overrides", nargs="*", help="with --untrained: dotted recipe overrides, e.g. model.decoder.load_in_8bit=false")
     export.add_argument("--untrained", action="store_true",
                         help="build SOURCE as a recipe exactly as training would start it (pretrained sources, fresh connector and "
@@ -69,7 +71,8 @@ def _export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from radgen.errors import DataError
-    from radgen.generate.decode import load_model, resolve_model_dir
+    from radgen.generate.decode import load_model
+    from radgen.pipeline import resolve_model
 
     card = None
     if args.card:
@@ -87,7 +90,7 @@ def _export(args: argparse.Namespace) -> int:
                         "intended_use": "zero-shot baseline for evaluation; not for clinical use"}
     else:
         # Unmerged LoRA keeps adapters separate, which is what makes a base_weights=False folder small.
-        model = load_model(resolve_model_dir(args.source), merge_lora=False)
+        model = load_model(resolve_model(args.source), merge_lora=False)
     if card is not None:
         model.card = card  # else the source's own card (read by from_pretrained) travels with it
     model.save_pretrained(args.out, base_weights=args.base_weights)

@@ -1,9 +1,10 @@
 """`radgen serve`: the REST API + web page on one machine.
 
-    radgen serve [--model DIR] [--host 127.0.0.1] [--port 8000] [--token TOKEN] [--max-batch 8]
+    radgen serve [--model NAME|DIR|RUN] [--host 127.0.0.1] [--port 8000] [--token TOKEN] [--max-batch 8]
                  [--timeout 60] [--max-queue 32] [--max-upload-mb 20] [--allowed-host NAME ...]
 
-Without --model the model shipped in the package (radgen/assets/default_model/) is served.
+--model takes a shipped model's name (radgen-small), a model folder or a training run folder (its best/),
+as `radgen generate` does; without it the shipped radgen-small (radgen/assets/default_model/) is served.
 The token may also come from the RADGEN_TOKEN environment variable (keeps it out of `ps`).
 """
 
@@ -22,9 +23,9 @@ from radgen.errors import RadgenError
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from radgen.pipeline import resolve_model
     from radgen.serve.app import ServeSettings, create_app
-    from radgen.serve.inference import ReportService, resolve_model_dir
-
+    from radgen.serve.inference import ReportService
     from radgen.serve.security import LOOPBACK_HOSTS
 
     for name in ("max_batch", "max_queue", "timeout", "max_upload_mb"):
@@ -39,7 +40,7 @@ def _serve(args: argparse.Namespace) -> int:
     # On loopback only this machine's names are served (a rebinding web page sends its own name);
     # on another address the names clients use are not known here, unless --allowed-host says.
     allowed_hosts = tuple(args.allowed_host) + (LOOPBACK_HOSTS if loopback else ()) if (loopback or args.allowed_host) else None
-    model_dir = resolve_model_dir(args.model)
+    model_dir = resolve_model(args.model)
     print(f"radgen: loading model from {model_dir}", file=sys.stderr)
     service = ReportService.from_directory(model_dir, num_beams=args.num_beams, max_new_tokens=args.max_new_tokens)
     settings = ServeSettings(token=token, max_batch=args.max_batch, max_queue=args.max_queue, timeout_s=args.timeout,
@@ -61,7 +62,9 @@ def _drop_query_strings(record: logging.LogRecord) -> bool:
 def register(subparsers: argparse._SubParsersAction) -> None:
     serve = subparsers.add_parser("serve", help="REST API and web page that draft reports from images",
                                   description="Serve a model: POST /v1/reports, GET /health, web page at /, OpenAPI at /docs.")
-    serve.add_argument("--model", default=None, help="model folder (default: the model shipped in radgen/assets/default_model)")
+    serve.add_argument("--model", default=None, metavar="NAME|DIR|RUN",
+                       help="a shipped model name (radgen-small, the default), a save_pretrained folder or a training run "
+                            "folder (uses RUN/best)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' (or set RADGEN_TOKEN)")

@@ -28,6 +28,7 @@ import torch
 from PIL import Image
 
 from radgen.errors import DataError, WeightsError
+from radgen.pipeline import resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -38,21 +39,10 @@ DICOM_MAGIC_OFFSET = 128
 DISCLAIMER = ("Research software. Draft text from a machine-learning model for research and demonstration; "
               "NOT a medical device and NOT for clinical use. A radiologist must write the report.")
 CARD_FILE = "model_card.json"
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "default_model"
 
-
-def resolve_model_dir(model_dir: str | Path | None) -> Path:
-    """--model DIR (a model folder or a training run with best/), or the model shipped in the package."""
-    from radgen.generate.decode import resolve_model_dir as resolve_run_or_model
-
-    if model_dir is None:
-        if not (DEFAULT_MODEL_DIR / "radgen_config.yaml").is_file():
-            raise WeightsError(f"no default model shipped in this installation ({DEFAULT_MODEL_DIR} is missing); "
-                               "pass --model DIR with a trained model folder (e.g. a run's best/ folder)")
-        return DEFAULT_MODEL_DIR
-    if not Path(model_dir).is_dir():
-        raise WeightsError(f"{model_dir}: model folder not found; pass --model DIR with a folder written by save_pretrained (e.g. RUN/best)")
-    return resolve_run_or_model(model_dir)
+# The same resolver as `radgen generate --model` (a shipped name, a model folder or a run folder);
+# kept under this name because `radgen.serve.resolve_model_dir` is public.
+resolve_model_dir = resolve_model
 
 
 class UnsupportedMediaError(Exception):
@@ -211,13 +201,13 @@ class ReportService:
         self.card = model_card(model, model_dir)
 
     @classmethod
-    def from_directory(cls, model_dir: str | Path, **options: Any) -> "ReportService":
-        """Load for inference (eval mode, LoRA merged) with `radgen.generate.load_model`."""
+    def from_directory(cls, model_dir: str | Path | None, **options: Any) -> "ReportService":
+        """Load a shipped name, model folder or run folder (None: radgen-small) for inference with `radgen.generate.load_model`."""
         from radgen.generate.decode import load_model
         from radgen.models.persist import WEIGHTS_FILE
         from radgen.train.checkpoint import check_safetensors
 
-        path = resolve_model_dir(model_dir)
+        path = resolve_model(model_dir)
         if (path / WEIGHTS_FILE).is_file():
             check_safetensors(path / WEIGHTS_FILE)  # a truncated copy: one line, not a loader traceback
         return cls(load_model(path), model_dir=path, **options)

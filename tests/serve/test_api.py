@@ -165,7 +165,7 @@ def test_serve_cli_rejects_bad_limits_before_loading(model_dir, capsys):
     assert main(["serve", "--model", str(model_dir), "--max-batch", "0"]) == 2
     assert "--max-batch must be positive" in capsys.readouterr().err
     assert main(["serve", "--model", str(model_dir / "missing")]) == 2
-    assert "model folder not found" in capsys.readouterr().err
+    assert "missing: no such model folder or shipped model name" in capsys.readouterr().err
 
 
 def test_indication_form_field_reaches_the_prompt_and_is_bounded(client, service, monkeypatch):

@@ -105,42 +105,80 @@ def test_uploads_stay_in_memory(client, monkeypatch):
     assert rolled == []
 
 
+# A decode blocked on the gate gives up after this long, so a server that waits for decoding fails
+# the test (the 504 would carry `decoded` set) instead of hanging it.
+GATE_LIMIT_S = 60.0
+# The request timeout. Nothing in the test races it except the `ok` request at the end (decode + a
+# tiny model's generate, ~0.1 s idle) and the third request's admission check right after the second
+# is admitted; 5 s leaves room for a machine whose 2 cores are busy with a training job.
+TIMEOUT_S = 5.0
+
+
 class _SlowDecode(ReportService):
-    """Decoding blocks until the test opens the gate; counts how many decodes started."""
+    """Decoding blocks until the test opens the gate; counts the decodes that started and notes when one ends."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.gate, self.started = threading.Event(), 0
+        self.gate, self.entered, self.decoded = threading.Event(), threading.Event(), threading.Event()
+        self.started = 0
 
-    def prepare(self, data, heatmap=False):
+    def prepare(self, *args, **kwargs):  # whatever the app passes (data, heatmap, indication) goes through
         self.started += 1
-        self.gate.wait(5)
-        return super().prepare(data, heatmap)
+        self.entered.set()
+        self.gate.wait(GATE_LIMIT_S)
+        self.decoded.set()
+        return super().prepare(*args, **kwargs)
 
 
-def test_timeout_covers_decoding_and_floods_are_refused_before_decoding(model_dir):
+async def _until(condition, what: str, limit_s: float = 30.0) -> None:
+    """Wait for a state the server reaches (not for a guessed amount of time); fail naming it."""
+    give_up = time.monotonic() + limit_s
+    while not condition():
+        if time.monotonic() > give_up:
+            pytest.fail(f"the server did not reach this state within {limit_s:g} s: {what}")
+        await asyncio.sleep(0.01)
+
+
+def test_timeout_covers_decoding_and_floods_are_refused_before_decoding(model_dir, monkeypatch):
+    import concurrent.futures
+
+    import radgen.serve.app as serve_app
     from radgen.generate.decode import load_model
 
+    # A request is admitted (counted in flight) in the same step that hands its upload to the decoder
+    # pool, so counting those hand-offs tells the test when both uploads are in flight.
+    admitted = []
+    submit = concurrent.futures.ThreadPoolExecutor.submit
+
+    def counting_submit(self, fn, /, *args, **kwargs):
+        if fn is serve_app._prepare_before:
+            admitted.append(time.monotonic())
+        return submit(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(concurrent.futures.ThreadPoolExecutor, "submit", counting_submit)
     service = _SlowDecode(load_model(model_dir), model_dir=model_dir)
-    app = create_app(service, ServeSettings(max_batch=1, max_queue=1, timeout_s=0.5, decode_workers=1))
+    app = create_app(service, ServeSettings(max_batch=1, max_queue=1, timeout_s=TIMEOUT_S, decode_workers=1))
     files = {"file": ("x.png", png_bytes(), "image/png")}
 
     async def main():
         async with app.router.lifespan_context(app):
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=LOCAL) as client:
-                started = time.perf_counter()
                 first = asyncio.create_task(client.post("/v1/reports", files=files))  # decoding, blocked
-                second = asyncio.create_task(client.post("/v1/reports", files=files))  # waits for the decoder
-                await asyncio.sleep(0.2)
+                second = asyncio.create_task(client.post("/v1/reports", files=files))  # waits for the one decoder
+                await _until(lambda: len(admitted) == 2 and service.entered.is_set(),
+                             "both uploads admitted and the first one decoding")
                 third = await client.post("/v1/reports", files=files)  # 2 in flight = max_queue + max_batch
                 assert third.status_code == 503 and third.headers["retry-after"] == "2"
+                assert len(admitted) == 2  # refused before it reached a decoder
                 assert (await first).status_code == 504 and (await second).status_code == 504
-                assert time.perf_counter() - started < 2.5  # answered at the timeout, not when decoding ends
+                # answered at the timeout while the decode was still blocked, not when decoding ended
+                assert not service.decoded.is_set() and service.started == 1
                 service.gate.set()
-                await asyncio.sleep(0.3)
-                assert service.started == 1  # the second never started: its deadline passed while it waited
                 ok = await client.post("/v1/reports", files=files)
                 assert ok.status_code == 200, ok.text
+                # The one decoder thread takes jobs in order, so by the time `ok` was decoded the second
+                # upload's job had been dropped: its deadline passed while it waited, and it never decoded.
+                assert service.started == 2
 
     try:
         asyncio.run(main())
