@@ -183,8 +183,8 @@ def _gray_if_equal(image: Image.Image) -> Image.Image:
 
     Exact equality only: ImageTransform repeats "L" over three channels, so the encoder sees the
     identical tensor, while the decoded-image cache holds a third of the bytes and the resize does a
-    third of the work (most ROCO figures are radiographs stored as RGB JPEG, which decode with
-    R=G=B). Any tolerance would be a guess that could erase a faint colour overlay, so near-gray
+    third of the work (many ROCO figures are grayscale images saved as 3-channel JPEG, which
+    usually decode with R=G=B). Any tolerance would be a guess that could erase a faint colour overlay, so near-gray
     stays "RGB". Checked in row blocks, stopping at the first colour block, so the check never
     holds a second copy of the whole image.
     """
