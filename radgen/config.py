@@ -143,6 +143,10 @@ class DataConfig:
     max_images: int = 4
     views: list[str] | None = None  # keep only these views (e.g. [PA, AP]); None keeps all
     cache_images: bool = False
+    # "gray": every image is decoded to 8-bit grayscale (chest X-ray recipes); "keep": images that
+    # really are colour stay RGB (Doppler, PET overlays in ROCO; seed 001) for encoders that take
+    # RGB. See radgen.data.images.COLOUR_MODES.
+    colour: str = "gray"
 
 
 @dataclass
@@ -427,14 +431,19 @@ def load_recipe(
 # crash mid-run, so a recipe asking for it is refused when it is loaded or built. "each_frontal"
 # gives one image per item too (one item per frontal image in training; per study elsewhere).
 MODEL_IMAGE_MODES = ("first_frontal", "each_frontal", "stitch")
+# radgen.data.images.COLOUR_MODES, repeated so reading a recipe does not import torch/PIL (a test checks they agree)
+DATA_COLOUR_MODES = ("gray", "keep")
 
 
 def check_image_mode(recipe: RecipeConfig, where: str = "recipe") -> None:
-    """ConfigError unless recipe.data.images is a mode the models accept."""
+    """ConfigError unless recipe.data.images is a mode the models accept and data.colour is known."""
     mode = recipe.data.images
     if mode not in MODEL_IMAGE_MODES:
         raise ConfigError(f"{where}: data.images={mode} is not supported by the models (one image per study); "
                           "use data.images=stitch (views side by side), first_frontal or each_frontal")
+    # checked with the image mode so a typo fails when the recipe is read, not in the first batch
+    if recipe.data.colour not in DATA_COLOUR_MODES:
+        raise ConfigError(f"{where}: data.colour={recipe.data.colour} is not a colour mode; use one of {', '.join(DATA_COLOUR_MODES)}")
 
 
 def check_stitch_resize(recipe: RecipeConfig, resize: str) -> None:

@@ -83,7 +83,7 @@ def run_demo(out: str | Path = "out/demo", model_dir: str | Path | None = None, 
         if heatmaps:
             for study, row in zip(rendered, preds):
                 frontal = study.images[0]  # PA: what the model read ("first_frontal")
-                image = load_image(tmp / frontal.path)
+                image = load_image(tmp / frontal.path, colour=model.recipe.data.colour)  # as generate decoded it
                 pixels = model.image_transform(image)[None]
                 maps = attention_overlays(model, image, pixels, _token_ids(model, row),
                                           [tuple(s["token_span"]) for s in row["sentences"]], per_sentence=False)

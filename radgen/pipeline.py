@@ -58,33 +58,35 @@ def resolve_model(model: str | os.PathLike | None = None) -> Path:
     return resolve_model_dir(text)
 
 
-def to_image(item: Any, name: str = "<image>"):
-    """An 8-bit grayscale PIL image from a path, bytes, PIL image, numpy array or pydicom Dataset."""
+def to_image(item: Any, name: str = "<image>", colour: str = "gray"):
+    """An 8-bit PIL image from a path, bytes, PIL image, numpy array or pydicom Dataset: grayscale
+    ("L"), or with colour="keep" "RGB" where the input really is colour (as radgen.data.images)."""
     import numpy as np
     from PIL import Image
 
-    from radgen.data.images import _stretch_to_uint8, decode_image, load_image
+    from radgen.data.images import _stretch_to_uint8, _to_8bit, check_colour, decode_image, load_image
 
+    check_colour(colour)
     if isinstance(item, (str, os.PathLike)):
-        return load_image(item)
+        return load_image(item, colour=colour)
     if isinstance(item, (bytes, bytearray)):
-        return decode_image(bytes(item), name)
+        return decode_image(bytes(item), name, colour=colour)
     if isinstance(item, Image.Image):
-        if item.mode == "L":
-            return item
         if item.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
             # same as a 16-bit PNG read from disk: min..max onto 0..255
             return Image.fromarray(_stretch_to_uint8(np.asarray(item)), mode="L")
-        return item.convert("RGBA").convert("RGB").convert("L") if item.mode in ("RGBA", "LA", "PA") else item.convert("L")
+        return _to_8bit(item, colour)  # the same conversion as a PNG/JPEG read from disk
     if type(item).__module__.startswith("pydicom"):
-        return _dataset_to_image(item, name)
+        return _dataset_to_image(item, name, colour)
     if hasattr(item, "detach") and hasattr(item, "numpy"):  # a torch tensor
         item = item.detach().cpu().numpy()
     if isinstance(item, np.ndarray):
         array = item.squeeze(-1) if item.ndim == 3 and item.shape[-1] == 1 else item
         if array.ndim == 3 and array.shape[-1] in (3, 4):
-            rgb = array[..., :3] if array.dtype == np.uint8 else _stretch_to_uint8(array[..., :3])
-            return Image.fromarray(np.ascontiguousarray(rgb), mode="RGB").convert("L")
+            rgb = array[..., :3]
+            if rgb.dtype != np.uint8:  # one min..max over all three channels keeps their ratios (the hue)
+                rgb = _stretch_to_uint8(rgb.reshape(rgb.shape[0], -1)).reshape(rgb.shape)
+            return _to_8bit(Image.fromarray(np.ascontiguousarray(rgb), mode="RGB"), colour)
         if array.ndim != 2:
             raise DataError(f"{name}: an array must be H×W (grayscale) or H×W×3 (RGB), got shape {tuple(item.shape)}")
         gray = array if array.dtype == np.uint8 else _stretch_to_uint8(array)
@@ -93,7 +95,7 @@ def to_image(item: Any, name: str = "<image>"):
                     "a numpy array or a pydicom Dataset")
 
 
-def _dataset_to_image(dataset: Any, name: str):
+def _dataset_to_image(dataset: Any, name: str, colour: str = "gray"):
     """Serialise a pydicom Dataset and decode it like a file, so windowing and MONOCHROME1 are handled once."""
     from radgen.data.images import decode_image
 
@@ -103,7 +105,7 @@ def _dataset_to_image(dataset: Any, name: str):
     except TypeError:
         dataset.save_as(buffer, write_like_original=True)  # pydicom 2.x
     # the .dcm name makes decode_image treat preamble-less bytes as DICOM
-    return decode_image(buffer.getvalue(), f"{name}.dcm" if not name.endswith(".dcm") else name)
+    return decode_image(buffer.getvalue(), f"{name}.dcm" if not name.endswith(".dcm") else name, colour=colour)
 
 
 class ReportPipeline:
@@ -120,6 +122,13 @@ class ReportPipeline:
         self.confidence_temperature = confidence_temperature
         self.settings = settings
         GenerationSettings.from_recipe(model.recipe, **settings)  # bad settings fail at load, not at the first call
+
+    @property
+    def colour(self) -> str:
+        """How inputs are decoded: the recipe's data.colour, gray for a one-channel encoder."""
+        from radgen.data.images import encoder_colour
+
+        return encoder_colour(self.model.recipe.data.colour, self.model.image_transform)
 
     def __repr__(self) -> str:
         return f"ReportPipeline(recipe={self.model.recipe.name!r}, section={self.section!r})"
@@ -152,18 +161,19 @@ class ReportPipeline:
             merged["batch_size"] = batch_size
         options = GenerationSettings.from_recipe(self.model.recipe, **merged)
         names = [str(item) if isinstance(item, (str, os.PathLike)) else f"input {index}" for index, item in enumerate(items)]
+        colour = self.colour
         rows: list[dict[str, Any]] = []
         self.model.eval()
         for start in range(0, len(items), options.batch_size):
             chunk = range(start, min(len(items), start + options.batch_size))
-            pixels = torch.stack([self.model.image_transform(to_image(items[i], names[i])) for i in chunk])
+            pixels = torch.stack([self.model.image_transform(to_image(items[i], names[i], colour)) for i in chunk])
             extra: dict[str, Any] = {}
             if indications is not None:
                 extra["contexts"] = [indications[i] for i in chunk]
             if laterals is not None and any(laterals[i] is not None for i in chunk):
                 extra["lateral_mask"] = torch.tensor([laterals[i] is not None for i in chunk])
                 extra["lateral_pixel_values"] = torch.stack([
-                    self.model.image_transform(to_image(laterals[i], f"lateral of {names[i]}")) if laterals[i] is not None
+                    self.model.image_transform(to_image(laterals[i], f"lateral of {names[i]}", colour)) if laterals[i] is not None
                     else torch.zeros_like(pixels[0]) for i in chunk])
             reports = self.model.generate(pixel_values=pixels, **extra, **options.generate_kwargs())
             rows.extend(prediction_row(self.model, names[i], report, self.section, self.confidence_temperature)

@@ -7,9 +7,10 @@ dataset serves every recipe. Items::
     {"study_id": str, "pixel_values": Tensor(C,H,W) (list mode: (N,C,H,W)),
      "image_key": str, "report": str}
 
-`image_key` is the sha1 of the bytes of the images used plus the image mode, so a frozen-encoder
-feature cache can key on it and stays valid when files are renamed, and is invalidated when an
-image changes. In text_only mode items carry neither pixel_values nor image_key.
+`image_key` is the sha1 of the bytes of the images used plus the image mode (and `colour="keep"`,
+so colour and gray decodes of one file never share features), so a frozen-encoder feature cache
+can key on it and stays valid when files are renamed, and is invalidated when an image changes. In
+text_only mode items carry neither pixel_values nor image_key.
 
 `images="each_frontal"` makes one item per frontal image of a study (seed 004 trains on every AP/PA
 image with its study's report); `studies[i]` is then the study of item i, so a study repeats once
@@ -33,7 +34,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from radgen.data.images import decode_image, read_image_bytes, stitch_images
+from radgen.data.images import decode_image, encoder_colour, read_image_bytes, stitch_images
 from radgen.data.study import SECTION_NAMES, ImageRef, Study, read_manifest
 from radgen.data.text import SECTION_CHOICES, clean_report, select_section
 from radgen.errors import DataError
@@ -56,22 +57,23 @@ def per_study_images(mode: str) -> str:
 
 
 class _DecodedImageCache:
-    """LRU of path → (sha1 of file bytes, decoded "L" image)."""
+    """LRU of (colour mode, path) → (sha1 of file bytes, decoded "L"/"RGB" image)."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._items: OrderedDict[str, tuple[str, Image.Image]] = OrderedDict()
+        self._items: OrderedDict[tuple[str, str], tuple[str, Image.Image]] = OrderedDict()
         self.hits = self.misses = 0
 
-    def get(self, path: Path) -> tuple[str, Image.Image]:
-        key = str(path)
+    def get(self, path: Path, colour: str = "gray") -> tuple[str, Image.Image]:
+        # the colour mode is part of the key: a gray decode must never answer a colour request
+        key = (colour, str(path))
         if key in self._items:
             self.hits += 1
             self._items.move_to_end(key)
             return self._items[key]
         self.misses += 1
         data = read_image_bytes(path)
-        value = (hashlib.sha1(data).hexdigest(), decode_image(data, path))
+        value = (hashlib.sha1(data).hexdigest(), decode_image(data, path, colour=colour))
         if self.capacity > 0:
             self._items[key] = value
             if len(self._items) > self.capacity:
@@ -95,6 +97,8 @@ class StudyDataset(Dataset):
     drop_empty_reports: drop studies whose section is empty (counted in a log line); set False
         for generation on studies without reports.
     cache_size: number of decoded images kept in memory (0: no cache).
+    colour: "gray" (every image decoded to "L") or "keep" (real colour stays "RGB"; recipe
+        data.colour); an image_transform with channels=1 always gets "gray".
 
     A study with no usable image raises a DataError at construction (not mid-epoch) unless
     text_only is set; prepare the manifest with --require-images to avoid such studies.
@@ -115,6 +119,7 @@ class StudyDataset(Dataset):
         cache_size: int = 0,
         context_section: str | None = None,
         lateral: bool = False,
+        colour: str = "gray",
     ) -> None:
         if isinstance(studies, (str, os.PathLike)):
             root = root if root is not None else Path(studies).parent
@@ -136,6 +141,7 @@ class StudyDataset(Dataset):
         self.context_section = context_section
         self.lateral = lateral  # also load each study's lateral view (a lateral finding head: model.findings.lateral)
         self._cache = _DecodedImageCache(cache_size)
+        self.colour = encoder_colour(colour, image_transform)  # DataError on an unknown mode
 
         kept, empty = [], []
         for study in studies:
@@ -194,7 +200,7 @@ class StudyDataset(Dataset):
         refs = self._item_refs[index]
         digests, decoded = [], []
         for ref in refs:
-            digest, image = self._cache.get(self._path(ref))
+            digest, image = self._cache.get(self._path(ref), self.colour)
             digests.append(digest)
             decoded.append(image)
         assert self.image_transform is not None
@@ -205,10 +211,15 @@ class StudyDataset(Dataset):
             item["pixel_values"] = self.image_transform(image)
         mode = "first_frontal" if self.images in _SINGLE_IMAGE_MODES else self.images
         key_source = f"{mode}:{self.max_images if mode != 'first_frontal' else 1}:" + ",".join(digests)
-        item["image_key"] = hashlib.sha1(key_source.encode()).hexdigest()
+        item["image_key"] = hashlib.sha1((key_source + self._colour_key).encode()).hexdigest()
         if self.lateral:
             self._add_lateral(study, item)
         return item
+
+    @property
+    def _colour_key(self) -> str:
+        # gray keys stay as they were before data.colour existed, so existing feature caches stay valid
+        return ":colour=keep" if self.colour == "keep" else ""
 
     def lateral_ref(self, study: Study) -> ImageRef | None:
         """The study's first lateral (non-frontal) view among the kept views, if any."""
@@ -220,11 +231,11 @@ class StudyDataset(Dataset):
             item["lateral_pixel_values"] = torch.zeros_like(item["pixel_values"])
             item["has_lateral"], item["lateral_image_key"] = False, None
             return
-        digest, image = self._cache.get(self._path(ref))
+        digest, image = self._cache.get(self._path(ref), self.colour)
         assert self.image_transform is not None
         item["lateral_pixel_values"] = self.image_transform(image)
         item["has_lateral"] = True
-        item["lateral_image_key"] = hashlib.sha1(f"first_frontal:1:{digest}".encode()).hexdigest()
+        item["lateral_image_key"] = hashlib.sha1(f"first_frontal:1:{digest}{self._colour_key}".encode()).hexdigest()
 
 
 def collate_studies(items: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -1,14 +1,20 @@
 """Image decoding (PNG, JPEG, 16-bit PNG, DICOM), stitching and the model input transform.
 
-Every radiograph becomes an 8-bit grayscale PIL image (mode "L") before anything else sees it, so
-encoders, the feature cache and the web page all start from the same pixels:
+Every image becomes an 8-bit PIL image before anything else sees it, so encoders, the feature cache
+and the web page all start from the same pixels. By default (`colour="gray"`) that is grayscale
+(mode "L"); `colour="keep"` (recipe `data.colour: keep`) keeps real colour as "RGB", for
+datasets whose figures carry meaning in colour (ROCO, seed 001: Doppler ultrasound, PET overlays)
+and encoders that take RGB:
 
-* 8-bit PNG/JPEG: converted to "L" (colour is dropped; radiographs are grayscale).
+* 8-bit PNG/JPEG: "gray" converts to "L" (colour is dropped; radiographs are grayscale); "keep"
+  turns RGB/RGBA/P/CMYK/YCbCr into "RGB", except that an image whose three channels are equal
+  everywhere (a radiograph saved as RGB) becomes "L" (same tensor, a third of the memory).
 * 16-bit PNG: stretched min..max onto 0..255 (per image; many 16-bit PNGs only use 12 bits, so a
   fixed /257 would leave them dark).
 * DICOM (pydicom): modality LUT (RescaleSlope/RescaleIntercept), then the VOI transform — a VOI LUT
   sequence if present, else the first WindowCenter/WindowWidth pair, else min..max — then
   MONOCHROME1 images are inverted so bone is always bright. Only the first frame is decoded.
+  Colour DICOM (RGB/YBR, e.g. ultrasound) is reduced to luminance, or kept as "RGB" with "keep".
 
 Every decoder checks the size a file declares against one pixel budget (`MAX_PIXELS`) before
 allocating pixels: PIL's header for PNG/JPEG, Rows x Columns for DICOM, plus the codestream header
@@ -43,6 +49,9 @@ MAX_PIXELS = 40_000_000
 _BLOCK_PIXELS = 1 << 21  # row blocks of ~2 Mpx: float64 intermediates stay ~16 MB each
 _DICOM_HEADER_ALLOWANCE = 16 << 20
 _ADDRESS = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
+# What decoding does with colour: "gray" (every image becomes "L"; chest X-ray recipes) or "keep"
+# (real colour stays "RGB"; recipe data.colour, see COLOUR_MODES users in the dataset and pipeline)
+COLOUR_MODES = ("gray", "keep")
 _RESAMPLING = {
     "bicubic": Image.Resampling.BICUBIC,
     "bilinear": Image.Resampling.BILINEAR,
@@ -155,6 +164,50 @@ def _check_codestream_size(ds, rows: int, columns: int, path: str | os.PathLike,
         raise DataError(f"{path}: compressed pixel data is {size[0]}x{size[1]} but the header says {columns}x{rows}; re-export the file")
 
 
+def check_colour(colour: str) -> str:
+    """`colour` if it is one of COLOUR_MODES, else a DataError."""
+    if colour not in COLOUR_MODES:
+        raise DataError(f"unknown colour mode {colour!r}; use one of {', '.join(COLOUR_MODES)}")
+    return colour
+
+
+def encoder_colour(colour: str, image_transform: object) -> str:
+    """The colour mode to decode with for an encoder: "gray" whenever its transform takes one channel
+    (a colour decode would only be converted back, and keyed apart from identical gray features)."""
+    check_colour(colour)
+    return "gray" if getattr(image_transform, "channels", 3) == 1 else colour
+
+
+def _gray_if_equal(image: Image.Image) -> Image.Image:
+    """An "RGB" image whose three channels are equal everywhere, as "L"; else the image itself.
+
+    Exact equality only: ImageTransform repeats "L" over three channels, so the encoder sees the
+    identical tensor, while the decoded-image cache holds a third of the bytes and the resize does a
+    third of the work (many ROCO figures are grayscale images saved as 3-channel JPEG, which
+    usually decode with R=G=B). Any tolerance would be a guess that could erase a faint colour overlay, so near-gray
+    stays "RGB". Checked in row blocks, stopping at the first colour block, so the check never
+    holds a second copy of the whole image.
+    """
+    for block in _row_blocks(image.height, image.width):
+        rows = np.asarray(image.crop((0, block.start, image.width, min(block.stop, image.height))))
+        if not (np.array_equal(rows[..., 0], rows[..., 1]) and np.array_equal(rows[..., 0], rows[..., 2])):
+            return image
+    return image.getchannel(0)
+
+
+def _dicom_colour(pixels: np.ndarray, ds) -> Image.Image:
+    """A colour DICOM frame (SamplesPerPixel 3; pydicom already converts YBR to RGB) as "RGB".
+
+    The modality LUT and VOI windowing are defined for grayscale only (PS3.3 C.11), so colour
+    samples are shown as stored: 8-bit as is, wider samples shifted down to their top 8 bits.
+    """
+    bits = int(ds.get("BitsStored") or 8)
+    rgb = pixels[..., :3]
+    if rgb.dtype != np.uint8:
+        rgb = (rgb.astype(np.uint32) >> max(0, bits - 8)).clip(0, 255).astype(np.uint8) if bits > 8 else rgb.astype(np.uint8)
+    return _gray_if_equal(Image.fromarray(np.ascontiguousarray(rgb), mode="RGB"))
+
+
 def _dicom_to_gray(pixels: np.ndarray, ds) -> np.ndarray:
     """Modality LUT, VOI (LUT, window or min..max) onto uint8, in row blocks: the float64
     intermediates never exist for the whole image (a 40 Mpx DICOM would need 320 MB for each)."""
@@ -181,7 +234,7 @@ def _dicom_to_gray(pixels: np.ndarray, ds) -> np.ndarray:
     return _stretch_blocks(modality, height, width)
 
 
-def _decode_dicom(data: bytes, path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def _decode_dicom(data: bytes, path: str | os.PathLike, max_pixels: int = MAX_PIXELS, colour: str = "gray") -> Image.Image:
     import pydicom
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels import pixel_array
@@ -217,6 +270,8 @@ def _decode_dicom(data: bytes, path: str | os.PathLike, max_pixels: int = MAX_PI
         ) from None
     if pixels.ndim == 3 and ds.get("SamplesPerPixel", 1) == 1:
         pixels = pixels[0]  # a frame axis the decoder kept
+    if colour == "keep" and pixels.ndim == 3 and int(ds.get("SamplesPerPixel", 1)) >= 3:
+        return _dicom_colour(pixels, ds)
     gray = _dicom_to_gray(pixels, ds)
     if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         gray = 255 - gray  # MONOCHROME1 stores bone dark; invert so every image reads the same way
@@ -229,7 +284,7 @@ def _clean(err: BaseException) -> str:
     return _ADDRESS.sub("<data>", text)[:300] or type(err).__name__
 
 
-def _decode_raster(data: bytes, path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def _decode_raster(data: bytes, path: str | os.PathLike, max_pixels: int = MAX_PIXELS, colour: str = "gray") -> Image.Image:
     try:
         with warnings.catch_warnings():
             # PIL warns past its own limit; ours (checked below, before decoding) is the one that applies.
@@ -249,10 +304,19 @@ def _decode_raster(data: bytes, path: str | os.PathLike, max_pixels: int = MAX_P
         raise DataError(f"{path}: corrupt or unsupported image ({_clean(err)}); re-export it as PNG/JPEG/DICOM or remove it") from None
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         return Image.fromarray(_stretch_to_uint8(np.asarray(image)), mode="L")
+    return _to_8bit(image, colour)
+
+
+def _to_8bit(image: Image.Image, colour: str = "gray") -> Image.Image:
+    """An 8-bit-per-channel PIL image as "L", or with colour="keep" as "RGB" when it really is colour."""
     if image.mode == "L":
         return image
     if image.mode in ("RGBA", "LA", "PA"):
+        # alpha is dropped by PIL's plain conversion (no compositing): the colour under it is kept
         image = image.convert("RGBA").convert("RGB")
+    if colour == "keep" and image.mode not in ("1", "I", "F") and not image.mode.startswith("I;"):
+        # P, CMYK, YCbCr, LAB, HSV... all become RGB; a gray palette or R=G=B pixels become "L"
+        return _gray_if_equal(image.convert("RGB"))
     return image.convert("L")
 
 
@@ -265,22 +329,25 @@ def read_image_bytes(path: str | os.PathLike) -> bytes:
         raise DataError(f"{path}: is a directory, not an image; fix the image path in the manifest") from None
 
 
-def decode_image(data: bytes, path: str | os.PathLike = "<bytes>", max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decode image bytes (PNG/JPEG/16-bit PNG/DICOM) into an 8-bit grayscale PIL image.
+def decode_image(data: bytes, path: str | os.PathLike = "<bytes>", max_pixels: int = MAX_PIXELS, colour: str = "gray") -> Image.Image:
+    """Decode image bytes (PNG/JPEG/16-bit PNG/DICOM) into an 8-bit PIL image.
 
+    colour="gray": always "L". colour="keep": "RGB" for images that really are colour, "L" for
+    the rest (grayscale files, 16-bit PNG, monochrome DICOM, RGB files with R=G=B everywhere).
     Every decoder checks the declared size against `max_pixels` before allocating pixels
     (DataError past it), so a small compressed file cannot claim gigabytes.
     """
+    check_colour(colour)
     if not data:
         raise DataError(f"{path}: image file is empty; re-export it or remove it from the manifest")
     if _is_dicom(data, path):
-        return _decode_dicom(data, path, max_pixels)
-    return _decode_raster(data, path, max_pixels)
+        return _decode_dicom(data, path, max_pixels, colour)
+    return _decode_raster(data, path, max_pixels, colour)
 
 
-def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Load a radiograph as an 8-bit grayscale ("L") PIL image; DataError on missing/corrupt/oversized files."""
-    return decode_image(read_image_bytes(path), path, max_pixels)
+def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, colour: str = "gray") -> Image.Image:
+    """Load an image as 8-bit "L" (or "RGB" for real colour with colour="keep"); DataError on missing/corrupt/oversized files."""
+    return decode_image(read_image_bytes(path), path, max_pixels, colour)
 
 
 def stitch_images(images: Sequence[Image.Image], max_images: int = 4) -> Image.Image:

@@ -44,11 +44,12 @@ def source_image(study: Study, root: str | os.PathLike | None, data: Any) -> tup
     def path(ref):
         return Path(ref.path) if os.path.isabs(ref.path) else root / ref.path
 
+    colour = data.colour  # overlays are drawn on the pixels the model read, colour included
     if data.images == "stitch" and len(refs) > 1:
-        return stitch_images([load_image(path(r)) for r in refs[: data.max_images]], data.max_images), None
+        return stitch_images([load_image(path(r), colour=colour) for r in refs[: data.max_images]], data.max_images), None
     frontal = [ref for ref in refs if ref.is_frontal]
     ref = (frontal or refs)[0]
-    return load_image(path(ref)), ref.path
+    return load_image(path(ref), colour=colour), ref.path
 
 
 def _png(image: Any) -> bytes:

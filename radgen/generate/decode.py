@@ -128,7 +128,7 @@ def generation_dataset(model: Any, studies: Sequence[Study], root: str | os.Path
     return StudyDataset(list(studies), model.image_transform, root=root, section=section, cleaning=data.cleaning,
                         images=per_study_images(data.images), max_images=data.max_images,
                         views=data.views, drop_empty_reports=False, context_section=model.recipe.model.context.section,
-                        lateral=hasattr(model, "findings") and model.findings.lateral)
+                        lateral=hasattr(model, "findings") and model.findings.lateral, colour=data.colour)
 
 
 def study_batches(dataset: StudyDataset, batch_size: int) -> Iterator[dict[str, Any]]:

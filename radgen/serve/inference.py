@@ -214,12 +214,14 @@ class ReportService:
 
     def prepare(self, data: bytes, heatmap: bool = False, indication: str = "") -> Prepared:
         """Sniff + decode + transform; UnsupportedMediaError (415) or DataError (422)."""
-        from radgen.data.images import decode_image
+        from radgen.data.images import decode_image, encoder_colour
 
         kind = sniff_kind(data)
         try:
             # decode_image refuses, from the header, anything over the pixel budget (images.MAX_PIXELS).
-            image = decode_image(data, f"uploaded {kind.upper()} file")
+            # the recipe's data.colour: a colour model (ROCO, seed 001) sees the upload's colours as in training
+            image = decode_image(data, f"uploaded {kind.upper()} file",
+                                 colour=encoder_colour(self.model.recipe.data.colour, self.model.image_transform))
         except DataError as err:
             if "no PixelData" in str(err):  # the data layer's hint ("remove it from the manifest") is for datasets
                 raise DataError("the uploaded DICOM file has no pixel data (a structured report or header-only file); "

@@ -168,7 +168,7 @@ def load_splits(recipe: RecipeConfig, image_transform: object) -> tuple[Sequence
         raise DataError(f"{path}: manifest not found; set data.manifest=PATH to a manifest.jsonl written by `radgen data`")
     studies = read_manifest(path)
     options = dict(section=data.section, cleaning=data.cleaning, images=data.images, max_images=data.max_images, views=data.views,
-                   context_section=recipe.model.context.section, lateral=lateral_head(recipe))
+                   context_section=recipe.model.context.section, lateral=lateral_head(recipe), colour=data.colour)
     train = [s for s in studies if (s.split or "").lower() in TRAIN_SPLITS]
     val = [s for s in studies if (s.split or "").lower() in VAL_SPLITS]
     if not train:

@@ -8,8 +8,8 @@ output for an image never changes, yet a naive loop recomputes it every epoch. T
     <cache_dir>/<encoder_id>/index.json          image_key -> [shard, row]
     <cache_dir>/<encoder_id>/shard-00000.npy     (rows, N, D) array, opened memory-mapped
 
-* `image_key` (from StudyDataset) hashes the image bytes and the image-selection mode, so an
-  edited image is a miss;
+* `image_key` (from StudyDataset) hashes the image bytes, the image-selection mode and
+  data.colour=keep, so an edited image, or a colour decode of a file cached gray, is a miss;
 * `encoder_id` hashes the encoder config, the image transform (size, mean, std) and every encoder
   weight and buffer, so new weights or preprocessing land in a fresh folder: a stale entry can
   never be read.
