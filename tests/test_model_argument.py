@@ -97,3 +97,26 @@ def test_an_existing_folder_wins_over_a_name(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert resolve_model("default") == Path("default")
     assert resolve_model("radgen-small") == DEFAULT_MODEL_DIR
+
+
+@pytest.mark.parametrize("spelling", ["name", "folder", "run"])
+def test_fit_findings_takes_the_three_spellings_and_never_writes_into_the_installation(spelling, workspace, monkeypatch, capsys):
+    from radgen.models import ReportGenerator
+
+    seen: list[Path] = []
+
+    def record(path, *args, **kwargs):
+        seen.append(Path(path))
+        raise _Stopped("stopped at the model load")
+
+    monkeypatch.setattr(ReportGenerator, "from_pretrained", classmethod(lambda cls, path, *a, **k: record(path)))
+    model, expected = {"name": ("radgen-small", DEFAULT_MODEL_DIR), "folder": (str(workspace / "model"), workspace / "model"),
+                       "run": (str(workspace / "run"), workspace / "run" / "best")}[spelling]
+    argv = ["fit-findings", model, "--data", str(workspace / "manifest.jsonl")]
+    if spelling == "name":  # in place would overwrite the shipped model: refused before loading
+        assert main(argv) == 2
+        assert "pass --out DIR" in capsys.readouterr().err and seen == []
+        argv += ["--out", str(workspace / "fitted")]
+    assert main(argv) == 2
+    assert "stopped at the model load" in capsys.readouterr().err
+    assert seen == [expected]

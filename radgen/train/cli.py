@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                 description="Train only the finding head of MODEL (a saved model or a run) on the train split of "
                                             "--data until its validation loss stops improving, set per-observation thresholds "
                                             "for best F1 on the val split, and save the model to --out (default: in place).")
-    fit.add_argument("model", help="a saved model folder or a run folder (its best/)")
+    fit.add_argument("model", help="a saved model folder, a run folder (its best/) or a shipped model name (radgen-small; needs --out)")
     fit.add_argument("--data", required=True, help="manifest with train and val splits (labels.chexpert, else report labels)")
     fit.add_argument("--feature-cache-dir", default=None, help="frozen-encoder feature cache to reuse (default MODEL/../feature_cache)")
     fit.add_argument("--out", default=None, help="where to save the model (default: replace MODEL)")
@@ -74,12 +74,17 @@ def run_fit_findings(args: argparse.Namespace) -> int:
     import json
     from dataclasses import asdict
 
-    from radgen.generate.decode import resolve_model_dir
+    from radgen.errors import ConfigError
     from radgen.models import ReportGenerator
+    from radgen.pipeline import MODEL_NAMES, resolve_model
     from radgen.train.data import load_splits
     from radgen.train.finding_head import fit_finding_head
 
-    source = resolve_model_dir(args.model)
+    source = resolve_model(args.model)
+    if args.out is None and Path(source).resolve() in {Path(folder).resolve() for folder in MODEL_NAMES.values()}:
+        # the default writes in place: never into the installed package
+        raise ConfigError(f"{args.model}: fit-findings saves into the model folder by default, and this is the shipped model "
+                          "inside the installation; pass --out DIR")
     model = ReportGenerator.from_pretrained(str(source))
     recipe = model.recipe
     recipe.data.manifest = args.data
