@@ -194,7 +194,29 @@ def pack_linears(module: nn.Module) -> int:
         parent_name, _, attr = name.rpartition(".")
         parent = module.get_submodule(parent_name) if parent_name else module
         setattr(parent, attr, PackedLinear(getattr(parent, attr)))
+    if names:
+        own_weights(module)
     return len(names)
+
+
+def own_weights(module: nn.Module) -> int:
+    """Copy every parameter and buffer of `module` into memory of its own; returns the bytes copied.
+
+    Why: transformers loads a safetensors checkpoint memory-mapped, and each tensor is a view of that
+    one mapping. Once pack_linears has replaced the Linear layers, the tensors left (embeddings,
+    norms) still hold the mapping open, and with it every page the packing read: the whole fp32
+    checkpoint stays resident next to its packed copy (SmolLM2-135M: 513 MB, 101 MB of it the
+    copy-on-write pages LoRA merging wrote). Copying the ~115 MB that is left lets the mapping
+    close (docs/benchmarks.md, "Serving under adversarial uploads"). Parameters shared by several
+    modules (tied embeddings) are one Parameter object, so they stay shared; `clone` keeps the
+    memory format (a channels-last weight stays channels-last).
+    """
+    copied = 0
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:  # both deduplicate shared tensors
+            tensor.data = tensor.data.clone()
+            copied += tensor.numel() * tensor.element_size()
+    return copied
 
 
 def resolve_inference_dtype(dtype: str, device: torch.device) -> str:
@@ -245,4 +267,5 @@ def prepare_for_inference(model: Any, dtype: str = "auto", merge: bool = True, p
         from torch.ao.quantization import quantize_dynamic
 
         model.decoder = quantize_dynamic(decoder, {nn.Linear}, dtype=torch.qint8)
+        own_weights(model.decoder)  # as after packing: the embeddings left must not keep the checkpoint's mapping open
     return chosen

@@ -240,3 +240,62 @@ def test_packing_probe_refuses_a_dtype_the_cpu_cannot_pack(monkeypatch):
             assert fast.pack_linears(layer) == 0 and type(layer[0]) is torch.nn.Linear
     finally:
         fast._packing_probe.cache_clear()
+
+
+def _mapped_files() -> set[str]:
+    with open("/proc/self/maps") as handle:
+        return {line.split(maxsplit=5)[5].strip() for line in handle if len(line.split(maxsplit=5)) == 6}
+
+
+def test_packing_closes_the_memory_mapped_checkpoint_and_keeps_outputs(tmp_path):
+    """After packing, nothing may hold the checkpoint's file mapping: the fp32 weights the packing read
+    would otherwise stay resident next to their packed copies (+513 MB for radgen-small's decoder)."""
+    import gc
+    import os
+
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from radgen.models.fast import PackedLinear, pack_linears, packing_supported
+
+    if not os.path.exists("/proc/self/maps"):
+        pytest.skip("needs Linux /proc to see file mappings")
+    if not packing_supported(torch.float32):
+        pytest.skip("this torch build or CPU cannot pack fp32 weights for oneDNN")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, tie_word_embeddings=True)
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
+    checkpoint = str((tmp_path / "model.safetensors").resolve())
+    model = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
+    if checkpoint not in _mapped_files():
+        pytest.skip("this transformers/safetensors version copies checkpoints instead of mapping them")
+    ids = torch.tensor([[1, 5, 9, 33, 200, 7]])
+    with torch.no_grad():
+        want = model(input_ids=ids).logits
+    embedding = model.get_input_embeddings().weight
+    assert pack_linears(model) > 0
+    gc.collect()
+    assert checkpoint not in _mapped_files()
+    assert isinstance(model.get_output_embeddings(), PackedLinear)
+    assert model.get_input_embeddings().weight is embedding  # same Parameter object, now owning its memory
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=ids).logits, want, atol=1e-5, rtol=1e-5)
+
+
+def test_own_weights_keeps_values_sharing_and_memory_format():
+    from radgen.models.fast import own_weights
+
+    conv = torch.nn.Conv2d(3, 8, 3).to(memory_format=torch.channels_last)
+    shared = torch.nn.Linear(4, 4)
+    model = torch.nn.ModuleDict({"conv": conv, "a": shared, "b": shared, "norm": torch.nn.BatchNorm2d(8)})
+    before = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+    pointers = {name: tensor.data_ptr() for name, tensor in model.state_dict().items()}
+    copied = own_weights(model)
+    after = model.state_dict()
+    expected_bytes = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    assert copied == expected_bytes  # the shared Linear counted once
+    for name, tensor in after.items():
+        assert torch.equal(tensor, before[name]), name
+        assert tensor.data_ptr() != pointers[name], f"{name} still uses its old memory"
+    assert model["a"].weight is model["b"].weight
+    assert model["conv"].weight.is_contiguous(memory_format=torch.channels_last)
