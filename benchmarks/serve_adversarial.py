@@ -19,7 +19,12 @@ Phases 2 and 3 must get 200s, and otherwise only the overload answers 503/504 (q
 --timeout): a slow or busy machine is not a failure, a crash or a 500 is.
 
 The server's peak resident memory is its VmHWM from /proc (the kernel's high-water mark, so no
-sampling gaps), read after each phase (so each phase's figure includes the ones before). Exit 1 on any 5xx, any unexpected status, or a dead server.
+sampling gaps), read after loading and after each phase. "peak_rss_mb" of a phase is the peak since
+the server started (it includes the phases before, and the model load); "phase_peak_rss_mb" is the
+peak within that phase alone (VmHWM reset through /proc/PID/clear_refs before it; null where the
+kernel refuses). RssAnon (process memory: what requests can make the server spend) and RssFile
+(mapped files: libraries, shared with the page cache) are read at the end of each phase.
+Exit 1 on any 5xx, any unexpected status, or a dead server.
 Bounded: --clients <= 64, --rounds <= 10, --load-seconds <= 120, the whole run stops after
 --max-seconds (<= 600) and the server is killed on exit.
 """
@@ -65,6 +70,22 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmHWM in /proc status")
+
+
+def memory_mb(pid: int) -> dict[str, int]:
+    """VmRSS, VmHWM, RssAnon and RssFile of `pid`, in MB."""
+    wanted = ("VmRSS", "VmHWM", "RssAnon", "RssFile")
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return {key: round(int(fields[key].split()[0]) / 1024) for key in wanted if key in fields}
+
+
+def reset_peak(pid: int) -> bool:
+    """Reset the kernel's VmHWM of `pid` to its current RSS (Linux >= 4.0); False where refused."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
 
 
 def current_rss_mb(pid: int) -> float:
@@ -174,26 +195,40 @@ def main() -> int:
                 pass
             time.sleep(0.5)
         report["rss_after_load_mb"] = round(current_rss_mb(server.pid))
+        report["memory_after_load_mb"] = memory_mb(server.pid)
+        overall_peak = peak_rss_mb(server.pid)  # VmHWM since start; the resets below start each phase's own
+        resettable = reset_peak(server.pid)
         phases = {}
+
+        def record(name: str) -> None:
+            nonlocal overall_peak, resettable
+            phase_peak = peak_rss_mb(server.pid)
+            overall_peak = max(overall_peak, phase_peak)
+            phases[name]["peak_rss_mb"] = round(overall_peak)
+            phases[name]["phase_peak_rss_mb"] = round(phase_peak) if resettable else None
+            phases[name]["memory_at_end_mb"] = memory_mb(server.pid)
+            resettable = resettable and reset_peak(server.pid)
         t = time.monotonic()
         counts = burst(url, list(bomb_bytes.values()) * args.rounds, args.clients, True, stop_at)
-        phases["bombs"] = {"requests": sum(counts.values()), "status": dict(counts), "seconds": round(time.monotonic() - t, 1),
-                           "peak_rss_mb": round(peak_rss_mb(server.pid))}
+        phases["bombs"] = {"requests": sum(counts.values()), "status": dict(counts), "seconds": round(time.monotonic() - t, 1)}
+        record("bombs")
         ok &= set(counts) == {422}
         t = time.monotonic()
         counts = load(url, normal, args.clients, args.load_seconds, stop_at)
         phases["load 1024^2 PNG"] = {"requests": sum(counts.values()), "status": dict(counts),
-                                     "seconds": round(time.monotonic() - t, 1), "peak_rss_mb": round(peak_rss_mb(server.pid))}
+                                     "seconds": round(time.monotonic() - t, 1)}
+        record("load 1024^2 PNG")
         ok &= set(counts) <= {200, 503, 504} and counts[200] > 0
         t = time.monotonic()
         counts = burst(url, [at_budget], args.clients, True, stop_at)
         phases["36 Mpx PNG with heatmap"] = {"requests": sum(counts.values()), "status": dict(counts),
-                                             "seconds": round(time.monotonic() - t, 1), "peak_rss_mb": round(peak_rss_mb(server.pid))}
+                                             "seconds": round(time.monotonic() - t, 1)}
+        record("36 Mpx PNG with heatmap")
         ok &= set(counts) <= {200, 503, 504} and counts[200] > 0
         alive = server.poll() is None and httpx.get(url + "/health", timeout=5).status_code == 200
         ok &= alive
         report.update({
-            "phases": phases, "server_alive_after": alive, "peak_rss_mb": round(peak_rss_mb(server.pid)),
+            "phases": phases, "server_alive_after": alive, "peak_rss_mb": round(max(overall_peak, peak_rss_mb(server.pid))),
             "upload_sizes_bytes": {**{k: len(v) for k, v in bomb_bytes.items()}, "png 6000^2": len(at_budget), "png 1024^2": len(normal)},
             "clients": args.clients, "model": args.model or "shipped default (radgen/assets/default_model)",
             "seconds": round(time.monotonic() - started, 1), "date": time.strftime("%Y-%m-%d"),
