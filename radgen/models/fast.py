@@ -206,10 +206,10 @@ def own_weights(module: nn.Module) -> int:
     one mapping. Once pack_linears has replaced the Linear layers, the tensors left (embeddings,
     norms) still hold the mapping open, and with it every page the packing read: the whole fp32
     checkpoint stays resident next to its packed copy (SmolLM2-135M: 513 MB, 101 MB of it the
-    copy-on-write pages LoRA merging wrote). Copying the ~115 MB that is left lets the mapping
-    close (docs/benchmarks.md, "Serving under adversarial uploads"). Parameters shared by several
-    modules (tied embeddings) are one Parameter object, so they stay shared; `clone` keeps the
-    memory format (a channels-last weight stays channels-last).
+    copy-on-write pages LoRA merging wrote). Copying what is left (the 113 MB embedding table, the
+    norms) lets the mapping close (docs/benchmarks.md, "Serving under adversarial uploads").
+    Parameters shared by several modules (tied embeddings) are one Parameter object, so they stay
+    shared; `clone` keeps the memory format (a channels-last weight stays channels-last).
     """
     copied = 0
     with torch.no_grad():

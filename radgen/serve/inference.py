@@ -191,8 +191,9 @@ def release_free_heap() -> bool:
 
     Why: a batch's activations, decoded previews and heatmap PNGs are freed into glibc's heaps (one
     arena per thread: the model worker, the decoder threads, the event loop), which keep the pages
-    resident for reuse. Trimming after each batch returned ~40 MB per batch on radgen-small
-    (docs/benchmarks.md, "Serving under adversarial uploads") and takes about a millisecond.
+    resident for reuse; pages freed in one thread's arena are not reused by another's, so what the
+    threads keep adds up. Trimming after each batch lowers the resident memory between batches (it
+    does not lower a batch's own peak) and walks only free chunks, so it is cheap next to a batch.
     """
     trim = _malloc_trim()
     if trim is None:
