@@ -202,6 +202,8 @@ class TrainConfig:
 class GenerateConfig:
     num_beams: int = 3
     max_new_tokens: int = 60
+    # no end of report before this many tokens; 0 = the model decides (see radgen-small.yaml for why it may not)
+    min_new_tokens: int = 0
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 1.0

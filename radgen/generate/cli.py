@@ -22,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--num-beams", type=int, default=None, help="beam width (default: recipe, usually 3); 1 = greedy")
     gen.add_argument("--greedy", action="store_true", help="same as --num-beams 1")
     gen.add_argument("--max-new-tokens", type=int, default=None, help="default: recipe")
+    gen.add_argument("--min-new-tokens", type=int, default=None, help="no end of report before this many tokens (default: recipe)")
     gen.add_argument("--sample", action="store_true", help="nucleus sampling instead of beam search")
     gen.add_argument("--temperature", type=float, default=None, help="sampling temperature")
     gen.add_argument("--top-p", type=float, default=None, help="sampling nucleus mass")
@@ -127,7 +128,7 @@ def run_generate(args: argparse.Namespace) -> int:
             print(f"generate: 0 generated, {len(inputs.studies)} already done → {args.out} (pass --overwrite to generate again)")
             return 0
     model, inputs = _model_and_inputs(args)
-    settings = dict(num_beams=1 if args.greedy else args.num_beams, max_new_tokens=args.max_new_tokens,
+    settings = dict(num_beams=1 if args.greedy else args.num_beams, max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
                     do_sample=True if args.sample else None, temperature=args.temperature, top_p=args.top_p,
                     repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram,
                     batch_size=args.batch_size, draft_tokens=args.draft_tokens,
