@@ -1,0 +1,72 @@
+"""Edges of radgen.data.images that mutation testing (scripts/mutation.sh images) found unguarded.
+
+Each test pins a behaviour users rely on: which files go to the DICOM reader, where exactly the
+deflated-DICOM limit lies, and what each interpolation name means.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from radgen.data.images import ImageTransform, decode_image
+from radgen.errors import DataError
+from tests.data import bombs
+
+
+@pytest.mark.parametrize("name", ["scan.dcm", "scan.dicom", "scan.dic", "SCAN.DICOM", "Scan.Dic"])
+def test_a_dicom_suffix_sends_a_headerless_file_to_the_dicom_reader(name):
+    # no 'DICM' magic at byte 128: only the suffix (any case) says DICOM, and the error says so too
+    junk = b"\x00" * 10
+    with pytest.raises(DataError, match=rf"{name}: not a readable DICOM file"):
+        decode_image(junk, name)
+
+
+def test_other_suffixes_go_to_the_raster_reader():
+    with pytest.raises(DataError, match=r"scan\.png: corrupt or unsupported image"):
+        decode_image(b"\x00" * 10, "scan.png")
+    with pytest.raises(DataError, match=r"scan\.dcm\.png: corrupt or unsupported image"):
+        decode_image(b"\x00" * 10, "scan.dcm.png")
+
+
+def _inflated_size(data: bytes) -> int:
+    """Bytes the deflated part of a Deflated Explicit VR file expands to (after the plain meta group)."""
+    meta_end = 132 + 12 + struct.unpack("<I", data[140:144])[0]  # preamble, DICM, group length element
+    return len(zlib.decompress(data[meta_end:], -zlib.MAX_WBITS))
+
+
+def test_deflated_dicom_limit_is_twice_the_budget_plus_16_mib():
+    # 16-bit zeros, 2048 x 4096 = 16 MiB of pixels plus the dataset's other elements once inflated
+    data = bombs.dicom_deflate_bomb(rows=2048, columns=4096)
+    inflated = _inflated_size(data)
+    assert inflated > 16 << 20 and (inflated - (16 << 20)) % 2 == 0
+    budget = (inflated - (16 << 20)) // 2  # limit = 2 * budget + 16 MiB = exactly the inflated size
+    # at the limit, inflation is allowed; the header's 2048 x 4096 is then over the (tiny) pixel budget
+    with pytest.raises(DataError, match=rf"image is 4096x2048 = 8,388,608 pixels, over the limit of {budget:,}"):
+        decode_image(data, "upload", max_pixels=budget)
+    # one pixel less of budget is two bytes less of limit: refused while inflating
+    with pytest.raises(DataError, match=rf"deflated DICOM expands past {inflated - 2:,} bytes"):
+        decode_image(data, "upload", max_pixels=budget - 1)
+
+
+def test_a_small_deflated_dicom_at_exactly_its_pixel_budget_decodes():
+    image = decode_image(bombs.dicom_deflate_bomb(rows=40, columns=30), "small", max_pixels=40 * 30)
+    assert image.mode == "L" and image.size == (30, 40)
+
+
+@pytest.mark.parametrize("name, resample", [("bicubic", Image.Resampling.BICUBIC), ("bilinear", Image.Resampling.BILINEAR),
+                                            ("nearest", Image.Resampling.NEAREST), ("lanczos", Image.Resampling.LANCZOS)])
+def test_each_interpolation_name_is_that_pil_filter(name, resample):
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (13, 7), dtype=np.uint8))
+    out = ImageTransform(5, mean=(0.0,), std=(1.0,), channels=1, interpolation=name)(image)
+    expected = np.asarray(image.resize((5, 5), resample), dtype=np.float32) / 255.0
+    assert np.allclose(out[0].numpy(), expected, atol=1e-6)
+    # and the filters differ on this image, so a name mapped to another filter would show
+    others = [f for f in Image.Resampling if f in (Image.Resampling.BICUBIC, Image.Resampling.BILINEAR,
+                                                  Image.Resampling.NEAREST, Image.Resampling.LANCZOS) and f != resample]
+    assert all(not np.array_equal(np.asarray(image.resize((5, 5), f)), np.asarray(image.resize((5, 5), resample))) for f in others)
