@@ -23,8 +23,10 @@ from tests.data import bombs
 def test_a_dicom_suffix_sends_a_headerless_file_to_the_dicom_reader(name):
     # no 'DICM' magic at byte 128: only the suffix (any case) says DICOM, and the error says so too
     junk = b"\x00" * 10
-    with pytest.raises(DataError, match=rf"{name}: not a readable DICOM file"):
+    with pytest.raises(DataError, match=rf"{name}: not a readable DICOM file") as err:
         decode_image(junk, name)
+    assert str(err.value).startswith(f"{name}: not a readable DICOM file (")
+    assert str(err.value).endswith("; re-export it or remove it from the manifest")
 
 
 def test_other_suffixes_go_to_the_raster_reader():
@@ -54,6 +56,10 @@ def test_deflated_dicom_limit_is_twice_the_budget_plus_16_mib():
     # output steps fall, so a file up to that much over the limit can pass; see docs/testing.md.)
     with pytest.raises(DataError, match=rf"deflated DICOM expands past {inflated - 8192:,} bytes"):
         decode_image(data, "upload", max_pixels=budget - 4096)
+    # the same file without its 128-byte preamble and 'DICM' (meta group first; read as DICOM for its
+    # suffix) is inflated just as carefully
+    with pytest.raises(DataError, match=rf"deflated DICOM expands past {inflated - 8192:,} bytes"):
+        decode_image(data[132:], "upload.dcm", max_pixels=budget - 4096)
 
 
 def test_a_small_deflated_dicom_at_exactly_its_pixel_budget_decodes():
@@ -99,10 +105,13 @@ def test_window_width_one_is_a_threshold_at_the_centre(tmp_path):
     from tests.data.test_images import write_dicom
 
     # slope 0.5: stored 198..201 → 99, 99.5, 100, 100.5. PS3.3 C.11.2.1.2.1: width 1 means
-    # x <= c - 0.5 → 0, else 255 (a width below 1 is read as 1)
-    for width in (1, 0):
-        path = write_dicom(tmp_path / f"w{width}.dcm", [[198, 199, 200, 201]], slope=0.5, intercept=0, window=(100, width))
-        assert np.asarray(decode_image(path.read_bytes(), path.name)).tolist() == [[0, 0, 255, 255]]
+    # x <= c - 0.5 → 0, else 255 (a width below 1 is read as 1); width 2 is the linear ramp
+    # ((x - 99.5) / 1 + 0.5) * 255: 99 → 0, 99.5 → 127.5 → 128, 100 → 255
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no division by width - 1 = 0 on the way
+        for width, expected in ((1, [0, 0, 255, 255]), (0, [0, 0, 255, 255]), (2, [0, 128, 255, 255])):
+            path = write_dicom(tmp_path / f"w{width}.dcm", [[198, 199, 200, 201]], slope=0.5, intercept=0, window=(100, width))
+            assert np.asarray(decode_image(path.read_bytes(), path.name)).tolist() == [expected], width
 
 
 def _rgb_dicom_16(path, pixels: np.ndarray, bits_stored: int):
