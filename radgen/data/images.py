@@ -136,9 +136,14 @@ def _check_deflated_size(data: bytes, path: str | os.PathLike, max_pixels: int) 
     limit = max_pixels * 2 + _DICOM_HEADER_ALLOWANCE  # 16-bit pixels at the budget plus header elements
     inflater, pending, total = zlib.decompressobj(-zlib.MAX_WBITS), data[stream.tell():], 0
     try:
-        while pending and total <= limit:
-            total += len(inflater.decompress(pending, 1 << 20))
+        # until the stream ends, not until the input is read: the inflater can still hold output
+        # it was not allowed to return (max_length), which would otherwise go uncounted
+        while total <= limit and not inflater.eof:
+            chunk = inflater.decompress(pending, 1 << 20)
             pending = inflater.unconsumed_tail
+            total += len(chunk)
+            if not chunk and not pending:  # truncated stream: nothing more will come
+                break
     except zlib.error as err:
         raise _unreadable_dicom(path, f"deflated data is corrupt: {err}") from None
     if total > limit:
