@@ -18,6 +18,7 @@ from radgen.data.dataset import StudyDataset, _DecodedImageCache
 from radgen.data.images import COLOUR_MODES, ImageTransform, decode_image, encoder_colour, load_image
 from radgen.data.study import ImageRef, Study
 from radgen.errors import ConfigError, DataError
+from tests.data.dicom_files import colour_dicom
 
 RGB_TRANSFORM = ImageTransform(8, mean=(0.0,), std=(1.0,), channels=3)
 GRAY_TRANSFORM = ImageTransform(8, mean=(0.0,), std=(1.0,), channels=1)
@@ -94,29 +95,10 @@ def test_one_colour_pixel_in_the_last_row_block_keeps_the_image_rgb(tmp_path, mo
     assert image.mode == "RGB" and image.getpixel((15, 5)) == (101, 100, 100)
 
 
-def _colour_dicom(path, pixels: np.ndarray):
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.6.1"  # Ultrasound Image Storage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, "US"
-    ds.Rows, ds.Columns = pixels.shape[:2]
-    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.PixelData = np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
 def test_colour_dicom_is_kept_as_stored(tmp_path):
     pixels = np.zeros((4, 6, 3), dtype=np.uint8)
     pixels[:, :3], pixels[:, 3:] = RED, BLUE
-    path = _colour_dicom(tmp_path / "us.dcm", pixels)
+    path = colour_dicom(tmp_path / "us.dcm", pixels)
     kept = load_image(path, colour="keep")
     assert kept.mode == "RGB" and kept.getpixel((0, 0)) == RED and kept.getpixel((5, 3)) == BLUE
     gray = load_image(path)
@@ -143,7 +125,7 @@ def test_colour_budget_is_the_same_inclusive_limit(tmp_path):
         load_image(tmp_path / "d.png", max_pixels=4999, colour="keep")
     pixels = np.zeros((50, 100, 3), dtype=np.uint8)
     with pytest.raises(DataError, match=r"us\.dcm: image is 100x50"):
-        load_image(_colour_dicom(tmp_path / "us.dcm", pixels), max_pixels=4999, colour="keep")
+        load_image(colour_dicom(tmp_path / "us.dcm", pixels), max_pixels=4999, colour="keep")
 
 
 def test_unknown_colour_modes_are_refused_in_one_line(tmp_path):

@@ -17,6 +17,7 @@ from PIL import Image
 from radgen.data.images import ImageTransform, decode_image
 from radgen.errors import DataError
 from tests.data import bombs
+from tests.data.dicom_files import colour_dicom
 
 
 @pytest.mark.parametrize("name", ["scan.dcm", "scan.dicom", "scan.dic", "SCAN.DICOM", "Scan.Dic"])
@@ -114,38 +115,18 @@ def test_window_width_one_is_a_threshold_at_the_centre(tmp_path):
             assert np.asarray(decode_image(path.read_bytes(), path.name)).tolist() == [expected], width
 
 
-def _rgb_dicom_16(path, pixels: np.ndarray, bits_stored: int):
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.6.1", generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, "US"
-    ds.Rows, ds.Columns = pixels.shape[:2]
-    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits_stored, bits_stored - 1, 0
-    ds.PixelData = np.ascontiguousarray(pixels, dtype=np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
 def test_wide_colour_dicom_keeps_its_top_8_bits(tmp_path):
     # 12 bits stored: shifted down by 4 (4095 → 255, 2048 → 128, 16 → 1); 8 bits in 16: as is
     pixels = np.array([[[4095, 2048, 16], [16, 4095, 2048]]], dtype=np.uint16)
-    image = decode_image(_rgb_dicom_16(tmp_path / "c12.dcm", pixels, 12).read_bytes(), "c12.dcm", colour="keep")
+    image = decode_image(colour_dicom(tmp_path / "c12.dcm", pixels, bits_stored=12).read_bytes(), "c12.dcm", colour="keep")
     assert image.mode == "RGB" and np.asarray(image).tolist() == [[[255, 128, 1], [1, 255, 128]]]
     eight = np.array([[[200, 100, 7], [7, 200, 100]]], dtype=np.uint16)
-    image = decode_image(_rgb_dicom_16(tmp_path / "c8.dcm", eight, 8).read_bytes(), "c8.dcm", colour="keep")
+    image = decode_image(colour_dicom(tmp_path / "c8.dcm", eight, bits_stored=8).read_bytes(), "c8.dcm", colour="keep")
     assert np.asarray(image).tolist() == [[[200, 100, 7], [7, 200, 100]]]
 
 
 def test_colour_dicom_to_gray_uses_itu_601_luma(tmp_path):
-    from tests.data.test_colour import _colour_dicom
-
     # red, green, blue, black → luma 76.245, 149.685, 29.07, 0 → min..max onto 0..255
     pixels = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255], [0, 0, 0]]], dtype=np.uint8)
-    gray = decode_image(_colour_dicom(tmp_path / "c.dcm", pixels).read_bytes(), "c.dcm")
+    gray = decode_image(colour_dicom(tmp_path / "c.dcm", pixels).read_bytes(), "c.dcm")
     assert gray.mode == "L" and np.asarray(gray).tolist() == [[130, 255, 50, 0]]
