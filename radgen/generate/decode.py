@@ -60,15 +60,18 @@ class GenerationSettings(GenerateConfig):
     def validate(self) -> None:
         if self.num_beams < 1 or self.max_new_tokens < 1 or self.batch_size < 1:
             raise ConfigError("--num-beams, --max-new-tokens and --batch-size must be >= 1")
-        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
-            raise ConfigError(f"min_new_tokens must be between 0 and max_new_tokens ({self.max_new_tokens}), got {self.min_new_tokens}")
+        if self.min_new_tokens < 0:
+            raise ConfigError(f"--min-new-tokens must be >= 0, got {self.min_new_tokens}")
         if self.draft_tokens < 0:
             raise ConfigError("--draft-tokens must be >= 0 (0 = plain greedy decoding)")
         if self.do_sample and not (self.temperature > 0 and 0 < self.top_p <= 1):
             raise ConfigError("sampling needs --temperature > 0 and 0 < --top-p <= 1")
 
     def generate_kwargs(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "batch_size"}
+        kwargs = {k: v for k, v in dataclasses.asdict(self).items() if k != "batch_size"}
+        # a recipe's floor never outlasts a shorter --max-new-tokens the user asked for
+        kwargs["min_new_tokens"] = min(self.min_new_tokens, self.max_new_tokens)
+        return kwargs
 
 
 def resolve_model_dir(path: str | os.PathLike) -> Path:
