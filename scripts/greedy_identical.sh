@@ -9,7 +9,7 @@ BASE="${1:?usage: scripts/greedy_identical.sh BASE_REV [MODEL] [MANIFEST] [N]}"
 MODEL="$(realpath "${2:-radgen/assets/default_model}")"
 MANIFEST="$(realpath "${3:-work/default-model/phantom/manifest.jsonl}")"
 N="${4:-48}"
-PY="$(realpath .venv/bin/python)"
+PY="$PWD/.venv/bin/python"  # not realpath: the venv link must stay a link
 OUT="$(mktemp -d)"
 trap 'git worktree remove --force "$OUT/base" >/dev/null 2>&1 || true; rm -rf "$OUT"' EXIT
 git worktree add --detach "$OUT/base" "$BASE" >/dev/null
