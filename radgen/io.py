@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -27,6 +30,31 @@ def _current_umask() -> int:
 
 # mkstemp creates files 0600; finished files get the permissions a plain open() would give them.
 _FILE_MODE = 0o666 & ~_current_umask()
+log = logging.getLogger(__name__)
+# A writer killed mid-write (SIGKILL, power loss) leaves its ".NAME.<8 random>.tmp" behind. The next
+# write of the same NAME removes such leftovers once they are this old: no write of one file takes
+# an hour, so an older temporary belongs to no live writer.
+STALE_TMP_SECONDS = 3600.0
+
+
+def remove_stale_temporaries(path: str | os.PathLike, older_than: float = STALE_TMP_SECONDS) -> list[Path]:
+    """Delete the temporaries a killed atomic write of `path` left (".NAME.xxxxxxxx.tmp", file or
+    folder, older than `older_than` seconds); returns what went."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp$")
+    now, removed = time.time(), []
+    for entry in path.parent.iterdir():
+        try:
+            if pattern.match(entry.name) and now - entry.lstat().st_mtime > older_than:
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+                removed.append(entry)
+        except FileNotFoundError:  # another writer cleaned it first
+            continue
+    if removed:
+        log.info("removed %d leftover temporary file(s) of %s from a killed write", len(removed), path)
+    return removed
 
 
 @contextlib.contextmanager
@@ -34,6 +62,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
     """Open a temporary sibling of `path` for writing; rename it onto `path` only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     binary = "b" in mode
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.chmod(tmp, _FILE_MODE)
@@ -71,6 +100,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_current_umask())  # mkdtemp makes 0700
     try:
