@@ -50,8 +50,9 @@ class FindingHead(nn.Module):
     `lateral=True`: the study's lateral view, pooled and normalised the same way, joins the frontal
     one (zeros, with a presence flag of 0, when a study has none). Why: lines, tubes and fluid
     that are thin or faint on the frontal view at 224 px are plain on the lateral; on IU-Phantom's
-    val/test splits, logistic-regression probes on the frozen features go from F1 0.65 to 0.87 for
-    support devices and 0.67 to 0.87 for pleural effusion with the lateral added (the decoder keeps
+    test split, logistic-regression probes on the frozen features go from F1 0.65 to 0.87 for
+    support devices and 0.67 to 0.87 for pleural effusion with the lateral added
+    (benchmarks/lateral_probe.py, docs/benchmarks.md "Grounding"; the decoder keeps
     the frontal view only). Training hides the lateral of some studies
     (model.findings.lateral_dropout), so a single frontal image still gets a calibrated answer.
     """
