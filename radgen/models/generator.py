@@ -306,8 +306,9 @@ class ReportGenerator(nn.Module):
 
         Grounded models (model.findings): each report carries the head's `finding_probs`, and its
         prompt names the head's above-threshold findings, or `findings[i]` when given (what-if use).
-        Rows whose prompts differ in length are decoded in separate groups (no padding inside the
-        prefix, so every row sees exactly the positions it was trained with). With
+        Rows whose prompts differ in length decode in one batch with the shorter prompts padded and
+        masked, positions counting real tokens only, so every row sees the positions it was trained
+        with (decoders that take such masks: `supports_drafting`; others decode per prompt length). With
         `consistent_findings` (default) the text is then made to state the named findings and deny
         none of them (`radgen.models.consistency`); edited reports are re-scored by the model.
         `contexts[i]`: study i's clinical context (the indication) when the recipe reads one
@@ -332,11 +333,24 @@ class ReportGenerator(nn.Module):
             visual = self.connector(features)
             reports: list[GeneratedReport | None] = [None] * batch
             groups: dict[int, list[int]] = {}
-            if self._drafting(num_beams, do_sample, draft_tokens) and len({len(ids) for ids in prefixes}) > 1:
+            mixed = len({len(ids) for ids in prefixes}) > 1
+            if mixed and self._drafting(num_beams, do_sample, draft_tokens):
                 # one batch, prompts padded inside the prefix (masked, positions of real tokens only):
                 # per-study findings and indications give nearly every row its own prompt length
                 reports = self._generate_drafted(visual, prefixes, max_new_tokens, repetition_penalty, no_repeat_ngram_size,
                                                  min_new_tokens, draft_tokens)
+            elif mixed and self.is_causal and supports_drafting(self.decoder):
+                # HF generate (beam search, sampling, plain greedy) on the same padded batch: HF derives
+                # each row's position ids from the attention mask, so padding inside the prefix is
+                # invisible to the row, as in drafting. Decoding each prompt length as its own group
+                # made a batch of 32 studies with per-study prompts up to 32 batches of one.
+                width = max(len(ids) for ids in prefixes)
+                pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_id()
+                prefix = torch.tensor([[pad] * (width - len(ids)) + ids for ids in prefixes], dtype=torch.long, device=visual.device)
+                prefix_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prefixes], dtype=torch.long,
+                                           device=visual.device)
+                reports = self._generate(visual, prefix, num_beams, max_new_tokens, do_sample, temperature, top_p, repetition_penalty,
+                                         no_repeat_ngram_size, min_new_tokens, draft_tokens, prefix_mask)  # type: ignore[assignment]
             else:
                 for i, ids in enumerate(prefixes):
                     groups.setdefault(len(ids), []).append(i)
@@ -405,8 +419,10 @@ class ReportGenerator(nn.Module):
         return [self._report(torch.tensor(new, dtype=torch.long), torch.tensor(lp), eos) for new, lp in zip(out.token_ids, out.logprobs)]
 
     def _generate(self, visual, prefix, num_beams, max_new_tokens, do_sample, temperature, top_p,
-                  repetition_penalty, no_repeat_ngram_size, min_new_tokens, draft_tokens) -> list[GeneratedReport]:
-        """Decode rows that share one prefix length: visual tokens (B, T, H), prefix ids (B, P)."""
+                  repetition_penalty, no_repeat_ngram_size, min_new_tokens, draft_tokens,
+                  prefix_mask: torch.Tensor | None = None) -> list[GeneratedReport]:
+        """Decode rows that share one prefix length: visual tokens (B, T, H), prefix ids (B, P).
+        `prefix_mask` (B, P), causal HF path only: 0 marks left padding of shorter prefixes."""
         device = visual.device
         batch = visual.shape[0]
         eos, pad = self.eos_id(), self.tokenizer.pad_token_id
@@ -432,7 +448,7 @@ class ReportGenerator(nn.Module):
         else:
             options.update(temperature=None, top_p=None, top_k=None)  # silence sampling-flag warnings
         if self.is_causal:
-            mask = torch.ones_like(prefix)
+            mask = torch.ones_like(prefix) if prefix_mask is None else prefix_mask
             embeds, mask, _ = self._causal_inputs(visual, self._embed(prefix), mask)
             out = self.decoder.generate(inputs_embeds=embeds, attention_mask=mask, **options)
             new_tokens = out.sequences  # with inputs_embeds only, sequences hold the new tokens only

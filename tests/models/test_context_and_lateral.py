@@ -41,12 +41,13 @@ def test_a_recipe_without_context_ignores_it():
     assert model.prompt_text([], "chest pain") == model.prompt_text([])
 
 
-@pytest.mark.parametrize("draft_tokens", [8, 0])
-def test_rows_with_different_indications_decode_as_they_would_alone(draft_tokens):
+@pytest.mark.parametrize("draft_tokens,num_beams", [(8, 1), (0, 1), (0, 3)])
+def test_rows_with_different_indications_decode_as_they_would_alone(draft_tokens, num_beams):
+    # drafted greedy, HF greedy and beam search each decode the padded batch in one call
     model = tiny("radgen-small", "model.context.section=indication").eval()
     images = pixels(model, batch=3)
     contexts = ["chest pain", None, "pre-op evaluation for knee surgery"]
-    options = dict(num_beams=1, max_new_tokens=5, draft_tokens=draft_tokens, findings=[[], [], []])
+    options = dict(num_beams=num_beams, max_new_tokens=5, draft_tokens=draft_tokens, findings=[[], [], []])
     together = model.generate(pixel_values=images, contexts=contexts, **options)
     for i in range(3):
         alone = model.generate(pixel_values=images[i:i + 1], contexts=[contexts[i]], **{**options, "findings": [[]]})[0]
