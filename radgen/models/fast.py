@@ -10,7 +10,8 @@
   (`chunk` rows at a time), so no full-vocabulary tensor for masked positions is ever built. The
   loss is the same mean over label tokens HF computes (tests check equality to 1e-5, and grads).
 - `prepare_for_inference`: merge LoRA, put a CNN image encoder in channels-last layout, on CPU
-  pre-pack the decoder's Linear weights for oneDNN (`PackedLinear`), then (dtype "auto") cast the decoder to bfloat16 on a CUDA GPU
+  pre-pack the decoder's Linear weights for oneDNN (`PackedLinear`) where a timing on this CPU says
+  it pays (`packing_pays`), then (dtype "auto") cast the decoder to bfloat16 on a CUDA GPU
   that supports it and keep fp32 on CPU; "bfloat16" / "int8" (torch dynamic quantization of the
   Linear layers, CPU) are opt-in — their measured speed and greedy-text deltas are in
   docs/benchmarks.md, "Performance".
@@ -35,6 +36,9 @@ INFERENCE_DTYPES = ("auto", "float32", "bfloat16", "int8")
 # Set to 1 to turn off every CPU-specific fast path (weight packing, int8 kernels); also what tests
 # use to run the fallback branch on a CPU that has the fast one.
 NO_FAST_PATHS_ENV = "RADGEN_NO_CPU_FAST_PATHS"
+# 1: always pack the decoder's Linear weights for oneDNN at inference, 0: never; unset: time both on
+# one of the model's own layers and keep the faster (`packing_pays`)
+PACK_ENV = "RADGEN_PACK_LINEARS"
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +168,57 @@ def packing_supported(dtype: torch.dtype) -> bool:
     return packing_available() and not fast_paths_disabled() and _packing_probe(dtype)
 
 
+@functools.cache
+def _packing_timing(out_features: int, in_features: int, dtype: torch.dtype, threads: int) -> tuple[float, float]:
+    """(packed, plain) seconds for one Linear of this shape over decoding-like row counts, best of repeats."""
+    import time
+
+    torch.manual_seed(0)
+    linear = nn.Linear(in_features, out_features).to(dtype).eval()
+    packed = PackedLinear(linear)
+    inputs = [torch.randn(rows, in_features).to(dtype) for rows in (1, 9, 64)]  # batch-1 steps, drafted passes, batches
+    best = {"packed": float("inf"), "plain": float("inf")}
+    with torch.no_grad():
+        for _ in range(12):  # interleaved, so a busy moment costs both alike
+            for name, layer in (("packed", packed), ("plain", linear)):
+                start = time.perf_counter()
+                for x in inputs:
+                    for _ in range(4):
+                        layer(x)
+                best[name] = min(best[name], time.perf_counter() - start)
+    return best["packed"], best["plain"]
+
+
+def packing_pays(decoder: nn.Module) -> bool:
+    """Whether oneDNN-packed weights run faster than plain `F.linear` on this CPU, for this decoder.
+
+    Why measured: packing gave 1.29x at batch 1 on an AMD EPYC (MKL's sgemv ran single-threaded
+    there) but was 0.64x on an Intel Sapphire Rapids, where MKL's own kernels are faster
+    (docs/benchmarks.md, Performance). No CPU flag predicts it, so one of the decoder's largest
+    Linear shapes is timed both ways (tens of milliseconds, once per process and shape) and packing
+    is kept only if it saves at least 5%. `RADGEN_PACK_LINEARS=1` / `0` skips the timing."""
+    forced = os.environ.get(PACK_ENV, "").strip().lower()
+    if forced in ("1", "true", "yes", "on"):
+        return True
+    if forced in ("0", "false", "no", "off"):
+        return False
+    layers = [m for m in decoder.modules() if type(m) is nn.Linear and m.weight.device.type == "cpu"]
+    if not layers:
+        return False
+    layer = max(layers, key=lambda m: m.weight.numel() if m.weight.numel() < 20_000_000 else 0)  # a block's Linear, not the LM head
+    dtype = layer.weight.dtype
+    if not packing_supported(dtype):
+        _note_once(f"this CPU (or {NO_FAST_PATHS_ENV}) does not allow oneDNN weight packing in {str(dtype).replace('torch.', '')}; "
+                   "the decoder's Linear layers run unpacked (same results)")
+        return False
+    packed, plain = _packing_timing(layer.out_features, layer.in_features, dtype, torch.get_num_threads())
+    pays = packed < 0.95 * plain
+    # debug, not info: this is the normal path on every CPU, and default runs keep stderr clean
+    log.debug(f"oneDNN weight packing {'on' if pays else 'off'} for this CPU: {packed * 1e3:.1f} ms packed vs "
+               f"{plain * 1e3:.1f} ms plain on a {layer.in_features}x{layer.out_features} layer (set {PACK_ENV}=0/1 to skip the timing)")
+    return pays
+
+
 def int8_supported() -> bool:
     """torch dynamic int8 quantization needs a quantized engine (fbgemm/x86 on x86-64, qnnpack on ARM)."""
     if fast_paths_disabled():
@@ -251,7 +306,8 @@ def prepare_for_inference(model: Any, dtype: str = "auto", merge: bool = True, p
         return str(current).replace("torch.", "")  # loaded in fp16/bf16/8-bit on purpose: keep it
     if chosen == "bfloat16":
         model.decoder = decoder.to(torch.bfloat16)
-    if pack and chosen in ("float32", "bfloat16") and merge and next(model.decoder.parameters()).device.type == "cpu":
+    if pack and chosen in ("float32", "bfloat16") and merge and next(model.decoder.parameters()).device.type == "cpu" \
+            and packing_pays(model.decoder):
         pack_linears(model.decoder)
     if chosen == "int8":
         if next(decoder.parameters()).device.type != "cpu":
@@ -261,7 +317,7 @@ def prepare_for_inference(model: Any, dtype: str = "auto", merge: bool = True, p
         if not int8_supported():
             _note_once(f"int8 inference needs a torch quantized engine (none on this CPU/build, or {NO_FAST_PATHS_ENV} is set); "
                        "decoding in float32 instead")
-            if pack and merge:
+            if pack and merge and packing_pays(model.decoder):
                 pack_linears(model.decoder)
             return "float32"
         from torch.ao.quantization import quantize_dynamic

@@ -141,7 +141,10 @@ def test_packed_linear_computes_what_linear_computes_and_copies_and_saves(dtype)
         assert torch.equal(twin(x), packed(x))
 
 
-def test_inference_packs_the_decoder_and_keeps_greedy_reports():
+def test_inference_packs_the_decoder_and_keeps_greedy_reports(monkeypatch):
+    from radgen.models import fast
+
+    monkeypatch.setenv(fast.PACK_ENV, "1")  # pack whatever this CPU's timing says (packing_pays: next test)
     model = _tiny("radgen-small").eval()
     size = model.image_transform.size
     pixels = torch.randn(3, 3, size, size)
@@ -299,3 +302,31 @@ def test_own_weights_keeps_values_sharing_and_memory_format():
         assert tensor.data_ptr() != pointers[name], f"{name} still uses its old memory"
     assert model["a"].weight is model["b"].weight
     assert model["conv"].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("packed_ms,plain_ms,expected", [(2.0, 4.0, True), (3.9, 4.0, False), (6.0, 4.0, False)])
+def test_packing_is_kept_only_where_this_cpu_runs_it_faster(packed_ms, plain_ms, expected, monkeypatch, caplog):
+    """Packing won 1.29x on one CPU and lost 0.64x on another: the timing decides, with a 5% margin,
+    and RADGEN_PACK_LINEARS=0/1 overrides it without timing."""
+    import logging
+
+    from radgen.models import fast
+
+    if not fast.packing_supported(torch.float32):
+        pytest.skip("this torch build or CPU cannot pack fp32 weights for oneDNN")
+    timed = []
+    monkeypatch.delenv(fast.PACK_ENV, raising=False)
+    monkeypatch.setattr(fast, "_packing_timing", lambda *shape: timed.append(shape) or (packed_ms / 1e3, plain_ms / 1e3))
+    fast._note_once.cache_clear()
+    model = _tiny("radgen-small").eval()
+    with caplog.at_level(logging.DEBUG, logger="radgen.models.fast"):
+        fast.prepare_for_inference(model, "float32")
+    assert any(isinstance(m, fast.PackedLinear) for m in model.decoder.modules()) is expected
+    assert len(timed) == 1 and timed[0][2] == torch.float32
+    assert any(f"packing {'on' if expected else 'off'}" in r.getMessage() for r in caplog.records)
+    for forced, packs in (("0", False), ("1", True)):
+        monkeypatch.setenv(fast.PACK_ENV, forced)
+        model = _tiny("radgen-small").eval()
+        fast.prepare_for_inference(model, "float32")
+        assert any(isinstance(m, fast.PackedLinear) for m in model.decoder.modules()) is packs
+    assert len(timed) == 1  # forced: no timing
