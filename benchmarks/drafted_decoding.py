@@ -7,7 +7,9 @@
 Drafting only pays where the model writes text it has written before, so this benchmark cannot
 use random weights or forced lengths (perf_compare.py's protocol): it decodes the trained model's
 own reports from IU-Phantom images, each to its natural end (eos), with the model's greedy settings
-(`no_repeat_ngram_size` from its recipe). Configs, each over the same studies and batches:
+(`GenerationSettings.from_recipe`: the recipe's length floor, `no_repeat_ngram_size` and
+findings-consistency edits; the study's indication and lateral view where the model reads them,
+exactly as `radgen generate` passes them). Configs, each over the same studies and batches:
 
 - `plain-peft`: LoRA unmerged, weights unpacked, HF `generate` greedy (what a peft user runs);
 - `radgen-hf`: `radgen generate`'s model preparation (LoRA merged, weights packed), HF greedy;
@@ -34,7 +36,8 @@ import time
 import torch
 
 from radgen.data.study import read_manifest
-from radgen.generate.decode import generation_dataset, load_model, study_batches
+from radgen.data.dataset import lateral_inputs
+from radgen.generate.decode import GenerationSettings, generation_dataset, load_model, study_batches
 
 CONFIGS = ("plain-peft", "radgen-hf", "radgen-drafted", "radgen-drafted-cold")
 
@@ -50,8 +53,10 @@ def count_passes(model) -> dict:
 def run(model, batches, draft_tokens: int, counter: dict, settings: dict) -> dict:
     counter["calls"] = 0
     reports, wall, cpu = [], time.perf_counter(), time.process_time()
-    for pixels in batches:
-        reports += model.generate(pixel_values=pixels, num_beams=1, draft_tokens=draft_tokens, **settings)
+    for batch in batches:
+        # exactly what `radgen generate` passes: the study's indication and lateral view where the model uses them
+        reports += model.generate(pixel_values=batch["pixel_values"], contexts=batch.get("contexts"), **lateral_inputs(batch),
+                                  num_beams=1, draft_tokens=draft_tokens, **settings)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     tokens = sum(len(r.token_ids) for r in reports)
     return {"reports": len(reports), "seconds": wall, "cpu_seconds": cpu, "s_per_report": wall / len(reports),
@@ -84,26 +89,29 @@ def main() -> None:
     configs = CONFIGS + (("radgen-drafted-bf16",) if args.bf16 else ())
     models["radgen-drafted-cold"].report_draft.clear()  # forget draft_reports.txt
     seeded = len(models["radgen-drafted"].report_draft)
-    gen = models["radgen-hf"].recipe.generate
-    settings = {"max_new_tokens": gen.max_new_tokens, "no_repeat_ngram_size": gen.no_repeat_ngram_size,
-                "repetition_penalty": gen.repetition_penalty}
+    # the model's default greedy settings, as `radgen generate` applies them (length floor, n-gram
+    # blocking, findings-consistency edits); every config gets the same ones, only drafting and the
+    # model preparation differ
+    settings = GenerationSettings.from_recipe(models["radgen-hf"].recipe, num_beams=1).generate_kwargs()
+    for key in ("num_beams", "draft_tokens", "do_sample", "temperature", "top_p"):
+        settings.pop(key, None)
     studies = read_manifest(args.manifest)
     root = os.path.dirname(os.path.abspath(args.manifest))
     chosen = [s for s in studies if s.split == args.split][: args.limit]
     warm = [s for s in studies if s.split == "train"][:2]
     dataset = generation_dataset(models["radgen-hf"], chosen, root, "findings")
-    warm_pixels = next(study_batches(generation_dataset(models["radgen-hf"], warm, root, "findings"), 2))["pixel_values"]
+    warm_batch = next(study_batches(generation_dataset(models["radgen-hf"], warm, root, "findings"), 2))
     counters = {name: count_passes(model) for name, model in models.items()}
     for name, model in models.items():
-        model.generate(pixel_values=warm_pixels, num_beams=1, draft_tokens=args.draft_tokens if "drafted" in name else 0,
-                       max_new_tokens=8)
+        model.generate(pixel_values=warm_batch["pixel_values"], contexts=warm_batch.get("contexts"), **lateral_inputs(warm_batch),
+                       num_beams=1, draft_tokens=args.draft_tokens if "drafted" in name else 0, max_new_tokens=8)
     if "radgen-drafted-cold" in models:
         models["radgen-drafted-cold"].report_draft.clear()  # the warm-up's reports out again
 
     rows = []
     load_before = os.getloadavg()
     for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
-        batches = [b["pixel_values"] for b in study_batches(dataset, batch_size)]
+        batches = list(study_batches(dataset, batch_size))
         results = {}
         for name in configs:
             if name == "radgen-drafted-cold":

@@ -1,12 +1,14 @@
 """Load test of `radgen serve`: N concurrent clients for D seconds against 127.0.0.1, latency percentiles.
 
     PYTHONPATH=. python benchmarks/serve_load.py --model DIR [--clients 20] [--duration 60]
-        [--max-batch 8] [--image PNG] [--json serve_load.json]
+        [--max-batch 8] [--image PNG | --manifest M [--split test]] [--json serve_load.json]
     PYTHONPATH=. python benchmarks/serve_load.py --tiny ...   # a tiny random radgen-small (no trained model needed)
 
 Starts `python -m radgen serve` in a subprocess on a free port of 127.0.0.1 (never another host),
 waits for /health, then runs --clients threads, each POSTing the same PNG to /v1/reports in a
-loop (one request in flight per client, so the queue never holds more than --clients jobs and the
+loop (or, with --manifest, the frontal image and indication of the split's studies in turn, shared
+round-robin by all clients: different studies give different reports, so drafted decoding cannot
+replay one report) (one request in flight per client, so the queue never holds more than --clients jobs and the
 server's default --max-queue 32 is not exceeded for 20 clients). Latency is measured per request
 at the client, wall clock, from send to full response. Any non-200 answer counts as an error and
 makes the script exit 1. The server's batch statistics come from /health.
@@ -81,18 +83,39 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[int(rank) - 1]
 
 
-def run_clients(url: str, image: bytes, clients: int, duration: float) -> tuple[list[float], list[str]]:
+def manifest_requests(manifest: str, split: str, limit: int = 512) -> list[tuple[bytes, str]]:
+    """(frontal image bytes, indication) of up to `limit` studies of `split`."""
+    from radgen.data.study import read_manifest
+
+    root = Path(manifest).resolve().parent
+    requests = []
+    for study in read_manifest(manifest):
+        frontal = next((ref for ref in study.images if ref.is_frontal), None)
+        if (study.split or "").lower() == split and frontal is not None:
+            requests.append(((root / frontal.path).read_bytes(), study.sections.get("indication", "")[:500]))
+        if len(requests) >= limit:
+            break
+    if not requests:
+        raise SystemExit(f"{manifest}: no study with a frontal image in split '{split}'")
+    return requests
+
+
+def run_clients(url: str, requests: list[tuple[bytes, str]], clients: int, duration: float) -> tuple[list[float], list[str]]:
     latencies: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
     stop_at = time.monotonic() + duration
+    turn = iter(range(10**9))
 
     def client() -> None:
         with httpx.Client(timeout=120.0) as session:
             while time.monotonic() < stop_at:
+                with lock:
+                    image, indication = requests[next(turn) % len(requests)]
                 start = time.perf_counter()
                 try:
-                    response = session.post(url + "/v1/reports", files={"file": ("chest.png", image, "image/png")})
+                    response = session.post(url + "/v1/reports", files={"file": ("chest.png", image, "image/png")},
+                                            data={"indication": indication} if indication else None)
                     ok = response.status_code == 200
                     detail = f"{response.status_code}: {response.text[:120]}"
                 except httpx.HTTPError as err:
@@ -117,6 +140,8 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--image", help="PNG/JPEG/DICOM to post (default: a 512² IU-Phantom PA view)")
+    parser.add_argument("--manifest", help="post the frontal image + indication of this manifest's --split studies in turn")
+    parser.add_argument("--split", default="test")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     if not (1 <= args.clients <= 64) or not (1 <= args.duration <= 600):
@@ -125,7 +150,11 @@ def main() -> int:
         parser.error("pass exactly one of --model DIR / --tiny")
     workdir = Path(tempfile.mkdtemp(prefix="radgen-load-"))
     model_dir = Path(args.model) if args.model else tiny_model(workdir / "tiny_model")
-    image = Path(args.image).read_bytes() if args.image else default_image()
+    if args.manifest and args.image:
+        parser.error("pass at most one of --image / --manifest")
+    requests = manifest_requests(args.manifest, args.split) if args.manifest else \
+        [(Path(args.image).read_bytes() if args.image else default_image(), "")]
+    image = requests[0][0]
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -151,7 +180,7 @@ def main() -> int:
         before = httpx.get(url + "/health").json()["queue"]
         load_before = os.getloadavg()[0]
         started = time.perf_counter()
-        latencies, errors = run_clients(url, image, args.clients, args.duration)
+        latencies, errors = run_clients(url, requests, args.clients, args.duration)
         wall = time.perf_counter() - started
         after = httpx.get(url + "/health").json()["queue"]
         load_after = os.getloadavg()[0]
@@ -168,6 +197,7 @@ def main() -> int:
     result = {
         "model": str(args.model) if args.model else "tiny random radgen-small (size=tiny)",
         "clients": args.clients, "duration_s": args.duration, "max_batch": args.max_batch,
+        "requests_from": f"{args.manifest} ({args.split}, {len(requests)} studies)" if args.manifest else (args.image or "one phantom PNG"),
         "requests_ok": len(latencies), "errors": len(errors), "error_examples": errors[:5],
         "throughput_rps": len(latencies) / wall,
         "latency_s": {"p50": percentile(latencies, 50), "p95": percentile(latencies, 95), "p99": percentile(latencies, 99),

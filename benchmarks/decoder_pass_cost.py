@@ -1,0 +1,93 @@
+"""What one decoder pass costs on this CPU, by batch and pass width: why drafting pays where it does.
+
+    PYTHONPATH=. python benchmarks/decoder_pass_cost.py [--model radgen/assets/default_model] [--threads 2]
+        [--forms plain,merged,packed,bf16] [--json decoder_pass_cost.json]
+
+Drafted greedy decoding (`radgen.models.speculative`) scores `width` positions per row in one
+pass. It pays when a pass over 9 positions costs little more than a pass over 1 (a step bound by
+reading the weights, or by fixed per-pass overhead) and stops paying when the pass is compute-bound.
+For each inference form of the shipped decoder, this times one pass with a 60-position KV cache at
+batch 1 and 32, width 1 and 9 (median of 12, the cache cropped back after each pass):
+
+- `plain`: LoRA unmerged, unpacked (what HF + peft runs);
+- `merged`: LoRA merged, unpacked (RADGEN_PACK_LINEARS=0);
+- `packed`: LoRA merged, Linear weights packed for oneDNN (RADGEN_PACK_LINEARS=1);
+- `bf16`: merged, bfloat16, packing as this CPU's timing decides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+
+
+def pass_times(decoder, batch_sizes=(1, 32), widths=(1, 9), cache_len: int = 60, repeats: int = 12) -> dict[str, float]:
+    import torch
+    from transformers import DynamicCache
+
+    dtype = next(decoder.parameters()).dtype
+    hidden = decoder.get_input_embeddings().weight.shape[1]
+    generator = torch.Generator().manual_seed(0)
+    out = {}
+    with torch.no_grad():
+        for width in widths:
+            for batch in batch_sizes:
+                cache = DynamicCache()
+                decoder(inputs_embeds=torch.randn(batch, cache_len, hidden, generator=generator).to(dtype), use_cache=True, cache=cache)
+                step = torch.randn(batch, width, hidden, generator=generator).to(dtype)
+                times = []
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    decoder(inputs_embeds=step, use_cache=True, cache=cache)
+                    times.append(time.perf_counter() - start)
+                    cache.crop(-width)
+                out[f"batch {batch}, width {width}"] = statistics.median(times) * 1e3
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="radgen/assets/default_model")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--forms", default="plain,merged,packed,bf16")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    import torch
+
+    from radgen.generate.decode import load_model
+
+    torch.set_num_threads(args.threads)
+    results = {}
+    for form in args.forms.split(","):
+        env = {"merged": "0", "packed": "1"}.get(form)
+        previous = os.environ.pop("RADGEN_PACK_LINEARS", None)
+        if env is not None:
+            os.environ["RADGEN_PACK_LINEARS"] = env
+        try:
+            model = load_model(args.model, merge_lora=form != "plain", dtype="bfloat16" if form == "bf16" else "float32")
+        finally:
+            os.environ.pop("RADGEN_PACK_LINEARS", None)
+            if previous is not None:
+                os.environ["RADGEN_PACK_LINEARS"] = previous
+        results[form] = pass_times(model.decoder)
+        print(form, json.dumps({k: round(v, 1) for k, v in results[form].items()}), flush=True)
+        del model
+    shapes = list(next(iter(results.values())))
+    print("\n| form | " + " | ".join(f"{s} (ms)" for s in shapes) + " |")
+    print("|---|" + "---|" * len(shapes))
+    for form, row in results.items():
+        print(f"| {form} | " + " | ".join(f"{row[s]:.1f}" for s in shapes) + " |")
+    if args.json:
+        from radgen.io import atomic_write_json
+
+        atomic_write_json(args.json, {"model": args.model, "threads": args.threads, "cpu": platform.processor() or platform.machine(),
+                                      "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                                      "loadavg": os.getloadavg(), "ms": results})
+
+
+if __name__ == "__main__":
+    main()
