@@ -120,6 +120,10 @@ PY
   [ -S "$sock" ] || { echo "mutation: fork server did not start" >&2; cat "$work/.forkserver.log" >&2; exit 1; }
   pytest=("$py" -S "$work/.forkclient.py" "$sock")
 fi
+# A mutant that makes a loop endless (drafted decoding's `while True`) fails its test after this many
+# seconds (pytest-timeout) instead of waiting out mutmut's own timeout (10x the baseline run, ~10 min
+# a mutant here); such a hang counts as a kill. Far above any single test in these fast files.
+test_timeout=${MUTATION_TEST_TIMEOUT:-120}
 for module in "${modules[@]}"; do
   [ -n "${paths[$module]:-}" ] || { echo "mutation: unknown module '$module' (one of: ${!paths[*]})" >&2; exit 2; }
   rm -f .mutmut-cache
@@ -128,7 +132,8 @@ for module in "${modules[@]}"; do
   # exit status 1 as a kill, so .runner.sh turns pytest's 2 (a mutant that breaks collection or
   # import, e.g. a renamed default) into 1: a kill, not a false survivor.
   "$py" -m mutmut run --paths-to-mutate "${paths[$module]}" --tests-dir tests --no-progress \
-    --runner "bash $work/.runner.sh ${pytest[*]} -x -q -p no:cacheprovider -p no:randomly ${tests[$module]}" >"$report/$module.log" 2>&1 || true
+    --runner "bash $work/.runner.sh ${pytest[*]} -x -q -p no:cacheprovider -p no:randomly --timeout $test_timeout ${tests[$module]}" \
+    >"$report/$module.log" 2>&1 || true
   "$py" -m mutmut results >"$report/$module.results" 2>&1 || true
   # counts and survivor ids straight from mutmut's cache ("suspicious" = killed, but slowly)
   "$py" - "$module" "$(( $(date +%s) - start ))" >"$report/$module.summary" <<'PY'
