@@ -37,6 +37,15 @@ def test_an_unseen_long_suffix_falls_back_to_the_last_token():
     draft = NgramDraft(max_order=3)
     draft.add([1, 2])
     assert draft.propose([7, 8, 1], 1) == [2]  # (7,8,1) and (8,1) unseen: order 1 (1) -> 2
+    even = NgramDraft(max_order=2)  # every order is tried, not every other one
+    even.add([1, 2])
+    even.add([4, 5, 6])
+    assert even.propose([7, 1], 1) == [2]  # (7,1) unseen: order 1
+    assert NgramDraft(max_order=4).propose([9], 1) == []
+    four = NgramDraft(max_order=4)
+    four.add([3, 4, 5, 6])
+    assert four.propose([8, 8, 4, 5], 1) == [6]  # orders 4 and 3 unseen: order 2 (4,5) -> 6
+    assert four.propose([8, 8, 8, 5], 1) == [6]  # order 1
 
 
 def test_the_key_budget_stops_learning_exactly_when_reached():
