@@ -33,7 +33,7 @@ declare -A tests=(
   [labels]="tests/labels"
   [rules]="tests/labels"
   [metrics]="tests/metrics/test_text_parity.py"
-  [speculative]="tests/generate/test_speculative.py tests/generate/test_drafted_rejections.py tests/generate/test_draft_table.py"
+  [speculative]="tests/generate/test_speculative.py tests/generate/test_drafted_rejections.py tests/generate/test_draft_table.py tests/generate/test_greedy_rule.py"
   # Left out as too slow per mutant: the subprocess test of test_image_limits.py (a fresh interpreter
   # imports radgen, ~25 s; it checks PIL's global limit, which no statement of images.py sets) and the
   # full-size bombs of test_images_budget.py (each builds 170-390 MB of zeros; the small versions stay)
