@@ -333,19 +333,13 @@ class ReportGenerator(nn.Module):
             visual = self.connector(features)
             reports: list[GeneratedReport | None] = [None] * batch
             groups: dict[int, list[int]] = {}
-            mixed = len({len(ids) for ids in prefixes}) > 1
-            if mixed and self._drafting(num_beams, do_sample, draft_tokens):
-                # one batch, prompts padded inside the prefix (masked, positions of real tokens only):
-                # per-study findings and indications give nearly every row its own prompt length
-                reports = self._generate_drafted(visual, prefixes, max_new_tokens, repetition_penalty, no_repeat_ngram_size,
-                                                 min_new_tokens, draft_tokens)
-            elif mixed and self.is_causal and supports_drafting(self.decoder):
-                # HF generate (beam search, sampling, plain greedy) on the same padded batch: HF derives
-                # each row's position ids from the attention mask, so padding inside the prefix is
-                # invisible to the row, as in drafting. Decoding each prompt length as its own group
-                # made a batch of 32 studies with per-study prompts up to 32 batches of one.
-                width = max(len(ids) for ids in prefixes)
+            if len({len(ids) for ids in prefixes}) > 1 and self.is_causal and supports_drafting(self.decoder):
+                # per-study findings and indications give nearly every row its own prompt length: one
+                # batch, shorter prompts left-padded and masked, positions counting real tokens only
+                # (drafting sets them itself; HF generate derives them from the mask), so the padding is
+                # invisible to each row. One group per prompt length made 32 studies up to 32 batches of one.
                 pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_id()
+                width = max(len(ids) for ids in prefixes)
                 prefix = torch.tensor([[pad] * (width - len(ids)) + ids for ids in prefixes], dtype=torch.long, device=visual.device)
                 prefix_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prefixes], dtype=torch.long,
                                            device=visual.device)
@@ -402,35 +396,21 @@ class ReportGenerator(nn.Module):
     def _drafting(self, num_beams: int, do_sample: bool, draft_tokens: int) -> bool:
         return num_beams == 1 and not do_sample and draft_tokens > 0 and self.is_causal and supports_drafting(self.decoder)
 
-    def _generate_drafted(self, visual, prefixes: list[list[int]], max_new_tokens, repetition_penalty, no_repeat_ngram_size,
-                          min_new_tokens, draft_tokens) -> list[GeneratedReport]:
-        """Drafted greedy decoding of rows whose prefixes differ in length, in one batch: each prefix
-        is left-padded (after the visual tokens) and the padding masked."""
-        eos, pad = self.eos_id(), self.tokenizer.pad_token_id
-        pad = pad if pad is not None else eos
-        width = max(len(ids) for ids in prefixes)
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prefixes], dtype=torch.long, device=visual.device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prefixes], dtype=torch.long, device=visual.device)
-        embeds, full_mask, _ = self._causal_inputs(visual, self._embed(ids), mask)
-        out = drafted_greedy(self.decoder, embeds, self.report_draft, prefixes, eos, pad, max_new_tokens, draft_tokens,
-                             repetition_penalty, no_repeat_ngram_size, min_new_tokens, attention_mask=full_mask)
-        for prefix, new in zip(prefixes, out.token_ids):
-            self.report_draft.add(prefix + new)
-        return [self._report(torch.tensor(new, dtype=torch.long), torch.tensor(lp), eos) for new, lp in zip(out.token_ids, out.logprobs)]
-
     def _generate(self, visual, prefix, num_beams, max_new_tokens, do_sample, temperature, top_p,
                   repetition_penalty, no_repeat_ngram_size, min_new_tokens, draft_tokens,
                   prefix_mask: torch.Tensor | None = None) -> list[GeneratedReport]:
-        """Decode rows that share one prefix length: visual tokens (B, T, H), prefix ids (B, P).
-        `prefix_mask` (B, P), causal HF path only: 0 marks left padding of shorter prefixes."""
+        """Decode a batch: visual tokens (B, T, H), prefix ids (B, P). `prefix_mask` (B, P), causal
+        decoders only: 0 marks the left padding of shorter prefixes (None: every position is real)."""
         device = visual.device
         batch = visual.shape[0]
         eos, pad = self.eos_id(), self.tokenizer.pad_token_id
         if self._drafting(num_beams, do_sample, draft_tokens):
-            embeds, _, _ = self._causal_inputs(visual, self._embed(prefix), torch.ones_like(prefix))
-            rows = prefix.tolist()
+            mask = torch.ones_like(prefix) if prefix_mask is None else prefix_mask
+            embeds, full_mask, _ = self._causal_inputs(visual, self._embed(prefix), mask)
+            rows = [[t for t, real in zip(ids, keep) if real] for ids, keep in zip(prefix.tolist(), mask.tolist())]  # unpadded
             out = drafted_greedy(self.decoder, embeds, self.report_draft, rows, eos, pad if pad is not None else eos,
-                                 max_new_tokens, draft_tokens, repetition_penalty, no_repeat_ngram_size, min_new_tokens)
+                                 max_new_tokens, draft_tokens, repetition_penalty, no_repeat_ngram_size, min_new_tokens,
+                                 attention_mask=None if prefix_mask is None else full_mask)
             for prefix_ids, ids in zip(rows, out.token_ids):
                 self.report_draft.add(prefix_ids + ids)
             return [self._report(torch.tensor(ids, dtype=torch.long), torch.tensor(lp), eos)
