@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Mutation testing (mutmut) of the modules users depend on most; each module against its own fast tests.
 # Not run in CI: a module takes minutes (every mutant reruns its tests). Results: docs/testing.md.
+# Survivors are then re-run against the wider test set of their module (see `wider` below).
 #
 #   scripts/mutation.sh                 # every module below
 #   scripts/mutation.sh labels metrics  # some of them
@@ -38,8 +39,19 @@ declare -A tests=(
   # imports radgen, ~25 s; it checks PIL's global limit, which no statement of images.py sets) and the
   # full-size bombs of test_images_budget.py (each builds 170-390 MB of zeros; the small versions stay)
   [images]="tests/data/test_images.py tests/data/test_image_limits.py tests/data/test_colour.py tests/data/test_images_budget.py tests/data/test_image_decoding_edges.py --deselect tests/data/test_image_limits.py::test_importing_radgen_leaves_the_pixel_limit_at_pillows_default --deselect tests/data/test_images_budget.py::test_bombs_are_refused_from_the_header[png_bomb] --deselect tests/data/test_images_budget.py::test_bombs_are_refused_from_the_header[dicom_header_bomb] --deselect tests/data/test_images_budget.py::test_deflated_dicom_is_refused_without_inflating_it"
-  [serve]="tests/serve/test_api.py tests/serve/test_upload_limits.py"
-  [checkpoint]="tests/train/test_resume.py"
+  [serve]="tests/serve/test_api.py tests/serve/test_upload_limits.py tests/serve/test_defaults.py"
+  [checkpoint]="tests/train/test_checkpoint_state.py tests/train/test_checkpoint_safety.py tests/train/test_resume.py"
+)
+# Second pass (scripts/mutation_recheck.py): each survivor re-applied and run against the module's wider
+# tests; one that fails there is killed by an existing, slower test. Results in $report/MODULE.recheck.
+declare -A wider=(
+  [labels]="tests/labels tests/metrics/test_clinical.py tests/metrics/test_findings.py"
+  [rules]="tests/labels tests/metrics/test_clinical.py tests/metrics/test_findings.py"
+  [metrics]="tests/metrics"
+  [speculative]="tests/generate"
+  [images]="tests/data"
+  [serve]="tests/serve"
+  [checkpoint]="tests/train tests/models/test_saved_format.py tests/models/test_loading.py"
 )
 modules=("$@")
 [ ${#modules[@]} -gt 0 ] || modules=(labels metrics speculative images serve checkpoint)
@@ -155,5 +167,6 @@ PY
     "$py" -m mutmut show "$id" || true
     echo
   done >"$report/$module.survivors.diff" 2>&1
+  (cd "$root" && "$py" scripts/mutation_recheck.py "$module" "$report" ${wider[$module]}) || true
 done
 echo "mutation: reports in $report"

@@ -1,0 +1,137 @@
+"""What a checkpoint's trainer_state.json says matches what the run did, counted independently.
+
+The resume tests compare a resumed run with an uninterrupted one; both start from the same fresh
+`TrainerState()`, so a wrong starting count (samples seen, skipped steps, the running loss window)
+passes them. Here each saved state is checked against counts taken outside the trainer: the recipe's
+stage lengths and batch size, the run log's eval rows, and the losses the model itself returned.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from radgen.train import checkpoint as ckpt
+from radgen.train.run_log import read_metrics
+from radgen.train.trainer import Trainer
+from tests.train.fakes import FakeStudies, TinyReportGenerator, fake_recipe
+
+TRAIN_STUDIES, BATCH = 16, 4  # fake_recipe: batch_size 4, stages of 3 and 5 steps
+STAGE_STEPS = (3, 5)
+STEPS_PER_EPOCH = TRAIN_STUDIES // BATCH
+
+
+class _LossRecorder(TinyReportGenerator):
+    """The tiny model, recording every training-mode loss it returns (one forward per step here)."""
+
+    losses: list[float] = []
+
+    def forward(self, *args, **kwargs):
+        out = super().forward(*args, **kwargs)
+        if self.training and out.loss is not None:
+            _LossRecorder.losses.append(float(out.loss.detach()))
+        return out
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from tests.train.run_fake import collate
+
+    torch.set_num_threads(1)
+    _LossRecorder.losses = []
+    run_dir = tmp_path_factory.mktemp("state") / "run"
+    recipe = fake_recipe(**{"train.log_every": 2, "train.keep_checkpoints": 10})
+    Trainer(recipe, run_dir, model_factory=_LossRecorder, train_dataset=FakeStudies(TRAIN_STUDIES),
+            val_dataset=FakeStudies(4, prefix="v"), collate=collate, progress=False).train()
+    return run_dir, list(_LossRecorder.losses)
+
+
+def _expected_position(step: int) -> tuple[int, int, int, int]:
+    """(stage_index, stage_step, epoch, step_in_epoch) after `step` optimizer steps."""
+    done = 0
+    for index, length in enumerate(STAGE_STEPS):
+        if step < done + length:
+            in_stage = step - done
+            return index, in_stage, in_stage // STEPS_PER_EPOCH, in_stage % STEPS_PER_EPOCH
+        done += length
+        if step == done:  # a stage's last step moves the state to the next stage's start
+            return index + 1, 0, 0, 0
+    raise AssertionError(step)
+
+
+def test_every_checkpoint_counts_steps_samples_and_position(run):
+    run_dir, _ = run
+    checkpoints = ckpt.list_checkpoints(run_dir)
+    assert [int(p.name.split("-")[1]) for p in checkpoints] == [2, 3, 4, 6, 8]  # save_every 2 + stage ends
+    for path in checkpoints:
+        step = int(path.name.split("-")[1])
+        state = ckpt.load_state(path)
+        assert state.global_step == step
+        assert state.samples_seen == step * BATCH
+        assert state.skipped_steps == 0
+        assert (state.stage_index, state.stage_step, state.epoch, state.step_in_epoch) == _expected_position(step), path.name
+        assert state.stopped_early is False
+
+
+def test_every_checkpoint_tracks_the_best_eval_of_the_log(run):
+    run_dir, _ = run
+    evals = [r for r in read_metrics(run_dir) if r["kind"] == "eval"]
+    assert evals, "fake_recipe evaluates every 2 steps"
+    for path in ckpt.list_checkpoints(run_dir):
+        state = ckpt.load_state(path)
+        seen = [r for r in evals if r["step"] <= state.global_step]
+        best_index = min(range(len(seen)), key=lambda i: (seen[i]["val_loss"], i))  # first of equal values
+        assert state.best_step == seen[best_index]["step"]
+        assert state.best_metric == pytest.approx(seen[best_index]["val_loss"])
+        assert state.bad_evals == len(seen) - 1 - best_index
+
+
+def test_logged_training_loss_is_the_mean_of_the_models_losses(run):
+    # log_every 2: each train row averages the losses of the steps since the previous row; a stage's
+    # last step logs too (steps 2, 3 | 4, 6, 8 -> windows 1-2, 3, 4, 5-6, 7-8)
+    run_dir, losses = run
+    assert len(losses) == sum(STAGE_STEPS)
+    rows = [r for r in read_metrics(run_dir) if r["kind"] == "train"]
+    windows = {2: (1, 2), 3: (3, 3), 4: (4, 4), 6: (5, 6), 8: (7, 8)}
+    assert [r["step"] for r in rows] == list(windows)
+    for row in rows:
+        first, last = windows[row["step"]]
+        assert row["loss"] == pytest.approx(sum(losses[first - 1:last]) / (last - first + 1), rel=1e-6), row
+        assert math.isfinite(row["loss"])
+
+
+def test_a_fresh_state_file_round_trips_and_unknown_keys_are_ignored(tmp_path):
+    state = ckpt.TrainerState(global_step=7, best_metric=0.5, trained_names=["a.weight"])
+    data = json.loads(json.dumps(state.__dict__))
+    data["written_by_a_newer_radgen"] = 1
+    assert ckpt.TrainerState.from_json(data) == state
+    with pytest.raises(TypeError, match="expected a JSON object, got list"):
+        ckpt.TrainerState.from_json([1])
+    with pytest.raises(TypeError, match=r"field 'global_step' has str value '7'"):
+        ckpt.TrainerState.from_json({**data, "global_step": "7"})
+
+
+def test_checkpoint_files_are_the_documented_ones(run):
+    # docs/training.md's run layout is what users (and their scripts) read
+    run_dir, _ = run
+    from pathlib import Path
+
+    layout = (Path(__file__).resolve().parents[2] / "docs" / "training.md").read_text()
+    listed = next(line for line in layout.splitlines() if line.startswith("RUN/checkpoints/step-N/"))
+    documented = {name.strip(" []") for name in listed.split(None, 1)[1].split(",")} - {"scaler.pt"}  # fp16 only
+    for path in ckpt.list_checkpoints(run_dir):
+        assert {p.name for p in path.iterdir()} == documented, path
+
+
+def test_a_run_without_validation_saves_no_best_and_no_bad_evals(tmp_path):
+    from tests.train.run_fake import collate
+
+    recipe = fake_recipe(**{"stages": [{"name": "connector", "train": ["connector"], "max_steps": 2, "lr": 3e-3}]})
+    Trainer(recipe, tmp_path / "run", model_factory=TinyReportGenerator, train_dataset=FakeStudies(8),
+            val_dataset=None, collate=collate, progress=False).train()
+    state = ckpt.load_state(ckpt.list_checkpoints(tmp_path / "run")[-1])
+    assert (state.best_metric, state.best_step, state.bad_evals) == (None, None, 0)
+    assert (state.global_step, state.samples_seen) == (2, 2 * BATCH)
