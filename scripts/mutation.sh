@@ -22,7 +22,7 @@ report=${MUTATION_REPORT:-$root/mutation-report}
 
 # module -> files to mutate (comma-separated) | test files that guard them
 declare -A paths=(
-  [labels]="radgen/labels/labeler.py,radgen/labels/rules.py"
+  [labels]="radgen/labels/labeler.py"
   [rules]="radgen/labels/rules.py"
   [metrics]="radgen/metrics/text.py"
   [speculative]="radgen/models/speculative.py"
@@ -50,7 +50,7 @@ declare -A wider=(
   [metrics]="tests/metrics"
   [speculative]="tests/generate"
   [images]="tests/data"
-  [serve]="tests/serve"
+  [serve]="tests/serve/test_defaults.py tests/serve/test_queue.py tests/serve/test_hardening.py tests/serve/test_api.py tests/serve/test_upload_limits.py tests/serve/test_memory.py tests/serve/test_browser.py"
   [checkpoint]="tests/train tests/models/test_saved_format.py tests/models/test_loading.py"
 )
 modules=("$@")

@@ -3,6 +3,8 @@ splitting, aggregation order, exclusions at the mention's own start, the batch h
 
 from __future__ import annotations
 
+import pytest
+
 from radgen.labels.labeler import find_mentions, label_report, label_reports, normalize, split_sentences
 
 
@@ -61,3 +63,42 @@ def test_label_reports_labels_each_text_and_copies_repeats():
     assert [row["Pleural Effusion"] for row in labels] == [0, 1, 0]
     labels[0]["Pleural Effusion"] = 1
     assert labels[2]["Pleural Effusion"] == 0  # repeated texts share work, not the dict
+
+
+# Size statements (Cardiomegaly / Enlarged Cardiomediastinum): the size word nearest the anatomy decides,
+# searched only in the anatomy's comma-delimited part of the clause. Each sentence below gets another
+# label when a size word from a neighbouring comma part counts, when distances are measured from the
+# wrong place, or when a tie does not go to the normal statement (found by mutation testing).
+SIZE_STATEMENTS = [
+    # a nearer "normal" in the comma part before the heart does not count
+    ("mediastinum normal, heart is mildly enlarged.", {"Cardiomegaly": 1, "Enlarged Cardiomediastinum": 0}),
+    # ... nor one in the comma part after it
+    ("There is enlargement of the cardiac silhouette, normal pulmonary vasculature.", {"Cardiomegaly": 1}),
+    # the part starts right after the comma, also without a space
+    ("lungs are clear,borderline cardiac silhouette.", {"Cardiomegaly": 1}),
+    # distances are measured from the anatomy's own position inside the part, on both sides
+    ("lungs are clear, the heart is normal and the aorta is enlarged.", {"Cardiomegaly": 0}),
+    ("lungs are clear, the heart is enlarged and its contour is normal.", {"Cardiomegaly": 1}),
+    ("lungs are clear, normal cardiac silhouette size appears increased.", {"Cardiomegaly": 0}),
+    ("the lungs are clear bilaterally, globular cardiac contour compared with normal.", {"Cardiomegaly": 1}),
+    # equally near on both sides: the normal statement wins
+    ("globular cardiac contour normal.", {"Cardiomegaly": 0}),
+]
+
+
+@pytest.mark.parametrize("sentence, expected", SIZE_STATEMENTS)
+def test_size_statement_reads_only_its_comma_part(sentence, expected):
+    labels = label_report(sentence)
+    assert {name: labels[name] for name in expected} == expected
+
+
+def test_an_excluded_mention_does_not_hide_a_later_one():
+    # "pericardial effusion" is excluded for Pleural Effusion; the pleural effusion after it still counts
+    assert label_report("Pericardial effusion and small left pleural effusion.")["Pleural Effusion"] == 1
+    assert label_report("Small pericardial effusion, no pleural effusion.")["Pleural Effusion"] == 0
+
+
+def test_a_mention_right_after_a_semicolon_belongs_to_its_own_clause():
+    # ";" ends the clause of "no pneumothorax": the "no" does not negate what follows it
+    labels = label_report("No pneumothorax;cardiac silhouette is enlarged.")
+    assert (labels["Pneumothorax"], labels["Cardiomegaly"]) == (0, 1)
