@@ -135,3 +135,66 @@ def test_a_run_without_validation_saves_no_best_and_no_bad_evals(tmp_path):
     state = ckpt.load_state(ckpt.list_checkpoints(tmp_path / "run")[-1])
     assert (state.best_metric, state.best_step, state.bad_evals) == (None, None, 0)
     assert (state.global_step, state.samples_seen) == (2, 2 * BATCH)
+
+
+def test_state_fields_of_the_wrong_type_are_refused():
+    for bad in ({"trained_names": ["a", 1]}, {"stopped_early": 1}, {"best_metric": "0.5"}, {"best_step": 1.5}):
+        with pytest.raises(TypeError, match=f"field '{next(iter(bad))}'"):
+            ckpt.TrainerState.from_json(bad)
+    assert ckpt.TrainerState.from_json({"best_metric": 1, "stopped_early": True}).best_metric == 1  # an int is a float
+
+
+def _save(run_dir, step: int, scaler=None, keep: int = 10):
+    weight = torch.nn.Parameter(torch.ones(2))
+    optimizer = torch.optim.SGD([weight], lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    return ckpt.save_checkpoint(run_dir, ckpt.TrainerState(global_step=step), {"w": weight.detach()}, optimizer, scheduler,
+                                scaler, [ckpt.capture_rng()], keep)
+
+
+class _Scaler:  # what a fp16 run's GradScaler gives save_checkpoint
+    def state_dict(self):
+        return {"scale": torch.tensor(1024.0), "growth_tracker": 3}
+
+
+def test_fp16_loss_scale_is_saved_and_checked(tmp_path):
+    with_scaler, without = _save(tmp_path / "a", 1, scaler=_Scaler()), _save(tmp_path / "b", 1)
+    assert ckpt.load_torch(with_scaler / "scaler.pt") == {"scale": torch.tensor(1024.0), "growth_tracker": 3}
+    assert not (without / "scaler.pt").exists()
+    (with_scaler / "scaler.pt").write_bytes(b"not a torch archive")
+    with pytest.raises(Exception, match="scaler.pt"):
+        ckpt.check_checkpoint(with_scaler)
+
+
+def test_only_complete_step_folders_are_checkpoints_in_step_order(tmp_path):
+    for step in (10, 9, 100):
+        _save(tmp_path, step)
+    root = tmp_path / "checkpoints"
+    (root / "best").mkdir()
+    (root / "best" / ckpt.STATE_FILE).write_text("{}")  # a state file alone does not make a step folder
+    (root / "step-11").mkdir()  # no state file: a folder being written by hand or a crashed copy
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step-9", "step-10", "step-100"]
+    assert ckpt.latest_checkpoint(tmp_path).name == "step-100"
+
+
+def test_pruning_keeps_the_newest(tmp_path):
+    for step in (1, 2, 3):
+        _save(tmp_path, step, keep=0)  # 0: keep every checkpoint
+    assert len(ckpt.list_checkpoints(tmp_path)) == 3
+    ckpt.prune_checkpoints(tmp_path, keep=1)
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step-3"]
+
+
+def test_cuda_generator_states_are_captured_and_restored_when_cuda_is_there(monkeypatch):
+    # No GPU here: the CUDA calls are stood in for, to check that capture and restore wire them through.
+    cuda_states, restored = [torch.tensor([1, 2, 3], dtype=torch.uint8)], []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: cuda_states)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
+    state = ckpt.capture_rng()
+    assert state["cuda"] is cuda_states
+    ckpt.restore_rng(state)
+    assert restored == [cuda_states]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a GPU checkpoint resumed on a CPU machine
+    ckpt.restore_rng(state)
+    assert restored == [cuda_states]
