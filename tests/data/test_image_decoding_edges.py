@@ -52,15 +52,23 @@ def test_deflated_dicom_limit_is_twice_the_budget_plus_16_mib():
     # at the limit, inflation is allowed; the header's 2048 x 4096 is then over the (tiny) pixel budget
     with pytest.raises(DataError, match=rf"image is 4096x2048 = 8,388,608 pixels, over the limit of {budget:,}"):
         decode_image(data, "upload", max_pixels=budget)
-    # 4096 pixels less of budget is 8 KiB less of limit: refused while inflating. (Not 1 pixel: the
-    # bounded inflation can stop a few hundred bytes short of the end, depending on where the 1 MiB
-    # output steps fall, so a file up to that much over the limit can pass; see docs/testing.md.)
-    with pytest.raises(DataError, match=rf"deflated DICOM expands past {inflated - 8192:,} bytes"):
-        decode_image(data, "upload", max_pixels=budget - 4096)
+    # one pixel less of budget is 2 bytes less of limit: refused while inflating (every inflated byte is
+    # counted, including output the inflater held back at a 1 MiB step)
+    with pytest.raises(DataError, match=rf"deflated DICOM expands past {inflated - 2:,} bytes"):
+        decode_image(data, "upload", max_pixels=budget - 1)
     # the same file without its 128-byte preamble and 'DICM' (meta group first; read as DICOM for its
     # suffix) is inflated just as carefully
-    with pytest.raises(DataError, match=rf"deflated DICOM expands past {inflated - 8192:,} bytes"):
-        decode_image(data[132:], "upload.dcm", max_pixels=budget - 4096)
+    with pytest.raises(DataError, match=rf"deflated DICOM expands past {inflated - 2:,} bytes"):
+        decode_image(data[132:], "upload.dcm", max_pixels=budget - 1)
+
+
+def test_deflated_dicom_reaching_the_limit_at_a_step_boundary_is_still_inflated_to_the_end():
+    # limit = 2 x 512 Ki + 16 MiB = 17 MiB, a whole number of the check's 1 MiB inflation steps; the file
+    # inflates to 17 MiB of pixels plus its other elements, so it is over the limit only after the 17th step
+    data = bombs.dicom_deflate_bomb(rows=2048, columns=4352)
+    assert _inflated_size(data) > 17 << 20
+    with pytest.raises(DataError, match=rf"deflated DICOM expands past {17 << 20:,} bytes"):
+        decode_image(data, "upload", max_pixels=1 << 19)
 
 
 def test_a_small_deflated_dicom_at_exactly_its_pixel_budget_decodes():
