@@ -138,7 +138,7 @@ fi
 test_timeout=${MUTATION_TEST_TIMEOUT:-120}
 for module in "${modules[@]}"; do
   [ -n "${paths[$module]:-}" ] || { echo "mutation: unknown module '$module' (one of: ${!paths[*]})" >&2; exit 2; }
-  rm -f .mutmut-cache
+  rm -f .mutmut-cache "$report/$module.recheck"  # a recheck keeps earlier kills: only of this run
   start=$(date +%s)
   # mutmut exits non-zero when mutants survive; the summary below says how many. mutmut 2 counts only
   # exit status 1 as a kill, so .runner.sh turns pytest's 2 (a mutant that breaks collection or

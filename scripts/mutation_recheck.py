@@ -10,7 +10,8 @@ explained in docs/testing.md or killed by a new test.
 
 reads REPORT_DIR/MODULE.summary (survivor ids) and REPORT_DIR/MODULE.survivors.diff (one
 `mutmut show` diff per survivor, in the same order) and writes REPORT_DIR/MODULE.recheck: one line
-per survivor, "ID killed TEST_ID" or "ID survived", then a count line.
+per survivor, "ID killed TEST_ID" or "ID survived", then a count line. Run again (e.g. after adding
+tests), it keeps the kills already in MODULE.recheck and re-runs only the mutants that survived.
 """
 
 from __future__ import annotations
@@ -69,12 +70,18 @@ def main(argv: list[str]) -> int:
         raise SystemExit(f"mutation_recheck: {len(ids)} survivors in {module}.summary but {len(diffs)} diffs")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "PYTHONDONTWRITEBYTECODE": "1"}
+    recheck = report / f"{module}.recheck"
+    earlier = dict(re.findall(r"^(\d+) (killed .*)$", recheck.read_text(), re.M)) if recheck.is_file() else {}
     lines, killed = [], 0
     with tempfile.TemporaryDirectory() as scratch:
         tree = Path(scratch)
         _copy_tree(tree)
         env["PYTHONPATH"] = str(tree)
         for mutant_id, diff in zip(ids, diffs):
+            if mutant_id in earlier:
+                killed += 1
+                lines.append(f"{mutant_id} {earlier[mutant_id]}")
+                continue
             _patch(tree, diff)
             try:
                 run = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
@@ -90,7 +97,7 @@ def main(argv: list[str]) -> int:
                 lines.append(f"{mutant_id} killed {failed.group(1) if failed else f'(pytest exit {run.returncode})'}")
             print(lines[-1], flush=True)
     lines.append(f"{module}: {len(ids)} survivors re-run against {' '.join(tests)}: {killed} killed, {len(ids) - killed} still survive")
-    (report / f"{module}.recheck").write_text("\n".join(lines) + "\n")
+    recheck.write_text("\n".join(lines) + "\n")
     print(lines[-1])
     return 0
 
