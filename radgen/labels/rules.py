@@ -151,7 +151,6 @@ UNMENTIONS: dict[str, list[str]] = {
     ],
     "Edema": [r"\bsoft tissue edema\b"],
     "Lung Lesion": [r"\bmass effect\b", r"\bbreast mass", r"\bsoft tissue mass", r"\b(lymph )?nodes?\b(?=.*\bnodal\b)"],
-    "Atelectasis": [],
     "Support Devices": [
         r"\bnasogastric tube feeding\b",
         r"\btubes? (and|or) lines? (are )?(not|no)\b",
@@ -161,7 +160,6 @@ UNMENTIONS: dict[str, list[str]] = {
         r"\bsilhouette\b",
         r"\bbreast (prosthes[ie]s|implants?)\b",
     ],
-    "Fracture": [],
 }
 
 # Anatomy whose size statement decides Cardiomegaly / Enlarged Cardiomediastinum ("heart size is normal").
@@ -169,7 +167,6 @@ HEART = r"\b(heart( size)?|cardiac (silhouette|size|shadow|contour)s?|cardiac|ca
 MEDIASTINUM = r"\b(mediastin\w*( (contour|silhouette|width|structures|configuration)s?)?|cardiomediastinal (silhouette|contour)s?|mediastinal (silhouette|contour)s?|superior mediastinum)\b"
 ENLARGED = r"\b(enlarg\w*|large|larger|increased|prominen\w*|widen\w*|cardiomegaly|borderline|mildly enlarged|globular)\b"
 NORMAL_SIZE = r"\b(normal|normally|within normal|unremarkable|not enlarged|no enlargement|negative|appropriate|satisfactory|upper limits? of normal|top (limits? of )?normal|upper normal|high normal)\b"
-BORDERLINE = r"\b(borderline|upper limits? of normal|top (limits? of )?normal|upper normal|high normal|top-normal)\b"
 
 # ---------------------------------------------------------------- cues
 # Phrases that look like negation but are not (NegEx "pseudo-negations"): masked before cue search.
@@ -258,5 +255,3 @@ POST_UNCERTAINTY = [
 # Where a cue's scope ends (CheXpert / NegEx termination terms) besides sentence boundaries.
 SCOPE_TERMINATORS = r"\b(but|however|although|though|except|aside from|apart from|otherwise|which|whereas|while|yet|since|(?<!if )there is|(?<!if )there are|there has been|and there|with (a|an|the|mild|moderate|small|large|minimal|new|persistent|stable|increased|decreased|interval))\b|;| - |:"
 
-# Words that the IU de-identification turned into XXXX; they carry no meaning for the labeler.
-XXXX = r"\bxxxx\b"
