@@ -198,3 +198,27 @@ def test_cuda_generator_states_are_captured_and_restored_when_cuda_is_there(monk
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a GPU checkpoint resumed on a CPU machine
     ckpt.restore_rng(state)
     assert restored == [cuda_states]
+
+
+def test_unreadable_files_are_one_line_errors_naming_the_file_and_the_fix(tmp_path):
+    from radgen.errors import WeightsError
+
+    path = _save(tmp_path, 4)
+    (path / ckpt.STATE_FILE).write_text("{not json")
+    with pytest.raises(WeightsError) as bad_state:
+        ckpt.load_state(path)
+    assert str(bad_state.value).startswith(f"{path / ckpt.STATE_FILE}: unreadable trainer state (")
+    assert str(bad_state.value).endswith("); delete step-4 to resume from the previous checkpoint")
+    weights = path / "trainable.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-3])
+    with pytest.raises(WeightsError) as bad_weights:
+        ckpt.check_safetensors(weights)
+    assert str(bad_weights.value).startswith(f"{weights}: unreadable safetensors file (")
+    assert str(bad_weights.value).endswith("); the file is truncated or corrupt, copy or save it again")
+
+
+def test_quoted_errors_are_one_line_and_at_most_200_characters():
+    assert ckpt._one_line(ValueError("bad\n  header\tfield")) == "bad header field"
+    assert ckpt._one_line(ValueError("x" * 200)) == "x" * 200
+    assert ckpt._one_line(ValueError("x" * 201)) == "x" * 200 + "..."
+    assert ckpt._one_line(KeyError()) == "KeyError"
