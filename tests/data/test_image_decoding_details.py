@@ -226,3 +226,27 @@ def test_the_deflate_check_counts_output_the_inflater_held_back():
         budget = (inflated - (16 << 20)) // 2 - 1  # limit = 2 x budget + 16 MiB = inflated - 2
         with pytest.raises(DataError, match=rf"deflated DICOM expands past {inflated - 2:,} bytes"):
             decode_image(data, "upload", max_pixels=budget)
+
+
+# ------------------------------------------------------------------ DICOM sizes and pixel errors
+
+
+def _raw_image(**overrides) -> bytes:
+    """A headerless 8-bit MONOCHROME2 dataset of 2 x 3 pixels; `overrides` replace or (None) drop elements."""
+    elements = dict(SOPClassUID="1.2.840.10008.5.1.4.1.1.1.1", Rows=2, Columns=3, SamplesPerPixel=1,
+                    PhotometricInterpretation="MONOCHROME2", BitsAllocated=8, BitsStored=8, HighBit=7,
+                    PixelRepresentation=0, PixelData=bytes([0, 50, 100, 150, 200, 250]))
+    elements.update(overrides)
+    return _raw_dataset(**{k: v for k, v in elements.items() if v is not None})
+
+
+@pytest.mark.parametrize("overrides", [{"Rows": None}, {"Columns": None}, {"Rows": 0}, {"Columns": 0}, {"Rows": [2, 2]}])
+def test_missing_zero_or_multi_valued_rows_or_columns_are_refused(overrides):
+    with pytest.raises(DataError, match=r"^old\.dcm: DICOM has PixelData but no valid Rows/Columns; re-export the file$"):
+        decode_image(_raw_image(**overrides), "old.dcm")
+
+
+def test_pixel_data_shorter_than_the_header_says_is_a_decoding_error():
+    with pytest.raises(DataError, match=r"^short\.dcm: cannot decode DICOM pixels \(\w+: .*\); for compressed transfer "
+                                        r"syntaxes install pylibjpeg or gdcm, else re-export the file$"):
+        decode_image(_raw_image(Rows=20, Columns=30), "short.dcm")
