@@ -64,7 +64,7 @@ def to_image(item: Any, name: str = "<image>", colour: str = "gray"):
     import numpy as np
     from PIL import Image
 
-    from radgen.data.images import _stretch_to_uint8, _to_8bit, check_colour, decode_image, load_image
+    from radgen.data.images import _stretch_to_uint8, check_colour, decode_image, load_image, to_8bit
 
     check_colour(colour)
     if isinstance(item, (str, os.PathLike)):
@@ -72,10 +72,7 @@ def to_image(item: Any, name: str = "<image>", colour: str = "gray"):
     if isinstance(item, (bytes, bytearray)):
         return decode_image(bytes(item), name, colour=colour)
     if isinstance(item, Image.Image):
-        if item.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-            # same as a 16-bit PNG read from disk: min..max onto 0..255
-            return Image.fromarray(_stretch_to_uint8(np.asarray(item)), mode="L")
-        return _to_8bit(item, colour)  # the same conversion as a PNG/JPEG read from disk
+        return to_8bit(item, colour)  # the same conversion as an image file read from disk
     if type(item).__module__.startswith("pydicom"):
         return _dataset_to_image(item, name, colour)
     if hasattr(item, "detach") and hasattr(item, "numpy"):  # a torch tensor
@@ -86,7 +83,7 @@ def to_image(item: Any, name: str = "<image>", colour: str = "gray"):
             rgb = array[..., :3]
             if rgb.dtype != np.uint8:  # one min..max over all three channels keeps their ratios (the hue)
                 rgb = _stretch_to_uint8(rgb.reshape(rgb.shape[0], -1)).reshape(rgb.shape)
-            return _to_8bit(Image.fromarray(np.ascontiguousarray(rgb), mode="RGB"), colour)
+            return to_8bit(Image.fromarray(np.ascontiguousarray(rgb), mode="RGB"), colour)
         if array.ndim != 2:
             raise DataError(f"{name}: an array must be H×W (grayscale) or H×W×3 (RGB), got shape {tuple(item.shape)}")
         gray = array if array.dtype == np.uint8 else _stretch_to_uint8(array)

@@ -243,6 +243,7 @@ def _decode_dicom(data: bytes, path: str | os.PathLike, max_pixels: int = MAX_PI
     import pydicom
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels import pixel_array
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
     _check_deflated_size(data, path, max_pixels)
     try:
@@ -253,6 +254,12 @@ def _decode_dicom(data: bytes, path: str | os.PathLike, max_pixels: int = MAX_PI
     # bogus elements; without the DICM magic, insist on at least one tag every image has.
     if data[128:132] != b"DICM" and not any(name in ds for name in ("SOPClassUID", "Modality", "Rows", "PixelData")):
         raise DataError(f"{path}: not a readable DICOM file (no DICOM header or image tags); re-export it or remove it from the manifest")
+    if "TransferSyntaxUID" not in ds.file_meta:
+        # A raw dataset (no Part-10 header, as old archives hold): pydicom read it with the encoding it
+        # detected but decodes pixels only under a named transfer syntax. Raw datasets are never compressed.
+        implicit_vr, little_endian = ds.original_encoding
+        ds.file_meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit_vr
+                                          else ExplicitVRLittleEndian if little_endian else ExplicitVRBigEndian)
     if "PixelData" not in ds:
         raise DataError(f"{path}: DICOM has no PixelData (e.g. a structured report or header-only file); remove it from the manifest")
     try:
@@ -263,8 +270,7 @@ def _decode_dicom(data: bytes, path: str | os.PathLike, max_pixels: int = MAX_PI
         raise DataError(f"{path}: DICOM has PixelData but no valid Rows/Columns; re-export the file")
     # Before any pixel is decoded: the header decides how much a decoder allocates.
     check_pixel_budget(columns, rows, path, max_pixels)
-    transfer_syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    if transfer_syntax is not None and transfer_syntax.is_compressed:
+    if ds.file_meta.TransferSyntaxUID.is_compressed:
         _check_codestream_size(ds, rows, columns, path, max_pixels)
     try:
         pixels = pixel_array(ds, index=0)  # the first frame only: it is the radiograph
@@ -307,20 +313,21 @@ def _decode_raster(data: bytes, path: str | os.PathLike, max_pixels: int = MAX_P
         image.load()  # PIL decodes lazily; force it so truncated files fail here, with the path
     except (OSError, SyntaxError, ValueError) as err:
         raise DataError(f"{path}: corrupt or unsupported image ({_clean(err)}); re-export it as PNG/JPEG/DICOM or remove it") from None
+    return to_8bit(image, colour)
+
+
+def to_8bit(image: Image.Image, colour: str = "gray") -> Image.Image:
+    """A decoded PIL image as 8-bit "L", or with colour="keep" as "RGB" when it really is colour.
+
+    16-bit and float images (16-bit PNG/TIFF) are stretched min..max onto 0..255, like a DICOM
+    without a window. Other modes (P, CMYK, YCbCr, LA, RGBA...) are converted by PIL; alpha is dropped,
+    not composited, so the colour under it is kept. A gray palette or R=G=B pixels become "L".
+    """
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         return Image.fromarray(_stretch_to_uint8(np.asarray(image)), mode="L")
-    return _to_8bit(image, colour)
-
-
-def _to_8bit(image: Image.Image, colour: str = "gray") -> Image.Image:
-    """An 8-bit-per-channel PIL image as "L", or with colour="keep" as "RGB" when it really is colour."""
     if image.mode == "L":
         return image
-    if image.mode in ("RGBA", "LA", "PA"):
-        # alpha is dropped by PIL's plain conversion (no compositing): the colour under it is kept
-        image = image.convert("RGBA").convert("RGB")
-    if colour == "keep" and image.mode not in ("1", "I", "F") and not image.mode.startswith("I;"):
-        # P, CMYK, YCbCr, LAB, HSV... all become RGB; a gray palette or R=G=B pixels become "L"
+    if colour == "keep":
         return _gray_if_equal(image.convert("RGB"))
     return image.convert("L")
 

@@ -250,3 +250,78 @@ def test_pixel_data_shorter_than_the_header_says_is_a_decoding_error():
     with pytest.raises(DataError, match=r"^short\.dcm: cannot decode DICOM pixels \(\w+: .*\); for compressed transfer "
                                         r"syntaxes install pylibjpeg or gdcm, else re-export the file$"):
         decode_image(_raw_image(Rows=20, Columns=30), "short.dcm")
+def test_a_headerless_dataset_with_pixels_decodes():
+    # no file meta, so no transfer syntax: read as implicit VR little endian, never as compressed
+    assert np.asarray(decode_image(_raw_image(), "old.dcm")).tolist() == [[0, 51, 102], [153, 204, 255]]
+
+
+def test_a_one_pixel_dicom_is_an_image():
+    out = decode_image(_raw_image(Rows=1, Columns=1, PixelData=bytes([7, 0])), "dot.dcm")  # padded to even length
+    assert out.size == (1, 1)
+
+
+
+
+# ------------------------------------------------------------------- wide raster modes
+
+
+@pytest.mark.parametrize("mode, dtype", [("I;16", "<u2"), ("I;16B", ">u2"), ("I", "<i4"), ("F", "<f4")])
+def test_wide_and_float_tiffs_are_stretched_min_to_max(tmp_path, mode, dtype):
+    values = np.array([[1000, 1500], [2000, 3000]], dtype=dtype)
+    image = Image.frombytes(mode, (2, 2), values.tobytes())
+    path = tmp_path / "x.tif"
+    image.save(path)
+    assert Image.open(path).mode == mode
+    # (v - 1000) / 2000 * 255, rounded: 0, 63.75, 127.5, 255
+    for colour in ("gray", "keep"):
+        out = decode_image(path.read_bytes(), "x.tif", colour=colour)
+        assert out.mode == "L" and np.asarray(out).tolist() == [[0, 64], [128, 255]]
+
+
+# ------------------------------------------------------- every refusal: one line, the file, the fix
+
+_FIX = "re-export it as PNG/JPEG/DICOM or remove it"
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + bombs._chunk(b"IHDR", header) + bombs._chunk(b"IEND", b"")
+
+
+def _truncated_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()[:400]  # the header reads; the pixel data ends early
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"hello, not an image", rf"^x\.png: corrupt or unsupported image \(not a recognised image format\); {_FIX}$"),
+    (_png_header_only(20, 20)[:20], rf"^x\.png: corrupt or unsupported image \(.+\); {_FIX}$"),
+    (_truncated_png(), rf"^x\.png: corrupt or unsupported image \(.+\); {_FIX}$"),
+    (_png_header_only(14000, 14000), r"^x\.png: image declares more than 40,000,000 pixels, over the limit; downscale it "
+                                     r"\(radiographs need a few thousand pixels per side at most\)$"),
+    (b"", r"^x\.png: image file is empty; re-export it or remove it from the manifest$"),
+])
+def test_raster_refusals_name_the_file_and_the_fix(data, message):
+    with pytest.raises(DataError, match=message):
+        decode_image(data, "x.png")
+
+
+def test_file_refusals_name_the_file_and_the_fix(tmp_path):
+    from radgen.data.images import load_image, stitch_images
+
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'none.png'}: image file not found; check the manifest path or the dataset root$"):
+        load_image(tmp_path / "none.png")
+    with pytest.raises(DataError, match=rf"^{tmp_path}: is a directory, not an image; fix the image path in the manifest$"):
+        load_image(tmp_path)
+    with pytest.raises(DataError, match=r"^stitch_images got no images; a study needs at least one image to stitch$"):
+        stitch_images([])
+
+
+def test_quoted_decoder_errors_are_one_line_without_addresses_and_at_most_300_characters():
+    from radgen.data.images import _clean
+
+    assert _clean(OSError("cannot identify image file <_io.BytesIO object at 0x7f3a2b1c>")) == "cannot identify image file <data>"
+    assert _clean(ValueError("broken\n   stream")) == "broken stream"
+    assert _clean(ValueError("y" * 301)) == "y" * 300
+    assert _clean(EOFError()) == "EOFError"
