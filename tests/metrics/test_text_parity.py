@@ -47,6 +47,7 @@ def test_parity_multiple_references_and_short_hypotheses():
     multi = [[r] + [report_pairs(1, seed=rng.randrange(10**6))[1][0] for _ in range(rng.randint(0, 3))] for r in refs]
     hyps[3] = "heart"  # one token: no bigrams
     hyps[4] = "the heart is normal in size ."
+    hyps[5], multi[5] = "normal", ["normal"]  # a one-token reference: no bigrams on either side
     _assert_equal(hyps, multi)
 
 
@@ -61,8 +62,12 @@ def test_identical_corpus_scores_one_and_empty_corpus_rejected():
     scores = text_metrics(refs, refs).corpus
     assert scores["bleu4"] == pytest.approx(1.0, abs=1e-6)
     assert scores["rouge_l"] == pytest.approx(1.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^no studies to score$"):
         text_metrics([], [])
+    with pytest.raises(ValueError, match="^2 hypotheses but 1 references$"):
+        text_metrics(["a", "b"], ["a"])
+    with pytest.raises(ValueError, match="^every study needs at least one reference$"):
+        text_metrics(["a"], [[]])
 
 
 def _lcs_table(a, b):
