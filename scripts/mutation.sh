@@ -51,7 +51,7 @@ declare -A wider=(
   [speculative]="tests/generate"
   [images]="tests/data"
   [serve]="tests/serve/test_defaults.py tests/serve/test_contract.py tests/serve/test_queue.py tests/serve/test_hardening.py tests/serve/test_api.py tests/serve/test_upload_limits.py tests/serve/test_memory.py tests/serve/test_browser.py"
-  [checkpoint]="tests/train tests/models/test_saved_format.py tests/models/test_loading.py"
+  [checkpoint]="tests/train/test_checkpoint_state.py tests/train/test_checkpoint_safety.py tests/train/test_trainer.py tests/models/test_saved_format.py tests/train/test_end_to_end.py tests/train/test_resume.py"
 )
 modules=("$@")
 [ ${#modules[@]} -gt 0 ] || modules=(labels metrics speculative images serve checkpoint)
