@@ -11,7 +11,8 @@ explained in docs/testing.md or killed by a new test.
 reads REPORT_DIR/MODULE.summary (survivor ids) and REPORT_DIR/MODULE.survivors.diff (one
 `mutmut show` diff per survivor, in the same order) and writes REPORT_DIR/MODULE.recheck: one line
 per survivor, "ID killed TEST_ID" or "ID survived", then a count line. Run again (e.g. after adding
-tests), it keeps the kills already in MODULE.recheck and re-runs only the mutants that survived.
+tests), it keeps the kills already in MODULE.recheck and re-runs only the mutants that survived;
+MUTATION_RECHECK_ONLY="ID ..." limits that to some of them (the others keep their earlier line).
 """
 
 from __future__ import annotations
@@ -71,16 +72,18 @@ def main(argv: list[str]) -> int:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "PYTHONDONTWRITEBYTECODE": "1"}
     recheck = report / f"{module}.recheck"
-    earlier = dict(re.findall(r"^(\d+) (killed .*)$", recheck.read_text(), re.M)) if recheck.is_file() else {}
+    earlier = dict(re.findall(r"^(\d+) (.*)$", recheck.read_text(), re.M)) if recheck.is_file() else {}
+    only = set(os.environ.get("MUTATION_RECHECK_ONLY", "").split())
+    keep = {i: line for i, line in earlier.items() if line.startswith("killed") or (only and i not in only)}
     lines, killed = [], 0
     with tempfile.TemporaryDirectory() as scratch:
         tree = Path(scratch)
         _copy_tree(tree)
         env["PYTHONPATH"] = str(tree)
         for mutant_id, diff in zip(ids, diffs):
-            if mutant_id in earlier:
-                killed += 1
-                lines.append(f"{mutant_id} {earlier[mutant_id]}")
+            if mutant_id in keep:
+                killed += keep[mutant_id].startswith("killed")
+                lines.append(f"{mutant_id} {keep[mutant_id]}")
                 continue
             _patch(tree, diff)
             try:

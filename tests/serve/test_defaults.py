@@ -90,3 +90,5 @@ def test_request_line_is_logged_under_the_radgen_logger(default_client, caplog):
     assert response.status_code == 200
     lines = [r for r in caplog.records if "bytes → report" in r.getMessage()]
     assert lines and all(r.name.startswith("radgen.") for r in lines)
+    seconds = float(re.search(r"report in ([\d.]+) s", lines[-1].getMessage()).group(1))
+    assert 0 <= seconds < 60  # this request's own time
