@@ -325,3 +325,15 @@ def test_quoted_decoder_errors_are_one_line_without_addresses_and_at_most_300_ch
     assert _clean(ValueError("broken\n   stream")) == "broken stream"
     assert _clean(ValueError("y" * 301)) == "y" * 300
     assert _clean(EOFError()) == "EOFError"
+
+
+def test_a_jpeg_2000_frame_larger_than_its_header_is_refused_before_decoding():
+    from PIL import features
+
+    if not features.check("jpg_2000"):
+        pytest.skip("this Pillow has no JPEG 2000 support")
+    buffer = io.BytesIO()
+    Image.new("L", (80, 100), 128).save(buffer, format="JPEG2000")
+    data = bombs._dicom(64, 64, "1.2.840.10008.1.2.4.90", buffer.getvalue())  # JPEG 2000 lossless, header 64 x 64
+    with pytest.raises(DataError, match=r"^j2k\.dcm: compressed pixel data is 80x100 but the header says 64x64; re-export the file$"):
+        decode_image(data, "j2k.dcm")
