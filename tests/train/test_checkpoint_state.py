@@ -108,10 +108,12 @@ def test_a_fresh_state_file_round_trips_and_unknown_keys_are_ignored(tmp_path):
     data = json.loads(json.dumps(state.__dict__))
     data["written_by_a_newer_radgen"] = 1
     assert ckpt.TrainerState.from_json(data) == state
-    with pytest.raises(TypeError, match="expected a JSON object, got list"):
+    with pytest.raises(TypeError, match="^expected a JSON object, got list$"):
         ckpt.TrainerState.from_json([1])
-    with pytest.raises(TypeError, match=r"field 'global_step' has str value '7'"):
+    with pytest.raises(TypeError, match=r"^field 'global_step' has str value '7'$"):
         ckpt.TrainerState.from_json({**data, "global_step": "7"})
+    with pytest.raises(TypeError, match=rf"^field 'global_step' has str value '{'9' * 40}'$"):  # quoted up to 40 characters
+        ckpt.TrainerState.from_json({"global_step": "9" * 50})
 
 
 def test_checkpoint_files_are_the_documented_ones(run):
@@ -222,3 +224,68 @@ def test_quoted_errors_are_one_line_and_at_most_200_characters():
     assert ckpt._one_line(ValueError("x" * 200)) == "x" * 200
     assert ckpt._one_line(ValueError("x" * 201)) == "x" * 200 + "..."
     assert ckpt._one_line(KeyError()) == "KeyError"
+
+
+def test_saved_tensors_are_the_trained_parameters_and_every_buffer():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    saved = ckpt.trainable_state(model, ["0.weight"])
+    # 0.bias and the BatchNorm's affine weights are frozen here: rebuilt from the recipe, not saved
+    assert set(saved) == {"0.weight", "1.running_mean", "1.running_var", "1.num_batches_tracked"}
+
+
+def test_every_checkpoint_refusal_names_the_file_and_the_fix(tmp_path, caplog):
+    import logging
+
+    from radgen.errors import WeightsError
+
+    older, newest = _save(tmp_path, 1), _save(tmp_path, 2)
+    fix = "to resume from the previous checkpoint"
+    (newest / "scheduler.pt").unlink()
+    with pytest.raises(WeightsError, match=rf"^{newest / 'scheduler.pt'}: missing; delete step-2 {fix}$"):
+        ckpt.check_checkpoint(newest)
+    caplog.set_level(logging.WARNING)
+    assert ckpt.resumable_checkpoint(tmp_path) == older
+    assert [r.getMessage() for r in caplog.records] == [
+        f"checkpoint skipped: {newest / 'scheduler.pt'}: missing; delete step-2 {fix}",
+        f"falling back to {older} (the newest checkpoint that reads back)"]
+    (older / "trainable.safetensors").unlink()
+    with pytest.raises(WeightsError, match=rf"^{older / 'trainable.safetensors'}: missing; delete step-1 {fix}$"):
+        ckpt.check_checkpoint(older)
+    with pytest.raises(WeightsError, match=rf"^{tmp_path / 'checkpoints'}: no checkpoint reads back \(2 tried; newest: {newest}"):
+        ckpt.resumable_checkpoint(tmp_path)
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("code ran",))
+
+
+def test_a_pickled_object_is_refused_naming_the_file_and_the_fix(tmp_path):
+    from radgen.errors import WeightsError
+
+    path = tmp_path / "step-3" / "optimizer.pt"
+    path.parent.mkdir()
+    torch.save({"state": _Payload()}, path)
+    with pytest.raises(WeightsError, match=rf"^{path}: holds objects other than tensors and plain data \(refused: loading it "
+                                           r"could run code\); delete step-3 to resume from the previous checkpoint$"):
+        ckpt.load_torch(path)
+
+
+def test_weights_that_do_not_fit_the_model_are_refused_with_the_callers_hint(tmp_path):
+    from safetensors.torch import save_file
+
+    from radgen.errors import WeightsError
+
+    model = torch.nn.Linear(2, 2)
+    (tmp_path / "a").mkdir()
+    save_file({"weight": torch.zeros(2, 2), "extra": torch.zeros(1)}, str(tmp_path / "a" / "trainable.safetensors"))
+    with pytest.raises(WeightsError, match=rf"^{tmp_path / 'a' / 'trainable.safetensors'}: has weights the model lacks "
+                                           r"\(e.g. 'extra'\); resume with the recipe that wrote it$"):
+        ckpt.load_model_state(model, tmp_path / "a")
+    (tmp_path / "b").mkdir()
+    save_file({"weight": torch.zeros(3, 2)}, str(tmp_path / "b" / "model.safetensors"))
+    with pytest.raises(WeightsError, match=r"'weight' has shape \(3, 2\), the model \(2, 2\); use the same recipe$"):
+        ckpt.load_model_state(model, tmp_path / "b", hint="use the same recipe")
+    with pytest.raises(WeightsError, match=rf"^{tmp_path}: no trainable.safetensors or model.safetensors; pass a checkpoint "
+                                           r"folder \(RUN/checkpoints/step-N\) or a saved model \(RUN/best\)$"):
+        ckpt.load_model_state(model, tmp_path)
