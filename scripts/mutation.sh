@@ -38,7 +38,7 @@ declare -A tests=(
   # Left out as too slow per mutant: the subprocess test of test_image_limits.py (a fresh interpreter
   # imports radgen, ~25 s; it checks PIL's global limit, which no statement of images.py sets) and the
   # full-size bombs of test_images_budget.py (each builds 170-390 MB of zeros; the small versions stay)
-  [images]="tests/data/test_images.py tests/data/test_image_limits.py tests/data/test_colour.py tests/data/test_images_budget.py tests/data/test_image_decoding_edges.py tests/data/test_image_decoding_details.py --deselect tests/data/test_image_limits.py::test_importing_radgen_leaves_the_pixel_limit_at_pillows_default --deselect tests/data/test_images_budget.py::test_bombs_are_refused_from_the_header[png_bomb] --deselect tests/data/test_images_budget.py::test_bombs_are_refused_from_the_header[dicom_header_bomb] --deselect tests/data/test_images_budget.py::test_deflated_dicom_is_refused_without_inflating_it"
+  [images]="tests/data/test_images.py tests/data/test_image_limits.py tests/data/test_colour.py tests/data/test_images_budget.py tests/data/test_image_decoding_edges.py tests/data/test_image_decoding_details.py tests/data/test_image_transform_details.py --deselect tests/data/test_image_limits.py::test_importing_radgen_leaves_the_pixel_limit_at_pillows_default --deselect tests/data/test_images_budget.py::test_bombs_are_refused_from_the_header[png_bomb] --deselect tests/data/test_images_budget.py::test_bombs_are_refused_from_the_header[dicom_header_bomb] --deselect tests/data/test_images_budget.py::test_deflated_dicom_is_refused_without_inflating_it"
   [serve]="tests/serve/test_api.py tests/serve/test_upload_limits.py tests/serve/test_defaults.py tests/serve/test_contract.py"
   [checkpoint]="tests/train/test_checkpoint_state.py tests/train/test_checkpoint_safety.py tests/train/test_resume.py"
 )
@@ -49,7 +49,7 @@ declare -A wider=(
   [rules]="tests/labels tests/metrics/test_clinical.py tests/metrics/test_findings.py"
   [metrics]="tests/metrics/test_text_parity.py tests/metrics/test_score.py tests/metrics/test_stats.py tests/metrics/test_findings.py tests/metrics/test_evaluate.py"
   [speculative]="tests/generate"
-  [images]="tests/data"
+  [images]="tests/data tests/models/test_stitch_preprocessing.py"
   [serve]="tests/serve/test_defaults.py tests/serve/test_contract.py tests/serve/test_queue.py tests/serve/test_hardening.py tests/serve/test_api.py tests/serve/test_upload_limits.py tests/serve/test_memory.py tests/serve/test_browser.py"
   [checkpoint]="tests/train/test_checkpoint_state.py tests/train/test_checkpoint_safety.py tests/train/test_trainer.py tests/models/test_saved_format.py tests/train/test_end_to_end.py tests/train/test_resume.py"
 )

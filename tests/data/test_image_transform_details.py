@@ -1,0 +1,64 @@
+"""Stitching, "pad" placement and ImageTransform's defaults and refusals, with values worked out by hand
+(found unguarded by the complete mutation run of radgen/data/images.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from radgen.data.images import ImageTransform, pad_placement, stitch_images
+from radgen.errors import DataError
+
+
+@pytest.mark.parametrize("width, height, size, expected", [
+    (200, 100, 64, (64, 32, 0, 16)),  # landscape: longer side 64, centred vertically
+    (100, 200, 64, (32, 64, 16, 0)),  # portrait
+    (64, 64, 64, (64, 64, 0, 0)),
+    (1000, 3, 64, (64, 1, 0, 31)),  # 0.19 px high rounds to 0: kept at 1 px
+    (101, 100, 10, (10, 10, 0, 0)),  # 9.9 px rounds to 10
+    (3, 7, 10, (4, 10, 3, 0)),  # 4.29 px wide: left (10 - 4) // 2
+])
+def test_pad_placement_by_hand(width, height, size, expected):
+    assert pad_placement(width, height, size) == expected
+
+
+def test_stitch_scales_to_the_smallest_height_and_places_left_to_right():
+    tall = Image.new("L", (30, 40), 10)
+    short = Image.new("L", (50, 20), 200)
+    out = stitch_images([tall, short])
+    assert out.mode == "L" and out.size == (15 + 50, 20)  # 30 x 40 scaled to 15 x 20
+    pixels = np.asarray(out)
+    assert (pixels[:, :15] == 10).all() and (pixels[:, 15:] == 200).all()
+
+
+def test_stitch_of_gray_and_colour_is_colour():
+    gray, colour = Image.new("L", (4, 4), 50), Image.new("RGB", (4, 4), (255, 0, 0))
+    out = stitch_images([gray, colour])
+    assert out.mode == "RGB"
+    assert np.asarray(out)[0, 0].tolist() == [50, 50, 50] and np.asarray(out)[0, 4].tolist() == [255, 0, 0]
+
+
+def test_stitch_keeps_the_first_images_up_to_the_limit():
+    images = [Image.new("L", (2, 2), value) for value in (1, 2, 3, 4, 5)]
+    assert np.asarray(stitch_images(images)).tolist()[0] == [1, 1, 2, 2, 3, 3, 4, 4]  # max_images 4
+    assert stitch_images(images[:1]) is images[0]
+
+
+def test_default_normalisation_maps_black_to_minus_one_and_white_to_one():
+    image = Image.fromarray(np.array([[0, 255]], dtype=np.uint8).repeat(2, axis=0))
+    out = ImageTransform(2)(image)  # default mean = std = 0.5 on 3 channels
+    assert out.shape == (3, 2, 2)
+    assert out[:, :, 0].flatten().tolist() == [-1.0] * 6 and out[:, :, 1].flatten().tolist() == [1.0] * 6
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"resize": "stretch"}, r"^unknown resize mode 'stretch'; use one of squash, shortest_edge_crop, pad$"),
+    ({"channels": 2}, r"^channels must be 1 or 3, got 2$"),
+    ({"interpolation": "cubic"}, r"^unknown interpolation 'cubic'; use one of bicubic, bilinear, nearest, lanczos$"),
+    ({"mean": (0.5, 0.5)}, r"^mean/std need 3 values \(one per channel\), got 2/3$"),
+    ({"std": (0.5, 0.0, 0.5)}, r"^image std must be non-zero$"),
+])
+def test_transform_refusals_are_one_line(kwargs, message):
+    with pytest.raises(DataError, match=message):
+        ImageTransform(8, **kwargs)
