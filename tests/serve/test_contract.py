@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import tempfile
+import threading
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -44,7 +48,7 @@ def test_a_missing_token_gets_the_bearer_challenge(service):
             response = client.get("/v1/model", headers=headers)
             assert response.status_code == 401
             assert response.headers["www-authenticate"] == "Bearer"  # RFC 6750: the scheme to use
-            assert "Authorization: Bearer <token>" in response.json()["detail"]
+            assert response.json() == {"detail": "missing or wrong bearer token: send 'Authorization: Bearer <token>'"}
 
 
 class _Exploding:
@@ -111,3 +115,111 @@ def test_openapi_lists_the_api_not_the_page(service):
 def test_the_page_and_its_script_are_served(service, path):
     with TestClient(create_app(service), base_url=LOCAL) as client:
         assert client.get(path).status_code == 200
+
+
+# ------------------------------------------------------------------------- busy and slow replies
+
+BUSY = "server busy: the request queue is full; retry in a few seconds"
+
+
+class _Gated:
+    """The real tiny model behind a gate the test opens; `entered` is set when a batch starts."""
+
+    def __init__(self, service):
+        self.inner, self.card = service, service.card
+        self.gate, self.entered = threading.Event(), threading.Event()
+
+    def prepare(self, data, heatmap, indication):
+        return self.inner.prepare(data, heatmap, indication)
+
+    def run_batch(self, jobs):
+        self.entered.set()
+        self.gate.wait(30)
+        return self.inner.run_batch(jobs)
+
+
+async def _until(condition, what: str, limit_s: float = 30.0) -> None:
+    give_up = time.monotonic() + limit_s
+    while not condition():
+        if time.monotonic() > give_up:
+            pytest.fail(f"the server did not reach this state within {limit_s:g} s: {what}")
+        await asyncio.sleep(0.01)
+
+
+def _post(client):
+    return client.post("/v1/reports", files=_files())
+
+
+def test_the_capacity_is_whole_again_after_each_flood(service):
+    # max_queue + max_batch = 2 in flight: one generating, one queued, the third refused; twice over
+    gated = _Gated(service)
+    app = create_app(gated, ServeSettings(max_batch=1, max_queue=1, timeout_s=60))
+
+    async def flood(client):
+        gated.gate.clear()
+        gated.entered.clear()
+        first = asyncio.create_task(_post(client))
+        await _until(gated.entered.is_set, "the first request generating")
+        second = asyncio.create_task(_post(client))
+        await _until(lambda: app.state.queue.waiting == 1, "the second request queued")
+        # refused on admission, before its bytes are looked at (admitted, these would get 415)
+        third = await client.post("/v1/reports", files=_files(b"not an image", "x.bin"))
+        assert third.status_code == 503 and third.json() == {"detail": BUSY} and third.headers["retry-after"] == "2"
+        gated.gate.set()
+        assert [(await first).status_code, (await second).status_code] == [200, 200]
+
+    async def main():
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=LOCAL) as client:
+                await flood(client)
+                await flood(client)
+
+    try:
+        asyncio.run(main())
+    finally:
+        gated.gate.set()
+
+
+def test_a_full_queue_behind_a_small_batch_gets_the_same_busy_reply(service):
+    # max_batch 2 + max_queue 1 = 3 in flight admitted; the worker runs a batch of one, one waits,
+    # so the third is admitted but finds the queue full: the queue's refusal, same reply as admission's.
+    gated = _Gated(service)
+    app = create_app(gated, ServeSettings(max_batch=2, max_queue=1, timeout_s=60))
+
+    async def main():
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=LOCAL) as client:
+                first = asyncio.create_task(_post(client))
+                await _until(gated.entered.is_set, "the first request generating")
+                second = asyncio.create_task(_post(client))
+                await _until(lambda: app.state.queue.waiting == 1, "the second request queued")
+                third = await _post(client)
+                assert third.status_code == 503 and third.json() == {"detail": BUSY} and third.headers["retry-after"] == "2"
+                gated.gate.set()
+                assert [(await first).status_code, (await second).status_code] == [200, 200]
+
+    try:
+        asyncio.run(main())
+    finally:
+        gated.gate.set()
+
+
+def test_a_slow_model_is_answered_504_at_the_requests_own_deadline(service):
+    gated = _Gated(service)
+    app = create_app(gated, ServeSettings(timeout_s=0.3))
+
+    async def main():
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=LOCAL) as client:
+                started = time.monotonic()
+                late = await _post(client)
+                elapsed = time.monotonic() - started
+                gated.gate.set()  # let the worker finish before the app shuts down
+        assert late.status_code == 504
+        assert late.json() == {"detail": "decoding and report generation took longer than 0.3 s; retry later"}
+        assert elapsed < 0.8  # the wait for the model gets what is left of 0.3 s, not more
+
+    try:
+        asyncio.run(main())
+    finally:
+        gated.gate.set()
