@@ -62,3 +62,52 @@ def test_default_normalisation_maps_black_to_minus_one_and_white_to_one():
 def test_transform_refusals_are_one_line(kwargs, message):
     with pytest.raises(DataError, match=message):
         ImageTransform(8, **kwargs)
+
+
+def _columns(values, height: int) -> Image.Image:
+    return Image.fromarray(np.array([values] * height, dtype=np.uint8))
+
+
+def test_shortest_edge_crop_keeps_the_centre_columns():
+    # 5 x 2 image, size 2: the short side is already 2 (scale 1), then the centre 2 of 5 columns
+    out = ImageTransform(2, mean=(0.0,), std=(1.0,), channels=1, resize="shortest_edge_crop", interpolation="nearest")
+    pixels = (out(_columns([0, 50, 100, 150, 200], 2))[0] * 255).round().int().tolist()
+    assert pixels == [[50, 100], [50, 100]]
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_shortest_edge_crop_scales_the_short_side_then_keeps_the_centre(transpose):
+    # 4 x 12 (rows valued 0..11), size 2: scaled by 1/2 to 2 x 6, keeping rows 1, 3, ..., 11 (nearest);
+    # the centre 2 of those 6 are rows 5 and 7. Transposed: the same along the columns.
+    values = np.arange(12, dtype=np.uint8).reshape(12, 1).repeat(4, axis=1) * 20
+    image = Image.fromarray(values.T.copy() if transpose else values)
+    out = ImageTransform(2, mean=(0.0,), std=(1.0,), channels=1, resize="shortest_edge_crop", interpolation="nearest")
+    pixels = (out(image)[0] * 255).round().int().numpy()
+    expected = np.array([[100, 100], [140, 140]])
+    assert pixels.tolist() == (expected.T if transpose else expected).tolist()
+
+
+def test_pad_centres_the_image_on_a_mean_coloured_square():
+    # 4 x 2 image, size 4: kept at 4 x 2 and placed on rows 1-2; the fill is the mean (0 after normalising)
+    out = ImageTransform(4, mean=(0.5,), std=(0.5,), channels=1, resize="pad", interpolation="nearest")
+    tensor = out(_columns([0, 255, 0, 255], 2))
+    assert tensor.shape == (1, 4, 4)
+    assert tensor[0].tolist() == [[0.0] * 4, [-1.0, 1.0, -1.0, 1.0], [-1.0, 1.0, -1.0, 1.0], [0.0] * 4]
+    colour = ImageTransform(4, resize="pad", interpolation="nearest")(Image.new("RGB", (2, 4), (255, 0, 255)))
+    assert colour.shape == (3, 4, 4)
+    assert colour[:, :, 0].abs().sum() == 0 and colour[:, :, 3].abs().sum() == 0  # columns 0 and 3: fill
+    assert colour[:, 0, 1].tolist() == [1.0, -1.0, 1.0]
+
+
+def test_one_channel_encoders_get_one_channel_of_luminance():
+    out = ImageTransform(2, mean=(0.0,), std=(1.0,), channels=1)(Image.new("RGB", (2, 2), (255, 0, 0)))
+    assert out.shape == (1, 2, 2) and torch_allclose(out, round(0.299 * 255) / 255)
+
+
+def torch_allclose(tensor, value: float) -> bool:
+    return bool(np.allclose(tensor.numpy(), value, atol=1e-6))
+
+
+def test_transform_repr_names_every_setting():
+    assert repr(ImageTransform(8, channels=1, mean=(0.25,), std=(2,), resize="pad", interpolation="nearest")) == (
+        "ImageTransform(size=8, mean=(0.25,), std=(2.0,), channels=1, resize='pad', interpolation='nearest')")
