@@ -337,3 +337,22 @@ def test_a_jpeg_2000_frame_larger_than_its_header_is_refused_before_decoding():
     data = bombs._dicom(64, 64, "1.2.840.10008.1.2.4.90", buffer.getvalue())  # JPEG 2000 lossless, header 64 x 64
     with pytest.raises(DataError, match=r"^j2k\.dcm: compressed pixel data is 80x100 but the header says 64x64; re-export the file$"):
         decode_image(data, "j2k.dcm")
+
+
+@pytest.mark.parametrize("mode, dtype", [("I;16", "<u2"), ("I;16B", ">u2"), ("I;16L", "<u2"), ("I", "<i4"), ("F", "<f4")])
+def test_in_memory_wide_images_are_stretched_like_files(mode, dtype):
+    from radgen.data.images import to_8bit
+
+    image = Image.frombytes(mode, (2, 2), np.array([1000, 1500, 2000, 3000], dtype=dtype).tobytes())
+    out = to_8bit(image, "keep")
+    assert out.mode == "L" and np.asarray(out).tolist() == [[0, 64], [128, 255]]
+
+
+def test_bytes_without_a_name_are_called_bytes_in_errors():
+    with pytest.raises(DataError, match=r"^<bytes>: image file is empty; re-export it or remove it from the manifest$"):
+        decode_image(b"")
+
+
+def test_an_unknown_colour_mode_is_one_line():
+    with pytest.raises(DataError, match=r"^unknown colour mode 'rgb'; use one of gray, keep$"):
+        decode_image(b"x", colour="rgb")

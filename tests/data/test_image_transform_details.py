@@ -111,3 +111,9 @@ def torch_allclose(tensor, value: float) -> bool:
 def test_transform_repr_names_every_setting():
     assert repr(ImageTransform(8, channels=1, mean=(0.25,), std=(2,), resize="pad", interpolation="nearest")) == (
         "ImageTransform(size=8, mean=(0.25,), std=(2.0,), channels=1, resize='pad', interpolation='nearest')")
+
+
+def test_a_stitched_sliver_keeps_at_least_one_pixel_column():
+    sliver, square = Image.new("L", (1, 100), 255), Image.new("L", (10, 10), 0)
+    out = stitch_images([sliver, square])  # the sliver scaled to 0.1 x 10 px: kept 1 px wide
+    assert out.size == (11, 10) and np.asarray(out)[:, 0].min() > 0 and np.asarray(out)[:, 1:].max() == 0
