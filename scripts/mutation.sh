@@ -49,7 +49,7 @@ declare -A wider=(
   [rules]="tests/labels tests/metrics/test_clinical.py tests/metrics/test_findings.py"
   [metrics]="tests/metrics/test_text_parity.py tests/metrics/test_score.py tests/metrics/test_stats.py tests/metrics/test_findings.py tests/metrics/test_evaluate.py"
   [speculative]="tests/generate"
-  [images]="tests/data tests/models/test_stitch_preprocessing.py"
+  [images]="tests/data/test_image_decoding_details.py tests/data/test_image_transform_details.py tests/data/test_images.py tests/data/test_colour.py tests/data/test_image_decoding_edges.py tests/data/test_images_budget.py tests/data/test_image_limits.py tests/data/test_dataset.py tests/models/test_stitch_preprocessing.py"
   [serve]="tests/serve/test_defaults.py tests/serve/test_contract.py tests/serve/test_queue.py tests/serve/test_hardening.py tests/serve/test_api.py tests/serve/test_upload_limits.py tests/serve/test_memory.py tests/serve/test_browser.py"
   [checkpoint]="tests/train/test_checkpoint_state.py tests/train/test_checkpoint_safety.py tests/train/test_trainer.py tests/models/test_saved_format.py tests/train/test_end_to_end.py tests/train/test_resume.py"
 )
