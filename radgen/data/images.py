@@ -206,7 +206,7 @@ def _dicom_colour(pixels: np.ndarray, ds) -> Image.Image:
     The modality LUT and VOI windowing are defined for grayscale only (PS3.3 C.11), so colour
     samples are shown as stored: 8-bit as is, wider samples shifted down to their top 8 bits.
     """
-    bits = int(ds.get("BitsStored") or 8)
+    bits = int(ds.get("BitsStored") or ds.BitsAllocated)  # decoding needed BitsAllocated; BitsStored may be absent
     rgb = pixels[..., :3]
     if rgb.dtype != np.uint8:
         rgb = (rgb.astype(np.uint32) >> max(0, bits - 8)).clip(0, 255).astype(np.uint8) if bits > 8 else rgb.astype(np.uint8)
@@ -279,8 +279,6 @@ def _decode_dicom(data: bytes, path: str | os.PathLike, max_pixels: int = MAX_PI
             f"{path}: cannot decode DICOM pixels ({type(err).__name__}: {_clean(err)}); "
             "for compressed transfer syntaxes install pylibjpeg or gdcm, else re-export the file"
         ) from None
-    if pixels.ndim == 3 and ds.get("SamplesPerPixel", 1) == 1:
-        pixels = pixels[0]  # a frame axis the decoder kept
     if colour == "keep" and pixels.ndim == 3 and int(ds.get("SamplesPerPixel", 1)) >= 3:
         return _dicom_colour(pixels, ds)
     gray = _dicom_to_gray(pixels, ds)

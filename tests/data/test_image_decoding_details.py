@@ -356,3 +356,26 @@ def test_bytes_without_a_name_are_called_bytes_in_errors():
 def test_an_unknown_colour_mode_is_one_line():
     with pytest.raises(DataError, match=r"^unknown colour mode 'rgb'; use one of gray, keep$"):
         decode_image(b"x", colour="rgb")
+
+
+def test_the_deflate_check_stops_inflating_once_past_the_limit(monkeypatch):
+    sizes: list[int] = []
+    fake_zlib = types.SimpleNamespace(**{name: getattr(zlib, name) for name in ("MAX_WBITS", "error")})
+    fake_zlib.decompressobj = lambda *args: _RecordingInflater(zlib.decompressobj(*args), sizes)
+    monkeypatch.setattr(images, "zlib", fake_zlib)
+    with pytest.raises(DataError, match="deflated DICOM expands past 16,779,216 bytes"):  # 2 x 1000 + 16 MiB
+        decode_image(bombs.dicom_deflate_bomb(rows=2048, columns=8192), "upload", max_pixels=1000)  # 32 MiB
+    assert sum(sizes) <= (16 << 20) + 2000 + (1 << 20)  # one step past the limit, not the other 15 MiB
+
+
+def test_a_colour_dicom_without_bits_stored_uses_all_allocated_bits(tmp_path):
+    import pydicom
+
+    pixels = np.zeros((1, 2, 3), dtype=np.uint16)
+    pixels[0, :, 0] = [256, 65535]
+    path = colour_dicom(tmp_path / "us.dcm", pixels, bits_stored=16)
+    ds = pydicom.dcmread(path)
+    del ds.BitsStored
+    ds.save_as(path)
+    out = decode_image(path.read_bytes(), "us.dcm", colour="keep")
+    assert np.asarray(out)[0, :, 0].tolist() == [1, 255]  # 16 allocated bits: shifted down by 8

@@ -18,6 +18,7 @@ from radgen.errors import DataError
     (1000, 3, 64, (64, 1, 0, 31)),  # 0.19 px high rounds to 0: kept at 1 px
     (101, 100, 10, (10, 10, 0, 0)),  # 9.9 px rounds to 10
     (3, 7, 10, (4, 10, 3, 0)),  # 4.29 px wide: left (10 - 4) // 2
+    (3, 1000, 64, (1, 64, 31, 0)),  # 0.19 px wide: kept at 1 px
 ])
 def test_pad_placement_by_hand(width, height, size, expected):
     assert pad_placement(width, height, size) == expected
@@ -117,3 +118,10 @@ def test_a_stitched_sliver_keeps_at_least_one_pixel_column():
     sliver, square = Image.new("L", (1, 100), 255), Image.new("L", (10, 10), 0)
     out = stitch_images([sliver, square])  # the sliver scaled to 0.1 x 10 px: kept 1 px wide
     assert out.size == (11, 10) and np.asarray(out)[:, 0].min() > 0 and np.asarray(out)[:, 1:].max() == 0
+
+
+def test_shortest_edge_crop_rounds_an_odd_margin_down():
+    # 4 x 18 (rows 0..17), size 2: scaled to 2 x 9 (rows 1, 3, ..., 17); 7 rows to drop: 3 above, 4 below
+    values = np.arange(18, dtype=np.uint8).reshape(18, 1).repeat(4, axis=1) * 10
+    out = ImageTransform(2, mean=(0.0,), std=(1.0,), channels=1, resize="shortest_edge_crop", interpolation="nearest")
+    assert (out(Image.fromarray(values))[0] * 255).round().int()[:, 0].tolist() == [70, 90]
