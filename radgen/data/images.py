@@ -206,7 +206,7 @@ def _dicom_colour(pixels: np.ndarray, ds) -> Image.Image:
     The modality LUT and VOI windowing are defined for grayscale only (PS3.3 C.11), so colour
     samples are shown as stored: 8-bit as is, wider samples shifted down to their top 8 bits.
     """
-    bits = int(ds.get("BitsStored") or ds.BitsAllocated)  # decoding needed BitsAllocated; BitsStored may be absent
+    bits = int(ds.BitsStored)  # pydicom's decoder needed it to get here
     rgb = pixels[..., :3]
     if rgb.dtype != np.uint8:
         rgb = (rgb.astype(np.uint32) >> max(0, bits - 8)).clip(0, 255).astype(np.uint8) if bits > 8 else rgb.astype(np.uint8)
