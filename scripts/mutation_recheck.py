@@ -52,11 +52,10 @@ def _copy_tree(dest: Path) -> None:
             shutil.copy2(source, dest / name)
 
 
-def _patch(tree: Path, diff: str, reverse: bool = False) -> None:
-    args = ["patch", "-p0", "--quiet", "--no-backup-if-mismatch", "-d", str(tree)] + (["-R"] if reverse else [])
-    done = subprocess.run(args, input=diff.encode(), capture_output=True)
-    if done.returncode:
-        raise SystemExit(f"mutation_recheck: patch failed ({done.stdout.decode()}{done.stderr.decode()}) for:\n{diff}")
+def _patch(tree: Path, diff: str, reverse: bool = False) -> bool:
+    """Apply (or undo) one mutant's diff; False when it does not apply (the file changed since the run)."""
+    args = ["patch", "-p0", "--quiet", "--no-backup-if-mismatch", "--reject-file=-", "-d", str(tree)] + (["-R"] if reverse else [])
+    return subprocess.run(args, input=diff.encode(), capture_output=True).returncode == 0
 
 
 def main(argv: list[str]) -> int:
@@ -85,13 +84,17 @@ def main(argv: list[str]) -> int:
                 killed += keep[mutant_id].startswith("killed")
                 lines.append(f"{mutant_id} {keep[mutant_id]}")
                 continue
-            _patch(tree, diff)
+            if not _patch(tree, diff):
+                lines.append(f"{mutant_id} not-applied (the file changed since the run; re-apply it by hand)")
+                print(lines[-1], flush=True)
+                continue
             try:
                 run = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
                                       "--timeout", os.environ.get("MUTATION_TEST_TIMEOUT", "120"), *tests],
                                      cwd=tree, env=env, capture_output=True, text=True)
             finally:
-                _patch(tree, diff, reverse=True)
+                if not _patch(tree, diff, reverse=True):
+                    raise SystemExit(f"mutation_recheck: could not undo mutant {mutant_id}")
             failed = re.search(r"^(?:FAILED|ERROR) (\S+)", run.stdout, re.M)
             if run.returncode == 0:
                 lines.append(f"{mutant_id} survived")
