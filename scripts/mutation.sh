@@ -54,7 +54,7 @@ declare -A wider=(
   [checkpoint]="tests/train/test_checkpoint_state.py tests/train/test_checkpoint_safety.py tests/train/test_trainer.py tests/models/test_saved_format.py tests/train/test_end_to_end.py tests/train/test_resume.py"
 )
 modules=("$@")
-[ ${#modules[@]} -gt 0 ] || modules=(labels metrics speculative images serve checkpoint)
+[ ${#modules[@]} -gt 0 ] || modules=(labels rules metrics speculative images serve checkpoint)
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
