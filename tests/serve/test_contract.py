@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from radgen.serve import ServeSettings, create_app
 from tests.serve.tiny_model import png_bytes
+from tests.serve.waiting import until
 
 LOCAL = "http://127.0.0.1:8000"
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "serve.md"
@@ -138,14 +139,6 @@ class _Gated:
         return self.inner.run_batch(jobs)
 
 
-async def _until(condition, what: str, limit_s: float = 30.0) -> None:
-    give_up = time.monotonic() + limit_s
-    while not condition():
-        if time.monotonic() > give_up:
-            pytest.fail(f"the server did not reach this state within {limit_s:g} s: {what}")
-        await asyncio.sleep(0.01)
-
-
 def _post(client):
     return client.post("/v1/reports", files=_files())
 
@@ -159,9 +152,9 @@ def test_the_capacity_is_whole_again_after_each_flood(service):
         gated.gate.clear()
         gated.entered.clear()
         first = asyncio.create_task(_post(client))
-        await _until(gated.entered.is_set, "the first request generating")
+        await until(gated.entered.is_set, "the first request generating")
         second = asyncio.create_task(_post(client))
-        await _until(lambda: app.state.queue.waiting == 1, "the second request queued")
+        await until(lambda: app.state.queue.waiting == 1, "the second request queued")
         # refused on admission, before its bytes are looked at (admitted, these would get 415)
         third = await client.post("/v1/reports", files=_files(b"not an image", "x.bin"))
         assert third.status_code == 503 and third.json() == {"detail": BUSY} and third.headers["retry-after"] == "2"
@@ -190,9 +183,9 @@ def test_a_full_queue_behind_a_small_batch_gets_the_same_busy_reply(service):
         async with app.router.lifespan_context(app):
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=LOCAL) as client:
                 first = asyncio.create_task(_post(client))
-                await _until(gated.entered.is_set, "the first request generating")
+                await until(gated.entered.is_set, "the first request generating")
                 second = asyncio.create_task(_post(client))
-                await _until(lambda: app.state.queue.waiting == 1, "the second request queued")
+                await until(lambda: app.state.queue.waiting == 1, "the second request queued")
                 third = await _post(client)
                 assert third.status_code == 503 and third.json() == {"detail": BUSY} and third.headers["retry-after"] == "2"
                 gated.gate.set()

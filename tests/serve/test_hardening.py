@@ -17,6 +17,7 @@ from PIL import Image
 from radgen.serve import ReportService, ServeSettings, create_app
 from tests.data import bombs
 from tests.serve.tiny_model import png_bytes, radiograph
+from tests.serve.waiting import until
 
 LOCAL = "http://127.0.0.1:8000"
 BOMBS = {
@@ -130,15 +131,6 @@ class _SlowDecode(ReportService):
         return super().prepare(*args, **kwargs)
 
 
-async def _until(condition, what: str, limit_s: float = 30.0) -> None:
-    """Wait for a state the server reaches (not for a guessed amount of time); fail naming it."""
-    give_up = time.monotonic() + limit_s
-    while not condition():
-        if time.monotonic() > give_up:
-            pytest.fail(f"the server did not reach this state within {limit_s:g} s: {what}")
-        await asyncio.sleep(0.01)
-
-
 def test_timeout_covers_decoding_and_floods_are_refused_before_decoding(model_dir, monkeypatch):
     import concurrent.futures
 
@@ -165,7 +157,7 @@ def test_timeout_covers_decoding_and_floods_are_refused_before_decoding(model_di
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=LOCAL) as client:
                 first = asyncio.create_task(client.post("/v1/reports", files=files))  # decoding, blocked
                 second = asyncio.create_task(client.post("/v1/reports", files=files))  # waits for the one decoder
-                await _until(lambda: len(admitted) == 2 and service.entered.is_set(),
+                await until(lambda: len(admitted) == 2 and service.entered.is_set(),
                              "both uploads admitted and the first one decoding")
                 third = await client.post("/v1/reports", files=files)  # 2 in flight = max_queue + max_batch
                 assert third.status_code == 503 and third.headers["retry-after"] == "2"
