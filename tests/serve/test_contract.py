@@ -143,6 +143,23 @@ def _post(client):
     return client.post("/v1/reports", files=_files())
 
 
+def _run(app, gated: _Gated, body) -> None:
+    """Run `await body(client)` against the started app; the gate opens at the end whatever happens."""
+
+    async def main():
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=LOCAL) as client:
+                try:
+                    await body(client)
+                finally:
+                    gated.gate.set()  # the worker must finish before the app shuts down
+
+    try:
+        asyncio.run(main())
+    finally:
+        gated.gate.set()
+
+
 def test_the_capacity_is_whole_again_after_each_flood(service):
     # max_queue + max_batch = 2 in flight: one generating, one queued, the third refused; twice over
     gated = _Gated(service)
@@ -161,16 +178,11 @@ def test_the_capacity_is_whole_again_after_each_flood(service):
         gated.gate.set()
         assert [(await first).status_code, (await second).status_code] == [200, 200]
 
-    async def main():
-        async with app.router.lifespan_context(app):
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=LOCAL) as client:
-                await flood(client)
-                await flood(client)
+    async def twice(client):
+        await flood(client)
+        await flood(client)
 
-    try:
-        asyncio.run(main())
-    finally:
-        gated.gate.set()
+    _run(app, gated, twice)
 
 
 def test_a_full_queue_behind_a_small_batch_gets_the_same_busy_reply(service):
@@ -179,40 +191,29 @@ def test_a_full_queue_behind_a_small_batch_gets_the_same_busy_reply(service):
     gated = _Gated(service)
     app = create_app(gated, ServeSettings(max_batch=2, max_queue=1, timeout_s=60))
 
-    async def main():
-        async with app.router.lifespan_context(app):
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=LOCAL) as client:
-                first = asyncio.create_task(_post(client))
-                await until(gated.entered.is_set, "the first request generating")
-                second = asyncio.create_task(_post(client))
-                await until(lambda: app.state.queue.waiting == 1, "the second request queued")
-                third = await _post(client)
-                assert third.status_code == 503 and third.json() == {"detail": BUSY} and third.headers["retry-after"] == "2"
-                gated.gate.set()
-                assert [(await first).status_code, (await second).status_code] == [200, 200]
-
-    try:
-        asyncio.run(main())
-    finally:
+    async def body(client):
+        first = asyncio.create_task(_post(client))
+        await until(gated.entered.is_set, "the first request generating")
+        second = asyncio.create_task(_post(client))
+        await until(lambda: app.state.queue.waiting == 1, "the second request queued")
+        third = await _post(client)
+        assert third.status_code == 503 and third.json() == {"detail": BUSY} and third.headers["retry-after"] == "2"
         gated.gate.set()
+        assert [(await first).status_code, (await second).status_code] == [200, 200]
+
+    _run(app, gated, body)
 
 
 def test_a_slow_model_is_answered_504_at_the_requests_own_deadline(service):
     gated = _Gated(service)
     app = create_app(gated, ServeSettings(timeout_s=0.3))
 
-    async def main():
-        async with app.router.lifespan_context(app):
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=LOCAL) as client:
-                started = time.monotonic()
-                late = await _post(client)
-                elapsed = time.monotonic() - started
-                gated.gate.set()  # let the worker finish before the app shuts down
+    async def body(client):
+        started = time.monotonic()
+        late = await _post(client)
+        elapsed = time.monotonic() - started
         assert late.status_code == 504
         assert late.json() == {"detail": "decoding and report generation took longer than 0.3 s; retry later"}
         assert elapsed < 0.8  # the wait for the model gets what is left of 0.3 s, not more
 
-    try:
-        asyncio.run(main())
-    finally:
-        gated.gate.set()
+    _run(app, gated, body)
