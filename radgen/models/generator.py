@@ -309,8 +309,9 @@ class ReportGenerator(nn.Module):
         Rows whose prompts differ in length decode in one batch with the shorter prompts padded and
         masked, positions counting real tokens only, so every row sees the positions it was trained
         with (decoders that take such masks: `supports_drafting`; others decode per prompt length). With
-        `consistent_findings` (default) the text is then made to state the named findings and deny
-        none of them (`radgen.models.consistency`); edited reports are re-scored by the model.
+        `consistent_findings` (default) the text is then made to state the named findings, deny none of
+        them and state no other finding the head covers (`radgen.models.consistency`); edited reports
+        are re-scored by the model.
         `contexts[i]`: study i's clinical context (the indication) when the recipe reads one
         (model.context.section); ignored otherwise. `lateral` (lateral_pixel_values /
         lateral_features, lateral_mask): the studies' lateral views, for a lateral finding head.
@@ -372,7 +373,7 @@ class ReportGenerator(nn.Module):
         edited ones the model's own token log-probabilities under their prompt (one teacher-forced pass)."""
         edited = []
         for i, report in enumerate(reports):
-            text, edits = make_consistent(report.text, findings[i])
+            text, edits = make_consistent(report.text, findings[i], self.findings.observations)
             if edits:
                 report.text, report.edits = text, edits
                 edited.append(i)

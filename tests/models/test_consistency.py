@@ -1,9 +1,10 @@
-"""Findings-consistent reports: named findings are stated, denials of them dropped, the rest untouched."""
+"""Findings-consistent reports: named findings are stated, denials of them dropped, statements of
+findings the head covers but did not name dropped, the rest untouched."""
 
 import torch
 
 from radgen.labels.labeler import label_report
-from radgen.labels.templates import TEMPLATES
+from radgen.labels.templates import NORMAL, TEMPLATES
 from radgen.models.consistency import make_consistent
 from tests.models.conftest import pixels, tiny
 
@@ -22,6 +23,41 @@ def test_a_finding_already_stated_is_left_alone_and_nothing_named_changes_nothin
     assert make_consistent(text, []) == (text, [])
     # uncertain counts as stated
     assert make_consistent("possible small pleural effusion .", ["Pleural Effusion"])[1] == []
+
+
+HEAD = ["Cardiomegaly", "Pleural Effusion", "Support Devices", "Edema"]
+
+
+def test_a_finding_the_head_covers_but_did_not_name_is_dropped():
+    text = "the heart is normal in size . a right chest wall pacemaker is in place . the lungs are clear ."
+    edited, edits = make_consistent(text, [], HEAD)
+    assert edited == "the heart is normal in size . the lungs are clear ."
+    assert edits == ["dropped 'a right chest wall pacemaker is in place .' (states Support Devices, which the image head did not find)"]
+    assert label_report(edited).get("Support Devices") not in (1, -1)
+    # without the head's list (or for an observation outside it) the statement stays as written
+    assert make_consistent(text, []) == (text, [])
+    assert make_consistent(text, [], ["Cardiomegaly"]) == (text, [])
+    # uncertain counts as stated
+    edited, _ = make_consistent("possible small left pleural effusion . the lungs are clear .", ["Cardiomegaly"], HEAD)
+    assert edited == "the heart is enlarged . the lungs are clear ."
+
+
+def test_denials_of_unnamed_findings_and_sentences_outside_the_head_stay():
+    text = "no pleural effusion or pneumothorax . degenerative changes of the thoracic spine ."
+    assert make_consistent(text, [], HEAD) == (text, [])
+
+
+def test_a_sentence_stating_a_named_and_an_unnamed_finding_goes_and_the_named_one_comes_back():
+    edited, edits = make_consistent("cardiomegaly with small bilateral pleural effusions . the lungs are clear .", ["Cardiomegaly"], HEAD)
+    assert edited == "the heart is enlarged . the lungs are clear ."
+    assert "states Pleural Effusion" in edits[0] and edits[1] == "added 'the heart is enlarged .' (Cardiomegaly)"
+
+
+def test_a_report_with_nothing_left_becomes_the_normal_report():
+    edited, edits = make_consistent("small left pleural effusion .", [], HEAD)
+    assert edited == NORMAL and edits[-1] == f"added '{NORMAL}' (no sentence was left)"
+    assert all(label_report(edited).get(name) not in (1, -1) for name in HEAD)
+    assert make_consistent("", [], HEAD) == ("", [])
 
 
 def test_every_named_finding_ends_up_stated():
