@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python benchmarks/drafted_decoding.py --manifest data/iu-phantom/manifest.jsonl \
         [--model radgen/assets/default_model] [--split test] [--limit 96] [--batch-sizes 1,16]
-        [--draft-tokens 8] [--threads 2] [--bf16] [--json drafted_decoding.json]
+        [--draft-tokens 8] [--threads 2] [--also-dtype float32] [--json drafted_decoding.json]
 
 Drafting only pays where the model writes text it has written before, so this benchmark cannot
 use random weights or forced lengths (perf_compare.py's protocol): it decodes the trained model's
@@ -11,14 +11,15 @@ own reports from IU-Phantom images, each to its natural end (eos), with the mode
 findings-consistency edits; the study's indication and lateral view where the model reads them,
 exactly as `radgen generate` passes them). Configs, each over the same studies and batches:
 
-- `plain-peft`: LoRA unmerged, weights unpacked, HF `generate` greedy (what a peft user runs);
-- `radgen-hf`: `radgen generate`'s model preparation (LoRA merged, weights packed), HF greedy;
+- `plain-peft`: LoRA unmerged, weights unpacked, fp32, HF `generate` greedy (what a peft user runs);
+- `radgen-hf`: `radgen generate`'s model preparation (LoRA merged, weights packed where that pays,
+  the decoder dtype `auto` picks: bf16 on a CPU with native bf16, else fp32), HF greedy;
 - `radgen-drafted`: the same model with drafted decoding and the draft table it ships with
   (MODEL/draft_reports.txt: its own reports on the validation split, never this split);
 - `radgen-drafted-cold`: drafted decoding from an empty table that learns as it goes (a model
   without draft_reports.txt);
-- `radgen-drafted-bf16` (only with --bf16): `radgen-drafted` with the decoder in bfloat16
-  (`--dtype bfloat16`, opt-in: its greedy text differs from fp32's for some reports).
+- `radgen-drafted-DTYPE` (only with --also-dtype DTYPE): `radgen-drafted` with the decoder in DTYPE,
+  e.g. float32 on a CPU where the default is bf16, to see what the dtype alone buys.
 
 Reported per config: seconds per report, reports/s, generated tokens/s, decoder passes, and how
 many reports are identical to `plain-peft`'s. Every config gets one warm-up batch first (not from
@@ -73,20 +74,23 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="1,16")
     parser.add_argument("--draft-tokens", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--bf16", action="store_true", help="also time drafted decoding with a bfloat16 decoder")
+    parser.add_argument("--also-dtype", choices=["float32", "bfloat16"], default=None,
+                        help="also time drafted decoding with the decoder in this dtype")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     models = {
-        "plain-peft": load_model(args.model, merge_lora=False),
+        "plain-peft": load_model(args.model, merge_lora=False, dtype="float32"),
         "radgen-hf": load_model(args.model),
         "radgen-drafted": load_model(args.model),
         "radgen-drafted-cold": load_model(args.model),
     }
-    if args.bf16:
-        models["radgen-drafted-bf16"] = load_model(args.model, dtype="bfloat16")
-    configs = CONFIGS + (("radgen-drafted-bf16",) if args.bf16 else ())
+    extra = f"radgen-drafted-{args.also_dtype}" if args.also_dtype else None
+    if extra:
+        models[extra] = load_model(args.model, dtype=args.also_dtype)
+    configs = CONFIGS + ((extra,) if extra else ())
+    default_dtype = str(next(models["radgen-drafted"].decoder.parameters()).dtype).replace("torch.", "")
     models["radgen-drafted-cold"].report_draft.clear()  # forget draft_reports.txt
     seeded = len(models["radgen-drafted"].report_draft)
     # the model's default greedy settings, as `radgen generate` applies them (length floor, n-gram
@@ -125,7 +129,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     info = {"model": args.model, "split": args.split, "studies": len(chosen), "draft_tokens": args.draft_tokens,
-            "seeded_draft_keys": seeded, "settings": settings, "threads": args.threads, "torch": torch.__version__,
+            "seeded_draft_keys": seeded, "default_dtype": default_dtype, "settings": settings, "threads": args.threads, "torch": torch.__version__,
             "cpu": platform.processor() or platform.machine(), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}
     print("\n| batch | config | s per report | reports/s | tokens/s | decoder calls | identical to plain | speed-up |")

@@ -9,7 +9,9 @@ resamples) and compared pairwise with the model (paired bootstrap CI of the diff
 approximate-randomization p-value, `radgen.metrics.stats.paired_test`):
 
 * the model, once per decoding in `--decodings` (greedy = drafted greedy; greedy-raw = the same
-  without the findings-consistency edits, i.e. the decoder's own text; beamN = beam search);
+  without the findings-consistency edits, i.e. the decoder's own text; beamN = beam search); a
+  decoding may name the decoder's inference dtype after a colon, e.g. `greedy,greedy:bfloat16`
+  (`radgen.models.fast.INFERENCE_DTYPES`; default auto, as `radgen generate`);
 * `classifier-template`: the model's own finding head + one template sentence per finding;
 * the image-free baselines: `nearest-train` (indication text), `random-train`, `most-frequent`;
 * the reference reports themselves (the ceiling of the findings measure: what the labeler reads
@@ -35,6 +37,7 @@ SHORT = {"findings_abnormal_micro_f1": "finding micro-F1", "findings_abnormal_ma
 
 
 def _decoding(name: str) -> dict:
+    name = name.split(":")[0]
     if name == "greedy":
         return {"num_beams": 1}
     if name == "greedy-raw":  # the decoder's own text, without the findings-consistency edits
@@ -44,10 +47,19 @@ def _decoding(name: str) -> dict:
     raise SystemExit(f"--decodings: '{name}' is not greedy, greedy-raw or beamN")
 
 
+def _dtype(name: str) -> str:
+    from radgen.models.fast import INFERENCE_DTYPES
+
+    dtype = name.split(":", 1)[1] if ":" in name else "auto"
+    if dtype not in INFERENCE_DTYPES:
+        raise SystemExit(f"--decodings: '{name}': dtype '{dtype}' is not one of {', '.join(INFERENCE_DTYPES)}")
+    return dtype
+
+
 def main(argv: list[str] | None = None) -> dict:
     from radgen.data.study import read_manifest
     from radgen.generate.classifier_template import classifier_template_predictions
-    from radgen.generate.decode import generate_reports, load_model, select_studies
+    from radgen.generate.decode import generate_reports, load_model, seed_draft_table, select_studies
     from radgen.metrics.baselines import baseline_predictions
     from radgen.metrics.meteor import MeteorScorer, MeteorUnavailable
     from radgen.pipeline import resolve_model
@@ -66,16 +78,18 @@ def main(argv: list[str] | None = None) -> dict:
     studies = read_manifest(args.data)
     test = select_studies(studies, args.split, args.limit)
     root = Path(args.data).parent
-    model = load_model(resolve_model(args.model))
+    for name in args.decodings.split(","):  # refuse a bad name before minutes of decoding
+        _decoding(name), _dtype(name)
+    models = {dtype: load_model(resolve_model(args.model), dtype=dtype) for dtype in dict.fromkeys(_dtype(n) for n in args.decodings.split(","))}
+    model = next(iter(models.values()))
     systems: dict[str, list[dict]] = {}
     seconds: dict[str, float] = {}
     for name in args.decodings.split(","):
-        model.report_draft.clear()  # each decoding starts from the shipped draft table, not the previous run's reports
-        from radgen.generate.decode import seed_draft_table
-
-        seed_draft_table(model, resolve_model(args.model))
+        decoding_model = models[_dtype(name)]
+        decoding_model.report_draft.clear()  # each decoding starts from the shipped draft table, not the previous run's reports
+        seed_draft_table(decoding_model, resolve_model(args.model))
         start = time.perf_counter()
-        systems[f"model ({name})"] = generate_reports(model, test, root=root, batch_size=args.batch_size, **_decoding(name))
+        systems[f"model ({name})"] = generate_reports(decoding_model, test, root=root, batch_size=args.batch_size, **_decoding(name))
         seconds[f"model ({name})"] = time.perf_counter() - start
     systems["classifier-template"] = classifier_template_predictions(model, test, root=root)
     ids = {s.study_id for s in test}

@@ -42,7 +42,7 @@ def _serve(args: argparse.Namespace) -> int:
     allowed_hosts = tuple(args.allowed_host) + (LOOPBACK_HOSTS if loopback else ()) if (loopback or args.allowed_host) else None
     model_dir = resolve_model(args.model)
     print(f"radgen: loading model from {model_dir}", file=sys.stderr)
-    service = ReportService.from_directory(model_dir, num_beams=args.num_beams, max_new_tokens=args.max_new_tokens)
+    service = ReportService.from_directory(model_dir, dtype=args.dtype, num_beams=args.num_beams, max_new_tokens=args.max_new_tokens)
     settings = ServeSettings(token=token, max_batch=args.max_batch, max_queue=args.max_queue, timeout_s=args.timeout,
                              max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), allowed_hosts=allowed_hosts)
     app = create_app(service, settings)
@@ -77,5 +77,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             "address, any name otherwise")
     serve.add_argument("--num-beams", type=int, default=None, help="beam size (default: the recipe's generate.num_beams)")
     serve.add_argument("--max-new-tokens", type=int, default=None, help="default: the recipe's generate.max_new_tokens")
+    serve.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "int8"],
+                       help="decoder precision, as `radgen generate --dtype` (default auto: bfloat16 on a GPU or a CPU with native "
+                            "bf16, else float32)")
     serve.set_defaults(func=_serve)
     register_demo(subparsers)  # `radgen demo` lives in radgen/demo.py; registered with serve (same model default)

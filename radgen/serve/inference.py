@@ -230,8 +230,9 @@ class ReportService:
         self.card = model_card(model, model_dir)
 
     @classmethod
-    def from_directory(cls, model_dir: str | Path | None, **options: Any) -> "ReportService":
-        """Load a shipped name, model folder or run folder (None: radgen-small) for inference with `radgen.generate.load_model`."""
+    def from_directory(cls, model_dir: str | Path | None, dtype: str = "auto", **options: Any) -> "ReportService":
+        """Load a shipped name, model folder or run folder (None: radgen-small) for inference with
+        `radgen.generate.load_model` (decoder precision `dtype`, as there)."""
         from radgen.generate.decode import load_model
         from radgen.models.persist import WEIGHTS_FILE
         from radgen.train.checkpoint import check_safetensors
@@ -239,7 +240,7 @@ class ReportService:
         path = resolve_model(model_dir)
         if (path / WEIGHTS_FILE).is_file():
             check_safetensors(path / WEIGHTS_FILE)  # a truncated copy: one line, not a loader traceback
-        return cls(load_model(path), model_dir=path, **options)
+        return cls(load_model(path, dtype=dtype), model_dir=path, **options)
 
     def prepare(self, data: bytes, heatmap: bool = False, indication: str = "") -> Prepared:
         """Sniff + decode + transform; UnsupportedMediaError (415) or DataError (422)."""

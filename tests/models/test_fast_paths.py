@@ -330,3 +330,42 @@ def test_packing_is_kept_only_where_this_cpu_runs_it_faster(packed_ms, plain_ms,
         fast.prepare_for_inference(model, "float32")
         assert any(isinstance(m, fast.PackedLinear) for m in model.decoder.modules()) is packs
     assert len(timed) == 1  # forced: no timing
+
+
+@pytest.mark.parametrize("capabilities, expected", [
+    ({"avx512_bf16": True, "amx_bf16": False}, "bfloat16"),
+    ({"amx_bf16": True}, "bfloat16"),
+    ({"avx512": True, "avx2": True, "avx512_bf16": False}, "float32"),  # AVX-512 without BF16: emulated, slower
+    ({"avx2": True}, "float32"),
+    ({"neon": True, "bf16": True}, "float32"),  # ARM's bf16: not measured, so fp32
+])
+def test_auto_dtype_on_cpu_is_bf16_only_where_the_cpu_computes_it(capabilities, expected, monkeypatch, caplog):
+    from radgen.models import fast
+
+    monkeypatch.delenv(fast.NO_FAST_PATHS_ENV, raising=False)
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: dict(capabilities))
+    with caplog.at_level("DEBUG", logger="radgen.models.fast"):
+        assert fast.resolve_inference_dtype("auto", torch.device("cpu")) == expected
+    assert ("computes bf16 natively" in caplog.text) == (expected == "bfloat16")
+    # an explicit dtype is never second-guessed
+    assert fast.resolve_inference_dtype("float32", torch.device("cpu")) == "float32"
+    model = _tiny("radgen-small")
+    assert prepare_for_inference(model, "auto") == expected
+    assert next(model.decoder.parameters()).dtype == getattr(torch, expected)
+
+
+def test_auto_dtype_on_cpu_is_fp32_with_fast_paths_off_or_when_torch_cannot_tell(monkeypatch):
+    from radgen.models import fast
+
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": True, "amx_bf16": True})
+    monkeypatch.setenv(fast.NO_FAST_PATHS_ENV, "1")
+    assert fast.resolve_inference_dtype("auto", torch.device("cpu")) == "float32"
+    monkeypatch.delenv(fast.NO_FAST_PATHS_ENV)
+
+    def unreadable() -> dict:
+        raise RuntimeError("cpuinfo failed")
+
+    monkeypatch.setattr(torch.cpu, "get_capabilities", unreadable)
+    assert fast.resolve_inference_dtype("auto", torch.device("cpu")) == "float32"
+    monkeypatch.delattr(torch.cpu, "get_capabilities")
+    assert fast.resolve_inference_dtype("auto", torch.device("cpu")) == "float32"

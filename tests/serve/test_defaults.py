@@ -92,3 +92,15 @@ def test_request_line_is_logged_under_the_radgen_logger(default_client, caplog):
     assert lines and all(r.name.startswith("radgen.") for r in lines)
     seconds = float(re.search(r"report in ([\d.]+) s", lines[-1].getMessage()).group(1))
     assert 0 <= seconds < 60  # this request's own time
+
+
+def test_serve_decodes_in_the_dtype_asked_for(model_dir):
+    import torch
+
+    from radgen.serve import ReportService
+
+    assert build_parser().parse_args(["serve"]).dtype == "auto"
+    assert build_parser().parse_args(["serve", "--dtype", "float32"]).dtype == "float32"
+    for dtype in ("float32", "bfloat16"):
+        service = ReportService.from_directory(model_dir, dtype=dtype)
+        assert next(service.model.decoder.parameters()).dtype == getattr(torch, dtype)
