@@ -1,7 +1,7 @@
 """Load test of `radgen serve`: N concurrent clients for D seconds against 127.0.0.1, latency percentiles.
 
     PYTHONPATH=. python benchmarks/serve_load.py --model DIR [--clients 20] [--duration 60]
-        [--max-batch 8] [--dtype auto] [--image PNG | --manifest M [--split test]] [--json serve_load.json]
+        [--max-batch 20] [--dtype auto] [--image PNG | --manifest M [--split test]] [--json serve_load.json]
     PYTHONPATH=. python benchmarks/serve_load.py --tiny ...   # a tiny random radgen-small (no trained model needed)
 
 Starts `python -m radgen serve` in a subprocess on a free port of 127.0.0.1 (never another host),
@@ -138,7 +138,7 @@ def main() -> int:
     parser.add_argument("--tiny", action="store_true", help="serve a tiny random radgen-small built in a temp folder")
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--duration", type=float, default=60.0)
-    parser.add_argument("--max-batch", type=int, default=8)
+    parser.add_argument("--max-batch", type=int, default=20, help="the server's --max-batch (default: radgen serve's)")
     parser.add_argument("--dtype", default="auto", help="the server's --dtype (default auto, as `radgen serve`)")
     parser.add_argument("--image", help="PNG/JPEG/DICOM to post (default: a 512² IU-Phantom PA view)")
     parser.add_argument("--manifest", help="post the frontal image + indication of this manifest's --split studies in turn")

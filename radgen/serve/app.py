@@ -58,7 +58,9 @@ MAX_INDICATION_CHARS = 500
 @dataclass
 class ServeSettings:
     token: str | None = None
-    max_batch: int = 8
+    # 20: on 2 CPU cores bigger batches decode more reports a second; with 20 clients the shipped
+    # model's p95 was 7.3 s at 20 against 9.4 s at 8 (docs/benchmarks.md, "Serving the shipped model")
+    max_batch: int = 20
     max_queue: int = 32
     timeout_s: float = 60.0
     max_upload_bytes: int = 20 * 1024 * 1024

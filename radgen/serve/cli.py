@@ -1,6 +1,6 @@
 """`radgen serve`: the REST API + web page on one machine.
 
-    radgen serve [--model NAME|DIR|RUN] [--host 127.0.0.1] [--port 8000] [--token TOKEN] [--max-batch 8]
+    radgen serve [--model NAME|DIR|RUN] [--host 127.0.0.1] [--port 8000] [--token TOKEN] [--max-batch 20]
                  [--timeout 60] [--max-queue 32] [--max-upload-mb 20] [--allowed-host NAME ...]
 
 --model takes a shipped model's name (radgen-small), a model folder or a training run folder (its best/),
@@ -68,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' (or set RADGEN_TOKEN)")
-    serve.add_argument("--max-batch", type=int, default=8, help="most requests decoded together in one batch")
+    serve.add_argument("--max-batch", type=int, default=20, help="most requests decoded together in one batch")
     serve.add_argument("--max-queue", type=int, default=32, help="requests that may wait; more get 503")
     serve.add_argument("--timeout", type=float, default=60.0, help="seconds a request may wait for its report; then 504")
     serve.add_argument("--max-upload-mb", type=float, default=20.0, help="largest accepted upload; larger gets 413")

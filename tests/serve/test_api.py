@@ -98,7 +98,7 @@ def test_no_dicom_header_values_in_logs(client, caplog):
 
 def test_health_openapi_and_page(client):
     health = client.get("/health").json()
-    assert health["status"] == "ok" and health["queue"]["max_batch"] == 8
+    assert health["status"] == "ok" and health["queue"]["max_batch"] == 20
     spec = client.get("/openapi.json").json()
     assert "/v1/reports" in spec["paths"]
     schema_ref = spec["paths"]["/v1/reports"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
