@@ -59,7 +59,8 @@ MAX_INDICATION_CHARS = 500
 class ServeSettings:
     token: str | None = None
     # 20: on 2 CPU cores bigger batches decode more reports a second; with 20 clients the shipped
-    # model's p95 was 7.3 s at 20 against 9.4 s at 8 (docs/benchmarks.md, "Serving the shipped model")
+    # model's p95 was 7.3 s at 20 against 9.4 s at 8, and peak memory stayed 2.2 GB under
+    # benchmarks/serve_adversarial.py (docs/benchmarks.md, "bf16 by default on CPUs that compute it")
     max_batch: int = 20
     max_queue: int = 32
     timeout_s: float = 60.0

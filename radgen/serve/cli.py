@@ -2,6 +2,7 @@
 
     radgen serve [--model NAME|DIR|RUN] [--host 127.0.0.1] [--port 8000] [--token TOKEN] [--max-batch 20]
                  [--timeout 60] [--max-queue 32] [--max-upload-mb 20] [--allowed-host NAME ...]
+                 [--num-beams N] [--max-new-tokens N] [--dtype auto]
 
 --model takes a shipped model's name (radgen-small), a model folder or a training run folder (its best/),
 as `radgen generate` does; without it the shipped radgen-small (radgen/assets/default_model/) is served.
