@@ -21,10 +21,13 @@ leaves out the model's re-scoring of edited text, which changes token log-probab
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _grounded import grounded_parser  # noqa: E402
 
 KEYS = ["findings_abnormal_micro_f1", "findings_abnormal_macro_f1", "findings_support_devices_f1", "findings_pleural_effusion_f1",
         "bleu4", "meteor", "rouge_l", "cider_d"]
@@ -40,15 +43,7 @@ def main(argv: list[str] | None = None) -> dict:
     from radgen.models.consistency import make_consistent
     from radgen.pipeline import resolve_model
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="radgen-small")
-    parser.add_argument("--data", required=True, help="manifest with splits and labels.chexpert")
-    parser.add_argument("--split", default="val")
-    parser.add_argument("--limit", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--bootstrap", type=int, default=1000)
-    parser.add_argument("--json", default=None)
-    args = parser.parse_args(argv)
+    args = grounded_parser(__doc__, split="val").parse_args(argv)
 
     studies = read_manifest(args.data)
     chosen = select_studies(studies, args.split, args.limit)

@@ -22,12 +22,15 @@ Also: distinct reports as a share of the studies, and the generation time of eac
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _grounded import grounded_parser  # noqa: E402
 
 KEYS = ["findings_abnormal_micro_f1", "findings_abnormal_macro_f1", "findings_cardiomegaly_f1", "findings_support_devices_f1",
         "findings_pleural_effusion_f1", "findings_edema_f1", "bleu4", "meteor", "rouge_l", "cider_d"]
@@ -64,15 +67,8 @@ def main(argv: list[str] | None = None) -> dict:
     from radgen.metrics.meteor import MeteorScorer, MeteorUnavailable
     from radgen.pipeline import resolve_model
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="radgen-small")
-    parser.add_argument("--data", required=True, help="manifest with train/val/test splits and labels.chexpert")
-    parser.add_argument("--split", default="test")
+    parser = grounded_parser(__doc__, split="test")
     parser.add_argument("--decodings", default="greedy,beam3")
-    parser.add_argument("--limit", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--bootstrap", type=int, default=1000)
-    parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
 
     studies = read_manifest(args.data)
