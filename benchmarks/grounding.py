@@ -11,7 +11,7 @@ approximate-randomization p-value, `radgen.metrics.stats.paired_test`):
 * the model, once per decoding in `--decodings` (greedy = drafted greedy; greedy-raw = the same
   without the findings-consistency edits, i.e. the decoder's own text; beamN = beam search); a
   decoding may name the decoder's inference dtype after a colon, e.g. `greedy,greedy:bfloat16`
-  (`radgen.models.fast.INFERENCE_DTYPES`; default auto, as `radgen generate`);
+  (`radgen.config.INFERENCE_DTYPES`; default auto, as `radgen generate`);
 * `classifier-template`: the model's own finding head + one template sentence per finding;
 * the image-free baselines: `nearest-train` (indication text), `random-train`, `most-frequent`;
 * the reference reports themselves (the ceiling of the findings measure: what the labeler reads
@@ -51,7 +51,7 @@ def _decoding(name: str) -> dict:
 
 
 def _dtype(name: str) -> str:
-    from radgen.models.fast import INFERENCE_DTYPES
+    from radgen.config import INFERENCE_DTYPES
 
     dtype = name.split(":", 1)[1] if ":" in name else "auto"
     if dtype not in INFERENCE_DTYPES:
@@ -74,18 +74,18 @@ def main(argv: list[str] | None = None) -> dict:
     studies = read_manifest(args.data)
     test = select_studies(studies, args.split, args.limit)
     root = Path(args.data).parent
-    for name in args.decodings.split(","):  # refuse a bad name before minutes of decoding
-        _decoding(name), _dtype(name)
-    models = {dtype: load_model(resolve_model(args.model), dtype=dtype) for dtype in dict.fromkeys(_dtype(n) for n in args.decodings.split(","))}
+    # every name parsed before any model loads: a typo fails at once, not after minutes of decoding
+    decodings = [(name, _decoding(name), _dtype(name)) for name in args.decodings.split(",")]
+    models = {dtype: load_model(resolve_model(args.model), dtype=dtype) for dtype in dict.fromkeys(d for _, _, d in decodings)}
     model = next(iter(models.values()))
     systems: dict[str, list[dict]] = {}
     seconds: dict[str, float] = {}
-    for name in args.decodings.split(","):
-        decoding_model = models[_dtype(name)]
+    for name, settings, dtype in decodings:
+        decoding_model = models[dtype]
         decoding_model.report_draft.clear()  # each decoding starts from the shipped draft table, not the previous run's reports
         seed_draft_table(decoding_model, resolve_model(args.model))
         start = time.perf_counter()
-        systems[f"model ({name})"] = generate_reports(decoding_model, test, root=root, batch_size=args.batch_size, **_decoding(name))
+        systems[f"model ({name})"] = generate_reports(decoding_model, test, root=root, batch_size=args.batch_size, **settings)
         seconds[f"model ({name})"] = time.perf_counter() - start
     systems["classifier-template"] = classifier_template_predictions(model, test, root=root)
     ids = {s.study_id for s in test}

@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from radgen.config import INFERENCE_DTYPES
+
 log = logging.getLogger(__name__)
 
 
@@ -67,7 +69,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="only the first N studies")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--no-merge-lora", action="store_true", help="keep LoRA adapters separate (default: merge for inference)")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "int8"],
+    parser.add_argument("--dtype", default="auto", choices=INFERENCE_DTYPES,
                         help="decoder precision (default auto: bfloat16 on a CUDA GPU and on a CPU that computes bf16 natively "
                              "(AVX512-BF16/AMX; about 1.7x faster there, same findings, changes some greedy wording), float32 "
                              "elsewhere (the same reports as plain fp32); int8: CPU dynamic quantization, ~2.2x, changes most "

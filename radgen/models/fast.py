@@ -30,10 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from radgen.config import INFERENCE_DTYPES
+
 # Causal LMs whose logits are exactly `lm_head(last_hidden_state)` (no logit scaling / soft-capping /
 # extra projection after the body), so the loss may skip masked rows. Others take the plain path.
 _PLAIN_HEAD_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "opt", "gpt2", "phi3"}
-INFERENCE_DTYPES = ("auto", "float32", "bfloat16", "int8")
 # Set to 1 to turn off every CPU-specific fast path (weight packing, int8 kernels); also what tests
 # use to run the fallback branch on a CPU that has the fast one.
 NO_FAST_PATHS_ENV = "RADGEN_NO_CPU_FAST_PATHS"

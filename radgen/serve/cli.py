@@ -17,6 +17,7 @@ import math
 import os
 import sys
 
+from radgen.config import INFERENCE_DTYPES
 from radgen.demo import register as register_demo
 from radgen.errors import RadgenError
 
@@ -78,7 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             "address, any name otherwise")
     serve.add_argument("--num-beams", type=int, default=None, help="beam size (default: the recipe's generate.num_beams)")
     serve.add_argument("--max-new-tokens", type=int, default=None, help="default: the recipe's generate.max_new_tokens")
-    serve.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "int8"],
+    serve.add_argument("--dtype", default="auto", choices=INFERENCE_DTYPES,
                        help="decoder precision, as `radgen generate --dtype` (default auto: bfloat16 on a GPU or a CPU with native "
                             "bf16, else float32)")
     serve.set_defaults(func=_serve)
