@@ -140,9 +140,23 @@ def _gguf_cache_dir(folder: str, gguf_file: str | None) -> Path | None:
     path = Path(folder) / gguf_file
     if not path.is_file():
         raise WeightsError(f"decoder.gguf_file '{gguf_file}' not found in '{folder}'")
-    stat = path.stat()
-    key = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{int(stat.st_mtime)}".encode()).hexdigest()[:16]
-    return CACHE_DIR / "gguf" / f"{path.stem}-{key}"
+    return CACHE_DIR / "gguf" / f"{path.stem}-{_content_key(path)}"
+
+
+def _content_key(path: Path, edge: int = 1 << 20) -> str:
+    """A key from the file's size and its first and last MiB, not its path or mtime: every
+    virtual environment installs its own copy of the same GGUF file, and a path-keyed cache
+    grew by one dequantised copy (~0.5 GB for SmolLM2) per environment. Reading 2 MiB keeps
+    the cached load well under a second; a GGUF header carries the tensor layout, so two
+    different files of the same size agreeing on both ends is not a practical risk."""
+    size = path.stat().st_size
+    digest = hashlib.sha1(str(size).encode())
+    with path.open("rb") as handle:
+        digest.update(handle.read(edge))
+        if size > 2 * edge:
+            handle.seek(size - edge)
+            digest.update(handle.read(edge))
+    return digest.hexdigest()[:16]
 
 
 def load_gguf_causal_lm(folder: str, gguf_file: str, dtype: Any) -> nn.Module:

