@@ -87,7 +87,8 @@ def resolve_model_dir(path: str | os.PathLike) -> Path:
 def load_model(path: str | os.PathLike, device: str | None = None, merge_lora: bool = True, dtype: str = "auto"):
     """Load a model for inference: eval mode, LoRA merged into the decoder unless merge_lora=False.
 
-    dtype "auto" (default) runs the decoder in bfloat16 on a CUDA GPU with bf16 and in fp32 on CPU;
+    dtype "auto" (default) runs the decoder in bfloat16 on a CUDA GPU with bf16 and on a CPU that
+    computes bf16 natively (AVX512-BF16/AMX; `radgen.models.fast.native_bf16_cpu`), else in fp32;
     "float32", "bfloat16", or "int8" (CPU dynamic quantization) force one. Measured speed and agreement with fp32: docs/benchmarks.md, Performance.
     """
     from radgen.models import ReportGenerator

@@ -89,8 +89,9 @@ def _export(args: argparse.Namespace) -> int:
         card = card or {"trained_on": f"nothing: recipe {model.recipe.name} as built before training (zero-shot)",
                         "intended_use": "zero-shot baseline for evaluation; not for clinical use"}
     else:
-        # Unmerged LoRA keeps adapters separate, which is what makes a base_weights=False folder small.
-        model = load_model(resolve_model(args.source), merge_lora=False)
+        # Unmerged LoRA keeps adapters separate, which is what makes a base_weights=False folder small;
+        # float32, not "auto": on a CPU with native bf16 "auto" is bf16, and the export wrote bf16 adapters.
+        model = load_model(resolve_model(args.source), merge_lora=False, dtype="float32")
     if card is not None:
         model.card = card  # else the source's own card (read by from_pretrained) travels with it
     model.save_pretrained(args.out, base_weights=args.base_weights)

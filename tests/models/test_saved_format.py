@@ -70,6 +70,17 @@ def test_readme_card_has_a_yaml_header_and_is_always_written(lora_model, tmp_pat
     assert "# tiny test model" in exported and "nothing (random weights)" in exported and "license: apache-2.0" in exported
     assert (tmp_path / "exported" / "adapter" / "adapter_config.json").is_file()
     (tmp_path / "other.json").write_text(json.dumps({"trained_on": "elsewhere"}))
+    # export keeps the stored precision, also where inference would pick bf16 (a CPU with native bf16)
+    import radgen.models.fast as fast
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv(fast.NO_FAST_PATHS_ENV, raising=False)
+        patch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": True, "amx_bf16": True})
+        assert fast.resolve_inference_dtype("auto", torch.device("cpu")) == "bfloat16"
+        assert main(["model", "export", str(folder), "--out", str(tmp_path / "fp32")]) == 0
+    source = load_file(str(folder / "adapter" / "adapter_model.safetensors"))
+    exported_adapter = load_file(str(tmp_path / "fp32" / "adapter" / "adapter_model.safetensors"))
+    assert source.keys() == exported_adapter.keys() and all(torch.equal(source[k], exported_adapter[k]) for k in source)
     assert main(["model", "export", str(folder), "--out", str(tmp_path / "re"), "--card", str(tmp_path / "other.json")]) == 0
     assert json.loads((tmp_path / "re" / "model_card.json").read_text()) == {"trained_on": "elsewhere"}
 
