@@ -70,9 +70,10 @@ def main(argv: list[str] | None = None) -> dict:
             items = [dataset[i] for i in range(start, min(start + args.batch_size, len(dataset)))]
             if len(items) < 2:
                 break  # a derangement needs two studies
-            features = model.encode_images(torch.stack([item["pixel_values"] for item in items]))
-            for name, feats in (("own_image", features), ("other_image", features.roll(1, 0))):
-                findings = model.predict_findings(image_features=feats)[1] if model.grounded_prompt else None
+            # a head with its own encoder blocks reads trunk maps (head_input), the connector the features
+            features, head_input = model.features_and_head_input(pixel_values=torch.stack([item["pixel_values"] for item in items]))
+            for name, feats, seen in (("own_image", features, head_input), ("other_image", features.roll(1, 0), head_input.roll(1, 0))):
+                findings = model.findings.predict(model.finding_logits(seen))[1] if model.grounded_prompt else None
                 tokens = model.tokenize_reports([item["report"] for item in items], max_tokens=cfg.max_tokens, findings=findings)
                 totals[name] += float(model(image_features=feats, **tokens).loss) * len(items)
             count += len(items)
@@ -104,7 +105,7 @@ def blind_twin(args: argparse.Namespace) -> dict:
     from PIL import Image
 
     with torch.no_grad():  # exactly what the twin sees at generation: a black image through the model's transform
-        features = twin.encode_images(_BlankTransform(model.image_transform)(Image.new("L", (size, size)))[None])
+        features = twin.head_input(_BlankTransform(model.image_transform)(Image.new("L", (size, size)))[None])
         if twin.findings.lateral:  # its lateral views are blank too (the dataset loads them through the same transform)
             blank = twin.findings.pool(features, features, torch.ones(1, dtype=torch.bool))
         else:

@@ -69,7 +69,7 @@ def build_parts(recipe: RecipeConfig, meta: bool = False) -> ModelParts:
             connector.match_output_scale(float(torch.linalg.vector_norm(embeddings, dtype=torch.float32)) / embeddings.numel() ** 0.5)
         decoder = apply_peft(decoder, spec.peft, causal=spec.decoder.kind == "causal_lm")
         prompt = SoftPrompt(spec.peft.num_virtual_tokens, input_width(decoder)) if spec.peft.method == "prompt" else None
-        findings = build_finding_head(spec.findings, encoder.hidden_size)
+        findings = build_finding_head(spec.findings, encoder.hidden_size, encoder)
     check_stitch_resize(recipe, encoder.resize)
     if tokenizer is not None and len(tokenizer) > decoder.get_input_embeddings().num_embeddings:
         raise WeightsError(f"decoder '{spec.decoder.name}' has {decoder.get_input_embeddings().num_embeddings} token embeddings "

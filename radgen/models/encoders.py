@@ -16,6 +16,7 @@ Each `model.encoder.kind` is a builder registered with `@register_encoder("<kind
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import math
 import os
@@ -29,7 +30,7 @@ import torch
 from torch import nn
 
 from radgen.config import EncoderConfig
-from radgen.errors import WeightsError
+from radgen.errors import ConfigError, WeightsError
 from radgen.models import registry
 from radgen.models.kinds import KindRegistry
 from radgen.models.medclip import MEDCLIP_PROCESSOR, is_medclip_layout, medclip_vision_state, medclip_weights_file
@@ -51,6 +52,18 @@ class ImageEncoder(nn.Module):
 
     def prepare_for_inference(self) -> None:
         """Switch to the fastest layout for inference, numerics unchanged (default: nothing to do)."""
+
+    def split_forward(self, pixel_values: torch.Tensor, tail_blocks: int, tokens: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """One pass → (the tokens `forward` returns, or None when `tokens` is False; the trunk map that
+        the last `tail_blocks` blocks read). For a finding head with its own copy of those blocks
+        (model.findings.tune_encoder_blocks). Only CNN encoders with block stages have one."""
+        raise ConfigError(f"model.findings.tune_encoder_blocks: encoder {type(self).__name__} has no block stages to copy; "
+                          "use a timm EfficientNet/MobileNet encoder or set it to 0")
+
+    def tail_copy(self, tail_blocks: int) -> nn.Module:
+        """A trainable copy of the last `tail_blocks` blocks and the head conv: trunk map → feature map."""
+        raise ConfigError(f"model.findings.tune_encoder_blocks: encoder {type(self).__name__} has no block stages to copy; "
+                          "use a timm EfficientNet/MobileNet encoder or set it to 0")
 
 
 EncoderBuilder = Callable[[EncoderConfig, SourceCache], ImageEncoder]
@@ -283,14 +296,46 @@ class TimmEncoder(ImageEncoder):
         return math.ceil(self.image_size / reduction) ** 2
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self._tokens(self.model.forward_features(self._input(pixel_values)))
+
+    def _input(self, pixel_values: torch.Tensor) -> torch.Tensor:
         pixel_values = pixel_values.to(next(self.model.parameters()).dtype)
         if self.channels_last:
             pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
-        grid = self.model.forward_features(pixel_values)  # (B, C, h, w)
-        tokens = grid.flatten(2).transpose(1, 2)  # (B, h*w, C)
+        return pixel_values
+
+    def _tokens(self, grid: torch.Tensor) -> torch.Tensor:
+        tokens = grid.flatten(2).transpose(1, 2)  # (B, C, h, w) → (B, h*w, C)
         if self.output == "pooled":
             tokens = tokens.mean(dim=1, keepdim=True)
         return tokens
+
+    def _cut(self, tail_blocks: int) -> int:
+        """Index of the first block of the tail; the model's forward_features must be stem → blocks → head conv."""
+        if not all(hasattr(self.model, name) for name in ("conv_stem", "bn1", "blocks", "conv_head", "bn2")):
+            raise ConfigError(f"model.findings.tune_encoder_blocks: timm model {type(self.model).__name__} is not stem → blocks → "
+                              "head conv (EfficientNet/MobileNet); set it to 0")
+        if not 1 <= tail_blocks <= len(self.model.blocks):
+            raise ConfigError(f"model.findings.tune_encoder_blocks must be 0..{len(self.model.blocks)} for this encoder, got {tail_blocks}")
+        return len(self.model.blocks) - tail_blocks
+
+    def split_forward(self, pixel_values: torch.Tensor, tail_blocks: int, tokens: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
+        # the same modules in the same order as timm's EfficientNet.forward_features (tested equal)
+        cut, model = self._cut(tail_blocks), self.model
+        trunk = model.bn1(model.conv_stem(self._input(pixel_values)))
+        for block in model.blocks[:cut]:
+            trunk = block(trunk)
+        if not tokens:
+            return None, trunk
+        grid = trunk
+        for block in model.blocks[cut:]:
+            grid = block(grid)
+        return self._tokens(model.bn2(model.conv_head(grid))), trunk
+
+    def tail_copy(self, tail_blocks: int) -> nn.Module:
+        cut = self._cut(tail_blocks)
+        tail = copy.deepcopy(nn.Sequential(*self.model.blocks[cut:], self.model.conv_head, self.model.bn2))
+        return tail.to(memory_format=torch.contiguous_format).requires_grad_(True)
 
 
 def _create_timm(name: str, overrides: dict[str, Any]) -> nn.Module:

@@ -320,6 +320,9 @@ def prepare_for_inference(model: Any, dtype: str = "auto", merge: bool = True, p
         model.merge_adapters()
     if model.encoder is not None:
         model.encoder.prepare_for_inference()
+        if getattr(getattr(model, "findings", None), "tail_blocks", 0) and getattr(model.encoder, "channels_last", False):
+            # the head's copy of the last blocks reads the encoder's (now channels-last) trunk map
+            model.findings.tail.to(memory_format=torch.channels_last)
     decoder = model.decoder
     current = next(decoder.parameters()).dtype
     chosen = resolve_inference_dtype(dtype, next(decoder.parameters()).device)

@@ -192,6 +192,33 @@ class ReportGenerator(nn.Module):
     def visual_tokens(self, pixel_values: torch.Tensor | None = None, image_features: torch.Tensor | None = None) -> torch.Tensor:
         return self.connector(self.image_features(pixel_values, image_features))
 
+    def features_and_head_input(self, pixel_values: torch.Tensor | None = None, image_features: torch.Tensor | None = None,
+                                head_features: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(encoder features for the connector, the finding head's input), from one encoder pass.
+
+        The two are the same tensor unless the head has its own copy of the encoder's last blocks
+        (model.findings.tune_encoder_blocks): then its input is the encoder's trunk map, taken from
+        the same pass over `pixel_values`; with cached `image_features` the trunk maps must come as
+        `head_features`."""
+        blocks = self.findings.tail_blocks if hasattr(self, "findings") else 0
+        if not blocks:
+            features = self.image_features(pixel_values, image_features)
+            return features, features
+        if pixel_values is not None and image_features is None:
+            return self.encoder.split_forward(pixel_values.to(self._device()), blocks)
+        if head_features is None:
+            raise ConfigError(f"recipe '{self.recipe.name}': the finding head reads the encoder's trunk maps "
+                              f"(model.findings.tune_encoder_blocks={blocks}); pass pixel_values, not cached image_features")
+        return self.image_features(None, image_features), head_features.to(self._device())
+
+    def head_input(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The finding head's input for images: encoder features, or trunk maps for a head with a tail
+        (the encoder stops where the tail starts)."""
+        blocks = self.findings.tail_blocks if hasattr(self, "findings") else 0
+        if not blocks:
+            return self.encode_images(pixel_values)
+        return self.encoder.split_forward(pixel_values.to(self._device()), blocks, tokens=False)[1]
+
     @torch.no_grad()
     def predict_findings(self, pixel_values: torch.Tensor | None = None, image_features: torch.Tensor | None = None,
                          **lateral: torch.Tensor | None) -> tuple[torch.Tensor, list[list[str]]]:
@@ -199,17 +226,19 @@ class ReportGenerator(nn.Module):
         `lateral`: lateral_pixel_values or lateral_features, and lateral_mask (see `finding_logits`)."""
         if not hasattr(self, "findings"):
             raise ConfigError(f"recipe '{self.recipe.name}' has no finding head (model.findings.enabled=false)")
-        return self.findings.predict(self.finding_logits(self.image_features(pixel_values, image_features), **lateral))
+        head_input = self.head_input(pixel_values) if pixel_values is not None else self.features_and_head_input(None, image_features)[1]
+        return self.findings.predict(self.finding_logits(head_input, **lateral))
 
-    def finding_logits(self, features: torch.Tensor, lateral_pixel_values: torch.Tensor | None = None,
+    def finding_logits(self, head_input: torch.Tensor, lateral_pixel_values: torch.Tensor | None = None,
                        lateral_features: torch.Tensor | None = None, lateral_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """The finding head on frontal encoder features, plus the lateral view's for a lateral head
-        (model.findings.lateral): its pixels or cached features, and `lateral_mask` (B,) marking the
-        studies that have one (None: all). Without a lateral the head answers from the frontal alone."""
+        """The finding head on the frontal view's head input (`features_and_head_input`), plus the
+        lateral view's for a lateral head (model.findings.lateral): its pixels or cached head input,
+        and `lateral_mask` (B,) marking the studies that have one (None: all). Without a lateral the
+        head answers from the frontal alone."""
         lateral = None
         if self.findings.lateral and (lateral_pixel_values is not None or lateral_features is not None):
-            lateral = self.image_features(lateral_pixel_values, lateral_features)
-        return self.findings(features, lateral, lateral_mask if lateral is not None else None)
+            lateral = self.head_input(lateral_pixel_values) if lateral_pixel_values is not None else lateral_features.to(self._device())
+        return self.findings(head_input, lateral, lateral_mask if lateral is not None else None)
 
     def _device(self) -> torch.device:
         return next(self.parameters()).device
@@ -240,7 +269,9 @@ class ReportGenerator(nn.Module):
         device = self._device()
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
         labels = labels.to(device) if labels is not None else None
-        features = self.image_features(pixel_values, image_features)
+        grounded = finding_targets is not None and hasattr(self, "findings")
+        features, head_input = (self.features_and_head_input(pixel_values, image_features) if grounded
+                                else (self.image_features(pixel_values, image_features), None))
         visual = self.connector(features)
         if output_attentions:
             with self._eager_attention():
@@ -251,8 +282,8 @@ class ReportGenerator(nn.Module):
             out = ReportOutput(label_position_loss(self.decoder, embeds, mask, labels), None, None, None, visual.shape[1])
         else:
             out = self._forward(input_ids, attention_mask, labels, visual, {})
-        if finding_targets is not None and hasattr(self, "findings"):
-            finding_logits = self.finding_logits(features, **lateral)
+        if grounded:
+            finding_logits = self.finding_logits(head_input, **lateral)
             finding_loss = self.findings.loss(finding_logits, finding_targets)
             out.extras.update(report_loss=out.loss, finding_loss=finding_loss, finding_logits=finding_logits)
             if out.loss is not None:
@@ -319,11 +350,11 @@ class ReportGenerator(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            features = self.image_features(pixel_values, image_features)
+            features, head_input = self.features_and_head_input(pixel_values, image_features)
             batch = features.shape[0]
             probs = None
             if hasattr(self, "findings"):
-                probs, predicted = self.findings.predict(self.finding_logits(features, **lateral))
+                probs, predicted = self.findings.predict(self.finding_logits(head_input, **lateral))
                 findings = predicted if findings is None else [list(f) for f in findings]
             if findings is not None and len(findings) != batch:
                 raise ValueError(f"findings: {len(findings)} lists for {batch} images")

@@ -38,8 +38,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fit.add_argument("--data", required=True, help="manifest with train and val splits (labels.chexpert, else report labels)")
     fit.add_argument("--feature-cache-dir", default=None, help="frozen-encoder feature cache to reuse (default MODEL/../feature_cache)")
     fit.add_argument("--out", default=None, help="where to save the model (default: replace MODEL)")
-    fit.add_argument("--max-epochs", type=int, default=300)
-    fit.add_argument("--patience", type=int, default=30, help="epochs without a better val loss before stopping")
+    fit.add_argument("--max-epochs", type=int, default=None, help="default 300, or 25 for a head with encoder blocks")
+    fit.add_argument("--patience", type=int, default=None,
+                     help="epochs without a better val loss before stopping (default 30, or 4 for a head with encoder blocks)")
+    fit.add_argument("--tune-encoder-blocks", type=int, default=None, metavar="N",
+                     help="give the head a new trainable copy of the encoder's last N blocks (0: none) and fit it from scratch; "
+                          "default: keep the model's model.findings.tune_encoder_blocks")
+    fit.add_argument("--tail-lr", type=float, default=1e-4, help="learning rate of the head's encoder blocks (the head's own: 3e-4)")
     fit.add_argument("--no-progress", action="store_true")
     fit.set_defaults(func=run_fit_findings)
 
@@ -76,6 +81,7 @@ def run_fit_findings(args: argparse.Namespace) -> int:
 
     from radgen.errors import ConfigError
     from radgen.models import ReportGenerator
+    from radgen.models.findings import build_finding_head
     from radgen.pipeline import MODEL_NAMES, resolve_model
     from radgen.train.data import load_splits
     from radgen.train.finding_head import fit_finding_head
@@ -88,10 +94,15 @@ def run_fit_findings(args: argparse.Namespace) -> int:
     model = ReportGenerator.from_pretrained(str(source))
     recipe = model.recipe
     recipe.data.manifest = args.data
+    if args.tune_encoder_blocks is not None and args.tune_encoder_blocks != recipe.model.findings.tune_encoder_blocks:
+        if getattr(model, "findings", None) is None:
+            raise ConfigError(f"recipe '{recipe.name}' has no finding head to fit (model.findings.enabled=false)")
+        recipe.model.findings.tune_encoder_blocks = args.tune_encoder_blocks
+        model.findings = build_finding_head(recipe.model.findings, model.encoder.hidden_size, model.encoder)
     train_set, val_set = load_splits(recipe, model.image_transform)
     cache_dir = args.feature_cache_dir or Path(source).parent / "feature_cache"
     fit = fit_finding_head(model, train_set, val_set, cache_dir, recipe.model.findings.label_source, args.max_epochs,
-                           args.patience, progress=not args.no_progress)
+                           args.patience, progress=not args.no_progress, tail_lr=args.tail_lr)
     out = Path(args.out or source)
     model.save_pretrained(out, base_weights=False)
     (out / "finding_head_fit.json").write_text(json.dumps(asdict(fit), indent=2) + "\n")

@@ -66,8 +66,8 @@ def calibrate_finding_head(model: torch.nn.Module, dataset: Sequence[dict], coll
     for indices in eval_batches(len(dataset), batch_size):
         batch = collate([dataset[i] for i in indices])
         visual = {"image_features": batch["image_features"]} if "image_features" in batch else {"pixel_values": batch["pixel_values"]}
-        features = model.image_features(**{k: v.to(device) for k, v in visual.items()})
-        logits.append(model.finding_logits(features, **lateral_inputs(batch, device)).float().cpu())
+        head_input = model.features_and_head_input(**{k: v.to(device) for k, v in visual.items()})[1]
+        logits.append(model.finding_logits(head_input, **lateral_inputs(batch, device)).float().cpu())
     model.train(was_training)
     micro_f1, aurocs = tune_thresholds(model.findings, torch.sigmoid(torch.cat(logits)), targets)
     return {"val_finding_micro_f1": micro_f1, "val_finding_auroc": sum(aurocs.values()) / len(aurocs) if aurocs else math.nan}

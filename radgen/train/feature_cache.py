@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -161,8 +161,9 @@ def fill_cache(
     autocast: Any = None,
     progress: bool = True,
     shard_rows: int = 4096,
+    encode: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[list[dict], int]:
-    """Encode the images of `dataset` not yet cached.
+    """Encode the images of `dataset` not yet cached (with `encode`, default `model.encode_images`).
 
     Returns (per index {study_id, image_key, report, ...}, number of images encoded); items with a
     lateral view (a lateral finding head) have it cached too, under `lateral_image_key`.
@@ -188,7 +189,7 @@ def fill_cache(
             return
         pixels = torch.stack(pending_pixels).to(device)
         with autocast() if autocast is not None else torch.autocast("cpu", enabled=False):
-            features = model.encode_images(pixels)
+            features = (encode or model.encode_images)(pixels)
         out_keys.extend(pending_keys)
         out_rows.append(features.float().cpu())
         encoded += len(pending_keys)

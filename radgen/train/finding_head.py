@@ -42,11 +42,34 @@ class HeadFit:
     thresholds: dict[str, float]
 
 
-def _pooled_features(model: Any, dataset: Sequence[dict], cache_dir: str | Path, batch_size: int, progress: bool) -> torch.Tensor:
-    cache = FeatureCache(cache_dir, encoder_identity(model), "float16")
-    records, encoded = fill_cache(model, dataset, cache, batch_size, next(model.parameters()).device, None, progress)
+def _cached_head_inputs(model: Any, dataset: Sequence[dict], cache_dir: str | Path, batch_size: int,
+                        progress: bool) -> tuple[FeatureCache, list[dict]]:
+    """The head's inputs for every image of `dataset`, cached: encoder features, or for a head with
+    its own encoder blocks the trunk maps that feed them (cached under their own identity)."""
+    blocks = model.findings.tail_blocks
+    identity = encoder_identity(model) + (f"-trunk{blocks}" if blocks else "")
+    cache = FeatureCache(cache_dir, identity, "float16")
+    records, encoded = fill_cache(model, dataset, cache, batch_size, next(model.parameters()).device, None, progress,
+                                  encode=model.head_input if blocks else None)
     if encoded:
         log.info("feature cache %s: %d images encoded", cache.dir, encoded)
+    return cache, records
+
+
+def _views(model: Any, cache: FeatureCache, records: Sequence[dict]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(frontal inputs, lateral inputs (zeros where absent) and presence mask; None without a lateral head)."""
+    front = cache.get([r["image_key"] for r in records]).half()  # trunk maps are large: half the memory, as cached
+    if not model.findings.lateral:
+        return front, None, None
+    mask = torch.tensor([r.get("lateral_image_key") is not None for r in records])
+    side = torch.zeros_like(front)
+    if bool(mask.any()):
+        side[mask] = cache.get([r["lateral_image_key"] for r in records if r.get("lateral_image_key") is not None]).half()
+    return front, side, mask
+
+
+def _pooled_features(model: Any, dataset: Sequence[dict], cache_dir: str | Path, batch_size: int, progress: bool) -> torch.Tensor:
+    cache, records = _cached_head_inputs(model, dataset, cache_dir, batch_size, progress)
     pooled = []
     for start in range(0, len(records), 256):
         chunk = records[start:start + 256]
@@ -96,11 +119,79 @@ def fit_head_on_pooled(head: Any, train_x: torch.Tensor, train_y: torch.Tensor, 
     return epoch, best_epoch, best_loss
 
 
+def fit_head_with_tail(head: Any, train: tuple, train_y: torch.Tensor, val: tuple, val_y: torch.Tensor,
+                       max_pos_weight: float = 10.0, max_epochs: int = 25, patience: int = 4, lr: float = 3e-4,
+                       tail_lr: float = 1e-4, weight_decay: float = 0.1, batch_size: int = 32, seed: int = 0,
+                       lateral_dropout: float = 0.0, progress: bool = True) -> tuple[int, int, float, torch.Tensor]:
+    """Train a head that has its own encoder blocks (`head.tail`) on cached trunk maps.
+
+    `train` / `val`: (frontal maps, lateral maps or None, lateral mask or None). Unlike the pooled fit,
+    every epoch runs the tail over every image (about a minute an epoch for 2,300 studies with two
+    views on 2 CPU cores), hence fewer epochs and a shorter patience; the tail learns at `tail_lr`,
+    below the head's `lr`, because it starts from trained weights. Returns (epochs run, best epoch,
+    best val loss, val logits of the best epoch)."""
+    from tqdm.auto import tqdm
+
+    head.set_class_balance(train_y, max_pos_weight)
+    head.requires_grad_(True)
+    tail_params = list(head.tail.parameters())
+    tail_ids = {id(p) for p in tail_params}
+    optimizer = torch.optim.AdamW([{"params": [p for p in head.parameters() if id(p) not in tail_ids], "lr": lr},
+                                   {"params": tail_params, "lr": tail_lr}], weight_decay=weight_decay)
+    generator = torch.Generator().manual_seed(seed)
+    front, side, mask = train
+
+    def logits_of(views: tuple, rows: torch.Tensor, lateral_mask: torch.Tensor | None = None) -> torch.Tensor:
+        f, s, m = views
+        if s is None:
+            return head(f[rows].float())
+        return head(f[rows].float(), s[rows].float(), m[rows] if lateral_mask is None else lateral_mask)
+
+    def val_logits() -> torch.Tensor:
+        head.eval()
+        with torch.no_grad():
+            return torch.cat([logits_of(val, torch.arange(start, min(start + 128, len(val_y))))
+                              for start in range(0, len(val_y), 128)])
+
+    best_loss, best_epoch, best_state, best_logits, epoch = math.inf, 0, copy.deepcopy(head.state_dict()), None, 0
+    bar = tqdm(total=max_epochs, desc="finding head + encoder blocks", unit="epoch", disable=not progress, leave=False)
+    for epoch in range(1, max_epochs + 1):
+        head.train()
+        order = torch.randperm(len(train_y), generator=generator)
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            kept = None
+            if mask is not None:  # see FindingHead: some studies train without their lateral
+                kept = mask[rows] & (torch.rand(len(rows), generator=generator) >= lateral_dropout)
+            loss = head.loss(logits_of(train, rows, kept), train_y[rows])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        logits = val_logits()
+        val_loss = float(head.loss(logits, val_y))
+        bar.update(1)
+        bar.set_postfix(val_loss=f"{val_loss:.4f}")
+        if val_loss < best_loss - 1e-5:
+            best_loss, best_epoch, best_state, best_logits = val_loss, epoch, copy.deepcopy(head.state_dict()), logits
+        elif epoch - best_epoch >= patience:
+            break
+    bar.close()
+    head.load_state_dict(best_state)
+    head.requires_grad_(False)
+    head.eval()
+    return epoch, best_epoch, best_loss, best_logits if best_logits is not None else val_logits()
+
+
 def fit_finding_head(model: Any, train_set: Sequence[dict], val_set: Sequence[dict], cache_dir: str | Path,
-                     label_source: str = "auto", max_epochs: int = 300, patience: int = 30, lr: float = 3e-4,
-                     weight_decay: float = 0.1, batch_size: int = 64, seed: int = 0, progress: bool = True) -> HeadFit:
-    """Train only `model.findings` on cached encoder features of `train_set`; early-stop on the BCE of
-    `val_set`; keep the best epoch's weights; tune thresholds on `val_set`. Returns what it measured."""
+                     label_source: str = "auto", max_epochs: int | None = None, patience: int | None = None, lr: float = 3e-4,
+                     weight_decay: float = 0.1, batch_size: int = 64, seed: int = 0, progress: bool = True,
+                     tail_lr: float = 1e-4) -> HeadFit:
+    """Train only `model.findings` on cached inputs of `train_set`; early-stop on the BCE of `val_set`;
+    keep the best epoch's weights; tune thresholds on `val_set`. Returns what it measured.
+
+    A plain head trains on pooled encoder features (defaults: 300 epochs, patience 30); a head with
+    its own encoder blocks (model.findings.tune_encoder_blocks) on trunk maps, with them
+    (`fit_head_with_tail`; defaults: 25 epochs, patience 4, batch 32)."""
     head = getattr(model, "findings", None)
     if head is None:
         raise ConfigError(f"recipe '{model.recipe.name}' has no finding head to fit (model.findings.enabled=false)")
@@ -110,14 +201,25 @@ def fit_finding_head(model: Any, train_set: Sequence[dict], val_set: Sequence[di
     train_y = targets_from_labels(*study_finding_labels(train_set), names, label_source)[0]
     val_y = targets_from_labels(*study_finding_labels(val_set), names, label_source)[0]
     model.eval()
-    with torch.no_grad():
-        train_x = _pooled_features(model, train_set, cache_dir, batch_size, progress)
-        val_x = _pooled_features(model, val_set, cache_dir, batch_size, progress)
     spec = model.recipe.model.findings
-    epoch, best_epoch, best_loss = fit_head_on_pooled(head, train_x, train_y, val_x, val_y, spec.max_pos_weight,
-                                                      max_epochs, patience, lr, weight_decay, batch_size, seed, spec.lateral_dropout)
+    if head.tail_blocks:
+        with torch.no_grad():
+            train_cache, train_records = _cached_head_inputs(model, train_set, cache_dir, 32, progress)
+            val_cache, val_records = _cached_head_inputs(model, val_set, cache_dir, 32, progress)
+            train_views, val_views = _views(model, train_cache, train_records), _views(model, val_cache, val_records)
+        epoch, best_epoch, best_loss, val_logits = fit_head_with_tail(
+            head, train_views, train_y, val_views, val_y, spec.max_pos_weight, max_epochs or 25, patience or 4, lr, tail_lr,
+            weight_decay, 32, seed, spec.lateral_dropout, progress)
+    else:
+        with torch.no_grad():
+            train_x = _pooled_features(model, train_set, cache_dir, batch_size, progress)
+            val_x = _pooled_features(model, val_set, cache_dir, batch_size, progress)
+        epoch, best_epoch, best_loss = fit_head_on_pooled(head, train_x, train_y, val_x, val_y, spec.max_pos_weight, max_epochs or 300,
+                                                          patience or 30, lr, weight_decay, batch_size, seed, spec.lateral_dropout)
+        with torch.no_grad():
+            val_logits = head.classify(val_x)
     with torch.no_grad():
-        micro_f1, aurocs = tune_thresholds(head, torch.sigmoid(head.classify(val_x)), val_y)
+        micro_f1, aurocs = tune_thresholds(head, torch.sigmoid(val_logits), val_y)
     aurocs = {name: round(value, 4) for name, value in aurocs.items()}
     fit = HeadFit(epoch, best_epoch, best_loss, aurocs, micro_f1, {n: round(float(t), 4) for n, t in zip(names, head.thresholds)})
     log.info("finding head: best val BCE %.4f at epoch %d of %d; val micro-F1 %.3f at tuned thresholds; val AUROC %s",

@@ -335,6 +335,11 @@ class Trainer:
         train_set, val_set = self.train_dataset, self.val_dataset or []
         if not (recipe.train.feature_cache and encoder_frozen(raw_model)):
             return train_set, val_set, self.collate
+        if getattr(getattr(raw_model, "findings", None), "tail_blocks", 0):
+            log.warning("model.findings.tune_encoder_blocks=%d: the finding head reads the encoder's trunk maps, which the feature "
+                        "cache does not hold, so training reads pixels (slower). To keep the cache, train with 0 and fit the head's "
+                        "blocks afterwards: radgen fit-findings MODEL --tune-encoder-blocks N", raw_model.findings.tail_blocks)
+            return train_set, val_set, self.collate
         root = Path(recipe.train.feature_cache_dir or self.run_dir / "feature_cache")
         encoder_id = encoder_identity(raw_model)
         # One process writes the store; the others wait and then read it (memory-mapped, shared).

@@ -56,3 +56,28 @@ def test_cli_fits_a_saved_model_in_place(tmp_path, capsys):
     report = json.loads((tmp_path / "m" / "finding_head_fit.json").read_text())
     loaded = ReportGenerator.from_pretrained(tmp_path / "m")
     assert [round(float(t), 4) for t in loaded.findings.thresholds] == [report["thresholds"][n] for n in loaded.findings.observations]
+
+
+def test_fit_with_encoder_blocks_trains_the_tail_on_cached_trunk_maps(tmp_path, capsys):
+    manifest = write_studies(tmp_path / "studies", train=24, val=9)
+    torch.manual_seed(0)
+    model = build_model(load_recipe("radgen-small", size="tiny"))
+    model.save_pretrained(tmp_path / "m")
+    encoder_before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    assert main(["fit-findings", str(tmp_path / "m"), "--data", str(manifest), "--tune-encoder-blocks", "2", "--max-epochs", "6",
+                 "--patience", "6", "--no-progress", "--feature-cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out")]) == 0
+    assert "finding head fitted" in capsys.readouterr().out
+    fitted = ReportGenerator.from_pretrained(tmp_path / "out")
+    assert fitted.recipe.model.findings.tune_encoder_blocks == 2
+    # the encoder the decoder reads is untouched; the head's copy of its last blocks has moved
+    assert all(torch.equal(v, encoder_before[k]) for k, v in fitted.encoder.state_dict().items())
+    moved = [not torch.equal(a, b) for a, b in zip(fitted.findings.tail.parameters(), list(model.encoder.model.blocks[-2:].parameters())
+                                                   + list(model.encoder.model.conv_head.parameters()) + list(model.encoder.model.bn2.parameters()))]
+    assert any(moved)
+    # trunk maps were cached under their own identity, beside nothing else
+    cached = [p.name for p in (tmp_path / "cache").iterdir()]
+    assert len(cached) == 1 and cached[0].endswith("-trunk2")
+    report = json.loads((tmp_path / "out" / "finding_head_fit.json").read_text())
+    assert report["best_epoch"] >= 1 and set(report["val_auroc"]) == {"Cardiomegaly", "Pleural Effusion"}
+    # the saved model still loads the original (in place) without a tail
+    assert ReportGenerator.from_pretrained(tmp_path / "m").findings.tail_blocks == 0
