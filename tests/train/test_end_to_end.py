@@ -4,6 +4,7 @@ import signal
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from radgen.cli import main
@@ -78,3 +79,18 @@ def test_real_model_resume_after_kill(manifest, tmp_path, monkeypatch):
     assert main([*args, "--output-dir", str(tmp_path / "cut"), "--resume"]) == 0
     curve = lambda d: [(r["kind"], r["step"], r.get("loss"), r.get("val_loss")) for r in read_metrics(d)]  # noqa: E731
     assert len(curve(tmp_path / "full")) == 10 and curve(tmp_path / "cut") == curve(tmp_path / "full")
+
+
+def test_a_head_with_its_own_encoder_blocks_trains_from_pixels_and_says_why(manifest, tmp_path, caplog):
+    run = tmp_path / "run"
+    with caplog.at_level("WARNING", logger="radgen.train.trainer"):
+        code = main(["train", "radgen-small", f"data.manifest={manifest}", *FAST, "stages.0.max_steps=4", "train.eval_generate=0",
+                     "model.findings.tune_encoder_blocks=2", "--size", "tiny", "--output-dir", str(run), "--no-progress"])
+    assert code == 0
+    assert "reads pixels" in caplog.text and "fit-findings" in caplog.text
+    assert not (run / "feature_cache").exists()  # the cache would hold the encoder's output, which the tail cannot read
+    trained = ReportGenerator.from_pretrained(run / "best")
+    assert trained.findings.tail_blocks == 2
+    # the head's blocks trained; the encoder the decoder reads did not
+    fresh_encoder = trained.encoder.model
+    assert any(not torch.equal(a, b) for a, b in zip(trained.findings.tail[0].parameters(), fresh_encoder.blocks[-2].parameters()))
