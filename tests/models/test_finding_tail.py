@@ -98,3 +98,12 @@ def test_inference_layout_keeps_the_heads_answer(tailed):
     before = model.predict_findings(pixel_values=images)[0]
     prepare_for_inference(model, "float32")
     torch.testing.assert_close(model.predict_findings(pixel_values=images)[0], before, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("recipe, message", [
+    ("resnet-mapper-lora", "is not stem → blocks → head conv"),  # a timm CNN of another layout
+    ("llava-two-stage", "has no block stages to copy"),  # a transformers vision tower
+])
+def test_encoders_without_copyable_blocks_say_so(recipe, message):
+    with pytest.raises(ConfigError, match=message):
+        tiny(recipe, "model.findings.enabled=true", "model.findings.tune_encoder_blocks=1")
