@@ -166,7 +166,7 @@ class Trainer:
             log.info("initialised %d tensors from %s", loaded, train_cfg.init_from)
         if self.train_dataset is None:
             self.train_dataset, self.val_dataset = load_splits(recipe, raw_model.image_transform)
-        train_set, val_set = self.train_dataset, self.val_dataset or []
+        train_set = self.train_dataset
         if len(train_set) == 0:
             raise DataError(f"{recipe.data.manifest}: no training studies (split 'train'); check the manifest's split field")
 
