@@ -230,7 +230,7 @@ def int8_supported() -> bool:
 
 @functools.cache
 def _note_once(message: str) -> None:
-    log.info(message)
+    log.info("radgen: %s", message)  # radgen's own voice, like its other notes (tests/test_quiet.py allows those)
 
 
 def pack_linears(module: nn.Module) -> int:
