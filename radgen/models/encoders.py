@@ -57,13 +57,15 @@ class ImageEncoder(nn.Module):
         """One pass → (the tokens `forward` returns, or None when `tokens` is False; the trunk map that
         the last `tail_blocks` blocks read). For a finding head with its own copy of those blocks
         (model.findings.tune_encoder_blocks). Only CNN encoders with block stages have one."""
-        raise ConfigError(f"model.findings.tune_encoder_blocks: encoder {type(self).__name__} has no block stages to copy; "
-                          "use a timm EfficientNet/MobileNet encoder or set it to 0")
+        raise self._no_block_stages()
 
     def tail_copy(self, tail_blocks: int) -> nn.Module:
         """A trainable copy of the last `tail_blocks` blocks and the head conv: trunk map → feature map."""
-        raise ConfigError(f"model.findings.tune_encoder_blocks: encoder {type(self).__name__} has no block stages to copy; "
-                          "use a timm EfficientNet/MobileNet encoder or set it to 0")
+        raise self._no_block_stages()
+
+    def _no_block_stages(self) -> ConfigError:
+        return ConfigError(f"model.findings.tune_encoder_blocks: encoder {type(self).__name__} has no block stages to copy; "
+                           "use a timm EfficientNet/MobileNet encoder or set it to 0")
 
 
 EncoderBuilder = Callable[[EncoderConfig, SourceCache], ImageEncoder]

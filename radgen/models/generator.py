@@ -200,7 +200,7 @@ class ReportGenerator(nn.Module):
         (model.findings.tune_encoder_blocks): then its input is the encoder's trunk map, taken from
         the same pass over `pixel_values`; with cached `image_features` the trunk maps must come as
         `head_features`."""
-        blocks = self.findings.tail_blocks if hasattr(self, "findings") else 0
+        blocks = self._head_blocks()
         if not blocks:
             features = self.image_features(pixel_values, image_features)
             return features, features
@@ -211,10 +211,14 @@ class ReportGenerator(nn.Module):
                               f"(model.findings.tune_encoder_blocks={blocks}); pass pixel_values, not cached image_features")
         return self.image_features(None, image_features), head_features.to(self._device())
 
+    def _head_blocks(self) -> int:
+        """How many encoder blocks the finding head has its own copy of (0: it reads the encoder's output)."""
+        return self.findings.tail_blocks if hasattr(self, "findings") else 0
+
     def head_input(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The finding head's input for images: encoder features, or trunk maps for a head with a tail
         (the encoder stops where the tail starts)."""
-        blocks = self.findings.tail_blocks if hasattr(self, "findings") else 0
+        blocks = self._head_blocks()
         if not blocks:
             return self.encode_images(pixel_values)
         return self.encoder.split_forward(pixel_values.to(self._device()), blocks, tokens=False)[1]

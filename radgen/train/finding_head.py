@@ -57,8 +57,9 @@ def _cached_head_inputs(model: Any, dataset: Sequence[dict], cache_dir: str | Pa
 
 
 def _views(model: Any, cache: FeatureCache, records: Sequence[dict]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """(frontal inputs, lateral inputs (zeros where absent) and presence mask; None without a lateral head)."""
-    front = cache.get([r["image_key"] for r in records]).half()  # trunk maps are large: half the memory, as cached
+    """(frontal inputs, lateral inputs (zeros where absent) and presence mask; None without a lateral
+    head), in float16 as cached: trunk maps are large."""
+    front = cache.get([r["image_key"] for r in records]).half()
     if not model.findings.lateral:
         return front, None, None
     mask = torch.tensor([r.get("lateral_image_key") is not None for r in records])
@@ -70,18 +71,9 @@ def _views(model: Any, cache: FeatureCache, records: Sequence[dict]) -> tuple[to
 
 def _pooled_features(model: Any, dataset: Sequence[dict], cache_dir: str | Path, batch_size: int, progress: bool) -> torch.Tensor:
     cache, records = _cached_head_inputs(model, dataset, cache_dir, batch_size, progress)
-    pooled = []
-    for start in range(0, len(records), 256):
-        chunk = records[start:start + 256]
-        features = cache.get([r["image_key"] for r in chunk])
-        lateral = mask = None
-        if model.findings.lateral:
-            mask = torch.tensor([r.get("lateral_image_key") is not None for r in chunk])
-            lateral = torch.zeros_like(features)
-            if bool(mask.any()):
-                lateral[mask] = cache.get([r["lateral_image_key"] for r in chunk if r.get("lateral_image_key") is not None]).to(lateral.dtype)
-        pooled.append(model.findings.pool(features, lateral, mask))
-    return torch.cat(pooled)
+    # in chunks: the token features of every study at once would take GBs; their pools are small
+    return torch.cat([model.findings.pool(*_views(model, cache, records[start:start + 256]))
+                      for start in range(0, len(records), 256)])
 
 
 def fit_head_on_pooled(head: Any, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
