@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python benchmarks/drafted_decoding.py --manifest data/iu-phantom/manifest.jsonl \
         [--model radgen/assets/default_model] [--split test] [--limit 96] [--batch-sizes 1,16]
-        [--draft-tokens 8] [--threads 2] [--also-dtype float32] [--json drafted_decoding.json]
+        [--draft-tokens 16] [--threads 2] [--also-dtype float32] [--json drafted_decoding.json]
 
 Drafting only pays where the model writes text it has written before, so this benchmark cannot
 use random weights or forced lengths (perf_compare.py's protocol): it decodes the trained model's
@@ -11,7 +11,9 @@ own reports from IU-Phantom images, each to its natural end (eos), with the mode
 findings-consistency edits; the study's indication and lateral view where the model reads them,
 exactly as `radgen generate` passes them). Configs, each over the same studies and batches:
 
-- `plain-peft`: LoRA unmerged, weights unpacked, fp32, HF `generate` greedy (what a peft user runs);
+- `plain-peft`: the model as stored (`load_model(..., prepare=False)`): LoRA unmerged, fp32,
+  the timm encoder as timm builds it (NCHW, batch norms unfolded), HF `generate` greedy (what an HF +
+  peft user runs; before 2026-11-30 this config also had radgen's channels-last encoder);
 - `radgen-hf`: `radgen generate`'s model preparation (LoRA merged, weights packed where that pays,
   the decoder dtype `auto` picks: bf16 on a CPU with native bf16, else fp32), HF greedy;
 - `radgen-drafted`: the same model with drafted decoding and the draft table it ships with
@@ -72,7 +74,7 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--limit", type=int, default=96)
     parser.add_argument("--batch-sizes", default="1,16")
-    parser.add_argument("--draft-tokens", type=int, default=8)
+    parser.add_argument("--draft-tokens", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--also-dtype", choices=["float32", "bfloat16"], default=None,
                         help="also time drafted decoding with the decoder in this dtype")
@@ -81,7 +83,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     models = {
-        "plain-peft": load_model(args.model, merge_lora=False, dtype="float32"),
+        "plain-peft": load_model(args.model, prepare=False),
         "radgen-hf": load_model(args.model),
         "radgen-drafted": load_model(args.model),
         "radgen-drafted-cold": load_model(args.model),

@@ -213,7 +213,7 @@ class GenerateConfig:
     batch_size: int = 16
     # greedy decoding drafts up to this many tokens a decoder pass from reports written before, then
     # keeps the ones the decoder agrees with (same text; radgen.models.speculative); 0 = plain greedy
-    draft_tokens: int = 8
+    draft_tokens: int = 16
     # grounded models: make the text state the findings the head named and deny none of them
     # (radgen.models.consistency); false returns the decoder's own text
     consistent_findings: bool = True

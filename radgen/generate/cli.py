@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="grounded models: return the decoder's own text, without the findings-consistency edits")
     gen.add_argument("--draft-tokens", type=int, default=None,
                      help="greedy only: tokens drafted a decoder pass from earlier reports and kept where the decoder "
-                          "agrees (same text, fewer passes); 0 = plain greedy (default: recipe, 8)")
+                          "agrees (same text, fewer passes; on CPU fewer a row in large batches); 0 = plain greedy (default: recipe, 16)")
     gen.add_argument("--temperature-scale", default=None, metavar="T|calib.json",
                      help="confidence temperature (a number or the calib.json of `radgen calibrate`); changes confidences only")
     gen.add_argument("--seed", type=int, default=0, help="sampling seed (per batch, so resumed runs match)")

@@ -84,8 +84,12 @@ def resolve_model_dir(path: str | os.PathLike) -> Path:
                        f"folder or a training run folder that has best/")
 
 
-def load_model(path: str | os.PathLike, device: str | None = None, merge_lora: bool = True, dtype: str = "auto"):
+def load_model(path: str | os.PathLike, device: str | None = None, merge_lora: bool = True, dtype: str = "auto",
+               prepare: bool = True):
     """Load a model for inference: eval mode, LoRA merged into the decoder unless merge_lora=False.
+
+    prepare=False returns the model as stored (eval mode, fp32, LoRA unmerged, no draft table; dtype
+    and merge_lora unused): what `radgen model export` saves and what a plain HF + peft user runs.
 
     dtype "auto" (default) runs the decoder in bfloat16 on a CUDA GPU with bf16 and on a CPU that
     computes bf16 natively (AVX512-BF16/AMX; `radgen.models.fast.native_bf16_cpu`), else in fp32;
@@ -97,6 +101,8 @@ def load_model(path: str | os.PathLike, device: str | None = None, merge_lora: b
     directory = resolve_model_dir(path)
     model = ReportGenerator.from_pretrained(str(directory), device=device)
     model.eval()
+    if not prepare:
+        return model
     prepare_for_inference(model, dtype, merge=merge_lora)
     seed_draft_table(model, directory)
     return model

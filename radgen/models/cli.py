@@ -89,9 +89,10 @@ def _export(args: argparse.Namespace) -> int:
         card = card or {"trained_on": f"nothing: recipe {model.recipe.name} as built before training (zero-shot)",
                         "intended_use": "zero-shot baseline for evaluation; not for clinical use"}
     else:
-        # Unmerged LoRA keeps adapters separate, which is what makes a base_weights=False folder small;
-        # float32, not "auto": on a CPU with native bf16 "auto" is bf16, and the export wrote bf16 adapters.
-        model = load_model(resolve_model(args.source), merge_lora=False, dtype="float32")
+        # As stored, not load_model's inference form: that merges LoRA (a base_weights=False folder is
+        # small because adapters stay separate), picks bf16 on a CPU with native bf16 (the export wrote
+        # bf16 adapters) and folds the encoder's batch norms (their weights would be missing).
+        model = load_model(resolve_model(args.source), prepare=False)
     if card is not None:
         model.card = card  # else the source's own card (read by from_pretrained) travels with it
     model.save_pretrained(args.out, base_weights=args.base_weights)

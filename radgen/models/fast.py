@@ -9,7 +9,8 @@
   next token is a label are gathered, and the LM head + cross-entropy run over those rows in chunks
   (`chunk` rows at a time), so no full-vocabulary tensor for masked positions is ever built. The
   loss is the same mean over label tokens HF computes (tests check equality to 1e-5, and grads).
-- `prepare_for_inference`: merge LoRA, put a CNN image encoder in channels-last layout, on CPU
+- `prepare_for_inference`: merge LoRA, fold a CNN image encoder's batch norms into its convolutions
+  (`fold_batch_norms`) and put it in channels-last layout, on CPU
   pre-pack the decoder's Linear weights for oneDNN (`PackedLinear`) where a timing on this CPU says
   it pays (`packing_pays`), then (dtype "auto") cast the decoder to bfloat16 on a CUDA GPU
   that supports it and on a CPU that computes bf16 natively (`native_bf16_cpu`: AVX512-BF16 or
@@ -20,6 +21,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import os
@@ -57,6 +59,18 @@ def supports_label_position_loss(decoder: nn.Module) -> bool:
     return body is not None and body is not base and base.get_output_embeddings() is not None
 
 
+def _label_rows(decoder: nn.Module, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
+                labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(hidden states whose next token is a label, those labels, the (B, L-1) mask of them): the
+    decoder body runs once, no position reaches the vocabulary yet."""
+    base = _base(decoder)
+    hidden = base.get_decoder()(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False,
+                                return_dict=True).last_hidden_state
+    targets = labels[:, 1:]
+    keep = targets != -100
+    return hidden[:, :-1][keep], targets[keep], keep
+
+
 def label_position_loss(decoder: nn.Module, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
                         labels: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
     """Mean next-token cross-entropy over label positions (labels -100 elsewhere), as HF computes it.
@@ -64,20 +78,36 @@ def label_position_loss(decoder: nn.Module, inputs_embeds: torch.Tensor, attenti
     `labels` are aligned with `inputs_embeds` (position t's label is the token at t; the loss at t
     uses the hidden state at t-1), exactly the convention of HF `labels=`.
     """
-    base = _base(decoder)
-    hidden = base.get_decoder()(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False,
-                                return_dict=True).last_hidden_state
-    targets = labels[:, 1:]
-    keep = targets != -100
-    rows = hidden[:, :-1][keep]  # (n_label_tokens, hidden): only these positions reach the vocabulary
-    wanted = targets[keep]
-    head = base.get_output_embeddings()
-    total = hidden.new_zeros((), dtype=torch.float32)
+    rows, wanted, keep = _label_rows(decoder, inputs_embeds, attention_mask, labels)
+    head = _base(decoder).get_output_embeddings()
+    total = rows.new_zeros((), dtype=torch.float32)
     for start in range(0, rows.shape[0], chunk):
         # fp32 logits like HF's loss (ForCausalLMLoss upcasts), one chunk at a time
         logits = head(rows[start:start + chunk]).float()
         total = total + F.cross_entropy(logits, wanted[start:start + chunk], reduction="sum")
     return total / keep.sum().clamp(min=1)
+
+
+@torch.no_grad()
+def label_position_logprobs(decoder: nn.Module, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
+                            labels: torch.Tensor, chunk: int = 1024) -> list[list[float]]:
+    """Per row, log p (fp32 log-softmax of the raw logits) of each label token given the tokens
+    before it, in order: what scoring a finished text needs (a grounded report after its
+    findings-consistency edits), without the (B, L, vocabulary) logits of every visual, prompt and
+    padding position, the bulk of that pass's time and memory. Same labels convention as
+    `label_position_loss`."""
+    rows, wanted, keep = _label_rows(decoder, inputs_embeds, attention_mask, labels)
+    head = _base(decoder).get_output_embeddings()
+    values = []
+    for start in range(0, rows.shape[0], chunk):
+        logits = head(rows[start:start + chunk]).float()
+        values.append(logits.gather(1, wanted[start:start + chunk, None]).squeeze(1) - logits.logsumexp(-1))
+    flat = torch.cat(values).tolist() if values else []
+    out, at = [], 0
+    for count in keep.sum(1).tolist():
+        out.append(flat[at:at + count])
+        at += count
+    return out
 
 
 class PackedLinear(nn.Module):
@@ -309,16 +339,72 @@ def native_bf16_cpu() -> bool:
     return bool(found.get("avx512_bf16") or found.get("amx_bf16"))
 
 
+def fold_batch_norms(module: nn.Module) -> int:
+    """Fold each eval-mode BatchNorm2d into the Conv2d registered just before it (torch's
+    `fuse_conv_bn_eval`), leaving only the norm's activation (timm's BatchNormAct2d); returns how many.
+
+    Why: a frozen CNN's batch norms are a fixed per-channel affine map, yet each is a separate pass
+    over the feature map; in radgen-small's EfficientNet-Lite0 (both views, plus the finding head's
+    copy of the last blocks) they took ~6% of a batch-32 report on CPU. Registration order stands in
+    for execution order here (true of timm's conv/bn pairs), so callers check the outputs
+    (`_fold_encoder_batch_norms`). Inference only: the folded module has no batch-norm state left.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = 0
+    for parent in list(module.modules()):
+        names = list(parent._modules)
+        for first, second in zip(names, names[1:]):
+            conv, norm = parent._modules[first], parent._modules[second]
+            if (isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d) and norm.track_running_stats
+                    and norm.num_features == conv.out_channels and not conv.training and not norm.training):
+                parent._modules[first] = fuse_conv_bn_eval(conv, norm)
+                after = [m for m in (getattr(norm, "drop", None), getattr(norm, "act", None)) if isinstance(m, nn.Module)]
+                parent._modules[second] = nn.Sequential(*after) if after else nn.Identity()
+                folded += 1
+    return folded
+
+
+@torch.no_grad()
+def _fold_encoder_batch_norms(model: Any) -> int:
+    """Fold the image encoder's (and a finding head's own encoder blocks') batch norms where that
+    keeps their outputs (checked on one random image, else left as they were, with a note)."""
+    encoder, tail = model.encoder, getattr(getattr(model, "findings", None), "tail", None)
+    size = getattr(encoder, "image_size", None)
+    if encoder.training or not isinstance(size, int) or not any(isinstance(m, nn.BatchNorm2d) for m in encoder.modules()):
+        return 0
+    probe = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(next(encoder.parameters()).device)
+    blocks = model._head_blocks() if tail is not None else 0
+
+    def outputs() -> list[torch.Tensor]:
+        if not blocks:
+            return [encoder(probe)]
+        tokens, trunk = encoder.split_forward(probe, blocks)
+        return [tokens, trunk, tail(trunk)]
+
+    before, saved = outputs(), (copy.deepcopy(encoder), copy.deepcopy(tail))
+    folded = fold_batch_norms(encoder) + (fold_batch_norms(tail) if blocks else 0)
+    if folded and not all(torch.allclose(a, b, rtol=1e-3, atol=1e-4) for a, b in zip(before, outputs())):
+        model.encoder = saved[0]
+        if blocks:
+            model.findings.tail = saved[1]
+        _note_once(f"folding the image encoder's batch norms changed its outputs ({type(encoder).__name__}); kept them unfolded")
+        return 0
+    return folded
+
+
 def prepare_for_inference(model: Any, dtype: str = "auto", merge: bool = True, pack: bool = True) -> str:
     """Merge LoRA (unless merge=False) and put the decoder in the fastest inference form; returns the dtype chosen.
 
-    Only the decoder changes: the image encoder and connector stay fp32 (they are a small share of
-    decoding time), and `ReportGenerator` casts the visual tokens to the decoder's dtype. Token
+    Only the decoder changes dtype: the image encoder and connector stay fp32 (they are a small share
+    of decoding time; the encoder's batch norms are folded, `fold_batch_norms`), and `ReportGenerator` casts the visual tokens to the decoder's dtype. Token
     log-probabilities are computed in fp32 from the (bf16) logits either way.
     """
     if merge:
         model.merge_adapters()
     if model.encoder is not None:
+        if _fold_encoder_batch_norms(model):
+            model.batch_norms_folded = True  # save_pretrained refuses such a model: its norms are gone
         model.encoder.prepare_for_inference()
         if getattr(getattr(model, "findings", None), "tail_blocks", 0) and getattr(model.encoder, "channels_last", False):
             # the head's copy of the last blocks reads the encoder's (now channels-last) trunk map

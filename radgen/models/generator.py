@@ -26,7 +26,7 @@ from radgen.config import RecipeConfig
 from radgen.data.text import clean_context
 from radgen.errors import ConfigError
 from radgen.models.build import build_parts
-from radgen.models.fast import label_position_loss, supports_label_position_loss
+from radgen.models.fast import label_position_logprobs, label_position_loss, supports_label_position_loss
 from radgen.models.consistency import make_consistent
 from radgen.models.findings import FindingHead, verbalize
 from radgen.models.peft import SoftPrompt, merge_lora
@@ -328,7 +328,7 @@ class ReportGenerator(nn.Module):
     def generate(self, pixel_values: torch.Tensor | None = None, image_features: torch.Tensor | None = None, num_beams: int = 3,
                  max_new_tokens: int = 60, do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
                  repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0, min_new_tokens: int = 0,
-                 draft_tokens: int = 8, findings: list[list[str]] | None = None, consistent_findings: bool = True,
+                 draft_tokens: int = 16, findings: list[list[str]] | None = None, consistent_findings: bool = True,
                  contexts: list[str | None] | None = None, **lateral: torch.Tensor | None) -> list[GeneratedReport]:
         """Decode one report per image with the decoder's HF `generate` (KV cache on).
 
@@ -417,16 +417,22 @@ class ReportGenerator(nn.Module):
         rows = torch.tensor(edited, device=visual.device)
         tokens = self.tokenize_reports([reports[i].text for i in edited], findings=[findings[i] for i in edited],
                                        contexts=[contexts[i] for i in edited] if contexts is not None else None)
-        out = self._forward(tokens["input_ids"].to(visual.device), tokens["attention_mask"].to(visual.device), None, visual[rows], {})
-        logp = out.logits.float().log_softmax(-1)
-        eos = self.eos_id()
-        n_before = logp.shape[1] - tokens["input_ids"].shape[1]  # visual tokens (+ soft prompt) before the text
+        input_ids, attention_mask = tokens["input_ids"].to(visual.device), tokens["attention_mask"].to(visual.device)
+        labels = tokens["labels"].to(visual.device)
+        labels = labels.masked_fill(labels == self.eos_id(), -100)  # the text's tokens, not its end
+        if self.is_causal and supports_label_position_loss(self.decoder):
+            embeds, mask, n_before = self._causal_inputs(visual[rows], self._embed(input_ids), attention_mask)
+            ignore = torch.full((labels.shape[0], n_before), -100, dtype=labels.dtype, device=labels.device)
+            values = label_position_logprobs(self.decoder, embeds, mask, torch.cat([ignore, labels], dim=1))
+        else:
+            out = self._forward(input_ids, attention_mask, None, visual[rows], {})
+            logp = out.logits.float().log_softmax(-1)
+            n_before = logp.shape[1] - input_ids.shape[1]  # visual tokens (+ soft prompt) before the text
+            values = [[float(logp[row, n_before + t - 1, labels[row, t]]) for t in range(labels.shape[1]) if labels[row, t] != -100]
+                      for row in range(len(edited))]
         for row, i in enumerate(edited):
-            labels = tokens["labels"][row]
-            positions = [t for t in range(labels.shape[0]) if labels[t] != -100 and int(labels[t]) != eos]
-            ids = [int(labels[t]) for t in positions]
-            values = [float(logp[row, n_before + t - 1, labels[t]]) for t in positions]
-            reports[i].token_ids, reports[i].token_logprobs = ids, values
+            ids = [int(t) for t in labels[row] if t != -100]
+            reports[i].token_ids, reports[i].token_logprobs = ids, values[row]
             reports[i].tokens = self.tokenizer.convert_ids_to_tokens(ids)
 
     def _drafting(self, num_beams: int, do_sample: bool, draft_tokens: int) -> bool:

@@ -36,7 +36,7 @@ import torch
 import yaml
 
 from radgen.config import RecipeConfig, from_dict, recipe_to_yaml
-from radgen.errors import WeightsError
+from radgen.errors import ConfigError, WeightsError
 from radgen.io import atomic_dir
 from radgen.models.peft import is_adapter_key
 from radgen.version import __version__
@@ -125,6 +125,10 @@ def _architectures(model) -> dict[str, Any]:
 
 def save_pretrained(model, directory: str | Path, base_weights: bool = True) -> None:
     from safetensors.torch import save_file
+
+    if getattr(model, "batch_norms_folded", False):
+        raise ConfigError(f"{directory}: this model was prepared for inference (its image encoder's batch norms are folded "
+                          "into its convolutions, radgen.models.fast); save one loaded by ReportGenerator.from_pretrained instead")
 
     quantized = model.recipe.model.decoder.load_in_8bit or model.recipe.model.decoder.load_in_4bit
     if quantized and not model.merged:

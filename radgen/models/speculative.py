@@ -36,6 +36,21 @@ from torch import nn
 SUPPORTED_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gpt2", "phi3", "opt"}
 
 
+# A CPU decoder pass costs about the same for one token or a few hundred in flight (reading the
+# weights dominates); past that it is compute-bound and every rejected draft token is paid for. So on
+# CPU a pass's drafts share this many tokens among the rows still decoding: radgen-small at batch 1
+# drafts its full 16 (0.55-0.61 s a report against 0.71 s with 8), at batch 32 8 each (16 was ~10%
+# slower there); measured on training-split studies, docs/benchmarks.md "Performance". GPUs: no cut.
+CPU_PASS_TOKENS = 288
+
+
+def draft_width(rows: int, draft_tokens: int, device: torch.device) -> int:
+    """How many tokens each of `rows` rows may draft this pass (at most `draft_tokens`, at least 1)."""
+    if device.type != "cpu" or draft_tokens <= 1:
+        return draft_tokens
+    return max(1, min(draft_tokens, CPU_PASS_TOKENS // rows - 1))
+
+
 class NgramDraft:
     """Most-frequent-continuation table over token sequences seen before (orders 1..max_order).
 
@@ -137,7 +152,7 @@ class _GreedyRule:
             banned.append(self.eos)
         if (self.penalty == 1.0 or not tokens) and argmax not in banned:
             return argmax  # nothing to change: the common case, no copy of the vocabulary row
-        scores = logits.clone()
+        scores = logits.to(torch.float32, copy=True)  # HF's processors run on fp32 scores
         if self.penalty != 1.0 and tokens:
             seen = torch.tensor(sorted(set(tokens)), device=scores.device)
             picked = scores[seen]
@@ -147,9 +162,18 @@ class _GreedyRule:
         return int(scores.argmax())
 
 
+def _accepted_logprobs(logits: torch.Tensor, chosen: list[tuple[int, int, int]]) -> list[float]:
+    """log p (fp32 log-softmax of the raw logits) of each accepted (row, position, token)."""
+    rows = torch.tensor([c[0] for c in chosen], device=logits.device)
+    positions = torch.tensor([c[1] for c in chosen], device=logits.device)
+    picked = torch.tensor([c[2] for c in chosen], device=logits.device)
+    values = logits[rows, positions].float()
+    return (values.gather(1, picked[:, None]).squeeze(1) - values.logsumexp(-1)).tolist()
+
+
 @torch.no_grad()
 def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: NgramDraft, prefix_ids: Sequence[int] | Sequence[Sequence[int]],
-                   eos: int, pad: int, max_new_tokens: int, draft_tokens: int = 8, repetition_penalty: float = 1.0,
+                   eos: int, pad: int, max_new_tokens: int, draft_tokens: int = 16, repetition_penalty: float = 1.0,
                    no_repeat_ngram_size: int = 0, min_new_tokens: int = 0, attention_mask: torch.Tensor | None = None) -> DraftedOutput:
     """Greedy-decode each row of `inputs_embeds` (B, P, D) with drafted passes.
 
@@ -173,8 +197,11 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
     # transformers renamed `past_key_values` to `cache` (5.2x); pass the KV cache under the name this version takes
     cache_arg = {"cache": cache} if "cache" in parameters else {"past_key_values": cache}
     extra = {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}
+    # logits stay in the decoder's dtype: the argmax of bf16 logits is the argmax of their exact fp32
+    # copy, and only the few accepted positions need an fp32 log-softmax (`_accepted_logprobs`); a
+    # (B, k+1, vocabulary) fp32 copy and log-sum-exp a pass took ~10% of a batch-32 pass on CPU
     logits = decoder(inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=positions, use_cache=True,
-                     return_dict=True, **cache_arg, **extra).logits[:, -1:].float()
+                     return_dict=True, **cache_arg, **extra).logits[:, -1:]
     tokens: list[list[int]] = [[] for _ in range(batch)]
     logprobs: list[list[float]] = [[] for _ in range(batch)]
     active = list(range(batch))  # original row of each batch row still decoding
@@ -186,14 +213,13 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
     while True:
         # accept: walk each row's draft while it equals the greedy choice; one more token either way
         top = logits.argmax(-1).tolist()
-        norm = torch.logsumexp(logits, -1).tolist()
-        finished, kept = [], []
+        finished, kept, chosen = [], [], []
         for i, row in enumerate(active):
             n_kept = 0
             for j in range(len(drafts[row]) + 1):
                 token = rule.choose(logits[i, j], top[i][j], tokens[row])
                 tokens[row].append(token)
-                logprobs[row].append(float(logits[i, j, token]) - norm[i][j])
+                chosen.append((i, j, token))
                 if token == eos or len(tokens[row]) >= max_new_tokens:
                     finished.append(i)
                     break
@@ -201,6 +227,8 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
                     break
                 n_kept += 1
             kept.append(n_kept)
+        for (i, _, _), value in zip(chosen, _accepted_logprobs(logits, chosen)):
+            logprobs[active[i]].append(value)
         if passes:
             width = logits.shape[1]
             for i, row in enumerate(active):
@@ -216,9 +244,10 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
             mask = mask[index]
             active = [active[i] for i in stay]
         # propose and score: [last token, draft...] per row, padded to the widest draft
+        per_row = draft_width(len(active), draft_tokens, device)
         for row in active:
             room = max_new_tokens - len(tokens[row]) - 1  # the pass itself always yields one more token
-            drafts[row] = draft.propose(row_prefix[row] + tokens[row], min(draft_tokens, room)) if room > 0 else []
+            drafts[row] = draft.propose(row_prefix[row] + tokens[row], min(per_row, room)) if room > 0 else []
         width = 1 + max(len(drafts[row]) for row in active)
         step_ids = torch.full((len(active), width), pad, dtype=torch.long)
         step_mask = torch.zeros(len(active), width, dtype=torch.long)
@@ -230,6 +259,6 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
             step_pos[i] = torch.arange(next_pos[row], next_pos[row] + width)
         mask = torch.cat([mask, step_mask.to(device)], dim=1)
         logits = decoder(inputs_embeds=embed(step_ids.to(device)), attention_mask=mask, position_ids=step_pos.to(device),
-                         use_cache=True, return_dict=True, **cache_arg).logits.float()
+                         use_cache=True, return_dict=True, **cache_arg).logits
         passes += 1
     return DraftedOutput(tokens, logprobs, passes)

@@ -122,3 +122,48 @@ def test_drafting_with_lora_left_unmerged_equals_hf_greedy():
     for _ in range(2):  # cold table, then a table that knows these reports
         got = model.generate(pixel_values=pixels, num_beams=1, max_new_tokens=16, draft_tokens=8)
         assert [r.token_ids for r in got] == [r.token_ids for r in reference]
+
+
+def test_bf16_logits_are_processed_and_scored_in_fp32_and_left_untouched():
+    from transformers import RepetitionPenaltyLogitsProcessor
+
+    from radgen.models.speculative import _accepted_logprobs, _GreedyRule
+
+    logits = torch.randn(2, 3, 50, generator=torch.Generator().manual_seed(0)).bfloat16()
+    chosen = [(0, 0, 5), (0, 1, 7), (1, 0, 3)]
+    reference = logits.float().log_softmax(-1)
+    assert _accepted_logprobs(logits, chosen) == pytest.approx([float(reference[i, j, t]) for i, j, t in chosen], abs=1e-6)
+    row = logits[0, 0]
+    before = row.clone()
+    seen = [int(row.argmax()), int(row.argmin())]
+    got = _GreedyRule(eos=1, repetition_penalty=1.3, no_repeat_ngram_size=0, min_new_tokens=0).choose(row, seen[0], seen)
+    assert torch.equal(row, before)  # the pass's logits still hold the raw values the log-probabilities need
+    expected = RepetitionPenaltyLogitsProcessor(1.3)(torch.tensor([seen]), row.float()[None].clone()).argmax(-1)
+    assert got == int(expected)
+
+
+def test_on_cpu_the_rows_of_a_large_batch_share_a_pass_budget_of_drafted_tokens():
+    from radgen.models.speculative import CPU_PASS_TOKENS, draft_width
+
+    cpu = torch.device("cpu")
+    assert draft_width(1, 16, cpu) == 16  # batch 1: the pass is weight-read-bound, draft all
+    assert draft_width(32, 16, cpu) == CPU_PASS_TOKENS // 32 - 1 == 8
+    assert draft_width(1000, 16, cpu) == 1  # never below one
+    assert draft_width(32, 0, cpu) == 0 and draft_width(32, 16, torch.device("cuda")) == 16
+    # drafted_greedy asks the table for that many tokens a row, and fewer rows get more
+    model = tiny_model("radgen-small")
+    prepare_for_inference(model, "float32")
+    asked = []
+
+    class Spy(NgramDraft):
+        def propose(self, context, k):
+            asked.append(k)
+            return super().propose(context, k)
+
+    rows = 40
+    visual = model.visual_tokens(_pixels(model, rows, seed=4))
+    prefix = torch.tensor([model.prefix_ids()] * rows)
+    embeds, _, _ = model._causal_inputs(visual, model._embed(prefix), torch.ones_like(prefix))
+    drafted_greedy(model.decoder, embeds, Spy(), prefix_ids=model.prefix_ids(), eos=model.eos_id(), pad=0,
+                   max_new_tokens=40, draft_tokens=16)
+    assert asked and max(asked) <= CPU_PASS_TOKENS // rows - 1 == 6

@@ -1,10 +1,12 @@
 """Findings-consistent reports: named findings are stated, denials of them dropped, statements of
 findings the head covers but did not name dropped, the rest untouched."""
 
+import pytest
 import torch
 
 from radgen.labels.labeler import label_report
 from radgen.labels.templates import NORMAL, TEMPLATES
+from radgen.models import generator as generator_module
 from radgen.models.consistency import make_consistent
 from tests.models.conftest import pixels, tiny
 
@@ -66,7 +68,12 @@ def test_every_named_finding_ends_up_stated():
         assert label_report(edited)[name] in (1, -1), (name, edited)
 
 
-def test_generate_edits_and_rescores_with_the_models_own_logprobs():
+@pytest.mark.parametrize("label_positions_only", [True, False])
+def test_generate_edits_and_rescores_with_the_models_own_logprobs(label_positions_only, monkeypatch):
+    # True: the re-scoring pass projects only the text's positions onto the vocabulary
+    # (fast.label_position_logprobs); False: the full-logits path decoders without a plain LM head take
+    if not label_positions_only:
+        monkeypatch.setattr(generator_module, "supports_label_position_loss", lambda decoder: False)
     model = tiny("radgen-small").eval()
     images = pixels(model, batch=2)
     plain = model.generate(pixel_values=images, num_beams=1, max_new_tokens=6, findings=[["Edema"], []], consistent_findings=False)

@@ -9,7 +9,7 @@ import torch
 
 from radgen.config import load_recipe
 from radgen.models import build_model
-from radgen.models.fast import label_position_loss, prepare_for_inference, supports_label_position_loss
+from radgen.models.fast import label_position_logprobs, label_position_loss, prepare_for_inference, supports_label_position_loss
 
 REPORTS = ["the heart size is normal . the lungs are clear .", "small left pleural effusion .",
            "no acute cardiopulmonary abnormality . the osseous structures are intact . stable appearance of the chest ."]
@@ -64,6 +64,24 @@ def test_label_position_loss_chunks_and_ignores_masked_rows():
         by_hand = -torch.stack(picks).mean()
     for value in (reference, one_row_chunks, whole):
         assert torch.allclose(value, by_hand, atol=1e-5), (value, by_hand)
+
+
+def test_label_position_logprobs_are_the_full_logits_log_softmax_at_label_positions():
+    model = _tiny("radgen-small").eval()
+    decoder = model.decoder
+    embeds = torch.randn(2, 9, decoder.get_input_embeddings().embedding_dim)
+    mask = torch.ones(2, 9, dtype=torch.long)
+    mask[1, 6:] = 0  # a right-padded row
+    labels = torch.full((2, 9), -100)
+    labels[0, 4:8] = torch.tensor([5, 6, 7, 8])
+    labels[1, 2:5] = torch.tensor([9, 10, 11])
+    with torch.no_grad():
+        logp = decoder(inputs_embeds=embeds, attention_mask=mask).logits.float().log_softmax(-1)
+    expected = [[float(logp[0, t - 1, labels[0, t]]) for t in range(4, 8)], [float(logp[1, t - 1, labels[1, t]]) for t in range(2, 5)]]
+    for chunk in (1, 1024):
+        got = label_position_logprobs(decoder, embeds, mask, labels, chunk=chunk)
+        assert [len(row) for row in got] == [4, 3]
+        torch.testing.assert_close(torch.tensor(got[0] + got[1]), torch.tensor(expected[0] + expected[1]), atol=1e-5, rtol=1e-5)
 
 
 def test_bf16_inference_keeps_greedy_choices_with_a_clear_margin():
@@ -374,3 +392,35 @@ def test_auto_dtype_on_cpu_is_fp32_with_fast_paths_off_or_when_torch_cannot_tell
     assert fast.resolve_inference_dtype("auto", torch.device("cpu")) == "float32"
     monkeypatch.delattr(torch.cpu, "get_capabilities")
     assert fast.resolve_inference_dtype("auto", torch.device("cpu")) == "float32"
+
+
+class _NormFirst(torch.nn.Module):
+    """A conv registered before its batch norm but run after it: folding by registration order would be wrong."""
+
+    image_size = 8
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+        self.norm = torch.nn.BatchNorm2d(3)
+        self.norm.running_mean.fill_(2.0)
+
+    def forward(self, pixels):
+        return self.conv(self.norm(pixels))
+
+
+def test_batch_norms_are_folded_only_where_the_outputs_stay_the_same(caplog):
+    from types import SimpleNamespace
+
+    from radgen.models.fast import _fold_encoder_batch_norms, fold_batch_norms
+
+    model = SimpleNamespace(encoder=_NormFirst().eval())
+    probe = torch.randn(2, 3, 8, 8)
+    before = model.encoder(probe)
+    with caplog.at_level("INFO"):
+        assert _fold_encoder_batch_norms(model) == 0
+    assert isinstance(model.encoder.norm, torch.nn.BatchNorm2d)  # put back as it was
+    torch.testing.assert_close(model.encoder(probe), before)
+    assert "kept them unfolded" in caplog.text
+    training = _NormFirst().train()
+    assert fold_batch_norms(training) == 0  # batch statistics in training: nothing to fold

@@ -90,14 +90,25 @@ def test_bad_tail_settings_are_clear_errors():
         tiny("radgen-small", "model.findings.tune_encoder_blocks=-1")
 
 
-def test_inference_layout_keeps_the_heads_answer(tailed):
+def test_inference_layout_keeps_the_heads_answer(tailed, tmp_path):
     from radgen.models.fast import prepare_for_inference
 
     model = copy.deepcopy(tailed)
+    generator = torch.Generator().manual_seed(0)
+    for norm in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):  # trained-like statistics, so folding them matters
+        for tensor in (norm.running_mean, norm.weight.data, norm.bias.data):
+            tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.5)
+        norm.running_var.copy_(torch.rand(norm.running_var.shape, generator=generator) + 0.5)
     images = pixels(model)
     before = model.predict_findings(pixel_values=images)[0]
+    tokens = model.visual_tokens(images)
     prepare_for_inference(model, "float32")
+    # the encoder's and the tail's batch norms are folded into their convolutions, answers unchanged
+    assert model.batch_norms_folded and not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     torch.testing.assert_close(model.predict_findings(pixel_values=images)[0], before, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(model.visual_tokens(images), tokens, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ConfigError, match="prepared for inference"):  # its batch-norm weights are gone
+        model.save_pretrained(str(tmp_path / "folded"))
 
 
 @pytest.mark.parametrize("recipe, message", [
