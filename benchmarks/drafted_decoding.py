@@ -46,10 +46,13 @@ CONFIGS = ("plain-peft", "radgen-hf", "radgen-drafted", "radgen-drafted-cold")
 
 
 def count_passes(model) -> dict:
-    """Count decoder forward calls (prefill + one per HF step or drafted pass)."""
+    """Count decoder passes (prefill + one per HF step or drafted pass): calls of the decoder's body
+    (drafted passes call the body alone and run the LM head only where verification reads)."""
     counter = {"calls": 0}
     decoder = model.decoder.get_base_model() if hasattr(model.decoder, "get_base_model") else model.decoder  # peft: HF generate calls the base
-    decoder.register_forward_pre_hook(lambda *_: counter.__setitem__("calls", counter["calls"] + 1))
+    body = decoder.get_decoder() if hasattr(decoder, "get_decoder") else None
+    counted = body if isinstance(body, torch.nn.Module) and body is not decoder else decoder
+    counted.register_forward_pre_hook(lambda *_: counter.__setitem__("calls", counter["calls"] + 1))
     return counter
 
 

@@ -27,6 +27,7 @@ import inspect
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -162,13 +163,51 @@ class _GreedyRule:
         return int(scores.argmax())
 
 
-def _accepted_logprobs(logits: torch.Tensor, chosen: list[tuple[int, int, int]]) -> list[float]:
-    """log p (fp32 log-softmax of the raw logits) of each accepted (row, position, token)."""
-    rows = torch.tensor([c[0] for c in chosen], device=logits.device)
-    positions = torch.tensor([c[1] for c in chosen], device=logits.device)
-    picked = torch.tensor([c[2] for c in chosen], device=logits.device)
-    values = logits[rows, positions].float()
-    return (values.gather(1, picked[:, None]).squeeze(1) - values.logsumexp(-1)).tolist()
+class _PassScores:
+    """The logits of a pass's positions, computed as the accept walk asks for them.
+
+    Why: verification reads position j of a row only while the row's draft still agrees, about a
+    third of the positions at batch 32, so where the decoder's logits are just its LM head over the
+    body's hidden states (`radgen.models.fast.supports_label_position_loss`) the head runs on those
+    positions only, one column of rows at a time: at batch 32 the head over every drafted position
+    was ~20% of a pass. Logits stay in the decoder's dtype (the argmax of bf16 logits is the argmax
+    of their exact fp32 copy); each chosen token's log-probability is an fp32 log-softmax.
+    """
+
+    def __init__(self, logits: torch.Tensor | None = None, hidden: torch.Tensor | None = None, head: nn.Module | None = None):
+        self.logits, self.hidden, self.head = logits, hidden, head
+
+    @property
+    def width(self) -> int:
+        return (self.logits if self.logits is not None else self.hidden).shape[1]
+
+    def at(self, rows: list[int], position: int) -> torch.Tensor:
+        """(len(rows), vocabulary) logits of `rows` at `position`."""
+        source = self.logits if self.logits is not None else self.hidden
+        index = torch.tensor(rows, device=source.device)
+        picked = source[index, position]
+        return picked if self.logits is not None else self.head(picked)
+
+
+def _logprobs(scores: torch.Tensor, tokens: list[int]) -> list[float]:
+    """fp32 log-softmax of each row of `scores` at its token."""
+    values = scores.float()
+    picked = torch.tensor(tokens, device=values.device)[:, None]
+    return (values.gather(1, picked).squeeze(1) - values.logsumexp(-1)).tolist()
+
+
+def _body_and_head(decoder: nn.Module) -> tuple[nn.Module, nn.Module] | None:
+    from radgen.models.fast import supports_label_position_loss
+
+    if not supports_label_position_loss(decoder):
+        return None
+    base = decoder.get_base_model() if hasattr(decoder, "get_base_model") else decoder
+    return base.get_decoder(), base.get_output_embeddings()
+
+
+def _cache_argument(module: nn.Module, cache: Any) -> dict:
+    # transformers renamed `past_key_values` to `cache` (5.2x); pass the KV cache under the name this version takes
+    return {"cache": cache} if "cache" in inspect.signature(module.forward).parameters else {"past_key_values": cache}
 
 
 @torch.no_grad()
@@ -193,15 +232,11 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
     cache = DynamicCache()
     mask = torch.ones(batch, length, dtype=torch.long, device=device) if attention_mask is None else attention_mask.to(device, torch.long)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    parameters = inspect.signature(decoder.forward).parameters
-    # transformers renamed `past_key_values` to `cache` (5.2x); pass the KV cache under the name this version takes
-    cache_arg = {"cache": cache} if "cache" in parameters else {"past_key_values": cache}
-    extra = {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}
-    # logits stay in the decoder's dtype: the argmax of bf16 logits is the argmax of their exact fp32
-    # copy, and only the few accepted positions need an fp32 log-softmax (`_accepted_logprobs`); a
-    # (B, k+1, vocabulary) fp32 copy and log-sum-exp a pass took ~10% of a batch-32 pass on CPU
-    logits = decoder(inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=positions, use_cache=True,
-                     return_dict=True, **cache_arg, **extra).logits[:, -1:]
+    extra = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(decoder.forward).parameters else {}
+    scores = _PassScores(logits=decoder(inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=positions, use_cache=True,
+                                        return_dict=True, **_cache_argument(decoder, cache), **extra).logits[:, -1:])
+    split = _body_and_head(decoder)  # drafted passes: body once, LM head only where the walk reads
+    pass_cache = _cache_argument(decoder if split is None else split[0], cache)
     tokens: list[list[int]] = [[] for _ in range(batch)]
     logprobs: list[list[float]] = [[] for _ in range(batch)]
     active = list(range(batch))  # original row of each batch row still decoding
@@ -211,26 +246,30 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
     row_prefix = [list(p) for p in prefix_ids] if per_row else [list(prefix_ids)] * batch  # type: ignore[arg-type]
     passes = 0
     while True:
-        # accept: walk each row's draft while it equals the greedy choice; one more token either way
-        top = logits.argmax(-1).tolist()
-        finished, kept, chosen = [], [], []
-        for i, row in enumerate(active):
-            n_kept = 0
-            for j in range(len(drafts[row]) + 1):
-                token = rule.choose(logits[i, j], top[i][j], tokens[row])
+        # accept, one position at a time over the rows still walking: a row keeps its drafted token
+        # while it equals the greedy choice, and gets one more token either way
+        finished, kept, walking = [], [0] * len(active), list(range(len(active)))
+        for j in range(scores.width):
+            if not walking:
+                break
+            logits = scores.at(walking, j)
+            top = logits.argmax(-1).tolist()
+            chosen, still = [], []
+            for k, i in enumerate(walking):
+                row = active[i]
+                token = rule.choose(logits[k], top[k], tokens[row])
                 tokens[row].append(token)
-                chosen.append((i, j, token))
+                chosen.append(token)
                 if token == eos or len(tokens[row]) >= max_new_tokens:
                     finished.append(i)
-                    break
-                if j == len(drafts[row]) or token != drafts[row][j]:
-                    break
-                n_kept += 1
-            kept.append(n_kept)
-        for (i, _, _), value in zip(chosen, _accepted_logprobs(logits, chosen)):
-            logprobs[active[i]].append(value)
+                elif j < len(drafts[row]) and token == drafts[row][j]:
+                    kept[i] += 1
+                    still.append(i)
+            for i, value in zip(walking, _logprobs(logits, chosen)):
+                logprobs[active[i]].append(value)
+            walking = still
         if passes:
-            width = logits.shape[1]
+            width = scores.width
             for i, row in enumerate(active):
                 mask[i, mask.shape[1] - width + 1 + kept[i]:] = 0  # rejected drafts: masked out for good
                 next_pos[row] += 1 + kept[i]
@@ -258,7 +297,11 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
             step_mask[i, : len(fed)] = 1
             step_pos[i] = torch.arange(next_pos[row], next_pos[row] + width)
         mask = torch.cat([mask, step_mask.to(device)], dim=1)
-        logits = decoder(inputs_embeds=embed(step_ids.to(device)), attention_mask=mask, position_ids=step_pos.to(device),
-                         use_cache=True, return_dict=True, **cache_arg).logits
+        inputs = dict(inputs_embeds=embed(step_ids.to(device)), attention_mask=mask, position_ids=step_pos.to(device),
+                      use_cache=True, return_dict=True)
+        if split is None:
+            scores = _PassScores(logits=decoder(**inputs, **pass_cache).logits)
+        else:
+            scores = _PassScores(hidden=split[0](**inputs, **pass_cache).last_hidden_state, head=split[1])
         passes += 1
     return DraftedOutput(tokens, logprobs, passes)

@@ -8,6 +8,7 @@ import pickle
 import pytest
 import torch
 
+from radgen.models import speculative
 from radgen.models.fast import prepare_for_inference
 from radgen.models.speculative import NgramDraft, _banned_ngram_tokens, drafted_greedy, supports_drafting
 from tests.generate.fixtures import tiny_model
@@ -54,7 +55,12 @@ def _pixels(model, batch, seed):
 @pytest.mark.parametrize("recipe", ["radgen-small", "clipcap-prefix", "blip2-opt-lora"])
 @pytest.mark.parametrize("settings", [{}, {"no_repeat_ngram_size": 3}, {"repetition_penalty": 1.3, "min_new_tokens": 12},
                                       {"max_new_tokens": 5}])
-def test_drafted_greedy_equals_hf_greedy(recipe, settings):
+@pytest.mark.parametrize("head_where_read", [True, False])
+def test_drafted_greedy_equals_hf_greedy(recipe, settings, head_where_read, monkeypatch):
+    # head_where_read: the LM head runs only on the positions the accept walk reads (these decoders'
+    # logits are lm_head(hidden)); False: the full-logits path other decoders take
+    if not head_where_read:
+        monkeypatch.setattr(speculative, "_body_and_head", lambda decoder: None)
     model = tiny_model(recipe)
     prepare_for_inference(model, "float32")
     assert supports_drafting(model.decoder)
@@ -127,13 +133,12 @@ def test_drafting_with_lora_left_unmerged_equals_hf_greedy():
 def test_bf16_logits_are_processed_and_scored_in_fp32_and_left_untouched():
     from transformers import RepetitionPenaltyLogitsProcessor
 
-    from radgen.models.speculative import _accepted_logprobs, _GreedyRule
+    from radgen.models.speculative import _GreedyRule, _logprobs
 
-    logits = torch.randn(2, 3, 50, generator=torch.Generator().manual_seed(0)).bfloat16()
-    chosen = [(0, 0, 5), (0, 1, 7), (1, 0, 3)]
+    logits = torch.randn(3, 50, generator=torch.Generator().manual_seed(0)).bfloat16()
     reference = logits.float().log_softmax(-1)
-    assert _accepted_logprobs(logits, chosen) == pytest.approx([float(reference[i, j, t]) for i, j, t in chosen], abs=1e-6)
-    row = logits[0, 0]
+    assert _logprobs(logits, [5, 7, 3]) == pytest.approx([float(reference[0, 5]), float(reference[1, 7]), float(reference[2, 3])], abs=1e-6)
+    row = logits[0]
     before = row.clone()
     seen = [int(row.argmax()), int(row.argmin())]
     got = _GreedyRule(eos=1, repetition_penalty=1.3, no_repeat_ngram_size=0, min_new_tokens=0).choose(row, seen[0], seen)
