@@ -1,7 +1,7 @@
 """How long should a drafted report be? One decoding-length sweep on a split, in one run.
 
     PYTHONPATH=. python benchmarks/decoding_length.py --model radgen/assets/default_model \
-        --data work/default-model/phantom/manifest.jsonl --split val --min-new-tokens 0,30,40,50
+        --data work/default-model/phantom/manifest.jsonl --split val --min-new-tokens 0,30,40,50 [--max-new-tokens 90]
 
 For each value the model decodes every study of `--split` greedily (its default decoding otherwise)
 with no end of report allowed before that many tokens, and the reports are scored against the
@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, help="manifest with the split and its labels")
     parser.add_argument("--split", default="val")
     parser.add_argument("--min-new-tokens", default="0,30,40,50", help="comma-separated values to try")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="the length cap (default: the model's own)")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
 
@@ -40,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for value in (int(v) for v in args.min_new_tokens.split(",")):
         started = time.perf_counter()
-        rows = generate_reports(model, studies, root=Path(args.data).parent, progress=False, num_beams=1, min_new_tokens=value)
+        cap = {} if args.max_new_tokens is None else {"max_new_tokens": max(args.max_new_tokens, value)}
+        rows = generate_reports(model, studies, root=Path(args.data).parent, progress=False, num_beams=1, min_new_tokens=value, **cap)
         corpus = evaluate(rows, studies, metrics=["findings", "bleu", "meteor", "cider_d", "rouge_l"])["corpus"]
         result = {"min_new_tokens": value, **{key: round(corpus[key], 4) for key in KEYS},
                   "distinct_reports": round(len({r["findings"] for r in rows}) / len(rows), 4),

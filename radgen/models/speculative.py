@@ -39,10 +39,11 @@ SUPPORTED_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gpt2", "phi3", "
 
 # A CPU decoder pass costs about the same for one token or a few hundred in flight (reading the
 # weights dominates); past that it is compute-bound and every rejected draft token is paid for. So on
-# CPU a pass's drafts share this many tokens among the rows still decoding: radgen-small at batch 1
-# drafts its full 16 (0.55-0.61 s a report against 0.71 s with 8), at batch 32 8 each (16 was ~10%
-# slower there); measured on training-split studies, docs/benchmarks.md "Performance". GPUs: no cut.
-CPU_PASS_TOKENS = 288
+# CPU a pass's drafts share this many tokens among the rows still decoding. radgen-small on this
+# project's 2-core CPU (training-split studies, one process, configs alternated): batch 1 drafts its
+# full 16 (0.55-0.61 s a report against 0.71 s with 8); at batch 32, 4 a row was 2-7% faster than
+# 8 in three of three alternated runs, and 16 ~10% slower than 8. GPUs: no cut.
+CPU_PASS_TOKENS = 160
 
 
 def draft_width(rows: int, draft_tokens: int, device: torch.device) -> int:

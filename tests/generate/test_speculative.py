@@ -152,7 +152,7 @@ def test_on_cpu_the_rows_of_a_large_batch_share_a_pass_budget_of_drafted_tokens(
 
     cpu = torch.device("cpu")
     assert draft_width(1, 16, cpu) == 16  # batch 1: the pass is weight-read-bound, draft all
-    assert draft_width(32, 16, cpu) == CPU_PASS_TOKENS // 32 - 1 == 8
+    assert draft_width(32, 16, cpu) == CPU_PASS_TOKENS // 32 - 1 == 4
     assert draft_width(1000, 16, cpu) == 1  # never below one
     assert draft_width(32, 0, cpu) == 0 and draft_width(32, 16, torch.device("cuda")) == 16
     # drafted_greedy asks the table for that many tokens a row, and fewer rows get more
@@ -165,10 +165,10 @@ def test_on_cpu_the_rows_of_a_large_batch_share_a_pass_budget_of_drafted_tokens(
             asked.append(k)
             return super().propose(context, k)
 
-    rows = 40
+    rows = 20
     visual = model.visual_tokens(_pixels(model, rows, seed=4))
     prefix = torch.tensor([model.prefix_ids()] * rows)
     embeds, _, _ = model._causal_inputs(visual, model._embed(prefix), torch.ones_like(prefix))
     drafted_greedy(model.decoder, embeds, Spy(), prefix_ids=model.prefix_ids(), eos=model.eos_id(), pad=0,
                    max_new_tokens=40, draft_tokens=16)
-    assert asked and max(asked) <= CPU_PASS_TOKENS // rows - 1 == 6
+    assert max(asked) == CPU_PASS_TOKENS // rows - 1 == 7
