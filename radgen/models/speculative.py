@@ -39,10 +39,10 @@ SUPPORTED_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gpt2", "phi3", "
 
 # A CPU decoder pass costs about the same for one token or a few hundred in flight (reading the
 # weights dominates); past that it is compute-bound and every rejected draft token is paid for. So on
-# CPU a pass's drafts share this many tokens among the rows still decoding. radgen-small on this
-# project's 2-core CPU (training-split studies, one process, configs alternated): batch 1 drafts its
-# full 16 (0.55-0.61 s a report against 0.71 s with 8); at batch 32, 4 a row was 2-7% faster than
-# 8 in three of three alternated runs, and 16 ~10% slower than 8. GPUs: no cut.
+# CPU a pass's drafts share this many tokens among the rows still decoding: radgen-small drafts its
+# full 16 at batch 1 and 4 a row at batch 32. Chosen in informal timing runs on training-split
+# studies (16 vs 8 at batch 1: ~15% faster; at batch 32 16 a row was ~10% slower than 8, and 4 a
+# row 2-7% faster); the defaults' measured speed: docs/benchmarks.md, "Performance". GPUs: no cut.
 CPU_PASS_TOKENS = 160
 
 
