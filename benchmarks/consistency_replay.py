@@ -4,18 +4,21 @@
         --data work/default-model/phantom/manifest.jsonl --split val --json consistency_val.json
 
 The model's own greedy text (the recipe's decoding, `consistent_findings=False`) is generated once for
-the studies of `--split`; `radgen.models.consistency.make_consistent` is then applied to it three ways,
+the studies of `--split`; `radgen.models.consistency.make_consistent` is then applied to it in turn,
 with the head's findings of each study:
 
 * `decoder text`: no edits;
 * `named only`: statements of the named findings added, denials of them dropped (radgen's rule
   before 2026-11-30: `make_consistent(text, findings)`);
-* `named + unnamed` (the default now): also drops sentences stating an observation the head covers
-  but did not name (`make_consistent(text, findings, head observations)`).
+* `named + unnamed`: also drops sentences stating an observation the head covers but did not name
+  (`make_consistent(text, findings, head observations, lung_wording=False)`; the default until
+  2026-11-30 11:30 UTC);
+* `+ lungs otherwise clear` (the default now): also rewords "the lungs are clear" beside a named lung
+  finding (`make_consistent(text, findings, head observations)`).
 
 Next to them, the `nearest-train` baseline. Each is scored by `radgen.metrics.evaluate` (findings
 against the manifest's `labels.chexpert`, BLEU-4, METEOR 1.5 when Java is there, ROUGE-L, CIDEr-D),
-and the two rules are compared pairwise (paired bootstrap, approximate-randomization p). The replay
+and each rule is compared with the one before it (paired bootstrap, approximate-randomization p). The replay
 leaves out the model's re-scoring of edited text, which changes token log-probabilities, not text.
 """
 
@@ -54,12 +57,14 @@ def main(argv: list[str] | None = None) -> dict:
     raw = generate_reports(model, chosen, root=Path(args.data).parent, batch_size=args.batch_size, consistent_findings=False)
     observations = model.findings.observations
 
-    def replay(rows: list[dict], head_list: list[str]) -> list[dict]:
-        return [{**r, "findings": make_consistent(r["findings"], r["findings_predicted"], head_list)[0]} for r in rows]
+    def replay(rows: list[dict], head_list: list[str], lung_wording: bool = False) -> list[dict]:
+        return [{**r, "findings": make_consistent(r["findings"], r["findings_predicted"], head_list, lung_wording)[0]} for r in rows]
 
     ids = {s.study_id for s in chosen}
-    systems = {"decoder text": raw, "named only": replay(raw, []), "named + unnamed (default)": replay(raw, observations),
+    systems = {"decoder text": raw, "named only": replay(raw, []), "named + unnamed": replay(raw, observations),
+               "+ lungs otherwise clear (default)": replay(raw, observations, lung_wording=True),
                "nearest-train": [r for r in baseline_predictions(studies, "nearest-train", test_split=args.split) if r["study_id"] in ids]}
+    steps = [("named + unnamed", "named only"), ("+ lungs otherwise clear (default)", "named + unnamed")]
     metrics = ["findings", "bleu", "meteor", "rouge_l", "cider_d"]
     try:
         scorer = MeteorScorer()
@@ -70,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
         results = {name: evaluate(rows, chosen, metrics=metrics, bootstrap=args.bootstrap, return_statistics=True, meteor_scorer=scorer)
                    for name, rows in systems.items()}
         # paired METEOR re-scores resampled statistics through the same jar session
-        paired = paired_test(results["named only"]["_statistics"], results["named + unnamed (default)"]["_statistics"])
+        paired = {rule: paired_test(results[before]["_statistics"], results[rule]["_statistics"]) for rule, before in steps}
     finally:
         if scorer is not None:
             scorer.close()
@@ -79,15 +84,19 @@ def main(argv: list[str] | None = None) -> dict:
         texts = [r["findings"] for r in systems[name]]
         out["systems"][name] = {k: result["corpus"].get(k) for k in KEYS} | {
             "words_per_report": sum(len(t.split()) for t in texts) / max(len(texts), 1), "distinct_reports": len(set(texts)) / max(len(texts), 1)}
-    out["changed_reports"] = sum(a["findings"] != b["findings"] for a, b in zip(systems["named only"], systems["named + unnamed (default)"]))
-    out["default_minus_named_only"] = {k: {"delta": paired[k].delta, "ci95": list(paired[k].ci), "p": paired[k].p_value} for k in KEYS if k in paired}
-    print(f"{args.split}: {len(chosen)} studies; the two rules differ on {out['changed_reports']} reports")
+    out["changed_reports"] = {f"{rule} vs {before}": sum(a["findings"] != b["findings"] for a, b in zip(systems[before], systems[rule]))
+                              for rule, before in steps}
+    out["rule_minus_previous"] = {f"{rule} vs {before}": {k: {"delta": paired[rule][k].delta, "ci95": list(paired[rule][k].ci),
+                                                               "p": paired[rule][k].p_value} for k in KEYS if k in paired[rule]}
+                                  for rule, before in steps}
+    print(f"{args.split}: {len(chosen)} studies; reports each rule changes: {out['changed_reports']}")
     print("| system | " + " | ".join(KEYS) + " | words | distinct |")
     for name, row in out["systems"].items():
         print(f"| {name} | " + " | ".join(f"{row[k]:.3f}" if row.get(k) is not None else "–" for k in KEYS)
               + f" | {row['words_per_report']:.1f} | {row['distinct_reports']:.0%} |")
-    for key, value in out["default_minus_named_only"].items():
-        print(f"default − named only, {key}: {value['delta']:+.3f} [{value['ci95'][0]:+.3f}, {value['ci95'][1]:+.3f}] p={value['p']:.3f}")
+    for step, deltas in out["rule_minus_previous"].items():
+        for key, value in deltas.items():
+            print(f"{step}, {key}: {value['delta']:+.3f} [{value['ci95'][0]:+.3f}, {value['ci95'][1]:+.3f}] p={value['p']:.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     return out

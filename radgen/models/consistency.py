@@ -14,7 +14,11 @@ So the report is edited, in the open:
    (benchmarks/consistency_replay.py) and by 0.014 on test, language unchanged (docs/benchmarks.md,
    "Grounding");
 3. each named finding the remaining text does not state gets its plain sentence
-   (radgen.labels.templates) at the start of the report.
+   (radgen.labels.templates) at the start of the report;
+4. where the head named a finding of the lungs (`LUNG_FINDINGS`), "the lungs are clear" becomes
+   "the lungs are otherwise clear", as radiologists write it: the decoder's commonest sentence
+   (254 of 302 val reports) otherwise contradicts the finding stated beside it, and radgen's
+   labeler, like CheXpert's, reads it as no observation at all, so finding scores cannot see it.
 
 So the findings a report states are the head's. Statements about things the head does not cover
 (the spine, a granuloma's calcification, comparisons) stay as the decoder wrote them, and so do
@@ -28,12 +32,16 @@ decoder's own text.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from radgen.labels.labeler import label_report
 from radgen.labels.templates import NORMAL, TEMPLATES
 
 PRESENT = (1, -1)
+# observations of the lung parenchyma: naming one makes "the lungs are clear" a contradiction
+LUNG_FINDINGS = ("Lung Opacity", "Lung Lesion", "Edema", "Consolidation", "Pneumonia", "Atelectasis")
+_CLEAR_LUNGS = re.compile(r"\blungs (are|remain) clear\b")
 
 
 def _sentences(text: str) -> list[str]:
@@ -48,9 +56,11 @@ def _sentences(text: str) -> list[str]:
     return parts
 
 
-def make_consistent(text: str, findings: Sequence[str], observations: Sequence[str] = ()) -> tuple[str, list[str]]:
+def make_consistent(text: str, findings: Sequence[str], observations: Sequence[str] = (),
+                    lung_wording: bool = True) -> tuple[str, list[str]]:
     """(edited text, edits) so that `text` states every finding in `findings`, denies none of them, and
-    states no other observation of `observations` (the head's list; empty: other findings are kept)."""
+    states no other observation of `observations` (the head's list; empty: other findings are kept);
+    with `lung_wording`, clear lungs become "otherwise clear" beside a named lung finding (rule 4)."""
     named = [name for name in findings if name in TEMPLATES]
     unnamed = [name for name in observations if name not in findings]
     if not named and not unnamed:
@@ -65,6 +75,10 @@ def make_consistent(text: str, findings: Sequence[str], observations: Sequence[s
             edits.append(f"dropped '{sentence}' (denies {', '.join(denied)})")
         elif stated:
             edits.append(f"dropped '{sentence}' (states {', '.join(stated)}, which the image head did not find)")
+        elif lung_wording and any(name in LUNG_FINDINGS for name in findings) and _CLEAR_LUNGS.search(sentence):
+            reworded = _CLEAR_LUNGS.sub(r"lungs \1 otherwise clear", sentence, count=1)
+            edits.append(f"reworded '{sentence}' to '{reworded}' (the image head named a lung finding)")
+            kept.append(reworded)
         else:
             kept.append(sentence)
     remaining = " ".join(kept)

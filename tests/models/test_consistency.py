@@ -7,7 +7,7 @@ import torch
 from radgen.labels.labeler import label_report
 from radgen.labels.templates import NORMAL, TEMPLATES
 from radgen.models import generator as generator_module
-from radgen.models.consistency import make_consistent
+from radgen.models.consistency import LUNG_FINDINGS, make_consistent
 from tests.models.conftest import pixels, tiny
 
 
@@ -89,3 +89,16 @@ def test_generate_edits_and_rescores_with_the_models_own_logprobs(label_position
     offset = model.num_visual_tokens
     expected = [float(logits[0, offset + n + j - 1, t]) for j, t in enumerate(edited[0].token_ids)]
     torch.testing.assert_close(torch.tensor(edited[0].token_logprobs), torch.tensor(expected), atol=1e-4, rtol=1e-4)
+
+
+def test_clear_lungs_become_otherwise_clear_beside_a_named_lung_finding_only():
+    text = "the heart is normal in size . the lungs are clear . no pleural effusion ."
+    for name in LUNG_FINDINGS:
+        edited, edits = make_consistent(text, [name])
+        assert "the lungs are otherwise clear ." in edited and "the lungs are clear" not in edited, name
+        assert any("reworded" in e for e in edits) and label_report(edited)[name] in (1, -1)
+    edited, edits = make_consistent(text, ["Cardiomegaly"])  # not a lung finding: the lungs may be clear
+    assert "the lungs are clear ." in edited and not any("reworded" in e for e in edits)
+    edited, _ = make_consistent(text, ["Edema"], lung_wording=False)
+    assert "the lungs are clear ." in edited
+    assert make_consistent("the lungs are clear .", []) == ("the lungs are clear .", [])  # nothing named: untouched
