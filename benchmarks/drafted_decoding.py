@@ -41,6 +41,7 @@ import torch
 from radgen.data.study import read_manifest
 from radgen.data.dataset import lateral_inputs
 from radgen.generate.decode import GenerationSettings, generation_dataset, load_model, study_batches
+from radgen.models.fast import lm_body_and_head
 
 CONFIGS = ("plain-peft", "radgen-hf", "radgen-drafted", "radgen-drafted-cold")
 
@@ -49,9 +50,9 @@ def count_passes(model) -> dict:
     """Count decoder passes (prefill + one per HF step or drafted pass): calls of the decoder's body
     (drafted passes call the body alone and run the LM head only where verification reads)."""
     counter = {"calls": 0}
+    split = lm_body_and_head(model.decoder)
     decoder = model.decoder.get_base_model() if hasattr(model.decoder, "get_base_model") else model.decoder  # peft: HF generate calls the base
-    body = decoder.get_decoder() if hasattr(decoder, "get_decoder") else None
-    counted = body if isinstance(body, torch.nn.Module) and body is not decoder else decoder
+    counted = split[0] if split is not None else decoder
     counted.register_forward_pre_hook(lambda *_: counter.__setitem__("calls", counter["calls"] + 1))
     return counter
 

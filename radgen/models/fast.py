@@ -51,21 +51,33 @@ def _base(decoder: nn.Module) -> nn.Module:
     return decoder.get_base_model() if hasattr(decoder, "get_base_model") else decoder
 
 
-def supports_label_position_loss(decoder: nn.Module) -> bool:
+def lm_body_and_head(decoder: nn.Module) -> tuple[nn.Module, nn.Module] | None:
+    """(body, LM head) of a causal LM whose logits are exactly head(body's last hidden state), so a
+    caller may run the head on the positions it needs only; None for other decoders."""
     base = _base(decoder)
     if getattr(base.config, "model_type", None) not in _PLAIN_HEAD_MODEL_TYPES:
-        return False
+        return None
     body = base.get_decoder() if hasattr(base, "get_decoder") else None
-    return body is not None and body is not base and base.get_output_embeddings() is not None
+    head = base.get_output_embeddings()
+    return (body, head) if body is not None and body is not base and head is not None else None
+
+
+def supports_label_position_loss(decoder: nn.Module) -> bool:
+    return lm_body_and_head(decoder) is not None
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """log p of `tokens` (N,) under the rows of `logits` (N, vocabulary): an fp32 log-softmax of the raw logits."""
+    values = logits.float()
+    return values.gather(1, tokens[:, None]).squeeze(1) - values.logsumexp(-1)
 
 
 def _label_rows(decoder: nn.Module, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
                 labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(hidden states whose next token is a label, those labels, the (B, L-1) mask of them): the
     decoder body runs once, no position reaches the vocabulary yet."""
-    base = _base(decoder)
-    hidden = base.get_decoder()(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False,
-                                return_dict=True).last_hidden_state
+    body, _ = lm_body_and_head(decoder)
+    hidden = body(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False, return_dict=True).last_hidden_state
     targets = labels[:, 1:]
     keep = targets != -100
     return hidden[:, :-1][keep], targets[keep], keep
@@ -98,10 +110,7 @@ def label_position_logprobs(decoder: nn.Module, inputs_embeds: torch.Tensor, att
     `label_position_loss`."""
     rows, wanted, keep = _label_rows(decoder, inputs_embeds, attention_mask, labels)
     head = _base(decoder).get_output_embeddings()
-    values = []
-    for start in range(0, rows.shape[0], chunk):
-        logits = head(rows[start:start + chunk]).float()
-        values.append(logits.gather(1, wanted[start:start + chunk, None]).squeeze(1) - logits.logsumexp(-1))
+    values = [token_logprobs(head(rows[start:start + chunk]), wanted[start:start + chunk]) for start in range(0, rows.shape[0], chunk)]
     flat = torch.cat(values).tolist() if values else []
     out, at = [], 0
     for count in keep.sum(1).tolist():

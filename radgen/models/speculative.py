@@ -32,6 +32,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from radgen.models.fast import lm_body_and_head, token_logprobs
+
 # decoders whose forward takes explicit position_ids with a holed attention mask and a DynamicCache
 # (tested against HF greedy generate in tests/generate/test_speculative.py)
 SUPPORTED_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gpt2", "phi3", "opt"}
@@ -169,7 +171,7 @@ class _PassScores:
 
     Why: verification reads position j of a row only while the row's draft still agrees, about a
     third of the positions at batch 32, so where the decoder's logits are just its LM head over the
-    body's hidden states (`radgen.models.fast.supports_label_position_loss`) the head runs on those
+    body's hidden states (`radgen.models.fast.lm_body_and_head`) the head runs on those
     positions only, one column of rows at a time: at batch 32 the head over every drafted position
     was ~20% of a pass. Logits stay in the decoder's dtype (the argmax of bf16 logits is the argmax
     of their exact fp32 copy); each chosen token's log-probability is an fp32 log-softmax.
@@ -188,22 +190,6 @@ class _PassScores:
         index = torch.tensor(rows, device=source.device)
         picked = source[index, position]
         return picked if self.logits is not None else self.head(picked)
-
-
-def _logprobs(scores: torch.Tensor, tokens: list[int]) -> list[float]:
-    """fp32 log-softmax of each row of `scores` at its token."""
-    values = scores.float()
-    picked = torch.tensor(tokens, device=values.device)[:, None]
-    return (values.gather(1, picked).squeeze(1) - values.logsumexp(-1)).tolist()
-
-
-def _body_and_head(decoder: nn.Module) -> tuple[nn.Module, nn.Module] | None:
-    from radgen.models.fast import supports_label_position_loss
-
-    if not supports_label_position_loss(decoder):
-        return None
-    base = decoder.get_base_model() if hasattr(decoder, "get_base_model") else decoder
-    return base.get_decoder(), base.get_output_embeddings()
 
 
 def _cache_argument(module: nn.Module, cache: Any) -> dict:
@@ -236,7 +222,7 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
     extra = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(decoder.forward).parameters else {}
     scores = _PassScores(logits=decoder(inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=positions, use_cache=True,
                                         return_dict=True, **_cache_argument(decoder, cache), **extra).logits[:, -1:])
-    split = _body_and_head(decoder)  # drafted passes: body once, LM head only where the walk reads
+    split = lm_body_and_head(decoder)  # drafted passes: body once, LM head only where the walk reads
     pass_cache = _cache_argument(decoder if split is None else split[0], cache)
     tokens: list[list[int]] = [[] for _ in range(batch)]
     logprobs: list[list[float]] = [[] for _ in range(batch)]
@@ -266,7 +252,7 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
                 elif j < len(drafts[row]) and token == drafts[row][j]:
                     kept[i] += 1
                     still.append(i)
-            for i, value in zip(walking, _logprobs(logits, chosen)):
+            for i, value in zip(walking, token_logprobs(logits, torch.tensor(chosen, device=logits.device)).tolist()):
                 logprobs[active[i]].append(value)
             walking = still
         if passes:

@@ -60,7 +60,7 @@ def test_drafted_greedy_equals_hf_greedy(recipe, settings, head_where_read, monk
     # head_where_read: the LM head runs only on the positions the accept walk reads (these decoders'
     # logits are lm_head(hidden)); False: the full-logits path other decoders take
     if not head_where_read:
-        monkeypatch.setattr(speculative, "_body_and_head", lambda decoder: None)
+        monkeypatch.setattr(speculative, "lm_body_and_head", lambda decoder: None)
     model = tiny_model(recipe)
     prepare_for_inference(model, "float32")
     assert supports_drafting(model.decoder)
@@ -133,11 +133,12 @@ def test_drafting_with_lora_left_unmerged_equals_hf_greedy():
 def test_bf16_logits_are_processed_and_scored_in_fp32_and_left_untouched():
     from transformers import RepetitionPenaltyLogitsProcessor
 
-    from radgen.models.speculative import _GreedyRule, _logprobs
+    from radgen.models.fast import token_logprobs
+    from radgen.models.speculative import _GreedyRule
 
     logits = torch.randn(3, 50, generator=torch.Generator().manual_seed(0)).bfloat16()
     reference = logits.float().log_softmax(-1)
-    assert _logprobs(logits, [5, 7, 3]) == pytest.approx([float(reference[0, 5]), float(reference[1, 7]), float(reference[2, 3])], abs=1e-6)
+    assert token_logprobs(logits, torch.tensor([5, 7, 3])).tolist() == pytest.approx([float(reference[0, 5]), float(reference[1, 7]), float(reference[2, 3])], abs=1e-6)
     row = logits[0]
     before = row.clone()
     seen = [int(row.argmax()), int(row.argmin())]
