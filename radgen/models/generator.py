@@ -31,7 +31,7 @@ from radgen.models.consistency import make_consistent
 from radgen.models.findings import FindingHead, verbalize
 from radgen.models.peft import SoftPrompt, merge_lora
 from radgen.models.persist import load_pretrained, save_pretrained
-from radgen.models.speculative import NgramDraft, drafted_greedy, supports_drafting
+from radgen.models.speculative import NgramDraft, PrefillState, drafted_greedy, score_continuations, supports_drafting
 
 
 @dataclass
@@ -369,6 +369,8 @@ class ReportGenerator(nn.Module):
             visual = self.connector(features)
             reports: list[GeneratedReport | None] = [None] * batch
             groups: dict[int, list[int]] = {}
+            edit = probs is not None and consistent_findings and self.grounded_prompt
+            prefills: list[tuple[list[int], PrefillState]] = []  # (batch rows, their prompts' prefill) for re-scoring edits
             if len({len(ids) for ids in prefixes}) > 1 and self.is_causal and supports_drafting(self.decoder):
                 # per-study findings and indications give nearly every row its own prompt length: one
                 # batch, shorter prompts left-padded and masked, positions counting real tokens only
@@ -379,16 +381,19 @@ class ReportGenerator(nn.Module):
                 prefix = torch.tensor([[pad] * (width - len(ids)) + ids for ids in prefixes], dtype=torch.long, device=visual.device)
                 prefix_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prefixes], dtype=torch.long,
                                            device=visual.device)
-                reports = self._generate(visual, prefix, num_beams, max_new_tokens, do_sample, temperature, top_p, repetition_penalty,
-                                         no_repeat_ngram_size, min_new_tokens, draft_tokens, prefix_mask)  # type: ignore[assignment]
+                reports, prefill = self._generate(visual, prefix, num_beams, max_new_tokens, do_sample, temperature, top_p,  # type: ignore[assignment]
+                                                  repetition_penalty, no_repeat_ngram_size, min_new_tokens, draft_tokens, prefix_mask, edit)
+                prefills += [(list(range(batch)), prefill)] if prefill is not None else []
             else:
                 for i, ids in enumerate(prefixes):
                     groups.setdefault(len(ids), []).append(i)
             for rows in groups.values():
                 index = torch.tensor(rows, device=visual.device)
                 prefix = torch.tensor([prefixes[i] for i in rows], dtype=torch.long, device=visual.device)
-                decoded = self._generate(visual[index] if len(rows) < batch else visual, prefix, num_beams, max_new_tokens, do_sample,
-                                         temperature, top_p, repetition_penalty, no_repeat_ngram_size, min_new_tokens, draft_tokens)
+                decoded, prefill = self._generate(visual[index] if len(rows) < batch else visual, prefix, num_beams, max_new_tokens,
+                                                  do_sample, temperature, top_p, repetition_penalty, no_repeat_ngram_size,
+                                                  min_new_tokens, draft_tokens, keep_prefill=edit)
+                prefills += [(rows, prefill)] if prefill is not None else []
                 for i, report in zip(rows, decoded):
                     reports[i] = report
             if probs is not None:
@@ -396,16 +401,18 @@ class ReportGenerator(nn.Module):
                 for i, report in enumerate(reports):
                     report.finding_probs = {name: round(float(p), 4) for name, p in zip(names, probs[i].tolist())}
                     report.findings = list(findings[i])
-                if consistent_findings and self.grounded_prompt:
-                    self._make_consistent(reports, visual, findings, contexts)  # type: ignore[arg-type]
+                if edit:
+                    self._make_consistent(reports, visual, findings, contexts, prefills)  # type: ignore[arg-type]
             return reports  # type: ignore[return-value]
         finally:
             self.train(was_training)
 
     def _make_consistent(self, reports: list[GeneratedReport], visual: torch.Tensor, findings: list[list[str]],
-                         contexts: list[str | None] | None = None) -> None:
+                         contexts: list[str | None] | None = None, prefills: list[tuple[list[int], PrefillState]] | None = None) -> None:
         """Edit each report to state its named findings (radgen.models.consistency), then give the
-        edited ones the model's own token log-probabilities under their prompt (one teacher-forced pass)."""
+        edited ones the model's own token log-probabilities under their prompt: on the KV cache of
+        their drafted prefill where there is one (`prefills`: batch rows, state), else one
+        teacher-forced pass over visual tokens, prompt and text."""
         edited = []
         for i, report in enumerate(reports):
             text, edits = make_consistent(report.text, findings[i], self.findings.observations)
@@ -414,35 +421,46 @@ class ReportGenerator(nn.Module):
                 edited.append(i)
         if not edited:
             return
-        rows = torch.tensor(edited, device=visual.device)
         tokens = self.tokenize_reports([reports[i].text for i in edited], findings=[findings[i] for i in edited],
                                        contexts=[contexts[i] for i in edited] if contexts is not None else None)
-        input_ids, attention_mask = tokens["input_ids"].to(visual.device), tokens["attention_mask"].to(visual.device)
-        labels = tokens["labels"].to(visual.device)
-        labels = labels.masked_fill(labels == self.eos_id(), -100)  # the text's tokens, not its end
-        if self.is_causal and supports_label_position_loss(self.decoder):
-            embeds, mask, n_before = self._causal_inputs(visual[rows], self._embed(input_ids), attention_mask)
-            ignore = torch.full((labels.shape[0], n_before), -100, dtype=labels.dtype, device=labels.device)
-            values = label_position_logprobs(self.decoder, embeds, mask, torch.cat([ignore, labels], dim=1))
-        else:
-            out = self._forward(input_ids, attention_mask, None, visual[rows], {})
-            logp = out.logits.float().log_softmax(-1)
-            n_before = logp.shape[1] - input_ids.shape[1]  # visual tokens (+ soft prompt) before the text
-            values = [[float(logp[row, n_before + t - 1, labels[row, t]]) for t in range(labels.shape[1]) if labels[row, t] != -100]
-                      for row in range(len(edited))]
-        for row, i in enumerate(edited):
-            ids = [int(t) for t in labels[row] if t != -100]
-            reports[i].token_ids, reports[i].token_logprobs = ids, values[row]
-            reports[i].tokens = self.tokenizer.convert_ids_to_tokens(ids)
+        labels = tokens["labels"].masked_fill(tokens["labels"] == self.eos_id(), -100)  # the text's tokens, not its end
+        texts = [[int(t) for t in row if t != -100] for row in labels.tolist()]
+        values: dict[int, list[float]] = {}  # position in `edited` → log-probs
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_id()
+        for rows, prefill in prefills or []:
+            where = {i: k for k, i in enumerate(rows)}
+            mine = [n for n, i in enumerate(edited) if i in where]
+            if mine:
+                scored = score_continuations(self.decoder, prefill, [where[edited[n]] for n in mine], [texts[n] for n in mine], pad)
+                values.update(zip(mine, scored))
+        rest = [n for n in range(len(edited)) if n not in values]
+        if rest:
+            index = torch.tensor(rest)
+            input_ids, attention_mask = tokens["input_ids"][index].to(visual.device), tokens["attention_mask"][index].to(visual.device)
+            picked, labels = visual[torch.tensor([edited[n] for n in rest], device=visual.device)], labels[index].to(visual.device)
+            if self.is_causal and supports_label_position_loss(self.decoder):
+                embeds, mask, n_before = self._causal_inputs(picked, self._embed(input_ids), attention_mask)
+                ignore = torch.full((labels.shape[0], n_before), -100, dtype=labels.dtype, device=labels.device)
+                scored = label_position_logprobs(self.decoder, embeds, mask, torch.cat([ignore, labels], dim=1))
+            else:
+                logp = self._forward(input_ids, attention_mask, None, picked, {}).logits.float().log_softmax(-1)
+                n_before = logp.shape[1] - input_ids.shape[1]  # visual tokens (+ soft prompt) before the text
+                scored = [[float(logp[row, n_before + t - 1, labels[row, t]]) for t in range(labels.shape[1]) if labels[row, t] != -100]
+                          for row in range(len(rest))]
+            values.update(zip(rest, scored))
+        for n, i in enumerate(edited):
+            reports[i].token_ids, reports[i].token_logprobs = texts[n], values[n]
+            reports[i].tokens = self.tokenizer.convert_ids_to_tokens(texts[n])
 
     def _drafting(self, num_beams: int, do_sample: bool, draft_tokens: int) -> bool:
         return num_beams == 1 and not do_sample and draft_tokens > 0 and self.is_causal and supports_drafting(self.decoder)
 
     def _generate(self, visual, prefix, num_beams, max_new_tokens, do_sample, temperature, top_p,
                   repetition_penalty, no_repeat_ngram_size, min_new_tokens, draft_tokens,
-                  prefix_mask: torch.Tensor | None = None) -> list[GeneratedReport]:
+                  prefix_mask: torch.Tensor | None = None, keep_prefill: bool = False) -> tuple[list[GeneratedReport], PrefillState | None]:
         """Decode a batch: visual tokens (B, T, H), prefix ids (B, P). `prefix_mask` (B, P), causal
-        decoders only: 0 marks the left padding of shorter prefixes (None: every position is real)."""
+        decoders only: 0 marks the left padding of shorter prefixes (None: every position is real).
+        With `keep_prefill`, drafted decoding also returns its prefill (`score_continuations`); else None."""
         device = visual.device
         batch = visual.shape[0]
         eos, pad = self.eos_id(), self.tokenizer.pad_token_id
@@ -452,11 +470,11 @@ class ReportGenerator(nn.Module):
             rows = [[t for t, real in zip(ids, keep) if real] for ids, keep in zip(prefix.tolist(), mask.tolist())]  # unpadded
             out = drafted_greedy(self.decoder, embeds, self.report_draft, rows, eos, pad if pad is not None else eos,
                                  max_new_tokens, draft_tokens, repetition_penalty, no_repeat_ngram_size, min_new_tokens,
-                                 attention_mask=None if prefix_mask is None else full_mask)
+                                 attention_mask=None if prefix_mask is None else full_mask, keep_prefill=keep_prefill)
             for prefix_ids, ids in zip(rows, out.token_ids):
                 self.report_draft.add(prefix_ids + ids)
             return [self._report(torch.tensor(ids, dtype=torch.long), torch.tensor(lp), eos)
-                    for ids, lp in zip(out.token_ids, out.logprobs)]
+                    for ids, lp in zip(out.token_ids, out.logprobs)], out.prefill
         options = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=do_sample,
                        repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
                        eos_token_id=eos, pad_token_id=pad if pad is not None else eos, use_cache=True,
@@ -483,7 +501,7 @@ class ReportGenerator(nn.Module):
                                         encoder_attention_mask=encoder_mask, **options)
             new_tokens = out.sequences[:, prefix.shape[1]:]
         logprobs = self._token_logprobs(out, new_tokens, num_beams)
-        return [self._report(new_tokens[i], logprobs[i], eos) for i in range(batch)]
+        return [self._report(new_tokens[i], logprobs[i], eos) for i in range(batch)], None
 
     def _token_logprobs(self, out: Any, new_tokens: torch.Tensor, num_beams: int) -> torch.Tensor:
         """log p of each chosen token under the model (raw logits; beam search: HF's beam scores)."""

@@ -7,6 +7,7 @@ import torch
 from radgen.labels.labeler import label_report
 from radgen.labels.templates import NORMAL, TEMPLATES
 from radgen.models import generator as generator_module
+from radgen.models import speculative as speculative_module
 from radgen.models.consistency import LUNG_FINDINGS, make_consistent
 from tests.models.conftest import pixels, tiny
 
@@ -68,27 +69,39 @@ def test_every_named_finding_ends_up_stated():
         assert label_report(edited)[name] in (1, -1), (name, edited)
 
 
-@pytest.mark.parametrize("label_positions_only", [True, False])
-def test_generate_edits_and_rescores_with_the_models_own_logprobs(label_positions_only, monkeypatch):
-    # True: the re-scoring pass projects only the text's positions onto the vocabulary
-    # (fast.label_position_logprobs); False: the full-logits path decoders without a plain LM head take
-    if not label_positions_only:
+@pytest.mark.parametrize("path", ["prefill-cache", "prefill-cache-full-logits", "label-positions", "full-logits"])
+def test_generate_edits_and_rescores_with_the_models_own_logprobs(path, monkeypatch):
+    # prefill-cache (the default, drafted decoding): the edited texts are scored on the KV cache of
+    # their prompts' prefill (speculative.score_continuations), LM head on the text's positions only,
+    # or on full logits for decoders without a plain LM head; with HF decoding (draft_tokens=0): one
+    # teacher-forced pass over visual tokens, prompt and text, projecting the text's positions only
+    # (fast.label_position_logprobs) or every position (decoders without a plain LM head)
+    draft_tokens = 4 if path.startswith("prefill") else 0
+    if path.endswith("full-logits"):
+        monkeypatch.setattr(speculative_module, "lm_body_and_head", lambda decoder: None)
         monkeypatch.setattr(generator_module, "supports_label_position_loss", lambda decoder: False)
+    calls = []
+    score = generator_module.score_continuations
+    monkeypatch.setattr(generator_module, "score_continuations", lambda *a, **k: calls.append(1) or score(*a, **k))
     model = tiny("radgen-small").eval()
-    images = pixels(model, batch=2)
-    plain = model.generate(pixel_values=images, num_beams=1, max_new_tokens=6, findings=[["Edema"], []], consistent_findings=False)
-    edited = model.generate(pixel_values=images, num_beams=1, max_new_tokens=6, findings=[["Edema"], []])
+    images = pixels(model, batch=3)
+    named = [["Edema"], [], ["Cardiomegaly", "Pleural Effusion"]]  # prompts of different lengths: one left-padded batch
+    kwargs = dict(pixel_values=images, num_beams=1, max_new_tokens=6, findings=named, draft_tokens=draft_tokens)
+    plain = model.generate(**kwargs, consistent_findings=False)
+    edited = model.generate(**kwargs)
+    assert bool(calls) == path.startswith("prefill")
     assert edited[1].text == plain[1].text and edited[1].edits is None  # nothing named: untouched
-    assert edited[0].edits and label_report(edited[0].text)["Edema"] == 1
-    # the returned tokens are the edited text's, scored by the model under the same prompt
-    assert model.tokenizer.decode(edited[0].token_ids, skip_special_tokens=True).strip() == edited[0].text
-    batch = model.tokenize_reports([edited[0].text], findings=[["Edema"]])
-    with torch.no_grad():
-        logits = model(**batch, pixel_values=images[:1]).logits.float().log_softmax(-1)
-    n = len(model.prefix_ids(["Edema"]))
-    offset = model.num_visual_tokens
-    expected = [float(logits[0, offset + n + j - 1, t]) for j, t in enumerate(edited[0].token_ids)]
-    torch.testing.assert_close(torch.tensor(edited[0].token_logprobs), torch.tensor(expected), atol=1e-4, rtol=1e-4)
+    for i in (0, 2):
+        assert edited[i].edits and all(label_report(edited[i].text)[name] == 1 for name in named[i])
+        # the returned tokens are the edited text's, scored by the model under the same prompt
+        assert model.tokenizer.decode(edited[i].token_ids, skip_special_tokens=True).strip() == edited[i].text
+        batch = model.tokenize_reports([edited[i].text], findings=[named[i]])
+        with torch.no_grad():
+            logits = model(**batch, pixel_values=images[i:i + 1]).logits.float().log_softmax(-1)
+        n = len(model.prefix_ids(named[i]))
+        offset = model.num_visual_tokens
+        expected = [float(logits[0, offset + n + j - 1, t]) for j, t in enumerate(edited[i].token_ids)]
+        torch.testing.assert_close(torch.tensor(edited[i].token_logprobs), torch.tensor(expected), atol=1e-4, rtol=1e-4)
 
 
 def test_clear_lungs_become_otherwise_clear_beside_a_named_lung_finding_only():
