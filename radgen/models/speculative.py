@@ -64,7 +64,10 @@ class NgramDraft:
     after `max_keys` distinct n-grams so a long-running server's memory stays bounded.
     """
 
-    def __init__(self, max_order: int = 4, max_keys: int = 2_000_000):
+    # order 8: on 96 validation studies, 12% fewer drafted passes at batch 32 and 16% fewer at batch 1
+    # than order 4 (longer keys tell apart the templates' shared phrases); 12 adds little
+    # (benchmarks/draft_settings.py; docs/benchmarks.md, "Performance")
+    def __init__(self, max_order: int = 8, max_keys: int = 2_000_000):
         self.max_order = max_order
         self.max_keys = max_keys
         self._counts: dict[tuple[int, ...], dict[int, int]] = {}

@@ -30,3 +30,19 @@ def test_drafted_decoding_benchmark_runs_and_every_config_writes_plain_greedy_te
                                                                        ("plain-peft", "radgen-hf", "radgen-drafted", "radgen-drafted-cold")}
     for row in info["rows"]:
         assert row["reports"] == 3 and row["identical_to_plain"] == 3 and row["s_per_report"] > 0
+
+
+def test_draft_settings_sweep_runs_every_combination_and_the_settings_change_no_text(tmp_path):
+    model_dir = tmp_path / "model"
+    tiny_model("radgen-small").save_pretrained(str(model_dir))
+    (model_dir / "draft_reports.txt").write_text("The heart is normal.\nNo pleural effusion.\n", encoding="utf-8")
+    manifest = phantom_manifest(tmp_path / "phantom")
+    out = tmp_path / "settings.json"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "draft_settings.py"), "--manifest", str(manifest), "--model", str(model_dir),
+                    "--split", "test", "--limit", "3", "--batch-sizes", "2", "--orders", "1,4", "--budgets", "2,160", "--repeats", "1",
+                    "--threads", "1", "--json", str(out)],
+                   check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "RADGEN_NO_CPU_FAST_PATHS": "1"}, timeout=600)
+    info = json.loads(out.read_text())
+    assert {(r["budget"], r["order"]) for r in info["rows"]} == {(b, o) for b in (2, 160) for o in (1, 4)}
+    for row in info["rows"]:  # fp32 (no fast paths): every setting decodes the same greedy text
+        assert row["reports"] == 3 and row["identical_to_first"] == 3 and row["decoder_calls"] > 0
