@@ -25,7 +25,11 @@ exactly as `radgen generate` passes them). Configs, each over the same studies a
 
 Reported per config: seconds per report, reports/s, generated tokens/s, decoder passes, and how
 many reports are identical to `plain-peft`'s. Every config gets one warm-up batch first (not from
-the measured studies, so the cold table stays cold).
+the measured studies, so the cold table stays cold). The configs take turns (`--rounds`): each
+batch size's batches are cut into rounds, and in each round every config decodes that round's
+batches, in an order that rotates from round to round, so a machine that slows down or speeds up
+during the run (a shared VM drifts 10-20% over minutes) moves every config alike, not the one
+that happened to run then.
 """
 
 from __future__ import annotations
@@ -57,6 +61,14 @@ def count_passes(model) -> dict:
     return counter
 
 
+def combine(parts: list[dict]) -> dict:
+    """One config's results over several rounds, as if its batches had run in one go."""
+    total = {key: sum(p[key] for p in parts) for key in ("reports", "seconds", "cpu_seconds", "tokens", "decoder_calls")}
+    total["texts"] = [text for p in parts for text in p["texts"]]
+    return {**total, "s_per_report": total["seconds"] / total["reports"], "reports_per_s": total["reports"] / total["seconds"],
+            "tokens_per_s": total["tokens"] / total["seconds"], "tokens_per_report": total["tokens"] / total["reports"]}
+
+
 def run(model, batches, draft_tokens: int, counter: dict, settings: dict) -> dict:
     counter["calls"] = 0
     reports, wall, cpu = [], time.perf_counter(), time.process_time()
@@ -66,7 +78,7 @@ def run(model, batches, draft_tokens: int, counter: dict, settings: dict) -> dic
                                   num_beams=1, draft_tokens=draft_tokens, **settings)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     tokens = sum(len(r.token_ids) for r in reports)
-    return {"reports": len(reports), "seconds": wall, "cpu_seconds": cpu, "s_per_report": wall / len(reports),
+    return {"reports": len(reports), "seconds": wall, "cpu_seconds": cpu, "tokens": tokens, "s_per_report": wall / len(reports),
             "reports_per_s": len(reports) / wall, "tokens_per_s": tokens / wall, "tokens_per_report": tokens / len(reports),
             "decoder_calls": counter["calls"], "texts": [r.text for r in reports]}
 
@@ -80,6 +92,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="1,16")
     parser.add_argument("--draft-tokens", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=4, help="configs take turns over this many slices of the batches")
     parser.add_argument("--also-dtype", choices=["float32", "bfloat16"], default=None,
                         help="also time drafted decoding with the decoder in this dtype")
     parser.add_argument("--json", default=None)
@@ -122,19 +135,24 @@ def main() -> None:
     load_before = os.getloadavg()
     for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
         batches = list(study_batches(dataset, batch_size))
+        models["radgen-drafted-cold"].report_draft.clear()  # cold for every batch size
+        rounds = max(1, min(args.rounds, len(batches)))
+        parts: dict[str, list[dict]] = {name: [] for name in configs}
+        for r in range(rounds):
+            chunk = batches[r * len(batches) // rounds: (r + 1) * len(batches) // rounds]
+            for name in configs[r % len(configs):] + configs[: r % len(configs)]:
+                drafting = args.draft_tokens if "drafted" in name else 0
+                parts[name].append(run(models[name], chunk, drafting, counters[name], settings))
         results = {}
         for name in configs:
-            if name == "radgen-drafted-cold":
-                models[name].report_draft.clear()  # cold for every batch size
-            drafting = args.draft_tokens if "drafted" in name else 0
-            results[name] = run(models[name], batches, drafting, counters[name], settings)
+            results[name] = combine(parts[name])
             reference = results["plain-peft"]["texts"]
             results[name]["identical_to_plain"] = sum(a == b for a, b in zip(reference, results[name]["texts"]))
             row = {"batch_size": batch_size, "config": name, **{k: v for k, v in results[name].items() if k != "texts"}}
             row["speedup_vs_plain"] = results["plain-peft"]["seconds"] / results[name]["seconds"]
             rows.append(row)
             print(json.dumps(row), flush=True)
-    info = {"model": args.model, "split": args.split, "studies": len(chosen), "draft_tokens": args.draft_tokens,
+    info = {"model": args.model, "split": args.split, "studies": len(chosen), "draft_tokens": args.draft_tokens, "rounds": args.rounds,
             "seeded_draft_keys": seeded, "default_dtype": default_dtype, "settings": settings, "threads": args.threads, "torch": torch.__version__,
             "cpu": platform.processor() or platform.machine(), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}
