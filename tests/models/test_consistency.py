@@ -101,7 +101,8 @@ def test_generate_edits_and_rescores_with_the_models_own_logprobs(path, monkeypa
         n = len(model.prefix_ids(named[i]))
         offset = model.num_visual_tokens
         expected = [float(logits[0, offset + n + j - 1, t]) for j, t in enumerate(edited[i].token_ids)]
-        torch.testing.assert_close(torch.tensor(edited[i].token_logprobs), torch.tensor(expected), atol=1e-4, rtol=1e-4)
+        # tight: on this tiny model's near-uniform attention, text positions off by one move these by ~2e-4
+        torch.testing.assert_close(torch.tensor(edited[i].token_logprobs), torch.tensor(expected), atol=2e-5, rtol=2e-6)
 
 
 def test_clear_lungs_become_otherwise_clear_beside_a_named_lung_finding_only():
@@ -115,3 +116,22 @@ def test_clear_lungs_become_otherwise_clear_beside_a_named_lung_finding_only():
     edited, _ = make_consistent(text, ["Edema"], lung_wording=False)
     assert "the lungs are clear ." in edited
     assert make_consistent("the lungs are clear .", []) == ("the lungs are clear .", [])  # nothing named: untouched
+
+
+def test_rows_sharing_one_prompt_length_are_rescored_on_their_prefill_too(monkeypatch):
+    # equal prompts decode as one group (no left padding): the group's prefill serves its rows
+    calls = []
+    score = generator_module.score_continuations
+    monkeypatch.setattr(generator_module, "score_continuations", lambda *a, **k: calls.append(a[2]) or score(*a, **k))
+    model = tiny("radgen-small").eval()
+    images = pixels(model, batch=2)
+    named = [["Edema"], ["Edema"]]
+    edited = model.generate(pixel_values=images, num_beams=1, max_new_tokens=6, findings=named, draft_tokens=4)
+    assert calls == [[0, 1]] and all(report.edits for report in edited)
+    batch = model.tokenize_reports([r.text for r in edited], findings=named)
+    with torch.no_grad():
+        logits = model(**batch, pixel_values=images).logits.float().log_softmax(-1)
+    start = model.num_visual_tokens + len(model.prefix_ids(["Edema"]))
+    for i, report in enumerate(edited):
+        expected = [float(logits[i, start + j - 1, t]) for j, t in enumerate(report.token_ids)]
+        torch.testing.assert_close(torch.tensor(report.token_logprobs), torch.tensor(expected), atol=2e-5, rtol=2e-6)
