@@ -15,7 +15,6 @@ Choose on a validation split, never on the split you report.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -27,21 +26,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from drafted_decoding import count_passes, run  # noqa: E402
+from drafted_decoding import count_passes, run, study_parser  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--manifest", required=True, help="IU-Phantom manifest (radgen data phantom)")
-    parser.add_argument("--model", default="radgen/assets/default_model")
-    parser.add_argument("--split", default="val")
-    parser.add_argument("--limit", type=int, default=96)
-    parser.add_argument("--batch-sizes", default="32,1")
+    parser = study_parser(__doc__.splitlines()[0], split="val", batch_sizes="32,1")
     parser.add_argument("--orders", default="4,8,12", help="draft table orders (NgramDraft max_order) to try")
     parser.add_argument("--budgets", default=None, help="CPU pass budgets to try (default: the current CPU_PASS_TOKENS)")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 

@@ -83,19 +83,25 @@ def run(model, batches, draft_tokens: int, counter: dict, settings: dict) -> dic
             "decoder_calls": counter["calls"], "texts": [r.text for r in reports]}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def study_parser(description: str, split: str, batch_sizes: str) -> argparse.ArgumentParser:
+    """The arguments every decoding-speed benchmark here takes: which model, which studies, which batches."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--manifest", required=True, help="IU-Phantom manifest (radgen data phantom)")
     parser.add_argument("--model", default="radgen/assets/default_model")
-    parser.add_argument("--split", default="test")
+    parser.add_argument("--split", default=split)
     parser.add_argument("--limit", type=int, default=96)
-    parser.add_argument("--batch-sizes", default="1,16")
-    parser.add_argument("--draft-tokens", type=int, default=16)
+    parser.add_argument("--batch-sizes", default=batch_sizes)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", default=None)
+    return parser
+
+
+def main() -> None:
+    parser = study_parser(__doc__.splitlines()[0], split="test", batch_sizes="1,16")
+    parser.add_argument("--draft-tokens", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=4, help="configs take turns over this many slices of the batches")
     parser.add_argument("--also-dtype", choices=["float32", "bfloat16"], default=None,
                         help="also time drafted decoding with the decoder in this dtype")
-    parser.add_argument("--json", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 

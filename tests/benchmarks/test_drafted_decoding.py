@@ -13,18 +13,23 @@ from tests.generate.fixtures import phantom_manifest, tiny_model
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_drafted_decoding_benchmark_runs_and_every_config_writes_plain_greedy_text(tmp_path):
+def run_benchmark(tmp_path: Path, script: str, *options: str) -> dict:
+    """`script` over a tiny saved model (with a draft table) and five rendered studies; its --json output."""
     model_dir = tmp_path / "model"
     tiny_model("radgen-small").save_pretrained(str(model_dir))
     (model_dir / "draft_reports.txt").write_text("The heart is normal.\nNo pleural effusion.\n", encoding="utf-8")
     manifest = phantom_manifest(tmp_path / "phantom")
-    out = tmp_path / "drafted.json"
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "drafted_decoding.py"), "--manifest", str(manifest),
-                    "--model", str(model_dir), "--limit", "3", "--batch-sizes", "1,2", "--threads", "1", "--json", str(out)],
+    out = tmp_path / "out.json"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--manifest", str(manifest), "--model", str(model_dir),
+                    "--limit", "3", "--threads", "1", "--json", str(out), *options],
                    # fp32 everywhere: on a CPU with native bf16 the radgen configs would otherwise decode in
                    # bf16 (dtype auto) against plain-peft's fp32, and the wording may differ
                    check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "RADGEN_NO_CPU_FAST_PATHS": "1"}, timeout=600)
-    info = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+def test_drafted_decoding_benchmark_runs_and_every_config_writes_plain_greedy_text(tmp_path):
+    info = run_benchmark(tmp_path, "drafted_decoding.py", "--batch-sizes", "1,2")
     assert info["seeded_draft_keys"] > 0 and info["studies"] == 3 and info["default_dtype"] == "float32"
     assert {(r["batch_size"], r["config"]) for r in info["rows"]} == {(b, c) for b in (1, 2) for c in
                                                                        ("plain-peft", "radgen-hf", "radgen-drafted", "radgen-drafted-cold")}
@@ -33,16 +38,8 @@ def test_drafted_decoding_benchmark_runs_and_every_config_writes_plain_greedy_te
 
 
 def test_draft_settings_sweep_runs_every_combination_and_the_settings_change_no_text(tmp_path):
-    model_dir = tmp_path / "model"
-    tiny_model("radgen-small").save_pretrained(str(model_dir))
-    (model_dir / "draft_reports.txt").write_text("The heart is normal.\nNo pleural effusion.\n", encoding="utf-8")
-    manifest = phantom_manifest(tmp_path / "phantom")
-    out = tmp_path / "settings.json"
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "draft_settings.py"), "--manifest", str(manifest), "--model", str(model_dir),
-                    "--split", "test", "--limit", "3", "--batch-sizes", "2", "--orders", "1,4", "--budgets", "2,160", "--repeats", "1",
-                    "--threads", "1", "--json", str(out)],
-                   check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "RADGEN_NO_CPU_FAST_PATHS": "1"}, timeout=600)
-    info = json.loads(out.read_text())
+    info = run_benchmark(tmp_path, "draft_settings.py", "--split", "test", "--batch-sizes", "2", "--orders", "1,4",
+                         "--budgets", "2,160", "--repeats", "1")
     assert {(r["budget"], r["order"]) for r in info["rows"]} == {(b, o) for b in (2, 160) for o in (1, 4)}
     for row in info["rows"]:  # fp32 (no fast paths): every setting decodes the same greedy text
         assert row["reports"] == 3 and row["identical_to_first"] == 3 and row["decoder_calls"] > 0
