@@ -68,8 +68,7 @@ class NgramDraft:
     # than order 4 (longer keys tell apart the templates' shared phrases); 12 adds little
     # (benchmarks/draft_settings.py; docs/benchmarks.md, "Performance").
     # max_keys: a key (tuple + its counts) costs ~400 bytes, so 500,000 keep a long-running server's
-    # table within ~200 MB (benchmarks/draft_table_memory.py); radgen-small's shipped table is 7,467
-    # keys, and 2,285 real IU reports make 319k at order 8 (model-written reports repeat far more)
+    # table within ~200 MB (benchmarks/draft_table_memory.py); radgen-small's shipped table is 7,467 keys
     def __init__(self, max_order: int = 8, max_keys: int = 500_000):
         self.max_order = max_order
         self.max_keys = max_keys
