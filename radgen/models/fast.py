@@ -111,9 +111,13 @@ def label_position_logprobs(decoder: nn.Module, inputs_embeds: torch.Tensor, att
     rows, wanted, keep = _label_rows(decoder, inputs_embeds, attention_mask, labels)
     head = _base(decoder).get_output_embeddings()
     values = [token_logprobs(head(rows[start:start + chunk]), wanted[start:start + chunk]) for start in range(0, rows.shape[0], chunk)]
-    flat = torch.cat(values).tolist() if values else []
+    return split_by_counts(torch.cat(values).tolist() if values else [], keep.sum(1).tolist())
+
+
+def split_by_counts(flat: list[float], counts: list[int]) -> list[list[float]]:
+    """Cut `flat` into consecutive pieces of `counts[i]` values: per-row lists from row-major picks."""
     out, at = [], 0
-    for count in keep.sum(1).tolist():
+    for count in counts:
         out.append(flat[at:at + count])
         at += count
     return out

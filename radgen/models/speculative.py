@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from radgen.models.fast import lm_body_and_head, token_logprobs
+from radgen.models.fast import lm_body_and_head, split_by_counts, token_logprobs
 
 # decoders whose forward takes explicit position_ids with a holed attention mask and a DynamicCache
 # (tested against HF greedy generate in tests/generate/test_speculative.py)
@@ -355,9 +355,4 @@ def score_continuations(decoder: nn.Module, prefill: PrefillState, rows: Sequenc
     else:  # the LM head only on the texts' positions
         picked = split[1](split[0](**inputs, **_cache_argument(split[0], cache)).last_hidden_state[fed])
     values = token_logprobs(picked, torch.tensor([t for ids in texts for t in ids[1:]], device=device)).tolist()
-    at = 0
-    for k, ids in enumerate(texts):
-        count = max(len(ids) - 1, 0)
-        out[k] += values[at:at + count]
-        at += count
-    return out
+    return [first + rest for first, rest in zip(out, split_by_counts(values, [max(len(ids) - 1, 0) for ids in texts]))]
