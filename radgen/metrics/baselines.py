@@ -15,33 +15,14 @@ Candidates are the training studies whose section (findings / impression) is non
 
 from __future__ import annotations
 
-import math
 import random
-import re
 from collections import Counter
 
+from radgen.data.retrieval import TfidfIndex
 from radgen.data.study import Study
 from radgen.errors import DataError
 
 KINDS = ("most-frequent", "random-train", "nearest-train")
-_WORD = re.compile(r"[a-z0-9]+")
-
-
-def _tfidf(texts: list[str], idf: dict[str, float] | None = None) -> tuple[list[dict[str, float]], dict[str, float]]:
-    tokenized = [_WORD.findall(t.lower().replace("xxxx", " ")) for t in texts]
-    if idf is None:
-        df: Counter = Counter()
-        for tokens in tokenized:
-            df.update(set(tokens))
-        n = len(tokenized)
-        idf = {w: math.log((1 + n) / (1 + c)) + 1 for w, c in df.items()}
-    vectors = []
-    for tokens in tokenized:
-        counts = Counter(t for t in tokens if t in idf)
-        vec = {w: c * idf[w] for w, c in counts.items()}
-        norm = math.sqrt(sum(v * v for v in vec.values()))
-        vectors.append({w: v / norm for w, v in vec.items()} if norm else {})
-    return vectors, idf
 
 
 def baseline_predictions(studies: list[Study], kind: str, section: str = "findings", train_split: str = "train", test_split: str = "test", seed: int = 0) -> list[dict]:
@@ -69,23 +50,9 @@ def baseline_predictions(studies: list[Study], kind: str, section: str = "findin
     elif kind == "random-train":
         chosen = [rng.choice(with_text) for _ in test]
     else:
-        train_vecs, idf = _tfidf([s.sections.get("indication", "") for s in with_text])
-        test_vecs, _ = _tfidf([s.sections.get("indication", "") for s in test], idf)
-        index: dict[str, list[tuple[int, float]]] = {}
-        for i, vec in enumerate(train_vecs):
-            for word, value in vec.items():
-                index.setdefault(word, []).append((i, value))
-        chosen = []
-        for vec in test_vecs:
-            scores: Counter = Counter()
-            for word, value in vec.items():
-                for i, other in index.get(word, ()):
-                    scores[i] += value * other
-            if scores:
-                best = max(scores.items(), key=lambda item: (item[1], -item[0]))[0]
-                chosen.append(with_text[best])
-            else:
-                chosen.append(most_frequent)
+        index = TfidfIndex([s.sections.get("indication", "") for s in with_text])
+        nearest = [index.nearest(t.sections.get("indication", "")) for t in test]
+        chosen = [with_text[i] if i is not None else most_frequent for i in nearest]
     return [
         {"study_id": t.study_id, "findings": c.findings, "impression": c.impression, "baseline": kind, "source_study_id": c.study_id}
         for t, c in zip(test, chosen)
