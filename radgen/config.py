@@ -217,6 +217,10 @@ class GenerateConfig:
     # grounded models: make the text state the findings the head named and deny none of them
     # (radgen.models.consistency); false returns the decoder's own text
     consistent_findings: bool = True
+    # retrieval-guided greedy: with a report memory in the model directory, keep the nearest-indication
+    # training report's token wherever the decoder's logit for it is within this margin of its own
+    # choice (radgen.models.memory, radgen.models.speculative); 0 = the decoder's greedy text
+    guide_margin: float = 0.0
 
 
 @dataclass

@@ -36,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--draft-tokens", type=int, default=None,
                      help="greedy only: tokens drafted a decoder pass from earlier reports and kept where the decoder "
                           "agrees (same text, fewer passes; on CPU fewer a row in large batches); 0 = plain greedy (default: recipe, 16)")
+    gen.add_argument("--guide-margin", type=float, default=None,
+                     help="greedy, models with a report memory: keep the stored report's token (nearest indication) where the "
+                          "decoder's logit for it is within this margin of its own choice; 0 = the decoder's greedy text (default: recipe)")
     gen.add_argument("--temperature-scale", default=None, metavar="T|calib.json",
                      help="confidence temperature (a number or the calib.json of `radgen calibrate`); changes confidences only")
     gen.add_argument("--seed", type=int, default=0, help="sampling seed (per batch, so resumed runs match)")
@@ -134,7 +137,7 @@ def run_generate(args: argparse.Namespace) -> int:
     settings = dict(num_beams=1 if args.greedy else args.num_beams, max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
                     do_sample=True if args.sample else None, temperature=args.temperature, top_p=args.top_p,
                     repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram,
-                    batch_size=args.batch_size, draft_tokens=args.draft_tokens,
+                    batch_size=args.batch_size, draft_tokens=args.draft_tokens, guide_margin=args.guide_margin,
                     consistent_findings=False if getattr(args, "decoder_text", False) else None)
     if args.sample and args.num_beams is None:
         settings["num_beams"] = 1

@@ -64,6 +64,8 @@ class GenerationSettings(GenerateConfig):
             raise ConfigError(f"--min-new-tokens must be >= 0, got {self.min_new_tokens}")
         if self.draft_tokens < 0:
             raise ConfigError("--draft-tokens must be >= 0 (0 = plain greedy decoding)")
+        if not self.guide_margin >= 0:
+            raise ConfigError(f"--guide-margin must be >= 0 (0 = the decoder's greedy text), got {self.guide_margin}")
         if self.do_sample and not (self.temperature > 0 and 0 < self.top_p <= 1):
             raise ConfigError("sampling needs --temperature > 0 and 0 < --top-p <= 1")
 
@@ -169,6 +171,9 @@ def prediction_row(model: Any, study_id: str, report: Any, section: str, confide
         row["findings_predicted"] = list(report.findings or [])
     if getattr(report, "edits", None):
         row["finding_edits"] = list(report.edits)  # what the findings-consistency step changed
+    if getattr(report, "guide", None):
+        # retrieval-guided decoding: the stored report it could borrow phrasing from, and whose it is
+        row["guide_report"], row["guide_study_id"] = report.guide, report.guide_study_id
     return row
 
 

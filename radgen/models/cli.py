@@ -4,6 +4,7 @@
     radgen model list
     radgen model export NAME|DIR|RUN --out DIR [--base-weights] [--card card.json]
     radgen model export RECIPE --untrained --out DIR [--size tiny] [--seed 0] [key=value ...]
+    radgen model memory DIR --data MANIFEST [--split train]
 """
 
 from __future__ import annotations
@@ -42,6 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--card", default=None, help="JSON file with the model card (trained_on, intended_use, limitations, ...); "
                                                      "default: the source folder's model_card.json, if any (README.md is always written)")
     export.set_defaults(func=_export)
+    memory = sub.add_parser("memory", help="store a split's reports, keyed by indication, in a model folder for retrieval-guided "
+                                           "decoding (generate.guide_margin)")
+    memory.add_argument("model_dir", metavar="DIR", help="a save_pretrained folder (e.g. what `radgen model export` wrote)")
+    memory.add_argument("--data", required=True, help="manifest whose reports to store (they ship with the model: mind their licence)")
+    memory.add_argument("--split", default="train", help="split to store (default train; never the split you evaluate on)")
+    memory.set_defaults(func=_memory)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
 
@@ -98,6 +105,20 @@ def _export(args: argparse.Namespace) -> int:
     model.save_pretrained(args.out, base_weights=args.base_weights)
     size = sum(f.stat().st_size for f in Path(args.out).rglob("*") if f.is_file())
     print(f"exported {args.source} → {args.out} ({size / 1e6:.1f} MB{', with base weights' if args.base_weights else ''})")
+    return 0
+
+
+def _memory(args: argparse.Namespace) -> int:
+    from radgen.data.study import read_manifest
+    from radgen.generate.decode import resolve_model_dir, select_studies
+    from radgen.models.memory import memory_from_studies
+    from radgen.models.persist import read_recipe
+
+    directory = resolve_model_dir(args.model_dir)
+    memory = memory_from_studies(select_studies(read_manifest(args.data), args.split), read_recipe(directory))
+    path = memory.save(directory)
+    print(f"stored {len(memory)} {args.split!r} reports of {args.data} in {path}; they are copied into every folder this model "
+          f"is exported to (delete the file to ship the model without them)")
     return 0
 
 

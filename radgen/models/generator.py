@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ from radgen.models.fast import label_position_logprobs, label_position_loss, sup
 from radgen.models.consistency import make_consistent
 from radgen.models.findings import FindingHead, verbalize
 from radgen.models.peft import SoftPrompt, merge_lora
+from radgen.models.memory import ReportMemory
 from radgen.models.persist import load_pretrained, save_pretrained
 from radgen.models.speculative import NgramDraft, PrefillState, drafted_greedy, score_continuations, supports_drafting
 
@@ -45,6 +47,8 @@ class GeneratedReport:
     finding_probs: dict[str, float] | None = None
     findings: list[str] | None = None
     edits: list[str] | None = None  # findings-consistency edits (radgen.models.consistency), when any
+    guide: str | None = None  # retrieval-guided decoding: the stored report whose phrasing the decoder could take
+    guide_study_id: str | None = None  # ... and the study it belongs to (radgen.models.memory)
 
 
 @dataclass
@@ -56,6 +60,8 @@ class ReportOutput:
     num_visual_tokens: int = 0
     extras: dict[str, Any] = field(default_factory=dict)
 
+
+log = logging.getLogger(__name__)
 
 COMPONENTS = ("encoder", "connector", "findings", "prompt", "decoder")
 
@@ -80,6 +86,8 @@ class ReportGenerator(nn.Module):
         self.touched: set[str] = set()  # parameters ever made trainable (saved with base_weights=False)
         self.merged = False
         self.report_draft = NgramDraft()  # greedy decoding's draft table (radgen.models.speculative)
+        self.report_memory: ReportMemory | None = None  # retrieval-guided decoding's reports (radgen.models.memory)
+        self._warned_no_memory = False
 
     # -- sizes --------------------------------------------------------------------------------------
     @property
@@ -169,6 +177,18 @@ class ReportGenerator(nn.Module):
             attention_mask[row, : len(ids)] = 1
             labels[row, n_prefix: len(ids)] = torch.tensor(ids[n_prefix:])
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+    def suppressed_tokens(self) -> list[int]:
+        """Special tokens other than eos, which a report never contains: forced past its natural end
+        (generate.min_new_tokens), an instruction-tuned decoder otherwise starts a new chat turn
+        ("<|im_start|>user ...": 4 of 302 val reports of radgen-small under its retrieval guide)."""
+        eos = self.eos_id()
+        return sorted({int(i) for i in self.tokenizer.all_special_ids if i is not None and int(i) != eos})
+
+    def _text_ids(self, report: str) -> list[int]:
+        """A report's token ids as they follow the prompt in training (`tokenize_reports`), without eos."""
+        sep = " " if self.prompt_text() else ""
+        return self.tokenizer(sep + report.strip(), add_special_tokens=False)["input_ids"]
 
     def add_draft_reports(self, reports: list[str]) -> int:
         """Seed greedy decoding's draft table with report texts (e.g. reports this model wrote on a
@@ -329,7 +349,8 @@ class ReportGenerator(nn.Module):
                  max_new_tokens: int = 60, do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
                  repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0, min_new_tokens: int = 0,
                  draft_tokens: int = 16, findings: list[list[str]] | None = None, consistent_findings: bool = True,
-                 contexts: list[str | None] | None = None, **lateral: torch.Tensor | None) -> list[GeneratedReport]:
+                 contexts: list[str | None] | None = None, guide_margin: float = 0.0,
+                 **lateral: torch.Tensor | None) -> list[GeneratedReport]:
         """Decode one report per image with the decoder's HF `generate` (KV cache on).
 
         Greedy decoding on a causal decoder instead drafts up to `draft_tokens` tokens a pass from
@@ -350,6 +371,9 @@ class ReportGenerator(nn.Module):
         `contexts[i]`: study i's clinical context (the indication) when the recipe reads one
         (model.context.section); ignored otherwise. `lateral` (lateral_pixel_values /
         lateral_features, lateral_mask): the studies' lateral views, for a lateral finding head.
+        `guide_margin` > 0 with a report memory (`self.report_memory`, radgen.models.memory) and
+        drafted greedy: retrieval-guided greedy, each row guided by the memory's report for its
+        context (radgen.models.speculative.drafted_greedy); 0: the greedy text.
         """
         was_training = self.training
         self.eval()
@@ -371,6 +395,16 @@ class ReportGenerator(nn.Module):
             groups: dict[int, list[int]] = {}
             edit = probs is not None and consistent_findings and self.grounded_prompt
             prefills: list[tuple[list[int], PrefillState]] = []  # (batch rows, their prompts' prefill) for re-scoring edits
+            guides = None
+            if guide_margin > 0 and self._drafting(num_beams, do_sample, draft_tokens):
+                if self.report_memory is not None:
+                    asked = [contexts[i] if contexts is not None else None for i in range(batch)]
+                    guides = [self.report_memory.guide(c) for c in asked]
+                    sources = [self.report_memory.source(c) for c in asked]
+                elif not self._warned_no_memory:
+                    self._warned_no_memory = True
+                    log.warning("generate.guide_margin is %s but this model has no report memory: plain greedy text "
+                                "(store one with `radgen model memory DIR --data MANIFEST`)", guide_margin)
             if len({len(ids) for ids in prefixes}) > 1 and self.is_causal and supports_drafting(self.decoder):
                 # per-study findings and indications give nearly every row its own prompt length: one
                 # batch, shorter prompts left-padded and masked, positions counting real tokens only
@@ -382,7 +416,8 @@ class ReportGenerator(nn.Module):
                 prefix_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prefixes], dtype=torch.long,
                                            device=visual.device)
                 reports, prefill = self._generate(visual, prefix, num_beams, max_new_tokens, do_sample, temperature, top_p,  # type: ignore[assignment]
-                                                  repetition_penalty, no_repeat_ngram_size, min_new_tokens, draft_tokens, prefix_mask, edit)
+                                                  repetition_penalty, no_repeat_ngram_size, min_new_tokens, draft_tokens, prefix_mask, edit,
+                                                  guides, guide_margin)
                 prefills += [(list(range(batch)), prefill)] if prefill is not None else []
             else:
                 for i, ids in enumerate(prefixes):
@@ -392,10 +427,13 @@ class ReportGenerator(nn.Module):
                 prefix = torch.tensor([prefixes[i] for i in rows], dtype=torch.long, device=visual.device)
                 decoded, prefill = self._generate(visual[index] if len(rows) < batch else visual, prefix, num_beams, max_new_tokens,
                                                   do_sample, temperature, top_p, repetition_penalty, no_repeat_ngram_size,
-                                                  min_new_tokens, draft_tokens, keep_prefill=edit)
+                                                  min_new_tokens, draft_tokens, keep_prefill=edit,
+                                                  guides=[guides[i] for i in rows] if guides is not None else None, guide_margin=guide_margin)
                 prefills += [(rows, prefill)] if prefill is not None else []
                 for i, report in zip(rows, decoded):
                     reports[i] = report
+            for i, report in enumerate(reports if guides is not None else []):
+                report.guide, report.guide_study_id = guides[i], sources[i]
             if probs is not None:
                 names = self.findings.observations
                 for i, report in enumerate(reports):
@@ -457,10 +495,12 @@ class ReportGenerator(nn.Module):
 
     def _generate(self, visual, prefix, num_beams, max_new_tokens, do_sample, temperature, top_p,
                   repetition_penalty, no_repeat_ngram_size, min_new_tokens, draft_tokens,
-                  prefix_mask: torch.Tensor | None = None, keep_prefill: bool = False) -> tuple[list[GeneratedReport], PrefillState | None]:
+                  prefix_mask: torch.Tensor | None = None, keep_prefill: bool = False, guides: list[str] | None = None,
+                  guide_margin: float = 0.0) -> tuple[list[GeneratedReport], PrefillState | None]:
         """Decode a batch: visual tokens (B, T, H), prefix ids (B, P). `prefix_mask` (B, P), causal
         decoders only: 0 marks the left padding of shorter prefixes (None: every position is real).
-        With `keep_prefill`, drafted decoding also returns its prefill (`score_continuations`); else None."""
+        With `keep_prefill`, drafted decoding also returns its prefill (`score_continuations`); else None.
+        `guides`: one retrieved report per row for retrieval-guided greedy (drafted decoding only)."""
         device = visual.device
         batch = visual.shape[0]
         eos, pad = self.eos_id(), self.tokenizer.pad_token_id
@@ -468,9 +508,17 @@ class ReportGenerator(nn.Module):
             mask = torch.ones_like(prefix) if prefix_mask is None else prefix_mask
             embeds, full_mask, _ = self._causal_inputs(visual, self._embed(prefix), mask)
             rows = [[t for t, real in zip(ids, keep) if real] for ids, keep in zip(prefix.tolist(), mask.tolist())]  # unpadded
+            tables = None
+            if guides is not None and guide_margin > 0:
+                tables = []
+                for prefix_ids, text in zip(rows, guides):
+                    table = NgramDraft(max_keys=10_000)  # one report: a few hundred keys
+                    table.add(prefix_ids + self._text_ids(text) + [eos])
+                    tables.append(table)
             out = drafted_greedy(self.decoder, embeds, self.report_draft, rows, eos, pad if pad is not None else eos,
                                  max_new_tokens, draft_tokens, repetition_penalty, no_repeat_ngram_size, min_new_tokens,
-                                 attention_mask=None if prefix_mask is None else full_mask, keep_prefill=keep_prefill)
+                                 attention_mask=None if prefix_mask is None else full_mask, keep_prefill=keep_prefill,
+                                 guides=tables, guide_margin=guide_margin, suppress_tokens=self.suppressed_tokens())
             for prefix_ids, ids in zip(rows, out.token_ids):
                 self.report_draft.add(prefix_ids + ids)
             return [self._report(torch.tensor(ids, dtype=torch.long), torch.tensor(lp), eos)
@@ -483,6 +531,8 @@ class ReportGenerator(nn.Module):
                        return_dict_in_generate=True, output_scores=num_beams > 1, output_logits=num_beams == 1)
         if min_new_tokens > 0:
             options["min_new_tokens"] = min_new_tokens
+        if self.suppressed_tokens():
+            options["suppress_tokens"] = self.suppressed_tokens()
         if do_sample:
             options.update(temperature=temperature, top_p=top_p)
         else:

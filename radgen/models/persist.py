@@ -38,6 +38,7 @@ import yaml
 from radgen.config import RecipeConfig, from_dict, recipe_to_yaml
 from radgen.errors import ConfigError, WeightsError
 from radgen.io import atomic_dir
+from radgen.models.memory import ReportMemory
 from radgen.models.peft import is_adapter_key
 from radgen.version import __version__
 
@@ -164,6 +165,8 @@ def save_pretrained(model, directory: str | Path, base_weights: bool = True) -> 
         if card:
             (tmp / CARD_JSON).write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
         (tmp / README_FILE).write_text(model_card_markdown(recipe, card, adapter=bool(lora), base_weights=base_weights))
+        if getattr(model, "report_memory", None) is not None:
+            model.report_memory.save(tmp)
 
 
 DISCLAIMER = ("Research software: draft text from a machine-learning model, NOT a medical device and NOT for "
@@ -219,6 +222,11 @@ def _read(directory: Path) -> tuple[RecipeConfig, dict[str, Any]]:
                                "create one with ReportGenerator.save_pretrained or `radgen train`")
     recipe = from_dict(RecipeConfig, yaml.safe_load(config.read_text()), str(config))
     return recipe, json.loads(meta.read_text())
+
+
+def read_recipe(directory: str | Path) -> RecipeConfig:
+    """The recipe a saved model folder was built from (its radgen_config.yaml)."""
+    return _read(Path(directory))[0]
 
 
 def _self_contained_recipe(recipe: RecipeConfig, meta: dict[str, Any], directory: Path, scratch: Path) -> RecipeConfig:
@@ -281,6 +289,7 @@ def load_pretrained(directory: str | Path, build: Callable[..., Any], device: st
     card_path = directory / CARD_JSON
     model.card = json.loads(card_path.read_text()) if card_path.is_file() else None
     model.touched = set(meta.get("touched", []))
+    model.report_memory = ReportMemory.load(directory)
     model.requires_grad_(False)
     model.eval()
     if device is not None:

@@ -17,7 +17,8 @@ one pass serves the whole batch. The cache grows by k+1 positions a pass; for 60
 that is a few hundred positions at most.
 
 Decoding settings honoured exactly as HF `generate` applies them to greedy search over the new
-tokens: `repetition_penalty`, `no_repeat_ngram_size`, `min_new_tokens`, eos, `max_new_tokens`.
+tokens: `repetition_penalty`, `no_repeat_ngram_size`, `min_new_tokens`, `suppress_tokens`, eos,
+`max_new_tokens`.
 Beam search and sampling are not drafted (the caller falls back to HF `generate`).
 """
 
@@ -47,6 +48,10 @@ SUPPORTED_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gpt2", "phi3", "
 # studies (16 vs 8 at batch 1: ~15% faster; at batch 32 16 a row was ~10% slower than 8, and 4 a
 # row 2-7% faster); the defaults' measured speed: docs/benchmarks.md, "Performance". GPUs: no cut.
 CPU_PASS_TOKENS = 160
+
+# a retrieved report guides a row only where it continues the row's last 2+ tokens: a match on one
+# token ("the", ".") jumps to an arbitrary place in it
+GUIDE_MIN_MATCH = 2
 
 
 def draft_width(rows: int, draft_tokens: int, device: torch.device) -> int:
@@ -107,12 +112,13 @@ class NgramDraft:
         with self._lock:
             self._counts, self._best = {}, {}
 
-    def propose(self, context: Sequence[int], k: int) -> list[int]:
+    def propose(self, context: Sequence[int], k: int, min_match: int = 1) -> list[int]:
+        """Up to k tokens; each follows the longest suffix (at least `min_match` tokens) found in the table."""
         ctx = list(context[-self.max_order:])
         out: list[int] = []
         best = self._best
         while len(out) < k:
-            for n in range(min(self.max_order, len(ctx)), 0, -1):
+            for n in range(min(self.max_order, len(ctx)), min_match - 1, -1):
                 follower = best.get(tuple(ctx[-n:]))
                 if follower is not None:
                     break
@@ -165,12 +171,14 @@ class _GreedyRule:
     tensor per call, and verification asks for one position of one row at a time; here the raw
     argmax stands unless a processor would change it (tests compare with HF `generate`)."""
 
-    def __init__(self, eos: int, repetition_penalty: float, no_repeat_ngram_size: int, min_new_tokens: int):
+    def __init__(self, eos: int, repetition_penalty: float, no_repeat_ngram_size: int, min_new_tokens: int,
+                 suppress_tokens: Sequence[int] = ()):
         self.eos, self.penalty, self.ngram, self.min_new = eos, repetition_penalty, no_repeat_ngram_size, min_new_tokens
+        self.suppressed = list(suppress_tokens)  # HF's suppress_tokens: never generated
 
     def choose(self, logits: torch.Tensor, argmax: int, tokens: list[int]) -> int:
         """`argmax` of the raw `logits` is the answer unless a processor changes this position."""
-        banned = _banned_ngram_tokens(tokens, self.ngram)
+        banned = _banned_ngram_tokens(tokens, self.ngram) + self.suppressed
         if len(tokens) < self.min_new:
             banned.append(self.eos)
         if (self.penalty == 1.0 or not tokens) and argmax not in banned:
@@ -183,6 +191,12 @@ class _GreedyRule:
         if banned:
             scores[banned] = -float("inf")
         return int(scores.argmax())
+
+    def allows(self, token: int, tokens: list[int]) -> bool:
+        """Whether a processor forbids `token` after `tokens` (min_new_tokens' eos, a repeated n-gram, a suppressed token)."""
+        if (token == self.eos and len(tokens) < self.min_new) or token in self.suppressed:
+            return False
+        return token not in _banned_ngram_tokens(tokens, self.ngram)
 
 
 class _PassScores:
@@ -220,7 +234,8 @@ def _cache_argument(module: nn.Module, cache: Any) -> dict:
 def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: NgramDraft, prefix_ids: Sequence[int] | Sequence[Sequence[int]],
                    eos: int, pad: int, max_new_tokens: int, draft_tokens: int = 16, repetition_penalty: float = 1.0,
                    no_repeat_ngram_size: int = 0, min_new_tokens: int = 0, attention_mask: torch.Tensor | None = None,
-                   keep_prefill: bool = False) -> DraftedOutput:
+                   keep_prefill: bool = False, guides: Sequence[NgramDraft | None] | None = None,
+                   guide_margin: float = 0.0, suppress_tokens: Sequence[int] = ()) -> DraftedOutput:
     """Greedy-decode each row of `inputs_embeds` (B, P, D) with drafted passes.
 
     `prefix_ids` are the token ids at the end of the prefix (bos + prompt) that the draft's
@@ -229,14 +244,24 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
     pay for it. `attention_mask` (B, P): 0 marks padding inside the prefix (rows whose prompts
     differ in length); positions count real tokens only, so each row sees the positions it would
     alone. None: every position is real. `keep_prefill`: the output carries the prefill's KV cache
-    and last logits (`PrefillState`) for `score_continuations`.
+    and last logits (`PrefillState`) for `score_continuations`. `suppress_tokens` are never
+    generated (HF's `suppress_tokens`).
+
+    `guides` (one table or None per row) with `guide_margin` > 0: retrieval-guided greedy. Where a
+    row's guide (a retrieved report, `radgen.models.memory`) continues the row's last
+    `GUIDE_MIN_MATCH`+ tokens, its next token is kept if the decoder's logit for it is within
+    `guide_margin` of the greedy choice's (and no processor forbids it); otherwise the greedy token
+    wins. So the decoder writes its own text and takes the retrieved report's phrasing where it
+    finds that nearly as likely. Each token follows from the context alone, so the text does not
+    depend on the draft table or widths; the guide also drafts first, which is where the speed
+    comes from. guide_margin 0 (or no guides): the greedy text.
     """
     from transformers import DynamicCache
 
     batch, length = inputs_embeds.shape[:2]
     device = inputs_embeds.device
     embed = decoder.get_input_embeddings()
-    rule = _GreedyRule(eos, repetition_penalty, no_repeat_ngram_size, min_new_tokens)
+    rule = _GreedyRule(eos, repetition_penalty, no_repeat_ngram_size, min_new_tokens, suppress_tokens)
     cache = DynamicCache()
     mask = torch.ones(batch, length, dtype=torch.long, device=device) if attention_mask is None else attention_mask.to(device, torch.long)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -252,6 +277,7 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
     active = list(range(batch))  # original row of each batch row still decoding
     next_pos = mask.sum(-1).tolist()
     drafts: list[list[int]] = [[] for _ in range(batch)]
+    lenient = guides is not None and guide_margin > 0
     per_row = bool(prefix_ids) and not isinstance(prefix_ids[0], int)
     row_prefix = [list(p) for p in prefix_ids] if per_row else [list(prefix_ids)] * batch  # type: ignore[arg-type]
     passes = 0
@@ -271,6 +297,12 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
             for k, i in enumerate(walking):
                 row = active[i]
                 token = rule.choose(logits[k], top[k], tokens[row])
+                guide = guides[row] if lenient else None  # type: ignore[index]
+                if guide is not None:  # the guide's next token, from the context alone: the text never depends on the drafts
+                    candidate = guide.propose(row_prefix[row] + tokens[row], 1, GUIDE_MIN_MATCH)
+                    if candidate and candidate[0] != token and rule.allows(candidate[0], tokens[row]) \
+                            and float(logits[k, candidate[0]]) >= float(logits[k, token]) - guide_margin:
+                        token = candidate[0]
                 tokens[row].append(token)
                 chosen.append(token)
                 if token == eos or len(tokens[row]) >= max_new_tokens:
@@ -299,7 +331,11 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
         per_row = draft_width(len(active), draft_tokens, device)
         for row in active:
             room = max_new_tokens - len(tokens[row]) - 1  # the pass itself always yields one more token
-            drafts[row] = draft.propose(row_prefix[row] + tokens[row], min(per_row, room)) if room > 0 else []
+            context, n = row_prefix[row] + tokens[row], min(per_row, room)
+            guide = guides[row] if lenient else None  # type: ignore[index]
+            drafts[row] = guide.propose(context, n, GUIDE_MIN_MATCH) if guide is not None and room > 0 else []
+            if room > 0 and not drafts[row]:
+                drafts[row] = draft.propose(context, n)
         width = 1 + max(len(drafts[row]) for row in active)
         step_ids = torch.full((len(active), width), pad, dtype=torch.long)
         step_mask = torch.zeros(len(active), width, dtype=torch.long)

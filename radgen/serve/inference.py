@@ -124,6 +124,8 @@ def report_json(model: Any, report: Any) -> dict[str, Any]:
     }
     if "finding_probs" in row:  # grounded models: the image head's probabilities behind the text
         out["finding_probs"], out["findings_predicted"] = row["finding_probs"], row["findings_predicted"]
+    if "guide_study_id" in row:  # retrieval-guided decoding: whose wording the decoder could borrow
+        out["guide_study_id"], out["guide_report"] = row["guide_study_id"], row["guide_report"]
     return out
 
 

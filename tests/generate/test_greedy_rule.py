@@ -87,3 +87,26 @@ def test_banned_ngram_tokens_equal_hf_for_every_history_length(n):
             want = sorted(int(i) for i in torch.nonzero(processed[0] == -float("inf")).flatten())
             assert sorted(set(_banned_ngram_tokens(tokens, n))) == want, (tokens, n)
     assert _banned_ngram_tokens([1, 1, 1], 0) == [] and _banned_ngram_tokens([1, 1, 1], -1) == []
+
+
+def test_suppressed_tokens_are_never_chosen_as_hf_suppress_tokens_does():
+    from transformers import SuppressTokensLogitsProcessor
+
+    suppressed = [5, 6]
+    rule = _GreedyRule(EOS, 1.3, 2, 2, suppress_tokens=suppressed)
+    processor = SuppressTokensLogitsProcessor(suppressed)
+    picked_suppressed_raw = 0
+    for logits, tokens in _cases(300, seed=11):
+        logits[5] = logits.max() + 1.0 if len(tokens) % 2 else logits[5]  # a suppressed token on top half the time
+        want = int(processor(torch.zeros(1, 1, dtype=torch.long), _hf_scores(logits, tokens, 1.3, 2, 2))[0].argmax())
+        assert rule.choose(logits, int(logits.argmax()), tokens) == want
+        assert not rule.allows(5, tokens) and not rule.allows(6, tokens)
+        picked_suppressed_raw += int(logits.argmax()) in suppressed
+    assert picked_suppressed_raw > 50
+
+
+def _hf_scores(logits: torch.Tensor, tokens: list[int], penalty: float, ngram: int, min_new: int) -> torch.Tensor:
+    processors = LogitsProcessorList([RepetitionPenaltyLogitsProcessor(penalty), NoRepeatNGramLogitsProcessor(ngram),
+                                      MinNewTokensLengthLogitsProcessor(0, min_new, EOS)])
+    ids = torch.tensor([tokens], dtype=torch.long) if tokens else torch.zeros(1, 0, dtype=torch.long)
+    return processors(ids, logits[None].clone())

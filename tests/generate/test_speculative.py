@@ -204,3 +204,30 @@ def test_continuations_scored_on_the_prefill_cache_equal_a_teacher_forced_pass(r
         assert values == pytest.approx(expected, abs=2e-5)
     with pytest.raises(RuntimeError, match="already been used"):
         speculative.score_continuations(model.decoder, out.prefill, [0], [texts[0]], pad=eos)
+
+
+def test_suppressed_tokens_are_skipped_exactly_as_hf_generate_skips_them():
+    # special tokens other than eos (ReportGenerator.suppressed_tokens): both paths pass them on
+    model = tiny_model("radgen-small")
+    prepare_for_inference(model, "float32")
+    pixels = _pixels(model, 2, seed=9)
+    plain = model.generate(pixel_values=pixels, num_beams=1, max_new_tokens=12, draft_tokens=0)
+    # suppress the two commonest tokens of the plain text: the reports must change, identically on both paths
+    counts = {}
+    for report in plain:
+        for token in report.token_ids:
+            counts[token] = counts.get(token, 0) + 1
+    common = sorted(counts, key=counts.get, reverse=True)[:2]
+    model.suppressed_tokens = lambda: common
+    hf = model.generate(pixel_values=pixels, num_beams=1, max_new_tokens=12, draft_tokens=0)
+    drafted = model.generate(pixel_values=pixels, num_beams=1, max_new_tokens=12, draft_tokens=4)
+    assert [r.token_ids for r in hf] == [r.token_ids for r in drafted]
+    assert [r.token_ids for r in hf] != [r.token_ids for r in plain]
+    assert not any(t in common for r in hf for t in r.token_ids)
+
+
+def test_a_report_never_contains_a_special_token_other_than_eos():
+    model = tiny_model("radgen-small")
+    eos = model.eos_id()
+    assert eos not in model.suppressed_tokens()
+    assert set(model.suppressed_tokens()) == set(model.tokenizer.all_special_ids) - {eos}

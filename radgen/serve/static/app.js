@@ -110,6 +110,10 @@
     renderSentences($("impression"), r.impression, r.impression ? r.sentences : []);
     $("overall").textContent = r.confidence >= 0.01 ? r.confidence.toFixed(2) : r.confidence.toExponential(1);
     renderFindings(r.finding_probs, r.findings_predicted || []);
+    // retrieval-guided decoding: say whose wording the decoder could borrow (the findings stay the head's)
+    $("guide-note").hidden = !r.guide_study_id;
+    $("guide-note").textContent = r.guide_study_id ? "Wording guided by stored report " + r.guide_study_id +
+      " (the training study with the nearest indication); the findings are the image head's." : "";
     $("report").hidden = false;
     $("heatmap-toggle").disabled = false;
   }
