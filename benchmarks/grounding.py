@@ -8,7 +8,9 @@ the manifest's image truth `labels.chexpert`, BLEU-4, METEOR 1.5, ROUGE-L, CIDEr
 resamples) and compared pairwise with the model (paired bootstrap CI of the difference and
 approximate-randomization p-value, `radgen.metrics.stats.paired_test`):
 
-* the model, once per decoding in `--decodings` (greedy = drafted greedy; greedy-raw = the same
+* the model, once per decoding in `--decodings` (greedy = drafted greedy; guided = retrieval-guided
+  greedy with `--guide-margin` and `--guide-floor` as min_new_tokens, the model's report memory or,
+  without one, the manifest's train split; greedy-raw = the same
   without the findings-consistency edits, i.e. the decoder's own text; beamN = beam search); a
   decoding may name the decoder's inference dtype after a colon, e.g. `greedy,greedy:bfloat16`
   (`radgen.config.INFERENCE_DTYPES`; default auto, as `radgen generate`);
@@ -39,15 +41,17 @@ SHORT = {"findings_abnormal_micro_f1": "finding micro-F1", "findings_abnormal_ma
          "findings_edema_f1": "edema", "bleu4": "BLEU-4", "meteor": "METEOR", "rouge_l": "ROUGE-L", "cider_d": "CIDEr-D"}
 
 
-def _decoding(name: str) -> dict:
+def _decoding(name: str, guide_margin: float = 2.0, guide_floor: int = 45) -> dict:
     name = name.split(":")[0]
     if name == "greedy":
         return {"num_beams": 1}
+    if name == "guided":  # retrieval-guided greedy (radgen.models.memory), the val-picked margin and floor by default
+        return {"num_beams": 1, "guide_margin": guide_margin, "min_new_tokens": guide_floor}
     if name == "greedy-raw":  # the decoder's own text, without the findings-consistency edits
         return {"num_beams": 1, "consistent_findings": False}
     if name.startswith("beam") and name[4:].isdigit():
         return {"num_beams": int(name[4:])}
-    raise SystemExit(f"--decodings: '{name}' is not greedy, greedy-raw or beamN")
+    raise SystemExit(f"--decodings: '{name}' is not greedy, guided, greedy-raw or beamN")
 
 
 def _dtype(name: str) -> str:
@@ -69,15 +73,23 @@ def main(argv: list[str] | None = None) -> dict:
 
     parser = grounded_parser(__doc__, split="test")
     parser.add_argument("--decodings", default="greedy,beam3")
+    parser.add_argument("--guide-margin", type=float, default=2.0, help="the `guided` decoding's margin (default: val's pick)")
+    parser.add_argument("--guide-floor", type=int, default=45, help="the `guided` decoding's min_new_tokens (default: val's pick)")
     args = parser.parse_args(argv)
 
     studies = read_manifest(args.data)
     test = select_studies(studies, args.split, args.limit)
     root = Path(args.data).parent
     # every name parsed before any model loads: a typo fails at once, not after minutes of decoding
-    decodings = [(name, _decoding(name), _dtype(name)) for name in args.decodings.split(",")]
+    decodings = [(name, _decoding(name, args.guide_margin, args.guide_floor), _dtype(name)) for name in args.decodings.split(",")]
     models = {dtype: load_model(resolve_model(args.model), dtype=dtype) for dtype in dict.fromkeys(d for _, _, d in decodings)}
     model = next(iter(models.values()))
+    if any(name.startswith("guided") for name, _, _ in decodings):
+        from radgen.models.memory import memory_from_studies
+
+        for each in models.values():  # a model folder without a memory: the manifest's train split
+            if each.report_memory is None:
+                each.report_memory = memory_from_studies(select_studies(studies, "train"), each.recipe)
     systems: dict[str, list[dict]] = {}
     seconds: dict[str, float] = {}
     for name, settings, dtype in decodings:

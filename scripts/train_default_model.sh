@@ -37,8 +37,11 @@ $R fit-findings "$WORK/run2/best" --data "$WORK/phantom/manifest.jsonl" --featur
   --tune-encoder-blocks 2
 # 4. Export only the trained weights (finding head + connector + LoRA adapter, < 30 MB) with the model card.
 $R model export "$WORK/run2" --out radgen/assets/default_model --card radgen/assets/default_model/model_card.json   # the card is read before the folder is replaced
-# 5. Seed drafted greedy decoding with the model's own greedy reports on the validation split
-#    (speed only: drafted decoding keeps the greedy text; radgen.models.speculative).
+# 4b. Store the training split's reports, keyed by indication, for retrieval-guided greedy decoding
+#     (generate.guide_margin; radgen/models/memory.py): verbatim IU text, CC BY-NC-ND 4.0.
+$R model memory radgen/assets/default_model --data "$WORK/phantom/manifest.jsonl" --split train
+# 5. Seed drafted greedy decoding with the model's own default reports on the validation split
+#    (speed; in fp32 the text does not depend on the draft table; radgen.models.speculative).
 $R generate --model radgen/assets/default_model --data "$WORK/phantom/manifest.jsonl" --split val --greedy \
   --out "$WORK/val_greedy.jsonl" --overwrite
 .venv/bin/python -c "import json, sys; rows = [json.loads(l) for l in open(sys.argv[1])]; \
