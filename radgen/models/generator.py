@@ -398,9 +398,8 @@ class ReportGenerator(nn.Module):
             guides = None
             if guide_margin > 0 and self._drafting(num_beams, do_sample, draft_tokens):
                 if self.report_memory is not None:
-                    asked = [contexts[i] if contexts is not None else None for i in range(batch)]
-                    guides = [self.report_memory.guide(c) for c in asked]
-                    sources = [self.report_memory.source(c) for c in asked]
+                    found = [self.report_memory.lookup(contexts[i] if contexts is not None else None) for i in range(batch)]
+                    sources, guides = [f[0] for f in found], [f[1] for f in found]
                 elif not self._warned_no_memory:
                     self._warned_no_memory = True
                     log.warning("generate.guide_margin is %s but this model has no report memory: plain greedy text "
@@ -531,8 +530,9 @@ class ReportGenerator(nn.Module):
                        return_dict_in_generate=True, output_scores=num_beams > 1, output_logits=num_beams == 1)
         if min_new_tokens > 0:
             options["min_new_tokens"] = min_new_tokens
-        if self.suppressed_tokens():
-            options["suppress_tokens"] = self.suppressed_tokens()
+        suppressed = self.suppressed_tokens()
+        if suppressed:
+            options["suppress_tokens"] = suppressed
         if do_sample:
             options.update(temperature=temperature, top_p=top_p)
         else:

@@ -58,15 +58,17 @@ class ReportMemory:
     def _clean(self, report: str) -> str:
         return clean_report(report, self.cleaning)
 
-    def _nearest(self, context: str | None) -> int:
+    def lookup(self, context: str | None) -> tuple[str, str]:
+        """(study id, cleaned report) of the guide for `context`: one retrieval for both."""
         nearest = self._index.nearest(context or "")
-        return self._most_frequent_at if nearest is None else nearest
+        at = self._most_frequent_at if nearest is None else nearest
+        return self.study_ids[at], self._clean(self.reports[at])
 
     def guide(self, context: str | None) -> str:
-        return self._clean(self.reports[self._nearest(context)])
+        return self.lookup(context)[1]
 
     def source(self, context: str | None) -> str:
-        return self.study_ids[self._nearest(context)]
+        return self.lookup(context)[0]
 
     def save(self, directory: str | os.PathLike) -> Path:
         path = Path(directory) / FILENAME
