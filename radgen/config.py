@@ -221,6 +221,9 @@ class GenerateConfig:
     # training report's token wherever the decoder's logit for it is within this margin of its own
     # choice (radgen.models.memory, radgen.models.speculative); 0 = the decoder's greedy text
     guide_margin: float = 0.0
+    # ... and the guide is the consensus report (the one most like the others, radgen.data.retrieval)
+    # of this many nearest-indication reports; 1 = the nearest report itself
+    guide_pool: int = 1
 
 
 @dataclass

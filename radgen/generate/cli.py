@@ -39,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--guide-margin", type=float, default=None,
                      help="greedy, models with a report memory: keep the stored report's token (nearest indication) where the "
                           "decoder's logit for it is within this margin of its own choice; 0 = the decoder's greedy text (default: recipe)")
+    gen.add_argument("--guide-pool", type=int, default=None,
+                     help="with --guide-margin: the guide is the consensus report of this many nearest-indication reports "
+                          "(the one most like the others); 1 = the nearest report (default: recipe)")
     gen.add_argument("--temperature-scale", default=None, metavar="T|calib.json",
                      help="confidence temperature (a number or the calib.json of `radgen calibrate`); changes confidences only")
     gen.add_argument("--seed", type=int, default=0, help="sampling seed (per batch, so resumed runs match)")
@@ -138,6 +141,7 @@ def run_generate(args: argparse.Namespace) -> int:
                     do_sample=True if args.sample else None, temperature=args.temperature, top_p=args.top_p,
                     repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram,
                     batch_size=args.batch_size, draft_tokens=args.draft_tokens, guide_margin=args.guide_margin,
+                    guide_pool=args.guide_pool,
                     consistent_findings=False if getattr(args, "decoder_text", False) else None)
     if args.sample and args.num_beams is None:
         settings["num_beams"] = 1

@@ -66,6 +66,8 @@ class GenerationSettings(GenerateConfig):
             raise ConfigError("--draft-tokens must be >= 0 (0 = plain greedy decoding)")
         if not self.guide_margin >= 0:
             raise ConfigError(f"--guide-margin must be >= 0 (0 = the decoder's greedy text), got {self.guide_margin}")
+        if not (isinstance(self.guide_pool, int) and self.guide_pool >= 1):
+            raise ConfigError(f"--guide-pool must be an integer >= 1 (1 = the nearest report itself), got {self.guide_pool}")
         if self.do_sample and not (self.temperature > 0 and 0 < self.top_p <= 1):
             raise ConfigError("sampling needs --temperature > 0 and 0 < --top-p <= 1")
 

@@ -11,6 +11,10 @@ Candidates are the training studies whose section (findings / impression) is non
   test study's indication (TF-IDF cosine over lower-cased word unigrams, smoothed idf). No image is
   used: this measures how much the clinical question alone predicts the report. A test study without
   indication text, or with no training indication sharing a word, gets the most frequent report.
+* ``consensus-train``: among the `pool` training reports with the nearest indications, the one most
+  like the others (summed 1-4-gram TF-IDF cosine; radgen.data.retrieval.NgramIndex), copied whole;
+  retrieval-guided decoding with `generate.guide_pool` picks its guide the same way, over each
+  report's vouched sentences (radgen.models.memory).
 """
 
 from __future__ import annotations
@@ -18,14 +22,15 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from radgen.data.retrieval import TfidfIndex
+from radgen.data.retrieval import NgramIndex, TfidfIndex
 from radgen.data.study import Study
 from radgen.errors import DataError
 
-KINDS = ("most-frequent", "random-train", "nearest-train")
+KINDS = ("most-frequent", "random-train", "nearest-train", "consensus-train")
 
 
-def baseline_predictions(studies: list[Study], kind: str, section: str = "findings", train_split: str = "train", test_split: str = "test", seed: int = 0) -> list[dict]:
+def baseline_predictions(studies: list[Study], kind: str, section: str = "findings", train_split: str = "train", test_split: str = "test", seed: int = 0,
+                         pool: int = 40) -> list[dict]:
     """Prediction rows {"study_id", "findings", "impression", "baseline", "source_study_id"} for the test split."""
     if kind not in KINDS:
         raise DataError(f"unknown baseline kind {kind!r}; use one of {', '.join(KINDS)}")
@@ -49,10 +54,15 @@ def baseline_predictions(studies: list[Study], kind: str, section: str = "findin
         chosen = [most_frequent] * len(test)
     elif kind == "random-train":
         chosen = [rng.choice(with_text) for _ in test]
-    else:
+    elif kind == "nearest-train":
         index = TfidfIndex([s.sections.get("indication", "") for s in with_text])
         nearest = [index.nearest(t.sections.get("indication", "")) for t in test]
         chosen = [with_text[i] if i is not None else most_frequent for i in nearest]
+    else:
+        index = TfidfIndex([s.sections.get("indication", "") for s in with_text])
+        reports = NgramIndex([key(s) for s in with_text])
+        pools = [index.nearest_k(t.sections.get("indication", ""), pool) for t in test]
+        chosen = [with_text[reports.consensus(p)] if p else most_frequent for p in pools]
     return [
         {"study_id": t.study_id, "findings": c.findings, "impression": c.impression, "baseline": kind, "source_study_id": c.study_id}
         for t, c in zip(test, chosen)

@@ -151,7 +151,8 @@ def cmd_baseline(args: argparse.Namespace) -> int:
         test = [s for s in studies if s.split == args.test_split]
         rows = classifier_template_predictions(model, test, root=Path(args.ref).parent, section=args.section)
     else:
-        rows = baseline_predictions(studies, args.kind, section=args.section, train_split=args.train_split, test_split=args.test_split, seed=args.seed)
+        rows = baseline_predictions(studies, args.kind, section=args.section, train_split=args.train_split, test_split=args.test_split, seed=args.seed,
+                                   pool=args.pool)
     write_jsonl(args.out, rows)
     print(f"{args.kind}: wrote {len(rows)} predictions for split {args.test_split!r} -> {args.out}")
     return 0
@@ -177,7 +178,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_label)
 
     p = subparsers.add_parser("baseline", help="baseline predictions: training reports (image-free) or the finding head + templates")
-    p.add_argument("--kind", required=True, choices=("most-frequent", "nearest-train", "random-train", "classifier-template"))
+    p.add_argument("--kind", required=True, choices=("most-frequent", "nearest-train", "consensus-train", "random-train", "classifier-template"))
     p.add_argument("--model", default=None, help="classifier-template: the model whose finding head decides (name, folder or run; default radgen-small)")
     p.add_argument("--ref", required=True, help="manifest with train and test studies")
     p.add_argument("--out", required=True, help="predictions JSONL")
@@ -185,4 +186,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--train-split", default="train")
     p.add_argument("--test-split", default="test")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pool", type=int, default=40, help="consensus-train: nearest-indication reports to pick the consensus from")
     p.set_defaults(func=cmd_baseline)

@@ -349,7 +349,7 @@ class ReportGenerator(nn.Module):
                  max_new_tokens: int = 60, do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
                  repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0, min_new_tokens: int = 0,
                  draft_tokens: int = 16, findings: list[list[str]] | None = None, consistent_findings: bool = True,
-                 contexts: list[str | None] | None = None, guide_margin: float = 0.0,
+                 contexts: list[str | None] | None = None, guide_margin: float = 0.0, guide_pool: int = 1,
                  **lateral: torch.Tensor | None) -> list[GeneratedReport]:
         """Decode one report per image with the decoder's HF `generate` (KV cache on).
 
@@ -373,7 +373,8 @@ class ReportGenerator(nn.Module):
         lateral_features, lateral_mask): the studies' lateral views, for a lateral finding head.
         `guide_margin` > 0 with a report memory (`self.report_memory`, radgen.models.memory) and
         drafted greedy: retrieval-guided greedy, each row guided by the memory's report for its
-        context (radgen.models.speculative.drafted_greedy); 0: the greedy text.
+        context (radgen.models.speculative.drafted_greedy); 0: the greedy text. `guide_pool` > 1: the
+        guide is the consensus report of that many nearest-indication reports (`ReportMemory.lookup`).
         """
         was_training = self.training
         self.eval()
@@ -398,7 +399,7 @@ class ReportGenerator(nn.Module):
             guides = None
             if guide_margin > 0 and self._drafting(num_beams, do_sample, draft_tokens):
                 if self.report_memory is not None:
-                    found = [self.report_memory.lookup(contexts[i] if contexts is not None else None) for i in range(batch)]
+                    found = [self.report_memory.lookup(contexts[i] if contexts is not None else None, guide_pool) for i in range(batch)]
                     sources, guides = [f[0] for f in found], [f[1] for f in found]
                 elif not self._warned_no_memory:
                     self._warned_no_memory = True
@@ -511,6 +512,9 @@ class ReportGenerator(nn.Module):
             if guides is not None and guide_margin > 0:
                 tables = []
                 for prefix_ids, text in zip(rows, guides):
+                    if not text.strip():  # nothing left to lend (radgen.models.memory.vouched_sentences): unguided
+                        tables.append(None)
+                        continue
                     table = NgramDraft(max_keys=10_000)  # one report: a few hundred keys
                     table.add(prefix_ids + self._text_ids(text) + [eos])
                     tables.append(table)

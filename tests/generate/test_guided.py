@@ -151,9 +151,36 @@ def test_a_negative_margin_is_a_config_error_and_the_cli_passes_the_margin_on(mo
     with pytest.raises(ConfigError, match="--guide-margin must be >= 0"):
         GenerationSettings.from_recipe(recipe, guide_margin=-1.0)
     assert GenerationSettings.from_recipe(recipe, guide_margin=3.5).generate_kwargs()["guide_margin"] == 3.5
-    assert load_recipe("radgen-small").generate.guide_margin == 0.0  # opt-in (radgen-small.yaml says why)
+    for pool in (0, 2.5):
+        with pytest.raises(ConfigError, match="--guide-pool must be an integer >= 1"):
+            GenerationSettings.from_recipe(recipe, guide_pool=pool)
+    assert GenerationSettings.from_recipe(recipe, guide_pool=7).generate_kwargs()["guide_pool"] == 7
+    assert load_recipe("radgen-small").generate.guide_margin == 0.0  # a recipe's model has no memory yet (radgen-small.yaml)
     import argparse
 
     parser = argparse.ArgumentParser()
     generate_cli.register(parser.add_subparsers())
     assert parser.parse_args(["generate", "scans/", "--out", "p.jsonl", "--guide-margin", "0"]).guide_margin == 0.0
+    assert parser.parse_args(["generate", "scans/", "--out", "p.jsonl", "--guide-pool", "9"]).guide_pool == 9
+
+
+def test_a_guide_pool_hands_each_study_the_consensus_of_its_nearest_reports():
+    model = tiny_model("radgen-small")
+    model.report_memory = ReportMemory(["chest pain", "chest pain", "chest pain", "cough"],
+                                       ["a large left effusion and a pacemaker .", "the heart is normal .",
+                                        "the heart is normal . no effusion .", "edema ."], ["p1", "p2", "p3", "c1"])
+    pixels = torch.randn(1, 3, model.encoder.image_size, model.encoder.image_size, generator=torch.Generator().manual_seed(2))
+    options = dict(num_beams=1, max_new_tokens=8, consistent_findings=False, contexts=["pain"], guide_margin=2.0)
+    assert model.generate(pixel_values=pixels, **options)[0].guide_study_id == "p1"  # pool 1: the nearest (first of the tie)
+    # p3 shares "the heart is normal" with p2 and "effusion" with p1: the report most like the other two
+    assert model.generate(pixel_values=pixels, guide_pool=3, **options)[0].guide_study_id == "p3"
+
+
+def test_a_study_whose_guide_has_nothing_to_lend_decodes_unguided():
+    model = tiny_model("radgen-small")
+    pixels = torch.randn(1, 3, model.encoder.image_size, model.encoder.image_size, generator=torch.Generator().manual_seed(3))
+    options = dict(num_beams=1, max_new_tokens=8, consistent_findings=False, contexts=["pain"])
+    plain = model.generate(pixel_values=pixels, **options)[0]
+    model.report_memory = ReportMemory(["pain"], ["stable calcified granuloma ."], ["s1"])
+    guided = model.generate(pixel_values=pixels, guide_margin=1e9, **options)[0]
+    assert guided.guide == "" and guided.guide_study_id == "s1" and guided.token_ids == plain.token_ids

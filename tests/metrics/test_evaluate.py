@@ -113,3 +113,19 @@ def test_baselines(corpus, tmp_path):
     nearest = read_jsonl(tmp_path / "nearest-train.jsonl")
     # same indication text ("chest pain" for i % 3 == 0) -> a training study with that indication
     assert int(nearest[0]["source_study_id"][1:]) % 3 == 0
+
+
+def test_the_consensus_baseline_copies_what_most_of_the_nearest_reports_say(tmp_path):
+    from radgen.data.study import Study, write_manifest
+
+    train = [Study(study_id=f"t{i}", split="train", sections={"indication": "chest pain", "findings": text})
+             for i, text in enumerate(["Large left effusion and a pacemaker.", "The lungs are clear.",
+                                       "The lungs are clear. No effusion.", "The lungs are clear."])]
+    test = [Study(study_id="q", split="test", sections={"indication": "chest pain", "findings": "The lungs are clear."})]
+    write_manifest(tmp_path / "m.jsonl", train + test)
+    assert main(["baseline", "--kind", "nearest-train", "--ref", str(tmp_path / "m.jsonl"), "--out", str(tmp_path / "n.jsonl")]) == 0
+    assert read_jsonl(tmp_path / "n.jsonl")[0]["source_study_id"] == "t0"  # ties: the first stored
+    assert main(["baseline", "--kind", "consensus-train", "--pool", "4", "--ref", str(tmp_path / "m.jsonl"),
+                 "--out", str(tmp_path / "c.jsonl")]) == 0
+    row = read_jsonl(tmp_path / "c.jsonl")[0]
+    assert row["source_study_id"] == "t1" and row["findings"] == "The lungs are clear."

@@ -7,11 +7,11 @@ import json
 import pytest
 
 from radgen.cli import main
-from radgen.data.retrieval import TfidfIndex
+from radgen.data.retrieval import NgramIndex, TfidfIndex
 from radgen.data.study import Study, write_manifest
 from radgen.errors import DataError
 from radgen.models import ReportGenerator, memory
-from radgen.models.memory import ReportMemory
+from radgen.models.memory import ReportMemory, vouched_sentences
 from tests.generate.fixtures import tiny_model
 
 
@@ -23,6 +23,21 @@ def test_the_index_returns_the_text_sharing_the_rarest_words():
     assert index.nearest("unrelated words") is None
     assert index.nearest("") is None
     assert TfidfIndex(["pain", "pain"]).nearest("pain") == 0  # ties: the first stored
+    assert index.nearest_k("chest pain and cough", 3) == [1, 0, 3]  # best first: all three words, then "chest pain"
+    assert index.nearest_k("cough", 10) == [3, 1]  # only the texts sharing a word
+    assert index.nearest_k("unrelated", 5) == []
+
+
+def test_the_consensus_is_the_report_most_like_the_others():
+    reports = NgramIndex(["The heart is normal. The lungs are clear.",
+                          "Left pleural effusion. Status post sternotomy.",
+                          "the heart is normal . the lungs are clear .",  # the same words, differently written
+                          "The heart is normal. No effusion."])
+    # hand count: 2 and 0 share every n-gram (cosine 1), 3 shares "the heart is normal", 1 shares nothing
+    assert reports.consensus([1, 2, 0, 3]) == 2  # 0 and 2 tie; the earlier candidate wins
+    assert reports.consensus([3, 1, 0]) in (3, 0) and reports.consensus([3, 1, 0]) != 1
+    assert reports.consensus([1, 3]) == 1  # two candidates have no consensus: the nearest stands
+    assert reports.similarity(0, 2) == pytest.approx(1.0) and reports.similarity(0, 1) == 0.0
 
 
 def test_the_memory_guides_by_indication_and_falls_back_to_the_commonest_report():
@@ -30,12 +45,32 @@ def test_the_memory_guides_by_indication_and_falls_back_to_the_commonest_report(
     assert mem.guide("productive cough") == "effusion ."
     assert mem.guide("headache") == "normal ."  # no shared word: the most frequent report
     assert mem.guide(None) == "normal ."
+    # a pool: the consensus of the nearest reports, not the nearest one when it stands alone
+    pooled = ReportMemory(["cough", "cough fever", "cough fever chills", "cough at night", "pain"],
+                          ["effusion on the left with a pacemaker .", "the lungs are clear .", "the lungs are clear .",
+                           "the lungs are clear . no effusion .", "normal ."], ["a", "b", "c", "d", "e"])
+    assert pooled.lookup("cough", pool=1) == ("a", "effusion on the left with a pacemaker .")
+    assert pooled.lookup("cough", pool=4) == ("b", "the lungs are clear .")
+    assert pooled.lookup("headache", pool=4) == ("b", "the lungs are clear .")  # no shared word: the most frequent report
     with pytest.raises(ValueError, match="2 indications for 1 reports"):
         ReportMemory(["a", "b"], ["x"])
     with pytest.raises(DataError, match="no reports"):
         ReportMemory([], [])
     with pytest.raises(DataError, match="cleaning"):
         ReportMemory(["a"], ["x"], cleaning="shouting")
+
+
+def test_a_guide_lends_only_sentences_the_finding_head_can_vouch_for():
+    assert vouched_sentences("the heart is normal . degenerative changes of the spine . no effusion .") == \
+        "the heart is normal . no effusion ."
+    assert vouched_sentences("The heart and lungs have XXXX XXXX in the interval. Both lungs are clear.") == "Both lungs are clear."
+    assert vouched_sentences("Stable calcified granuloma.") == ""
+    mem = ReportMemory(["cough", "pain"], ["there is a small effusion . surgical clips in the right upper quadrant .",
+                                           "unchanged from the prior study ."])
+    assert mem.guide("cough") == "there is a small effusion ."
+    assert mem.guide("pain") == ""  # nothing left to lend: that study decodes unguided
+    mem.vouched_only = False
+    assert mem.guide("cough") == "there is a small effusion . surgical clips in the right upper quadrant ."
 
 
 def test_the_memory_travels_with_the_saved_model_and_bad_files_fail_clearly(tmp_path, monkeypatch):
