@@ -8,14 +8,17 @@ the manifest's image truth `labels.chexpert`, BLEU-4, METEOR 1.5, ROUGE-L, CIDEr
 resamples) and compared pairwise with the model (paired bootstrap CI of the difference and
 approximate-randomization p-value, `radgen.metrics.stats.paired_test`):
 
-* the model, once per decoding in `--decodings` (greedy = drafted greedy; guided = retrieval-guided
-  greedy with `--guide-margin` and `--guide-floor` as min_new_tokens, the model's report memory or,
-  without one, the manifest's train split; greedy-raw = the same
-  without the findings-consistency edits, i.e. the decoder's own text; beamN = beam search); a
+* the model, once per decoding in `--decodings` (greedy = drafted greedy with the model's own
+  settings, retrieval guide included where its recipe sets one; unguided = the same with
+  guide_margin 0, the decoder's own greedy text; guided = retrieval-guided greedy with
+  `--guide-pool`, `--guide-margin` and `--guide-floor` as min_new_tokens, the model's report memory
+  or, without one, the manifest's train split; greedy-raw = greedy without the findings-consistency
+  edits; beamN = beam search); a
   decoding may name the decoder's inference dtype after a colon, e.g. `greedy,greedy:bfloat16`
   (`radgen.config.INFERENCE_DTYPES`; default auto, as `radgen generate`);
 * `classifier-template`: the model's own finding head + one template sentence per finding;
-* the image-free baselines: `nearest-train` (indication text), `random-train`, `most-frequent`;
+* the image-free baselines: `nearest-train` (indication text), `consensus-train` (the consensus of
+  the `--guide-pool` nearest, copied whole), `random-train`, `most-frequent`;
 * the reference reports themselves (the ceiling of the findings measure: what the labeler reads
   from the radiologist's text against what the image shows).
 
@@ -41,17 +44,19 @@ SHORT = {"findings_abnormal_micro_f1": "finding micro-F1", "findings_abnormal_ma
          "findings_edema_f1": "edema", "bleu4": "BLEU-4", "meteor": "METEOR", "rouge_l": "ROUGE-L", "cider_d": "CIDEr-D"}
 
 
-def _decoding(name: str, guide_margin: float = 2.0, guide_floor: int = 45) -> dict:
+def _decoding(name: str, guide_margin: float = 5.0, guide_floor: int = 50, guide_pool: int = 40) -> dict:
     name = name.split(":")[0]
     if name == "greedy":
         return {"num_beams": 1}
+    if name == "unguided":  # the decoder's own greedy text, whatever the recipe's guide
+        return {"num_beams": 1, "guide_margin": 0.0}
     if name == "guided":  # retrieval-guided greedy (radgen.models.memory), the val-picked margin and floor by default
-        return {"num_beams": 1, "guide_margin": guide_margin, "min_new_tokens": guide_floor}
+        return {"num_beams": 1, "guide_margin": guide_margin, "min_new_tokens": guide_floor, "guide_pool": guide_pool}
     if name == "greedy-raw":  # the decoder's own text, without the findings-consistency edits
         return {"num_beams": 1, "consistent_findings": False}
     if name.startswith("beam") and name[4:].isdigit():
         return {"num_beams": int(name[4:])}
-    raise SystemExit(f"--decodings: '{name}' is not greedy, guided, greedy-raw or beamN")
+    raise SystemExit(f"--decodings: '{name}' is not greedy, unguided, guided, greedy-raw or beamN")
 
 
 def _dtype(name: str) -> str:
@@ -73,15 +78,17 @@ def main(argv: list[str] | None = None) -> dict:
 
     parser = grounded_parser(__doc__, split="test")
     parser.add_argument("--decodings", default="greedy,beam3")
-    parser.add_argument("--guide-margin", type=float, default=2.0, help="the `guided` decoding's margin (default: val's pick)")
-    parser.add_argument("--guide-floor", type=int, default=45, help="the `guided` decoding's min_new_tokens (default: val's pick)")
+    parser.add_argument("--guide-margin", type=float, default=5.0, help="the `guided` decoding's margin (default: val's pick)")
+    parser.add_argument("--guide-floor", type=int, default=50, help="the `guided` decoding's min_new_tokens (default: val's pick)")
+    parser.add_argument("--guide-pool", type=int, default=40, help="the `guided` decoding's guide pool (generate.guide_pool; "
+                                                                    "default: val's pick) and consensus-train's pool")
     args = parser.parse_args(argv)
 
     studies = read_manifest(args.data)
     test = select_studies(studies, args.split, args.limit)
     root = Path(args.data).parent
     # every name parsed before any model loads: a typo fails at once, not after minutes of decoding
-    decodings = [(name, _decoding(name, args.guide_margin, args.guide_floor), _dtype(name)) for name in args.decodings.split(",")]
+    decodings = [(name, _decoding(name, args.guide_margin, args.guide_floor, args.guide_pool), _dtype(name)) for name in args.decodings.split(",")]
     models = {dtype: load_model(resolve_model(args.model), dtype=dtype) for dtype in dict.fromkeys(d for _, _, d in decodings)}
     model = next(iter(models.values()))
     if any(name.startswith("guided") for name, _, _ in decodings):
@@ -101,8 +108,8 @@ def main(argv: list[str] | None = None) -> dict:
         seconds[f"model ({name})"] = time.perf_counter() - start
     systems["classifier-template"] = classifier_template_predictions(model, test, root=root)
     ids = {s.study_id for s in test}
-    for kind in ("nearest-train", "random-train", "most-frequent"):
-        rows = baseline_predictions(studies, kind, test_split=args.split)
+    for kind in ("nearest-train", "consensus-train", "random-train", "most-frequent"):
+        rows = baseline_predictions(studies, kind, test_split=args.split, pool=args.guide_pool)
         systems[kind] = [r for r in rows if r["study_id"] in ids]
     systems["reference reports (ceiling)"] = [{"study_id": s.study_id, "findings": s.report("findings")} for s in test]
 
@@ -140,7 +147,7 @@ def _score(args, systems, seconds, test, metrics, scorer) -> dict:
     for name in results:
         if name.startswith("model"):
             out["paired_vs"][name] = {}
-            for other in ("classifier-template", "nearest-train"):
+            for other in ("classifier-template", "nearest-train", "consensus-train"):
                 paired = paired_test(results[other]["_statistics"], results[name]["_statistics"])
                 out["paired_vs"][name][other] = {k: {"delta": paired[k].delta, "ci95": list(paired[k].ci), "p": paired[k].p_value}
                                                  for k in KEYS if k in paired}

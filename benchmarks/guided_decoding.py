@@ -1,20 +1,27 @@
-"""Retrieval-guided greedy: which guide margin and length floor, chosen on a validation split, in one run.
+"""Retrieval-guided greedy: which guide pool, margin and length floor, chosen on a validation split, in one run.
 
     PYTHONPATH=. python benchmarks/guided_decoding.py --model radgen/assets/default_model \
-        --data work/default-model/phantom/manifest.jsonl --split val --margins 0,2,3,5,8 --floors 40,45,50 --json guided_val.json
+        --data work/default-model/phantom/manifest.jsonl --split val --pools 1,20,40 --margins 0,2,3,5 --floors 40,45,50 \
+        --json guided_val.json
 
-Each (margin, floor) decodes every study of `--split` with the model's default decoding otherwise
-(drafted greedy, findings-consistent), `generate.guide_margin` = margin and `min_new_tokens` =
-floor; margin 0 is the decoder's own greedy text. The guide of a study is the report of the
-memory's study with the nearest indication (radgen.models.memory): the model folder's
-report_memory.json, or, when it has none, the `--memory-split` (default train) studies of `--data`.
-Also scored: the `nearest-train` baseline, which copies that same report.
+Each (pool, margin, floor) decodes every study of `--split` with the model's default decoding
+otherwise (drafted greedy, findings-consistent), `generate.guide_pool` = pool,
+`generate.guide_margin` = margin and `min_new_tokens` = floor; margin 0 is the decoder's own greedy
+text (decoded once per floor, whatever the pools). The guide of a study is the report of the
+memory's study with the nearest indication, or with pool > 1 the consensus report of that many
+nearest (radgen.models.memory): the model folder's report_memory.json, or, when it has none, the
+`--memory-split` (default train) studies of `--data`. Also scored: the `nearest-train` baseline,
+which copies the pool-1 guide, and `consensus-train` for each pool > 1, which copies that guide.
 
 Scores: `radgen.metrics.evaluate` (abnormal-finding micro-F1 against the image truth, BLEU-4, METEOR
-1.5, ROUGE-L, CIDEr-D; no bootstrap), distinct reports and mean words. The pick is the setting
-whose smallest relative gain over nearest-train on BLEU-4, METEOR and CIDEr-D is largest: the
-generator has to beat copying on all three (issue #14), and relative gains put metrics of different
-scales on one footing. Pick on a validation split, never on the split you report.
+1.5, ROUGE-L, CIDEr-D; no bootstrap), distinct reports, mean words, and `uncovered`: the share of
+reports with a sentence about what the finding head does not cover (radgen.models.memory.UNVOUCHED:
+the spine, surgery, granulomas, comparisons with earlier studies), which a guide could carry over
+from another patient's report (the reference reports' own share is printed first, as a yardstick;
+`--whole-guides` turns off the memory's dropping of such sentences from its guides).
+The pick is the setting whose smallest relative gain over nearest-train on BLEU-4, METEOR and
+CIDEr-D is largest: the generator has to beat copying on all three (issue #14), and relative gains
+put metrics of different scales on one footing. Pick on a validation split, never on the split you report.
 """
 
 from __future__ import annotations
@@ -31,12 +38,14 @@ PICK_KEYS = ("bleu4", "meteor", "cider_d")
 
 def _row(rows: list[dict], studies: list, scorer) -> dict:
     from radgen.metrics.evaluate import evaluate
+    from radgen.models.memory import UNVOUCHED
 
     metrics = ["findings", "bleu", "cider_d", "rouge_l"] + (["meteor"] if scorer is not None else [])
     corpus = evaluate(rows, studies, metrics=metrics, bootstrap=0, meteor_scorer=scorer)["corpus"]
     return {**{key: round(corpus[key], 4) for key in KEYS if key in corpus},
             "distinct_reports": round(len({r["findings"] for r in rows}) / len(rows), 4),
-            "mean_words": round(sum(len(r["findings"].split()) for r in rows) / len(rows), 1)}
+            "mean_words": round(sum(len(r["findings"].split()) for r in rows) / len(rows), 1),
+            "uncovered": round(sum(bool(UNVOUCHED.search(r["findings"])) for r in rows) / len(rows), 4)}
 
 
 def smallest_gain(result: dict, baseline: dict) -> float:
@@ -56,9 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, help="manifest with the split, its labels, and (without a stored memory) a train split")
     parser.add_argument("--split", default="val")
     parser.add_argument("--memory-split", default="train", help="split stored as the memory when the model folder has none")
+    parser.add_argument("--pools", default="1", help="comma-separated guide pools (generate.guide_pool)")
     parser.add_argument("--margins", default="0,2,3,5,8", help="comma-separated guide margins (logits)")
     parser.add_argument("--floors", default="40,45,50", help="comma-separated min_new_tokens values")
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--whole-guides", action="store_true", help="guides keep their sentences on unvouched topics "
+                                                                    "(ReportMemory.vouched_only false)")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
 
@@ -78,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         memory = f"{len(model.report_memory)} {args.memory_split!r} reports of {args.data}"
     else:
         memory = f"{len(model.report_memory)} reports stored in {directory}"
-    print(f"memory: {memory}", file=sys.stderr)
+    model.report_memory.vouched_only = not args.whole_guides
+    print(f"memory: {memory}" + (" (whole guides)" if args.whole_guides else ""), file=sys.stderr)
     ids = {s.study_id for s in studies}
     nearest = [r for r in baseline_predictions(all_studies, "nearest-train", test_split=args.split) if r["study_id"] in ids]
     try:
@@ -87,30 +100,45 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: METEOR skipped ({err})", file=sys.stderr)
         scorer = None
     try:
+        references = [{"study_id": s.study_id, "findings": s.report("findings")} for s in studies]
+        print(json.dumps({"system": "reference reports", **_row(references, studies, scorer)}), flush=True)
         baseline = _row(nearest, studies, scorer)
         print(json.dumps({"system": "nearest-train", **baseline}), flush=True)
+        pools = [int(v) for v in args.pools.split(",")]
+        consensus = {}
+        for pool in (p for p in pools if p > 1):
+            rows = [r for r in baseline_predictions(all_studies, "consensus-train", test_split=args.split, pool=pool) if r["study_id"] in ids]
+            consensus[pool] = _row(rows, studies, scorer)
+            print(json.dumps({"system": f"consensus-train (pool {pool})", **consensus[pool]}), flush=True)
         results = []
-        for margin in (float(v) for v in args.margins.split(",")):
-            for floor in (int(v) for v in args.floors.split(",")):
-                model.report_draft.clear()  # every setting starts from the shipped draft table (speed only)
-                seed_draft_table(model, directory)
-                started = time.perf_counter()
-                rows = generate_reports(model, studies, root=Path(args.data).parent, progress=False, num_beams=1,
-                                        guide_margin=margin, min_new_tokens=floor)
-                result = {"guide_margin": margin, "min_new_tokens": floor, **_row(rows, studies, scorer),
-                          "seconds": round(time.perf_counter() - started, 1)}
-                results.append(result)
-                print(json.dumps(result), flush=True)
+        settings = [(pool, margin, floor) for pool in pools for margin in (float(v) for v in args.margins.split(","))
+                    for floor in (int(v) for v in args.floors.split(","))]
+        unguided = {}  # floor -> margin-0 result: the same text whatever the pool
+        for pool, margin, floor in settings:
+            if margin == 0 and floor in unguided:
+                continue
+            model.report_draft.clear()  # every setting starts from the shipped draft table (speed only)
+            seed_draft_table(model, directory)
+            started = time.perf_counter()
+            rows = generate_reports(model, studies, root=Path(args.data).parent, progress=False, num_beams=1,
+                                    guide_margin=margin, min_new_tokens=floor, guide_pool=pool)
+            result = {"guide_pool": pool if margin > 0 else 1, "guide_margin": margin, "min_new_tokens": floor,
+                      **_row(rows, studies, scorer), "seconds": round(time.perf_counter() - started, 1)}
+            if margin == 0:
+                unguided[floor] = result
+            results.append(result)
+            print(json.dumps(result), flush=True)
     finally:
         if scorer is not None:
             scorer.close()
     best = pick(results, baseline)
-    print(f"pick: guide_margin {best['guide_margin']:g}, min_new_tokens {best['min_new_tokens']} "
+    print(f"pick: guide_pool {best['guide_pool']}, guide_margin {best['guide_margin']:g}, min_new_tokens {best['min_new_tokens']} "
           f"(smallest relative gain over nearest-train on BLEU-4, METEOR, CIDEr-D: "
           f"{smallest_gain(best, baseline):+.1%})")
     if args.json:
         Path(args.json).write_text(json.dumps({"model": str(args.model), "split": args.split, "studies": len(studies), "memory": memory,
-                                               "nearest_train": baseline, "results": results, "pick": best}, indent=2) + "\n")
+                                               "nearest_train": baseline,
+                                               "consensus_train": {str(k): v for k, v in consensus.items()}, "results": results, "pick": best}, indent=2) + "\n")
     return 0
 
 

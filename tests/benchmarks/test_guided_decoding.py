@@ -1,4 +1,4 @@
-"""benchmarks/guided_decoding.py: the guide-margin sweep runs end to end and picks by its stated rule."""
+"""benchmarks/guided_decoding.py: the guide pool × margin × floor sweep runs end to end and picks by its stated rule."""
 
 from __future__ import annotations
 
@@ -33,10 +33,12 @@ def test_the_sweep_scores_each_setting_next_to_nearest_train(tmp_path):
     manifest = phantom_manifest(tmp_path / "phantom")
     out = tmp_path / "out.json"
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "guided_decoding.py"), "--model", str(model_dir), "--data", str(manifest),
-                    "--split", "test", "--margins", "0,100", "--floors", "0,4", "--json", str(out)],
+                    "--split", "test", "--pools", "1,2", "--margins", "0,100", "--floors", "0,4", "--json", str(out)],
                    check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "RADGEN_NO_CPU_FAST_PATHS": "1"}, timeout=600)
     result = json.loads(out.read_text())
     assert result["memory"].startswith("1 'train' reports")
-    assert [(r["guide_margin"], r["min_new_tokens"]) for r in result["results"]] == [(0, 0), (0, 4), (100, 0), (100, 4)]
-    assert result["studies"] == 3 and "bleu4" in result["nearest_train"]
+    # the unguided text is decoded once per floor, whatever the pool
+    assert [(r["guide_pool"], r["guide_margin"], r["min_new_tokens"]) for r in result["results"]] == [
+        (1, 0, 0), (1, 0, 4), (1, 100, 0), (1, 100, 4), (2, 100, 0), (2, 100, 4)]
+    assert result["studies"] == 3 and "bleu4" in result["nearest_train"] and "bleu4" in result["consensus_train"]["2"]
     assert result["pick"] in result["results"]
