@@ -29,7 +29,7 @@ $R train radgen-small "data.manifest=$WORK/phantom/manifest.jsonl" "stages.0.epo
 $R train radgen-small "data.manifest=$WORK/phantom/manifest_balanced.jsonl" stages.0.max_steps=320 \
   "train.init_from=$WORK/run/best" train.warmup_steps=20 train.warmup_ratio=0 train.eval_every=80 train.eval_max_batches=10 \
   train.eval_generate=0 train.save_every=80 train.early_stopping_patience=4 train.log_every=5 \
-  "train.feature_cache_dir=$WORK/feature_cache" --output-dir "$WORK/run2"
+  "train.feature_cache_dir=$WORK/feature_cache" generate.guide_margin=5 generate.guide_pool=40 generate.min_new_tokens=45 --output-dir "$WORK/run2"
 # 3c. Fit the finding head alone, with its own trainable copy of the encoder's last two blocks, on
 #     cached trunk maps (about 10 min; the decoder and its frozen encoder are untouched), and tune its
 #     per-observation thresholds on the val split (radgen/train/finding_head.py).
@@ -40,7 +40,7 @@ $R model export "$WORK/run2" --out radgen/assets/default_model --card radgen/ass
 # 4b. Store the training split's reports, keyed by indication, for retrieval-guided greedy decoding
 #     (generate.guide_margin; radgen/models/memory.py): verbatim IU text, CC BY-NC-ND 4.0.
 $R model memory radgen/assets/default_model --data "$WORK/phantom/manifest.jsonl" --split train
-# 5. Seed drafted greedy decoding with the model's own default reports on the validation split
+# 5. Seed drafted greedy decoding with the model's own default (guided) reports on the validation split
 #    (speed; in fp32 the text does not depend on the draft table; radgen.models.speculative).
 $R generate --model radgen/assets/default_model --data "$WORK/phantom/manifest.jsonl" --split val --greedy \
   --out "$WORK/val_greedy.jsonl" --overwrite
