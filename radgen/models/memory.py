@@ -64,7 +64,8 @@ class ReportMemory:
         if not reports:
             raise DataError("report memory: no reports; build it from a split with report text")
         clean_report("", cleaning)  # an unknown cleaning mode fails here, not at the first guide
-        self.indications, self.reports, self.cleaning, self.vouched_only = list(indications), list(reports), cleaning, vouched_only
+        self.indications, self.reports, self.cleaning = list(indications), list(reports), cleaning
+        self._vouched_only = vouched_only
         self.study_ids = list(study_ids) if study_ids is not None else [str(i) for i in range(len(reports))]
         self._index = TfidfIndex(self.indications)
         cleaned = Counter(self._clean(r) for r in self.reports)
@@ -74,6 +75,15 @@ class ReportMemory:
 
     def __len__(self) -> int:
         return len(self.reports)
+
+    @property
+    def vouched_only(self) -> bool:
+        return self._vouched_only
+
+    @vouched_only.setter
+    def vouched_only(self, value: bool) -> None:
+        self._vouched_only = bool(value)
+        self._report_index = None  # the consensus is taken over the guides' text: rebuild it for the new one
 
     def _clean(self, report: str) -> str:
         return clean_report(report, self.cleaning)

@@ -71,6 +71,21 @@ def test_a_guide_lends_only_sentences_the_finding_head_can_vouch_for():
     assert mem.guide("pain") == ""  # nothing left to lend: that study decodes unguided
     mem.vouched_only = False
     assert mem.guide("cough") == "there is a small effusion . surgical clips in the right upper quadrant ."
+    # the consensus follows the switch: the same picks as a memory built with the other setting
+    import random
+
+    rng = random.Random(0)
+    sentences = ["the lungs are clear .", "no effusion .", "the heart is normal .", "stable granuloma .",
+                 "degenerative changes of the spine .", "small left effusion .", "surgical clips ."]
+    words = ["pain", "cough", "fever", "dyspnea", "trauma"]
+    indications = [" ".join(rng.sample(words, 2)) for _ in range(60)]
+    reports = [" ".join(rng.sample(sentences, 3)) for _ in range(60)]
+    switched = ReportMemory(indications, reports)
+    picks = {w: switched.lookup(w, pool=12) for w in words}
+    switched.vouched_only = False
+    whole = ReportMemory(indications, reports, vouched_only=False)
+    assert all(switched.lookup(w, pool=12) == whole.lookup(w, pool=12) for w in words)
+    assert any(picks[w][0] != whole.lookup(w, pool=12)[0] for w in words)  # the setting changes some picks
 
 
 def test_the_memory_travels_with_the_saved_model_and_bad_files_fail_clearly(tmp_path, monkeypatch):
