@@ -74,9 +74,8 @@ class TfidfIndex:
 class NgramIndex:
     """1-4-gram TF-IDF vectors of stored reports (words as `TfidfIndex` reads them); `consensus(candidates)`.
 
-    Document frequencies are counted over every stored text when the index is built (0.25 s for
-    radgen-small's 2,285 reports, proportional to the size); a text's vector when it is first a
-    candidate."""
+    Document frequencies are counted over every stored text when the index is built (time
+    proportional to the collection); a text's vector is computed when it is first a candidate."""
 
     def __init__(self, texts: Sequence[str], max_n: int = 4):
         self.texts, self.max_n = list(texts), max_n

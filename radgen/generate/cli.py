@@ -37,8 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="greedy only: tokens drafted a decoder pass from earlier reports and kept where the decoder "
                           "agrees (same text, fewer passes; on CPU fewer a row in large batches); 0 = plain greedy (default: recipe, 16)")
     gen.add_argument("--guide-margin", type=float, default=None,
-                     help="greedy, models with a report memory: keep the stored report's token (nearest indication) where the "
-                          "decoder's logit for it is within this margin of its own choice; 0 = the decoder's greedy text (default: recipe)")
+                     help="greedy, models with a report memory: keep the guide's token (a stored report picked by indication, "
+                          "--guide-pool) where the decoder's logit for it is within this margin of its own choice; 0 = the "
+                          "decoder's greedy text (default: recipe)")
     gen.add_argument("--guide-pool", type=int, default=None,
                      help="with --guide-margin: the guide is the consensus report of this many nearest-indication reports "
                           "(the one most like the others); 1 = the nearest report (default: recipe)")

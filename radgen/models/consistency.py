@@ -44,7 +44,8 @@ LUNG_FINDINGS = ("Lung Opacity", "Lung Lesion", "Edema", "Consolidation", "Pneum
 _CLEAR_LUNGS = re.compile(r"\blungs (are|remain) clear\b")
 
 
-def _sentences(text: str) -> list[str]:
+def report_sentences(text: str) -> list[str]:
+    """`text` cut after each word that ends in a period (cleaned reports write " ." as a word), words as written."""
     parts, current = [], []
     for word in text.split():
         current.append(word)
@@ -67,7 +68,7 @@ def make_consistent(text: str, findings: Sequence[str], observations: Sequence[s
         return text, []
     edits: list[str] = []
     kept = []
-    for sentence in _sentences(text):
+    for sentence in report_sentences(text):
         labels = label_report(sentence)
         denied = [name for name in named if labels.get(name) == 0]
         stated = [name for name in unnamed if labels.get(name) in PRESENT]

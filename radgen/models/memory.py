@@ -33,6 +33,7 @@ from radgen.data.retrieval import NgramIndex, TfidfIndex
 from radgen.data.study import Study
 from radgen.data.text import clean_report
 from radgen.errors import DataError
+from radgen.models.consistency import report_sentences
 from radgen.io import atomic_write_text
 
 FILENAME = "report_memory.json"
@@ -41,12 +42,11 @@ MAX_REPORTS = 500_000
 # topics a guide sentence may not carry: nothing in the finding head (radgen.models.findings) vouches for them
 UNVOUCHED = re.compile(r"\b(spine|spinal|vertebra\w*|scolio\w*|degenerative|sternotomy|surgical|clips?|postsurgical|"
                        r"granulomas?|calcified|prior|previous|compared|comparison|interval|unchanged|stable)\b", re.IGNORECASE)
-_SENTENCE_END = re.compile(r"(?<=\.)\s+")
 
 
 def vouched_sentences(report: str) -> str:
     """`report` without its sentences on `UNVOUCHED` topics."""
-    return " ".join(s for s in _SENTENCE_END.split(report.strip()) if s and not UNVOUCHED.search(s))
+    return " ".join(s for s in report_sentences(report) if not UNVOUCHED.search(s))
 
 
 class ReportMemory:
