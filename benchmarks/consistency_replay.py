@@ -13,8 +13,12 @@ with the head's findings of each study:
 * `named + unnamed`: also drops sentences stating an observation the head covers but did not name
   (`make_consistent(text, findings, head observations, lung_wording=False)`; the default until
   2026-11-30 11:30 UTC);
-* `+ lungs otherwise clear` (the default now): also rewords "the lungs are clear" beside a named lung
-  finding (`make_consistent(text, findings, head observations)`).
+* `+ lungs otherwise clear`: also rewords "the lungs are clear" beside a named lung finding
+  (`make_consistent(text, findings, head observations, drop_fragments=False)`; the default until
+  2026-11-30 22:00 UTC);
+* `+ fragments dropped` (the default now): also drops sentence fragments first, sentences with no
+  word of three letters or more besides "xxxx" and a last sentence with no closing period
+  (`make_consistent(text, findings, head observations)`).
 
 Next to them, the `nearest-train` baseline. Each is scored by `radgen.metrics.evaluate` (findings
 against the manifest's `labels.chexpert`, BLEU-4, METEOR 1.5 when Java is there, ROUGE-L, CIDEr-D),
@@ -57,14 +61,17 @@ def main(argv: list[str] | None = None) -> dict:
     raw = generate_reports(model, chosen, root=Path(args.data).parent, batch_size=args.batch_size, consistent_findings=False)
     observations = model.findings.observations
 
-    def replay(rows: list[dict], head_list: list[str], lung_wording: bool = False) -> list[dict]:
-        return [{**r, "findings": make_consistent(r["findings"], r["findings_predicted"], head_list, lung_wording)[0]} for r in rows]
+    def replay(rows: list[dict], head_list: list[str], lung_wording: bool = False, fragments: bool = False) -> list[dict]:
+        return [{**r, "findings": make_consistent(r["findings"], r["findings_predicted"], head_list, lung_wording, fragments)[0]}
+                for r in rows]
 
     ids = {s.study_id for s in chosen}
     systems = {"decoder text": raw, "named only": replay(raw, []), "named + unnamed": replay(raw, observations),
-               "+ lungs otherwise clear (default)": replay(raw, observations, lung_wording=True),
+               "+ lungs otherwise clear": replay(raw, observations, lung_wording=True),
+               "+ fragments dropped (default)": replay(raw, observations, lung_wording=True, fragments=True),
                "nearest-train": [r for r in baseline_predictions(studies, "nearest-train", test_split=args.split) if r["study_id"] in ids]}
-    steps = [("named + unnamed", "named only"), ("+ lungs otherwise clear (default)", "named + unnamed")]
+    steps = [("named + unnamed", "named only"), ("+ lungs otherwise clear", "named + unnamed"),
+             ("+ fragments dropped (default)", "+ lungs otherwise clear")]
     metrics = ["findings", "bleu", "meteor", "rouge_l", "cider_d"]
     try:
         scorer = MeteorScorer()

@@ -20,6 +20,13 @@ So the report is edited, in the open:
    (254 of 302 val reports) otherwise contradicts the finding stated beside it, and radgen's
    labeler, like CheXpert's, reads it as no observation at all, so finding scores cannot see it.
 
+Before these, with `drop_fragments` (default), fragments are dropped: sentences with no word of
+three letters or more besides IU's anonymisation mark "xxxx" (an empty ".", "200 x 240 x .",
+"no xxxx xxxx ."), and a last sentence with no closing period (cut off by the token limit). The
+decoder writes them when the length floor (`generate.min_new_tokens`) keeps it going past what it
+had to say: 20% of the shipped model's guided val reports had one, 11% ended mid-sentence. A report
+with no whole sentence is left as written.
+
 So the findings a report states are the head's. Statements about things the head does not cover
 (the spine, a granuloma's calcification, comparisons) stay as the decoder wrote them, and so do
 denials of findings the head did not name. A report left with no sentence becomes the plain
@@ -42,6 +49,7 @@ PRESENT = (1, -1)
 # observations of the lung parenchyma: naming one makes "the lungs are clear" a contradiction
 LUNG_FINDINGS = ("Lung Opacity", "Lung Lesion", "Edema", "Consolidation", "Pneumonia", "Atelectasis")
 _CLEAR_LUNGS = re.compile(r"\blungs (are|remain) clear\b")
+_WORD = re.compile(r"[a-z]{3,}")
 
 
 def report_sentences(text: str) -> list[str]:
@@ -57,19 +65,29 @@ def report_sentences(text: str) -> list[str]:
     return parts
 
 
+def is_fragment(sentence: str, last: bool = False) -> bool:
+    """No word of three letters or more besides "xxxx"; or, for a report's `last` sentence, no closing period."""
+    return not _WORD.search(sentence.lower().replace("xxxx", "")) or (last and not sentence.rstrip().endswith("."))
+
+
 def make_consistent(text: str, findings: Sequence[str], observations: Sequence[str] = (),
-                    lung_wording: bool = True) -> tuple[str, list[str]]:
+                    lung_wording: bool = True, drop_fragments: bool = True) -> tuple[str, list[str]]:
     """(edited text, edits) so that `text` states every finding in `findings`, denies none of them, and
     states no other observation of `observations` (the head's list; empty: other findings are kept);
-    with `lung_wording`, clear lungs become "otherwise clear" beside a named lung finding (rule 4)."""
+    with `lung_wording`, clear lungs become "otherwise clear" beside a named lung finding (rule 4);
+    with `drop_fragments`, sentence fragments are dropped first (`is_fragment`)."""
     named = [name for name in findings if name in TEMPLATES]
     unnamed = [name for name in observations if name not in findings]
-    if not named and not unnamed:
-        return text, []
     edits: list[str] = []
+    sentences = report_sentences(text)
+    if drop_fragments:
+        whole = [s for n, s in enumerate(sentences) if not is_fragment(s, last=n == len(sentences) - 1)]
+        if whole and whole != sentences:  # a cleanup, not a rewrite: a report of fragments alone stays as written
+            edits += [f"dropped fragment '{s}'" for s in sentences if s not in whole]
+            sentences = whole
     kept = []
-    for sentence in report_sentences(text):
-        labels = label_report(sentence)
+    for sentence in sentences:
+        labels = label_report(sentence) if named or unnamed else {}
         denied = [name for name in named if labels.get(name) == 0]
         stated = [name for name in unnamed if labels.get(name) in PRESENT]
         if denied:
@@ -83,7 +101,7 @@ def make_consistent(text: str, findings: Sequence[str], observations: Sequence[s
         else:
             kept.append(sentence)
     remaining = " ".join(kept)
-    stated = label_report(remaining) if remaining else {}
+    stated = label_report(remaining) if remaining and named else {}
     added = [name for name in named if stated.get(name) not in PRESENT]
     for name in added:
         edits.append(f"added '{TEMPLATES[name]}' ({name})")
@@ -91,4 +109,4 @@ def make_consistent(text: str, findings: Sequence[str], observations: Sequence[s
     if not edited and text.strip():
         edits.append(f"added '{NORMAL}' (no sentence was left)")
         edited = NORMAL
-    return edited, edits
+    return (edited, edits) if edits else (text, [])

@@ -450,7 +450,8 @@ class ReportGenerator(nn.Module):
         """Edit each report to state its named findings (radgen.models.consistency), then give the
         edited ones the model's own token log-probabilities under their prompt: on the KV cache of
         their drafted prefill where there is one (`prefills`: batch rows, state), else one
-        teacher-forced pass over visual tokens, prompt and text."""
+        teacher-forced pass over visual tokens, prompt and text. An edit that only cut sentences from
+        the end keeps the decoded tokens' log-probabilities: the same tokens after the same prefix."""
         edited = []
         for i, report in enumerate(reports):
             text, edits = make_consistent(report.text, findings[i], self.findings.observations)
@@ -464,10 +465,13 @@ class ReportGenerator(nn.Module):
         labels = tokens["labels"].masked_fill(tokens["labels"] == self.eos_id(), -100)  # the text's tokens, not its end
         texts = [[int(t) for t in row if t != -100] for row in labels.tolist()]
         values: dict[int, list[float]] = {}  # position in `edited` → log-probs
+        for n, i in enumerate(edited):  # only sentences cut from the end (fragments): the decoded tokens' own log-probs
+            if texts[n] and texts[n] == reports[i].token_ids[:len(texts[n])]:
+                values[n] = reports[i].token_logprobs[:len(texts[n])]
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_id()
         for rows, prefill in prefills or []:
             where = {i: k for k, i in enumerate(rows)}
-            mine = [n for n, i in enumerate(edited) if i in where]
+            mine = [n for n, i in enumerate(edited) if i in where and n not in values]
             if mine:
                 scored = score_continuations(self.decoder, prefill, [where[edited[n]] for n in mine], [texts[n] for n in mine], pad)
                 values.update(zip(mine, scored))

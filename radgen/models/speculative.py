@@ -226,8 +226,10 @@ class _PassScores:
 
 
 def _cache_argument(module: nn.Module, cache: Any) -> dict:
-    # transformers renamed `past_key_values` to `cache` (5.2x); pass the KV cache under the name this version takes
-    return {"cache": cache} if "cache" in inspect.signature(module.forward).parameters else {"past_key_values": cache}
+    # transformers renamed `past_key_values` to `cache` (5.2x); pass the KV cache under the name this version
+    # takes. A peft wrapper's forward takes **kwargs: its base model's signature decides.
+    base = module.get_base_model() if hasattr(module, "get_base_model") else module
+    return {"cache": cache} if "cache" in inspect.signature(base.forward).parameters else {"past_key_values": cache}
 
 
 @torch.no_grad()

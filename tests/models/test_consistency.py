@@ -1,5 +1,5 @@
-"""Findings-consistent reports: named findings are stated, denials of them dropped, statements of
-findings the head covers but did not name dropped, the rest untouched."""
+"""Findings-consistent reports: fragments dropped, named findings stated, denials of them dropped,
+statements of findings the head covers but did not name dropped, the rest untouched."""
 
 import pytest
 import torch
@@ -7,8 +7,9 @@ import torch
 from radgen.labels.labeler import label_report
 from radgen.labels.templates import NORMAL, TEMPLATES
 from radgen.models import generator as generator_module
+from radgen.models.generator import GeneratedReport
 from radgen.models import speculative as speculative_module
-from radgen.models.consistency import LUNG_FINDINGS, make_consistent
+from radgen.models.consistency import LUNG_FINDINGS, is_fragment, make_consistent
 from tests.models.conftest import pixels, tiny
 
 
@@ -135,3 +136,48 @@ def test_rows_sharing_one_prompt_length_are_rescored_on_their_prefill_too(monkey
     for i, report in enumerate(edited):
         expected = [float(logits[i, start + j - 1, t]) for j, t in enumerate(report.token_ids)]
         torch.testing.assert_close(torch.tensor(report.token_logprobs), torch.tensor(expected), atol=2e-5, rtol=2e-6)
+
+
+def test_fragments_are_dropped_before_the_finding_rules():
+    text = "the lungs are clear . . . 200 x 240 x . no xxxx xxxx . the xxxx are unremarkable . no acute disease . the heart is"
+    edited, edits = make_consistent(text, [], HEAD)
+    assert edited == "the lungs are clear . the xxxx are unremarkable . no acute disease ."
+    assert len(edits) == 5 and all(e.startswith("dropped fragment") for e in edits)
+    assert make_consistent(text, [], HEAD, drop_fragments=False) == (text, [])
+    # a cleanup, not a rewrite: a report of fragments alone (a random model's, or one cut at 2 tokens) stays as written
+    assert make_consistent(". . 12 x 14 .", [], HEAD) == (". . 12 x 14 .", [])
+    assert make_consistent("the heart", [], HEAD) == ("the heart", [])
+    edited, _ = make_consistent("no xxxx xxxx . the heart is not enlarged . the lungs are", ["Cardiomegaly"], HEAD)
+    assert edited == TEMPLATES["Cardiomegaly"]  # fragments dropped, then the denial of the named finding
+    assert make_consistent("no acute disease .", [], HEAD) == ("no acute disease .", [])
+    # a closing period matters only for the last sentence; a word of three letters makes a sentence
+    assert not is_fragment("no acute disease") and is_fragment("no acute disease", last=True) and not is_fragment("no gas .")
+    assert is_fragment("786.59.") and is_fragment("no xxxx .") and not is_fragment("the xxxx are clear .")
+
+
+def test_an_edit_that_only_cuts_the_end_keeps_the_decoded_log_probabilities(monkeypatch):
+    model = tiny("radgen-small").eval()
+
+    def text_ids(text: str) -> list[int]:  # a report's tokens as the model is trained on them (and decodes them)
+        labels = model.tokenize_reports([text], findings=[[]])["labels"][0].tolist()
+        return [t for t in labels if t not in (-100, model.eos_id())]
+
+    full, short, other = "the heart is normal . the lungs are clear .", "the heart is normal .", "the lungs are clear ."
+    ids = text_ids(full)
+    assert text_ids(short) == ids[: len(text_ids(short))]  # the shortcut's precondition holds for this tokenizer
+    marks = [-0.5 - k for k in range(len(ids))]  # not the model's values: they survive only where nothing is re-scored
+    reports = [GeneratedReport(text=full, token_ids=list(ids), token_logprobs=list(marks), tokens=[]) for _ in range(2)]
+    edits = iter([(short, ["cut the end"]), (other, ["dropped the first sentence"])])
+    monkeypatch.setattr(generator_module, "make_consistent", lambda text, findings, observations: next(edits))
+    images = pixels(model, batch=2)
+    with torch.no_grad():
+        model._make_consistent(reports, model.visual_tokens(images), [[], []])
+    assert reports[0].text == short and reports[0].token_ids == text_ids(short) and reports[0].token_logprobs == marks[: len(text_ids(short))]
+    # the other edit changes what comes before its tokens: re-scored by the model
+    batch = model.tokenize_reports([other], findings=[[]])
+    with torch.no_grad():
+        logits = model(**batch, pixel_values=images[1:]).logits.float().log_softmax(-1)
+    start = model.num_visual_tokens + len(model.prefix_ids([]))
+    expected = [float(logits[0, start + j - 1, t]) for j, t in enumerate(reports[1].token_ids)]
+    assert reports[1].token_ids == text_ids(other)
+    torch.testing.assert_close(torch.tensor(reports[1].token_logprobs), torch.tensor(expected), atol=2e-5, rtol=2e-6)
