@@ -49,7 +49,7 @@ PRESENT = (1, -1)
 # observations of the lung parenchyma: naming one makes "the lungs are clear" a contradiction
 LUNG_FINDINGS = ("Lung Opacity", "Lung Lesion", "Edema", "Consolidation", "Pneumonia", "Atelectasis")
 _CLEAR_LUNGS = re.compile(r"\blungs (are|remain) clear\b")
-_WORD = re.compile(r"[a-z]{3,}")
+_WORD = re.compile(r"[^\W\d_]{3,}")  # three letters in a row, in any script
 
 
 def report_sentences(text: str) -> list[str]:
@@ -67,7 +67,7 @@ def report_sentences(text: str) -> list[str]:
 
 def is_fragment(sentence: str, last: bool = False) -> bool:
     """No word of three letters or more besides "xxxx"; or, for a report's `last` sentence, no closing period."""
-    return not _WORD.search(sentence.lower().replace("xxxx", "")) or (last and not sentence.rstrip().endswith("."))
+    return not _WORD.search(re.sub("xxxx", "", sentence, flags=re.IGNORECASE)) or (last and not sentence.rstrip().endswith("."))
 
 
 def make_consistent(text: str, findings: Sequence[str], observations: Sequence[str] = (),

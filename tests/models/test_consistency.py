@@ -152,7 +152,8 @@ def test_fragments_are_dropped_before_the_finding_rules():
     assert make_consistent("no acute disease .", [], HEAD) == ("no acute disease .", [])
     # a closing period matters only for the last sentence; a word of three letters makes a sentence
     assert not is_fragment("no acute disease") and is_fragment("no acute disease", last=True) and not is_fragment("no gas .")
-    assert is_fragment("786.59.") and is_fragment("no xxxx .") and not is_fragment("the xxxx are clear .")
+    assert is_fragment("786.59.") and is_fragment("no xxxx .") and is_fragment("No XXXX .") and not is_fragment("the xxxx are clear .")
+    assert not is_fragment("心脏大小正常 .") and not is_fragment("Herz normal groß .") and is_fragment("T12 ; 4 mm .")
 
 
 def test_an_edit_that_only_cuts_the_end_keeps_the_decoded_log_probabilities(monkeypatch):
