@@ -61,10 +61,8 @@ class TfidfIndex:
         return scores
 
     def nearest(self, query: str) -> int | None:
-        scores = self._scores(query)
-        if not scores:
-            return None
-        return max(scores.items(), key=lambda item: (item[1], -item[0]))[0]
+        ranked = self.nearest_k(query, 1)
+        return ranked[0] if ranked else None
 
     def nearest_k(self, query: str, k: int) -> list[int]:
         ranked = heapq.nsmallest(k, self._scores(query).items(), key=lambda item: (-item[1], item[0]))

@@ -47,14 +47,15 @@ PACK_ENV = "RADGEN_PACK_LINEARS"
 log = logging.getLogger(__name__)
 
 
-def _base(decoder: nn.Module) -> nn.Module:
+def base_model(decoder: nn.Module) -> nn.Module:
+    """The model under a peft wrapper (the decoder itself when it has none)."""
     return decoder.get_base_model() if hasattr(decoder, "get_base_model") else decoder
 
 
 def lm_body_and_head(decoder: nn.Module) -> tuple[nn.Module, nn.Module] | None:
     """(body, LM head) of a causal LM whose logits are exactly head(body's last hidden state), so a
     caller may run the head on the positions it needs only; None for other decoders."""
-    base = _base(decoder)
+    base = base_model(decoder)
     if getattr(base.config, "model_type", None) not in _PLAIN_HEAD_MODEL_TYPES:
         return None
     body = base.get_decoder() if hasattr(base, "get_decoder") else None
@@ -91,7 +92,7 @@ def label_position_loss(decoder: nn.Module, inputs_embeds: torch.Tensor, attenti
     uses the hidden state at t-1), exactly the convention of HF `labels=`.
     """
     rows, wanted, keep = _label_rows(decoder, inputs_embeds, attention_mask, labels)
-    head = _base(decoder).get_output_embeddings()
+    head = base_model(decoder).get_output_embeddings()
     total = rows.new_zeros((), dtype=torch.float32)
     for start in range(0, rows.shape[0], chunk):
         # fp32 logits like HF's loss (ForCausalLMLoss upcasts), one chunk at a time
@@ -109,7 +110,7 @@ def label_position_logprobs(decoder: nn.Module, inputs_embeds: torch.Tensor, att
     padding position, the bulk of that pass's time and memory. Same labels convention as
     `label_position_loss`."""
     rows, wanted, keep = _label_rows(decoder, inputs_embeds, attention_mask, labels)
-    head = _base(decoder).get_output_embeddings()
+    head = base_model(decoder).get_output_embeddings()
     values = [token_logprobs(head(rows[start:start + chunk]), wanted[start:start + chunk]) for start in range(0, rows.shape[0], chunk)]
     return split_by_counts(torch.cat(values).tolist() if values else [], keep.sum(1).tolist())
 

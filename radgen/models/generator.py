@@ -27,7 +27,7 @@ from radgen.config import RecipeConfig
 from radgen.data.text import clean_context
 from radgen.errors import ConfigError
 from radgen.models.build import build_parts
-from radgen.models.fast import label_position_logprobs, label_position_loss, supports_label_position_loss
+from radgen.models.fast import base_model, label_position_logprobs, label_position_loss, supports_label_position_loss
 from radgen.models.consistency import make_consistent
 from radgen.models.findings import FindingHead, verbalize
 from radgen.models.peft import SoftPrompt, merge_lora
@@ -318,7 +318,7 @@ class ReportGenerator(nn.Module):
     def _eager_attention(self):
         """SDPA kernels do not return attention maps: switch the decoder to eager attention for
         this call only (explain stage), then back, so training keeps the fast kernels."""
-        base = self.decoder.get_base_model() if hasattr(self.decoder, "get_base_model") else self.decoder
+        base = base_model(self.decoder)
         previous = getattr(base.config, "_attn_implementation", None)
         switch = previous not in (None, "eager") and hasattr(base, "set_attn_implementation")
         if switch:

@@ -38,6 +38,7 @@ import yaml
 from radgen.config import RecipeConfig, from_dict, recipe_to_yaml
 from radgen.errors import ConfigError, WeightsError
 from radgen.io import atomic_dir
+from radgen.models.fast import base_model
 from radgen.models.memory import ReportMemory
 from radgen.models.peft import is_adapter_key
 from radgen.version import __version__
@@ -115,8 +116,7 @@ def _architectures(model) -> dict[str, Any]:
     inner = getattr(enc, "model", None)
     if hasattr(inner, "config") and hasattr(inner.config, "to_json_string"):
         arch["encoder"] = json.loads(inner.config.to_json_string())
-    decoder = model.decoder
-    base = decoder.get_base_model() if hasattr(decoder, "get_base_model") else decoder
+    base = base_model(model.decoder)
     arch["decoder"] = json.loads(base.config.to_json_string())
     qformer = getattr(model.connector, "qformer", None)
     if qformer is not None:

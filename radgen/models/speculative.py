@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from radgen.models.fast import lm_body_and_head, split_by_counts, token_logprobs
+from radgen.models.fast import base_model, lm_body_and_head, split_by_counts, token_logprobs
 
 # decoders whose forward takes explicit position_ids with a holed attention mask and a DynamicCache
 # (tested against HF greedy generate in tests/generate/test_speculative.py)
@@ -130,7 +130,7 @@ class NgramDraft:
 
 
 def supports_drafting(decoder: nn.Module) -> bool:
-    base = decoder.get_base_model() if hasattr(decoder, "get_base_model") else decoder
+    base = base_model(decoder)
     if getattr(base.config, "model_type", None) not in SUPPORTED_MODEL_TYPES:
         return False
     return "position_ids" in inspect.signature(base.forward).parameters
@@ -228,8 +228,7 @@ class _PassScores:
 def _cache_argument(module: nn.Module, cache: Any) -> dict:
     # transformers renamed `past_key_values` to `cache` (5.2x); pass the KV cache under the name this version
     # takes. A peft wrapper's forward takes **kwargs: its base model's signature decides.
-    base = module.get_base_model() if hasattr(module, "get_base_model") else module
-    return {"cache": cache} if "cache" in inspect.signature(base.forward).parameters else {"past_key_values": cache}
+    return {"cache": cache} if "cache" in inspect.signature(base_model(module).forward).parameters else {"past_key_values": cache}
 
 
 @torch.no_grad()
