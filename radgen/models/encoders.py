@@ -34,6 +34,7 @@ from radgen.errors import ConfigError, WeightsError
 from radgen.models import registry
 from radgen.models.kinds import KindRegistry
 from radgen.models.medclip import MEDCLIP_PROCESSOR, is_medclip_layout, medclip_vision_state, medclip_weights_file
+from radgen.models.same_padding import fold_same_padding
 from radgen.models.sources import SourceCache, config_dict, is_local_dir
 
 
@@ -290,6 +291,7 @@ class TimmEncoder(ImageEncoder):
         # outputs to 1e-5 (tested). Only at inference: training keeps PyTorch's default layout.
         self.model.to(memory_format=torch.channels_last)
         self.channels_last = True
+        fold_same_padding(self.model)  # tf_* models: TF "same" padding inside the convolution, not a separate pad
 
     def num_tokens(self) -> int:
         if self.output == "pooled":

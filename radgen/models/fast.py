@@ -12,7 +12,8 @@
 - `prepare_for_inference`: merge LoRA, fold a CNN image encoder's batch norms into its convolutions
   (`fold_batch_norms`) and put it in channels-last layout, on CPU
   pre-pack the decoder's Linear weights for oneDNN (`PackedLinear`) where a timing on this CPU says
-  it pays (`packing_pays`), then (dtype "auto") cast the decoder to bfloat16 on a CUDA GPU
+  it pays (`packing_pays`) and run grouped-query attention without key/value copies
+  (`radgen.models.attention`), then (dtype "auto") cast the decoder to bfloat16 on a CUDA GPU
   that supports it and on a CPU that computes bf16 natively (`native_bf16_cpu`: AVX512-BF16 or
   AMX), and keep fp32 on other CPUs; "int8" (torch dynamic quantization of the Linear layers, CPU)
   is opt-in — measured speed and greedy-text deltas are in docs/benchmarks.md, "Performance" and
@@ -33,6 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from radgen.config import INFERENCE_DTYPES
+from radgen.models.attention import use_grouped_attention
+from radgen.models.same_padding import fold_same_padding
 
 # Causal LMs whose logits are exactly `lm_head(last_hidden_state)` (no logit scaling / soft-capping /
 # extra projection after the body), so the loss may skip masked rows. Others take the plain path.
@@ -69,8 +72,9 @@ def supports_label_position_loss(decoder: nn.Module) -> bool:
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """log p of `tokens` (N,) under the rows of `logits` (N, vocabulary): an fp32 log-softmax of the raw logits."""
-    values = logits.float()
-    return values.gather(1, tokens[:, None]).squeeze(1) - values.logsumexp(-1)
+    # log_softmax then gather, not gather - logsumexp: torch's logsumexp is unfused (max, sub, exp,
+    # sum, log as separate passes) and was 2.6x slower over a 49k vocabulary, ~7% of a batch-32 report
+    return logits.float().log_softmax(-1).gather(1, tokens[:, None]).squeeze(1)
 
 
 def _label_rows(decoder: nn.Module, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
@@ -423,6 +427,7 @@ def prepare_for_inference(model: Any, dtype: str = "auto", merge: bool = True, p
         if getattr(getattr(model, "findings", None), "tail_blocks", 0) and getattr(model.encoder, "channels_last", False):
             # the head's copy of the last blocks reads the encoder's (now channels-last) trunk map
             model.findings.tail.to(memory_format=torch.channels_last)
+            fold_same_padding(model.findings.tail)
     decoder = model.decoder
     current = next(decoder.parameters()).dtype
     chosen = resolve_inference_dtype(dtype, next(decoder.parameters()).device)
@@ -430,8 +435,10 @@ def prepare_for_inference(model: Any, dtype: str = "auto", merge: bool = True, p
         return str(current).replace("torch.", "")  # loaded in fp16/bf16/8-bit on purpose: keep it
     if chosen == "bfloat16":
         model.decoder = decoder.to(torch.bfloat16)
-    if pack and chosen in ("float32", "bfloat16") and merge and next(model.decoder.parameters()).device.type == "cpu" \
-            and packing_pays(model.decoder):
+    on_cpu = next(model.decoder.parameters()).device.type == "cpu"
+    if on_cpu:
+        use_grouped_attention(base_model(model.decoder))  # grouped key/value heads without copies (radgen.models.attention)
+    if pack and chosen in ("float32", "bfloat16") and merge and on_cpu and packing_pays(model.decoder):
         pack_linears(model.decoder)
     if chosen == "int8":
         if next(decoder.parameters()).device.type != "cpu":

@@ -179,6 +179,10 @@ def test_inference_packs_the_decoder_and_keeps_greedy_reports(monkeypatch):
     if packing_supported(torch.float32):  # else (a CPU that cannot pack, or fast paths off) the layers stay plain
         assert any(isinstance(m, PackedLinear) for m in model.decoder.modules())
         assert not any(type(m) is torch.nn.Linear for m in model.decoder.modules())
+    from radgen.models.attention import GROUPED_SDPA
+
+    assert fast.base_model(model.decoder).config._attn_implementation == GROUPED_SDPA  # and the plain model's stays SDPA
+    assert fast.base_model(plain.decoder).config._attn_implementation == "sdpa"
     want = plain.generate(pixel_values=pixels, num_beams=1, max_new_tokens=8)
     got = model.generate(pixel_values=pixels, num_beams=1, max_new_tokens=8)
     assert [r.token_ids for r in got] == [r.token_ids for r in want]
