@@ -49,6 +49,13 @@ SUPPORTED_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gpt2", "phi3", "
 # row 2-7% faster); the defaults' measured speed: docs/benchmarks.md, "Performance". GPUs: no cut.
 CPU_PASS_TOKENS = 160
 
+# The LM head (SmolLM2: 49,152 x 576) costs about the same for 1 position as for 8 (~2 ms on 2
+# cores: reading its weights dominates), so a pass with at most this many positions in flight runs it
+# on all of them at once instead of one walked column at a time (`_PassScores`): at batch 1 the walk
+# reads ~6 columns a pass. Wider passes (batch 32: 160) keep the lazy head, which skips the ~2/3 of
+# positions the walk never reads.
+EAGER_HEAD_POSITIONS = 32
+
 # a retrieved report guides a row only where it continues the row's last 2+ tokens: a match on one
 # token ("the", ".") jumps to an arbitrary place in it
 GUIDE_MIN_MATCH = 2
@@ -207,7 +214,8 @@ class _PassScores:
     body's hidden states (`radgen.models.fast.lm_body_and_head`) the head runs on those
     positions only, one column of rows at a time: at batch 32 the head over every drafted position
     was ~20% of a pass. Logits stay in the decoder's dtype until the walk reads a column; that
-    column's exact fp32 copy gives the argmax and each chosen token's fp32 log-softmax.
+    column's exact fp32 copy gives the argmax and each chosen token's fp32 log-softmax. Passes of
+    at most `EAGER_HEAD_POSITIONS` positions come with all their logits (`logits`) instead.
     """
 
     def __init__(self, logits: torch.Tensor | None = None, hidden: torch.Tensor | None = None, head: nn.Module | None = None):
@@ -352,7 +360,9 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
         if split is None:
             scores = _PassScores(logits=decoder(**inputs, **pass_cache).logits)
         else:
-            scores = _PassScores(hidden=split[0](**inputs, **pass_cache).last_hidden_state, head=split[1])
+            hidden = split[0](**inputs, **pass_cache).last_hidden_state
+            small = hidden.shape[0] * hidden.shape[1] <= EAGER_HEAD_POSITIONS
+            scores = _PassScores(logits=split[1](hidden)) if small else _PassScores(hidden=hidden, head=split[1])
         passes += 1
     return DraftedOutput(tokens, logprobs, passes, prefill)
 

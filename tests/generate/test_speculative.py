@@ -55,12 +55,14 @@ def _pixels(model, batch, seed):
 @pytest.mark.parametrize("recipe", ["radgen-small", "clipcap-prefix", "blip2-opt-lora"])
 @pytest.mark.parametrize("settings", [{}, {"no_repeat_ngram_size": 3}, {"repetition_penalty": 1.3, "min_new_tokens": 12},
                                       {"max_new_tokens": 5}])
-@pytest.mark.parametrize("head_where_read", [True, False])
-def test_drafted_greedy_equals_hf_greedy(recipe, settings, head_where_read, monkeypatch):
-    # head_where_read: the LM head runs only on the positions the accept walk reads (these decoders'
-    # logits are lm_head(hidden)); False: the full-logits path other decoders take
-    if not head_where_read:
+@pytest.mark.parametrize("head", ["where-read", "whole-pass", "full-logits"])
+def test_drafted_greedy_equals_hf_greedy(recipe, settings, head, monkeypatch):
+    # where-read: the LM head runs only on the positions the accept walk reads (these decoders' logits
+    # are lm_head(hidden)), what wide passes do; whole-pass: on every position of the pass at once, what
+    # passes of few positions do; full-logits: the decoder's own logits, the path other decoders take
+    if head == "full-logits":
         monkeypatch.setattr(speculative, "lm_body_and_head", lambda decoder: None)
+    monkeypatch.setattr(speculative, "EAGER_HEAD_POSITIONS", 0 if head == "where-read" else 10_000)
     model = tiny_model(recipe)
     prepare_for_inference(model, "float32")
     assert supports_drafting(model.decoder)
