@@ -8,8 +8,8 @@ the queries that share a key/value head are stacked into one head instead ((B, 9
 3·Q, D), the mask repeated to match), so nothing is copied and each kernel call has 3x the queries.
 Each query still attends to the same keys under the same mask, so the result is the same
 computation; on torch's CPU flash kernel it is bit-identical (tests/models/test_attention.py).
-Measured on a drafted pass at batch 32 (5 queries over ~100 keys, bf16, 2 threads): 0.68 ms against
-1.85 ms a layer (docs/benchmarks.md, Performance).
+On a drafted pass at batch 32 (5 queries over ~100 keys, bf16, 2 threads) 0.65 ms against 2.05 ms a
+layer (benchmarks/cpu_kernels.py; docs/benchmarks.md, Performance).
 
 What this does not cover goes to transformers' own SDPA function unchanged: one query (transformers
 already folds the heads then), no mask (its causal kernel path), per-head masks, dropout, position
@@ -42,7 +42,7 @@ def grouped_query_sdpa(module: nn.Module, query: torch.Tensor, key: torch.Tensor
     if plain:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
-    kv_heads, keys = key.shape[1], key.shape[2]
+    kv_heads, keys = key.shape[1], attention_mask.shape[-1]  # the mask's own widths: it may broadcast
     # query head h reads key/value head h // groups (repeat_kv's order): heads kv*groups..kv*groups+groups-1
     # become one head whose queries are those heads' queries one after another
     stacked = query.reshape(batch, kv_heads, groups * queries, dim)

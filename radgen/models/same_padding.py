@@ -7,7 +7,7 @@ on CPU the (32, 96, 113, 113) one alone took longer than the convolution it feed
 is the same as a symmetric one with the kernel grown by one zero row/column at its start:
 out[i] = Σ_j w[j]·x[s·i + j - lo] = Σ_j w'[j]·x[s·i + j - hi] with w' = [0, w], hi = lo + 1. So
 `SameConv2d` passes the padding to the convolution itself: the same products (plus exact zeros),
-3-5x faster for those layers (docs/benchmarks.md, Performance), outputs equal to timm's
+3-5x faster for the depthwise ones (benchmarks/cpu_kernels.py; docs/benchmarks.md, Performance), outputs equal to timm's
 (tests/models/test_same_padding.py).
 """
 

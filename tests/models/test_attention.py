@@ -48,6 +48,16 @@ def test_grouped_equals_transformers_sdpa_and_a_plain_reference(queries, keys, d
     torch.testing.assert_close(grouped.double(), _reference(module, query, key, value, mask, 0.25), atol=tolerance, rtol=0)
 
 
+def test_a_mask_shared_by_the_batch_broadcasts_as_in_transformers_sdpa():
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    module, query, key, value, mask = _inputs(3, 5, 12)
+    shared = mask[-1:]  # (1, 1, Q, K)
+    grouped, _ = grouped_query_sdpa(module, query, key, value, shared)
+    hf, _ = sdpa_attention_forward(module, query, key, value, shared)
+    torch.testing.assert_close(grouped, hf, atol=1e-5, rtol=0)
+
+
 def test_what_it_does_not_cover_goes_to_transformers_sdpa(monkeypatch):
     import transformers.integrations.sdpa_attention as hf_sdpa
 

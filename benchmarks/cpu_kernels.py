@@ -1,0 +1,140 @@
+"""The CPU kernels behind radgen's inference fast paths, each next to what it replaces, at the shapes
+radgen-small decodes with (SmolLM2-135M: 9 query heads, 3 key/value heads of 64, a 49,152 x 576 LM
+head; EfficientNet-Lite0 at 224², batch 32).
+
+    PYTHONPATH=. python benchmarks/cpu_kernels.py [--threads 2] [--repeats 30] [--json cpu_kernels.json]
+
+- attention: transformers' SDPA with `repeat_kv` copies vs `radgen.models.attention.grouped_query_sdpa`
+  (prefill of 32 prompts, a drafted pass of 32 rows x 5 positions, re-scoring 14 texts), bf16;
+- same-padding convolutions: timm's `Conv2dSame` (pad, then convolve) vs
+  `radgen.models.same_padding.SameConv2d`, on the stride-2 layers of EfficientNet-Lite0, fp32 channels-last;
+- token log-probabilities: `gather - logsumexp` vs `log_softmax` + gather (`radgen.models.fast.token_logprobs`);
+- the LM head on 1, 6 and 16 positions (why small drafted passes run it on all positions at once).
+
+Each row: milliseconds per call (median of `--repeats` after 3 warm-up calls) and the largest absolute
+difference between the two outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+import types
+
+import torch
+import torch.nn.functional as F
+
+
+def _time(fn, repeats: int) -> float:
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def attention_rows(repeats: int) -> list[dict]:
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from radgen.models.attention import grouped_query_sdpa
+
+    module = types.SimpleNamespace(num_key_value_groups=3, is_causal=True, training=False)
+    rows = []
+    for name, batch, queries, keys in [("prefill, 32 prompts", 32, 46, 46), ("drafted pass, 32 rows x 5", 32, 5, 100),
+                                       ("re-scoring, 14 texts", 14, 62, 108), ("drafted pass, 1 row x 16", 1, 16, 120)]:
+        torch.manual_seed(0)
+        query = torch.randn(batch, 9, queries, 64, dtype=torch.bfloat16)
+        key, value = (torch.randn(batch, 3, keys, 64, dtype=torch.bfloat16) for _ in range(2))
+        mask = torch.ones(batch, 1, queries, keys, dtype=torch.bool).tril(keys - queries)
+        plain = sdpa_attention_forward(module, query, key, value, mask, scaling=0.125)[0]
+        grouped = grouped_query_sdpa(module, query, key, value, mask, scaling=0.125)[0]
+        rows.append({"kernel": "attention", "shape": name,
+                     "before_ms": _time(lambda: sdpa_attention_forward(module, query, key, value, mask, scaling=0.125), repeats),
+                     "after_ms": _time(lambda: grouped_query_sdpa(module, query, key, value, mask, scaling=0.125), repeats),
+                     "max_abs_diff": float((plain.float() - grouped.float()).abs().max())})
+    return rows
+
+
+def convolution_rows(repeats: int) -> list[dict]:
+    from timm.layers.conv2d_same import Conv2dSame
+
+    from radgen.models.same_padding import fold_same_padding
+
+    rows = []
+    for name, channels, size, kernel, groups in [("stem 3->32, 3x3, 224²", 3, 224, 3, 1), ("depthwise 96, 3x3, 112²", 96, 112, 3, 96),
+                                                 ("depthwise 144, 5x5, 56²", 144, 56, 5, 144),
+                                                 ("depthwise 240, 3x3, 28²", 240, 28, 3, 240)]:
+        torch.manual_seed(0)
+        out = 32 if groups == 1 else channels
+        model = torch.nn.Sequential(Conv2dSame(channels, out, kernel, stride=2, groups=groups, bias=True)).eval()
+        model.to(memory_format=torch.channels_last)
+        x = torch.randn(32, channels, size, size).contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            timm_ms, want = _time(lambda: model(x), repeats), model(x)
+            fold_same_padding(model)
+            folded_ms, got = _time(lambda: model(x), repeats), model(x)
+        rows.append({"kernel": "same-padding conv (batch 32)", "shape": name, "before_ms": timm_ms, "after_ms": folded_ms,
+                     "max_abs_diff": float((want - got).abs().max())})
+    return rows
+
+
+def logprob_rows(repeats: int) -> list[dict]:
+    from radgen.models.fast import token_logprobs
+
+    rows = []
+    for positions in (32, 160, 750):
+        torch.manual_seed(0)
+        logits = torch.randn(positions, 49152) * 5
+        tokens = torch.randint(0, 49152, (positions,))
+        old = lambda: logits.gather(1, tokens[:, None]).squeeze(1) - logits.logsumexp(-1)  # noqa: E731
+        rows.append({"kernel": "token log-probs", "shape": f"{positions} positions", "before_ms": _time(old, repeats),
+                     "after_ms": _time(lambda: token_logprobs(logits, tokens), repeats),
+                     "max_abs_diff": float((old() - token_logprobs(logits, tokens)).abs().max())})
+    return rows
+
+
+def head_rows(repeats: int) -> list[dict]:
+    from radgen.models.fast import PackedLinear, packing_supported
+
+    head = torch.nn.Linear(576, 49152, bias=False).to(torch.bfloat16)
+    if packing_supported(torch.bfloat16):
+        head = PackedLinear(head)
+    rows = []
+    with torch.no_grad():
+        for positions in (1, 6, 16, 32, 160):
+            hidden = torch.randn(positions, 576, dtype=torch.bfloat16)
+            rows.append({"kernel": "LM head, bf16", "shape": f"{positions} positions", "before_ms": None,
+                         "after_ms": _time(lambda: head(hidden), repeats), "max_abs_diff": None})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = attention_rows(args.repeats) + convolution_rows(args.repeats) + logprob_rows(args.repeats) + head_rows(args.repeats)
+    print("| kernel | shape | before (ms) | radgen (ms) | speed-up | max abs diff |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        before = f"{r['before_ms']:.2f}" if r["before_ms"] is not None else "–"
+        ratio = f"{r['before_ms'] / r['after_ms']:.2f}x" if r["before_ms"] is not None else "–"
+        diff = f"{r['max_abs_diff']:.1e}" if r["max_abs_diff"] is not None else "–"
+        print(f"| {r['kernel']} | {r['shape']} | {before} | {r['after_ms']:.2f} | {ratio} | {diff} |")
+    if args.json:
+        from radgen.io import atomic_write_json
+
+        atomic_write_json(args.json, {"threads": args.threads, "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+                                      "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
