@@ -225,7 +225,8 @@ class ReportService:
 
         self.model = model.eval()
         self.model_dir = model_dir
-        # The recipe's generate: section; sampling is forced off so a page reload gives the same draft.
+        # The recipe's generate: section; sampling is forced off so a page reload gives the same draft (word
+        # for word in fp32; bf16 may reword a near-tie under other batching, docs/serve.md).
         settings = GenerationSettings.from_recipe(model.recipe, num_beams=num_beams, max_new_tokens=max_new_tokens)
         settings.do_sample = False
         self.generate_options = settings.generate_kwargs()
