@@ -43,3 +43,11 @@ def test_draft_settings_sweep_runs_every_combination_and_the_settings_change_no_
     assert {(r["budget"], r["order"]) for r in info["rows"]} == {(b, o) for b in (2, 160) for o in (1, 4)}
     for row in info["rows"]:  # fp32 (no fast paths): every setting decodes the same greedy text
         assert row["reports"] == 3 and row["identical_to_first"] == 3 and row["decoder_calls"] > 0
+
+
+def test_text_stability_counts_same_texts_and_findings_across_runs_and_batch_sizes(tmp_path):
+    info = run_benchmark(tmp_path, "text_stability.py", "--batch-sizes", "2,1", "--dtypes", "float32")
+    assert [(r["run"], r["against"]) for r in info["rows"]] == [("batch 2 again", "batch 2"), ("batch 1", "batch 2")]
+    for row in info["rows"]:  # fp32: the same words whatever the batching (docs/serve.md says so)
+        assert row["decoder_dtype"] == "float32" and row["studies"] == 3
+        assert row["same_text"] == 3 and row["same_findings"] == 3
