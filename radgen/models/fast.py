@@ -73,7 +73,7 @@ def supports_label_position_loss(decoder: nn.Module) -> bool:
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """log p of `tokens` (N,) under the rows of `logits` (N, vocabulary): an fp32 log-softmax of the raw logits."""
     # log_softmax then gather, not gather - logsumexp: torch's logsumexp is unfused (max, sub, exp,
-    # sum, log as separate passes) and was 2.6x slower over a 49k vocabulary, ~7% of a batch-32 report
+    # sum, log as separate passes), 1.5-2x slower over a 49k vocabulary (benchmarks/cpu_kernels.py)
     return logits.float().log_softmax(-1).gather(1, tokens[:, None]).squeeze(1)
 
 

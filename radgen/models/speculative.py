@@ -49,8 +49,8 @@ SUPPORTED_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gpt2", "phi3", "
 # row 2-7% faster); the defaults' measured speed: docs/benchmarks.md, "Performance". GPUs: no cut.
 CPU_PASS_TOKENS = 160
 
-# The LM head (SmolLM2: 49,152 x 576) costs about the same for 1 position as for 8 (~2 ms on 2
-# cores: reading its weights dominates), so a pass with at most this many positions in flight runs it
+# The LM head (SmolLM2: 49,152 x 576) costs about the same for 1 position as for 6 (1.1-1.4 ms on 2
+# cores, benchmarks/cpu_kernels.py: reading its weights dominates), so a pass with at most this many positions in flight runs it
 # on all of them at once instead of one walked column at a time (`_PassScores`): at batch 1 the walk
 # reads ~6 columns a pass. Wider passes (batch 32: 160) keep the lazy head, which skips the ~2/3 of
 # positions the walk never reads.
