@@ -13,16 +13,18 @@ out[i] = Σ_j w[j]·x[s·i + j - lo] = Σ_j w'[j]·x[s·i + j - hi] with w' = [0
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
 def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
-    """(before, after) padding of TF "same" for one dimension (timm's `get_same_padding`, dilation 1)."""
-    total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+    """(before, after) padding of TF "same" for one dimension, split as timm's `pad_same` splits it (dilation 1)."""
+    # imported here, not at the top: radgen.models.fast imports this module, and importing timm costs
+    # ~1.7 s that a process which never builds a timm encoder should not pay
+    from timm.layers.padding import get_same_padding
+
+    total = get_same_padding(size, kernel, stride, 1)
     return total // 2, total - total // 2
 
 
@@ -43,10 +45,7 @@ class SameConv2d(nn.Conv2d):
 def fold_same_padding(module: nn.Module) -> int:
     """Replace each timm `Conv2dSame` (dilation 1) inside `module` by a `SameConv2d` sharing its
     weights; returns how many. Inference only (training keeps timm's modules)."""
-    try:
-        from timm.layers.conv2d_same import Conv2dSame
-    except ImportError:  # no timm, no timm convolutions
-        return 0
+    from timm.layers.conv2d_same import Conv2dSame
     replaced = 0
     for parent in list(module.modules()):
         for name, child in list(parent._modules.items()):
