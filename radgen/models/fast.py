@@ -13,7 +13,8 @@
   (`fold_batch_norms`) and put it in channels-last layout, on CPU
   pre-pack the decoder's Linear weights for oneDNN (`PackedLinear`) where a timing on this CPU says
   it pays (`packing_pays`) and run grouped-query attention without key/value copies
-  (`radgen.models.attention`), then (dtype "auto") cast the decoder to bfloat16 on a CUDA GPU
+  (`radgen.models.attention`) with the MLPs and attention projections skipping padded positions
+  (`radgen.models.padding_free`), then (dtype "auto") cast the decoder to bfloat16 on a CUDA GPU
   that supports it and on a CPU that computes bf16 natively (`native_bf16_cpu`: AVX512-BF16 or
   AMX), and keep fp32 on other CPUs; "int8" (torch dynamic quantization of the Linear layers, CPU)
   is opt-in — measured speed and greedy-text deltas are in docs/benchmarks.md, "Performance" and
@@ -35,6 +36,7 @@ from torch import nn
 
 from radgen.config import INFERENCE_DTYPES
 from radgen.models.attention import use_grouped_attention
+from radgen.models.padding_free import use_padding_free_layers
 from radgen.models.same_padding import fold_same_padding
 
 # Causal LMs whose logits are exactly `lm_head(last_hidden_state)` (no logit scaling / soft-capping /
@@ -450,9 +452,15 @@ def prepare_for_inference(model: Any, dtype: str = "auto", merge: bool = True, p
                        "decoding in float32 instead")
             if pack and merge and packing_pays(model.decoder):
                 pack_linears(model.decoder)
-            return "float32"
-        from torch.ao.quantization import quantize_dynamic
+            chosen = "float32"
+        else:
+            from torch.ao.quantization import quantize_dynamic
 
-        model.decoder = quantize_dynamic(decoder, {nn.Linear}, dtype=torch.qint8)
-        own_weights(model.decoder)  # as after packing: the embeddings left must not keep the checkpoint's mapping open
+            model.decoder = quantize_dynamic(decoder, {nn.Linear}, dtype=torch.qint8)
+            own_weights(model.decoder)  # as after packing: the embeddings left must not keep the checkpoint's mapping open
+    if on_cpu:
+        # after packing / quantization, which replace the Linear layers the hooks sit on
+        body = getattr(base_model(model.decoder), "get_decoder", lambda: None)()
+        if isinstance(body, nn.Module):
+            use_padding_free_layers(body)  # padded positions skip the MLPs and projections (radgen.models.padding_free)
     return chosen
