@@ -344,10 +344,15 @@ def resolve_inference_dtype(dtype: str, device: torch.device) -> str:
     return "float32"
 
 
+# ONEDNN_MAX_CPU_ISA values that stop oneDNN short of AVX512-BF16 / AMX dot products
+_ONEDNN_ISAS_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+
+
 def native_bf16_cpu() -> bool:
-    """The CPU multiplies bf16 in hardware (AVX512-BF16 or AMX-BF16 on x86-64), so a bf16 decoder is
-    faster than fp32 here. False with the CPU fast paths turned off (RADGEN_NO_CPU_FAST_PATHS=1), on
-    other architectures, and where torch cannot tell."""
+    """The CPU multiplies bf16 in hardware (AVX512-BF16 or AMX-BF16 on x86-64) and torch and oneDNN
+    may use it, so a bf16 decoder is faster than fp32 here. False with the CPU fast paths turned off
+    (RADGEN_NO_CPU_FAST_PATHS=1), with torch's or oneDNN's kernels capped below AVX-512
+    (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA), on other architectures, and where torch cannot tell."""
     if fast_paths_disabled():
         return False
     capabilities = getattr(torch.cpu, "get_capabilities", None)
@@ -356,7 +361,12 @@ def native_bf16_cpu() -> bool:
     except (RuntimeError, AttributeError):
         return False
     # only the x86 flags were measured; ARM's bf16 extensions keep fp32 until someone measures them
-    return bool(found.get("avx512_bf16") or found.get("amx_bf16"))
+    if not (found.get("avx512_bf16") or found.get("amx_bf16")):
+        return False
+    # the CPU has the instructions, but torch's kernels (ATEN_CPU_CAPABILITY) or oneDNN's
+    # (ONEDNN_MAX_CPU_ISA) may be capped below them: bf16 would then be emulated, slower than fp32
+    kernels = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")()
+    return "AVX512" in str(kernels).upper() and os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper() not in _ONEDNN_ISAS_WITHOUT_BF16
 
 
 def fold_batch_norms(module: nn.Module) -> int:

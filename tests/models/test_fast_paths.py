@@ -375,7 +375,9 @@ def test_auto_dtype_on_cpu_is_bf16_only_where_the_cpu_computes_it(capabilities, 
     from radgen.models import fast
 
     monkeypatch.delenv(fast.NO_FAST_PATHS_ENV, raising=False)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: dict(capabilities))
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")  # torch's kernels not capped
     with caplog.at_level("DEBUG", logger="radgen.models.fast"):
         assert fast.resolve_inference_dtype("auto", torch.device("cpu")) == expected
     assert ("computes bf16 natively" in caplog.text) == (expected == "bfloat16")
@@ -384,6 +386,21 @@ def test_auto_dtype_on_cpu_is_bf16_only_where_the_cpu_computes_it(capabilities, 
     model = _tiny("radgen-small")
     assert prepare_for_inference(model, "auto") == expected
     assert next(model.decoder.parameters()).dtype == getattr(torch, expected)
+
+
+@pytest.mark.parametrize("kernels, onednn_isa, expected", [
+    ("AVX512", "", "bfloat16"), ("AVX512", "AVX512_CORE_BF16", "bfloat16"), ("AVX512", "AVX512_CORE_AMX", "bfloat16"),
+    ("AVX2", "", "float32"),  # ATEN_CPU_CAPABILITY=avx2
+    ("AVX512", "AVX2", "float32"), ("AVX512", "avx512_core_vnni", "float32"),  # ONEDNN_MAX_CPU_ISA below bf16
+])
+def test_auto_dtype_is_fp32_where_torch_or_onednn_are_capped_below_the_cpus_bf16(kernels, onednn_isa, expected, monkeypatch):
+    from radgen.models import fast
+
+    monkeypatch.delenv(fast.NO_FAST_PATHS_ENV, raising=False)
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": True, "avx2": True})
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: kernels)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", onednn_isa)
+    assert fast.resolve_inference_dtype("auto", torch.device("cpu")) == expected
 
 
 def test_auto_dtype_on_cpu_is_fp32_with_fast_paths_off_or_when_torch_cannot_tell(monkeypatch):

@@ -75,7 +75,9 @@ def test_readme_card_has_a_yaml_header_and_is_always_written(lora_model, tmp_pat
 
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv(fast.NO_FAST_PATHS_ENV, raising=False)
+        patch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
         patch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": True, "amx_bf16": True})
+        patch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
         assert fast.resolve_inference_dtype("auto", torch.device("cpu")) == "bfloat16"
         assert main(["model", "export", str(folder), "--out", str(tmp_path / "fp32")]) == 0
     source = load_file(str(folder / "adapter" / "adapter_model.safetensors"))
