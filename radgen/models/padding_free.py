@@ -26,8 +26,9 @@ from typing import Any
 import torch
 from torch import nn
 
-# compact only when fewer than this share of a call's positions are real: wide drafted passes at
-# batch 32 are ~90% real and gained nothing in informal timings; prefill and re-scoring (~75%) gained 15-20%
+# compact only when fewer than this share of a call's positions are real: the gather and scatter cost
+# a few percent of a call, so a call with almost no padding would only pay them (benchmarks/cpu_kernels.py:
+# a drafted pass 7/8 real ran 1.08x, prefill and re-scoring ~3/4 real 1.06-1.16x; docs/benchmarks.md)
 COMPACT_BELOW = 0.9
 # decoders whose blocks have a dense, position-wise `mlp` and `self_attn.*_proj` Linear layers
 SUPPORTED_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "phi3"}
