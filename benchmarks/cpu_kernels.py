@@ -144,8 +144,8 @@ def padding_rows(repeats: int, layers: int = 30) -> list[dict]:
     use_padding_free_layers(compact)
     rows = []
     # (name, rows, width, shortest real length, left padding?): real lengths spread evenly from the
-    # shortest to the width, matching the real/total shares measured at batch 32 (prefill 1,163 of
-    # 1,664, re-scoring 1,018 of 1,458, a drafted pass 140 of 160)
+    # shortest to the width, close to the real/total shares counted at batch 32 for prefill (1,163 of
+    # 1,664) and re-scoring (1,018 of 1,458); the drafted pass is one with a fifth of it padding
     for name, batch, width, shortest, left in [("prefill, 32 prompts", 32, 52, 21, True), ("re-scoring, 18 texts", 18, 81, 32, False),
                                                ("drafted pass, 32 rows x 5", 32, 5, 3, False)]:
         lengths = torch.linspace(shortest, width, batch).round().long()

@@ -470,7 +470,7 @@ def prepare_for_inference(model: Any, dtype: str = "auto", merge: bool = True, p
             own_weights(model.decoder)  # as after packing: the embeddings left must not keep the checkpoint's mapping open
     if on_cpu:
         # after packing / quantization, which replace the Linear layers the hooks sit on
-        body = getattr(base_model(model.decoder), "get_decoder", lambda: None)()
-        if isinstance(body, nn.Module):
-            use_padding_free_layers(body)  # padded positions skip the MLPs and projections (radgen.models.padding_free)
+        split = lm_body_and_head(model.decoder)
+        if split is not None:
+            use_padding_free_layers(split[0])  # padded positions skip the MLPs and projections (radgen.models.padding_free)
     return chosen
