@@ -17,14 +17,16 @@ exactly as `radgen generate` passes them). Configs, each over the same studies a
 - `radgen-hf`: `radgen generate`'s model preparation (LoRA merged, weights packed where that pays,
   the decoder dtype `auto` picks: bf16 on a CPU with native bf16, else fp32), HF greedy;
 - `radgen-drafted`: the same model with drafted decoding and the draft table it ships with
-  (MODEL/draft_reports.txt: its own reports on the validation split, never this split);
+  (MODEL/draft_reports.txt: its own reports on the validation split, never this split), which
+  learns as it goes, as a server's does; reset to the shipped table for each batch size, so no
+  batch size drafts from the reports another wrote for the same studies;
 - `radgen-drafted-cold`: drafted decoding from an empty table that learns as it goes (a model
   without draft_reports.txt);
 - `radgen-drafted-DTYPE` (only with --also-dtype DTYPE): `radgen-drafted` with the decoder in DTYPE,
   e.g. float32 on a CPU where the default is bf16, to see what the dtype alone buys.
 
-Reported per config: seconds per report, reports/s, generated tokens/s, decoder passes, and how
-many reports are identical to `plain-peft`'s. Every config gets one warm-up batch first (not from
+Reported per config: seconds per report, reports/s, generated tokens/s, decoder passes, the real
+(unpadded) positions those passes fed the decoder, and how many reports are identical to `plain-peft`'s. Every config gets one warm-up batch first (not from
 the measured studies, so the cold table stays cold). The configs take turns (`--rounds`): each
 batch size's batches are cut into rounds, and in each round every config decodes that round's
 batches, in an order that rotates from round to round, so a machine that slows down or speeds up
@@ -35,6 +37,7 @@ that happened to run then.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -51,26 +54,36 @@ CONFIGS = ("plain-peft", "radgen-hf", "radgen-drafted", "radgen-drafted-cold")
 
 
 def count_passes(model) -> dict:
-    """Count decoder passes (prefill + one per HF step or drafted pass): calls of the decoder's body
-    (drafted passes call the body alone and run the LM head only where verification reads)."""
-    counter = {"calls": 0}
+    """Count decoder passes (prefill + one per HF step or drafted pass) and the real (unpadded)
+    positions they feed: calls of the decoder's body (drafted passes call the body alone and run
+    the LM head only where verification reads). Positions are the work: on a CPU whose matrix
+    products run at full speed, a pass costs about its positions times the weights."""
+    counter = {"calls": 0, "positions": 0}
     split = lm_body_and_head(model.decoder)
     decoder = model.decoder.get_base_model() if hasattr(model.decoder, "get_base_model") else model.decoder  # peft: HF generate calls the base
     counted = split[0] if split is not None else decoder
-    counted.register_forward_pre_hook(lambda *_: counter.__setitem__("calls", counter["calls"] + 1))
+
+    def count(_module, args, kwargs) -> None:
+        fed = kwargs.get("inputs_embeds") if kwargs.get("inputs_embeds") is not None else kwargs.get("input_ids", args[0] if args else None)
+        mask = kwargs.get("attention_mask")
+        counter["calls"] += 1
+        if fed is not None:  # the call's new positions are the mask's last columns
+            counter["positions"] += int(mask[:, -fed.shape[1]:].sum()) if mask is not None and mask.dim() == 2 else fed.shape[0] * fed.shape[1]
+
+    counted.register_forward_pre_hook(count, with_kwargs=True)
     return counter
 
 
 def combine(parts: list[dict]) -> dict:
     """One config's results over several rounds, as if its batches had run in one go."""
-    total = {key: sum(p[key] for p in parts) for key in ("reports", "seconds", "cpu_seconds", "tokens", "decoder_calls")}
+    total = {key: sum(p[key] for p in parts) for key in ("reports", "seconds", "cpu_seconds", "tokens", "decoder_calls", "decoder_positions")}
     total["texts"] = [text for p in parts for text in p["texts"]]
     return {**total, "s_per_report": total["seconds"] / total["reports"], "reports_per_s": total["reports"] / total["seconds"],
             "tokens_per_s": total["tokens"] / total["seconds"], "tokens_per_report": total["tokens"] / total["reports"]}
 
 
 def run(model, batches, draft_tokens: int, counter: dict, settings: dict) -> dict:
-    counter["calls"] = 0
+    counter["calls"] = counter["positions"] = 0
     reports, wall, cpu = [], time.perf_counter(), time.process_time()
     for batch in batches:
         # exactly what `radgen generate` passes: the study's indication and lateral view where the model uses them
@@ -80,7 +93,7 @@ def run(model, batches, draft_tokens: int, counter: dict, settings: dict) -> dic
     tokens = sum(len(r.token_ids) for r in reports)
     return {"reports": len(reports), "seconds": wall, "cpu_seconds": cpu, "tokens": tokens, "s_per_report": wall / len(reports),
             "reports_per_s": len(reports) / wall, "tokens_per_s": tokens / wall, "tokens_per_report": tokens / len(reports),
-            "decoder_calls": counter["calls"], "texts": [r.text for r in reports]}
+            "decoder_calls": counter["calls"], "decoder_positions": counter["positions"], "texts": [r.text for r in reports]}
 
 
 def study_parser(description: str, split: str, batch_sizes: str) -> argparse.ArgumentParser:
@@ -118,6 +131,7 @@ def main() -> None:
     default_dtype = str(next(models["radgen-drafted"].decoder.parameters()).dtype).replace("torch.", "")
     models["radgen-drafted-cold"].report_draft.clear()  # forget draft_reports.txt
     seeded = len(models["radgen-drafted"].report_draft)
+    shipped_table = copy.deepcopy(models["radgen-drafted"].report_draft)
     # the model's default greedy settings, as `radgen generate` applies them (length floor, n-gram
     # blocking, findings-consistency edits); every config gets the same ones, only drafting and the
     # model preparation differ
@@ -142,6 +156,10 @@ def main() -> None:
     for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
         batches = list(study_batches(dataset, batch_size))
         models["radgen-drafted-cold"].report_draft.clear()  # cold for every batch size
+        # the shipped table again for every batch size: the reports an earlier batch size wrote for
+        # these same studies would draft them almost whole (before 2026-12-01 they stayed, and
+        # batch 32, run after batch 1, was measured on a table holding its own reports)
+        models["radgen-drafted"].report_draft = copy.deepcopy(shipped_table)
         rounds = max(1, min(args.rounds, len(batches)))
         parts: dict[str, list[dict]] = {name: [] for name in configs}
         for r in range(rounds):
@@ -162,11 +180,11 @@ def main() -> None:
             "seeded_draft_keys": seeded, "default_dtype": default_dtype, "settings": settings, "threads": args.threads, "torch": torch.__version__,
             "cpu": platform.processor() or platform.machine(), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}
-    print("\n| batch | config | s per report | reports/s | tokens/s | decoder calls | identical to plain | speed-up |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| batch | config | s per report | reports/s | tokens/s | decoder calls | decoder positions per report | identical to plain | speed-up |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['batch_size']} | {r['config']} | {r['s_per_report']:.3f} | {r['reports_per_s']:.2f} | {r['tokens_per_s']:.0f} "
-              f"| {r['decoder_calls']} | {r['identical_to_plain']}/{r['reports']} | {r['speedup_vs_plain']:.2f}x |")
+              f"| {r['decoder_calls']} | {r['decoder_positions'] / r['reports']:.0f} | {r['identical_to_plain']}/{r['reports']} | {r['speedup_vs_plain']:.2f}x |")
     print(f"\n{len(chosen)} studies, {rows[0]['tokens_per_report']:.1f} tokens per report; load average before {load_before}, "
           f"after {info['loadavg_after']}")
     if args.json:

@@ -35,6 +35,13 @@ def test_drafted_decoding_benchmark_runs_and_every_config_writes_plain_greedy_te
                                                                        ("plain-peft", "radgen-hf", "radgen-drafted", "radgen-drafted-cold")}
     for row in info["rows"]:
         assert row["reports"] == 3 and row["identical_to_plain"] == 3 and row["s_per_report"] > 0
+    one = {r["config"]: r for r in info["rows"] if r["batch_size"] == 1}
+    # batch 1, HF greedy: the prompt once, then every generated token but the last (+ edited texts
+    # scored again); the same texts, so the same positions for both HF configs
+    assert one["plain-peft"]["decoder_positions"] == one["radgen-hf"]["decoder_positions"]
+    assert one["plain-peft"]["decoder_positions"] > one["plain-peft"]["tokens"]
+    # drafted: a prompt and every kept token fed at least once (the first as the prompt's prediction)
+    assert one["radgen-drafted"]["decoder_positions"] >= one["radgen-drafted"]["tokens"]
 
 
 def test_draft_settings_sweep_runs_every_combination_and_the_settings_change_no_text(tmp_path):
