@@ -1,7 +1,7 @@
 """Load test of `radgen serve`: N concurrent clients for D seconds against 127.0.0.1, latency percentiles.
 
     PYTHONPATH=. python benchmarks/serve_load.py --model DIR [--clients 20] [--duration 60]
-        [--max-batch 20] [--dtype auto] [--image PNG | --manifest M [--split test]] [--json serve_load.json]
+        [--max-batch 20] [--gather-ms 300] [--dtype auto] [--image PNG | --manifest M [--split test]] [--json serve_load.json]
     PYTHONPATH=. python benchmarks/serve_load.py --tiny ...   # a tiny random radgen-small (no trained model needed)
 
 Starts `python -m radgen serve` in a subprocess on a free port of 127.0.0.1 (never another host),
@@ -139,6 +139,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--max-batch", type=int, default=20, help="the server's --max-batch (default: radgen serve's)")
+    parser.add_argument("--gather-ms", type=float, default=300.0, help="the server's --gather-ms (default: radgen serve's)")
     parser.add_argument("--dtype", default="auto", help="the server's --dtype (default auto, as `radgen serve`)")
     parser.add_argument("--image", help="PNG/JPEG/DICOM to post (default: a 512² IU-Phantom PA view)")
     parser.add_argument("--manifest", help="post the frontal image + indication of this manifest's --split studies in turn")
@@ -163,7 +164,7 @@ def main() -> int:
     with open(log_path, "w") as log:
         server = subprocess.Popen([sys.executable, "-m", "radgen", "serve", "--model", str(model_dir), "--host", "127.0.0.1",
                                    "--port", str(port), "--max-batch", str(args.max_batch), "--max-queue", str(max(32, args.clients)),
-                                   "--dtype", args.dtype],
+                                   "--dtype", args.dtype, "--gather-ms", str(args.gather_ms)],
                                   cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
@@ -198,7 +199,7 @@ def main() -> int:
     reports = after["reports_generated"] - before["reports_generated"]
     result = {
         "model": str(args.model) if args.model else "tiny random radgen-small (size=tiny)",
-        "clients": args.clients, "duration_s": args.duration, "max_batch": args.max_batch, "dtype": args.dtype,
+        "clients": args.clients, "duration_s": args.duration, "max_batch": args.max_batch, "gather_ms": args.gather_ms, "dtype": args.dtype,
         "requests_from": f"{args.manifest} ({args.split}, {len(requests)} studies)" if args.manifest else (args.image or "one phantom PNG"),
         "requests_ok": len(latencies), "errors": len(errors), "error_examples": errors[:5],
         "throughput_rps": len(latencies) / wall,

@@ -67,6 +67,11 @@ class ServeSettings:
     max_upload_bytes: int = 20 * 1024 * 1024
     allowed_hosts: tuple[str, ...] | None = LOOPBACK_HOSTS  # Host header names served; None: any
     decode_workers: int = 2  # images decoded at once (each up to the pixel budget)
+    # Under load, how long a batch waits for the callers of the batch before it to come back; at an
+    # idle server, how long it takes in a burst of requests that arrive < burst_gap_s apart
+    # (radgen.serve.queue)
+    gather_window_s: float = 0.3
+    burst_gap_s: float = 0.05
 
 
 class _App(FastAPI):
@@ -79,7 +84,8 @@ class _App(FastAPI):
 def create_app(service: ReportService, settings: ServeSettings | None = None) -> FastAPI:
     """Build the app around a loaded ReportService. The batch worker starts with the app's lifespan."""
     settings = settings or ServeSettings()
-    queue = BatchQueue(service.run_batch, max_batch=settings.max_batch, max_queue=settings.max_queue)
+    queue = BatchQueue(service.run_batch, max_batch=settings.max_batch, max_queue=settings.max_queue,
+                       gather_window_s=settings.gather_window_s, burst_gap_s=settings.burst_gap_s)
     decoders = concurrent.futures.ThreadPoolExecutor(max_workers=settings.decode_workers, thread_name_prefix="radgen-decode")
     capacity = settings.max_queue + settings.max_batch  # requests in flight: decoding, queued or generating
     in_flight = 0

@@ -1,6 +1,6 @@
 """`radgen serve`: the REST API + web page on one machine.
 
-    radgen serve [--model NAME|DIR|RUN] [--host 127.0.0.1] [--port 8000] [--token TOKEN] [--max-batch 20]
+    radgen serve [--model NAME|DIR|RUN] [--host 127.0.0.1] [--port 8000] [--token TOKEN] [--max-batch 20] [--gather-ms 300]
                  [--timeout 60] [--max-queue 32] [--max-upload-mb 20] [--allowed-host NAME ...]
                  [--num-beams N] [--max-new-tokens N] [--dtype auto]
 
@@ -34,6 +34,8 @@ def _serve(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if not math.isfinite(value) or value <= 0:  # nan passes "<= 0" and then breaks int()
             raise RadgenError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    if not (math.isfinite(args.gather_ms) and 0 <= args.gather_ms <= 10_000):
+        raise RadgenError(f"--gather-ms must be between 0 and 10000, got {args.gather_ms}")
     token = args.token or os.environ.get("RADGEN_TOKEN") or None
     loopback = args.host in LOOPBACK_HOSTS
     if not loopback and not token:
@@ -46,7 +48,8 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"radgen: loading model from {model_dir}", file=sys.stderr)
     service = ReportService.from_directory(model_dir, dtype=args.dtype, num_beams=args.num_beams, max_new_tokens=args.max_new_tokens)
     settings = ServeSettings(token=token, max_batch=args.max_batch, max_queue=args.max_queue, timeout_s=args.timeout,
-                             max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), allowed_hosts=allowed_hosts)
+                             max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), allowed_hosts=allowed_hosts,
+                             gather_window_s=args.gather_ms / 1000)
     app = create_app(service, settings)
     print(f"radgen: serving on http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr)
     logging.getLogger("uvicorn.access").addFilter(_drop_query_strings)
@@ -71,6 +74,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' (or set RADGEN_TOKEN)")
     serve.add_argument("--max-batch", type=int, default=20, help="most requests decoded together in one batch")
+    serve.add_argument("--gather-ms", type=float, default=300.0,
+                       help="under load, how long a batch waits for more requests once the model is free (default 300; 0: "
+                            "start at once); an idle server starts a request at once")
     serve.add_argument("--max-queue", type=int, default=32, help="requests that may wait; more get 503")
     serve.add_argument("--timeout", type=float, default=60.0, help="seconds a request may wait for its report; then 504")
     serve.add_argument("--max-upload-mb", type=float, default=20.0, help="largest accepted upload; larger gets 413")

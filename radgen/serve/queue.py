@@ -6,8 +6,19 @@ jobs are waiting — up to `max_batch` — and runs them as ONE call of `run_bat
 thread. Why one thread: a PyTorch module is not safe to call from several threads at once, and
 one batched `generate` over 8 images costs far less than 8 separate calls, so concurrency turns
 into batch size instead of contention. While the worker is busy, new requests pile up in the
-queue and form the next batch by themselves; `batch_window_s` only lets requests that arrive in
-the same instant join the first batch.
+queue and form the next batch by themselves.
+
+`gather_window_s`: under load (the worker finished a batch less than a window ago), a batch
+waits up to this long after the worker becomes free for more requests to join: until it holds
+as many jobs as the batch that just finished plus those that were waiting then (or
+`max_batch`), whichever comes first. Why: the callers of the batch that just finished come back
+tens to hundreds of ms later (their reply, their next upload, its decoding). Without the wait
+they miss the batch that starts at once, and concurrent callers split into two groups that take
+turns: each request waits for the other group's batch and then runs in a half-size batch, which
+on a CPU decodes fewer reports a second (docs/benchmarks.md, "Serving: one batch per round of
+callers"). Then, and at an idle server, a batch takes requests while they keep arriving less
+than `burst_gap_s` apart (a burst: images are decoded two at a time, so 20 simultaneous uploads
+reach the queue over ~100 ms), within the same `gather_window_s`; a lone request waits one gap.
 
 A job whose caller gave up (timeout → 504, client gone) is skipped when its batch is formed.
 """
@@ -42,13 +53,18 @@ class BatchQueue:
     """
 
     def __init__(self, run_batch: Callable[[Sequence[Any]], Sequence[Any]], max_batch: int = 8,
-                 max_queue: int = 64, batch_window_s: float = 0.005) -> None:
+                 max_queue: int = 64, burst_gap_s: float = 0.005, gather_window_s: float = 0.0) -> None:
         if max_batch < 1 or max_queue < 1:
             raise ValueError("max_batch and max_queue must be at least 1")
+        if not (0 <= burst_gap_s <= 10 and 0 <= gather_window_s <= 10):
+            raise ValueError("burst_gap_s and gather_window_s must be between 0 and 10 seconds")
         self.run_batch = run_batch
         self.max_batch = max_batch
         self.max_queue = max_queue
-        self.batch_window_s = batch_window_s
+        self.burst_gap_s = burst_gap_s
+        self.gather_window_s = gather_window_s
+        self._last_finished = float("-inf")  # loop time the worker last finished a batch
+        self._expected = 1  # jobs that batch had + jobs waiting then: what the next batch gathers up to
         self._queue: asyncio.Queue[_Job] | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._dispatcher: asyncio.Task | None = None
@@ -115,8 +131,10 @@ class BatchQueue:
         loop = asyncio.get_running_loop()
         while True:
             batch = [await self._queue.get()]
-            if self.batch_window_s > 0:
-                await asyncio.sleep(self.batch_window_s)
+            until = loop.time() + max(self.gather_window_s, self.burst_gap_s)
+            if loop.time() - self._last_finished < self.gather_window_s:  # under load: the last batch's callers come back
+                await self._gather(batch, min(self.max_batch, self._expected), until)
+            await self._gather(batch, self.max_batch, until, gap=self.burst_gap_s)  # and a burst still arriving
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             batch = [job for job in batch if not job.future.done()]
@@ -128,11 +146,13 @@ class BatchQueue:
             try:
                 results = await loop.run_in_executor(self._executor, self.run_batch, [job.payload for job in batch])
             except Exception as err:  # noqa: BLE001 - handed to each waiting caller, which answers 500
+                self._finished(len(batch))
                 logger.error("radgen serve: batch of %d failed: %s", len(batch), type(err).__name__)
                 for job in batch:
                     if not job.future.done():
                         job.future.set_exception(err)
                 continue
+            self._finished(len(batch))
             if len(results) != len(batch):  # a broken run_batch must not leave callers waiting until timeout
                 error = RuntimeError(f"run_batch returned {len(results)} results for {len(batch)} requests")
                 for job in batch:
@@ -142,3 +162,25 @@ class BatchQueue:
             for job, result in zip(batch, results):
                 if not job.future.done():
                     job.future.set_result(result)
+
+    def _finished(self, jobs: int) -> None:
+        assert self._queue is not None
+        self._last_finished = asyncio.get_running_loop().time()
+        self._expected = jobs + self._queue.qsize()
+
+    async def _gather(self, batch: list[_Job], target: int, until: float, gap: float | None = None) -> None:
+        """Add waiting and arriving jobs to `batch` until it holds `target`, the loop's clock passes
+        `until`, or (with `gap`) no job arrived for `gap` seconds."""
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        while len(batch) < target:
+            if not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+                continue
+            left = until - loop.time() if gap is None else min(gap, until - loop.time())
+            if left <= 0:
+                return
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), left))
+            except TimeoutError:
+                return

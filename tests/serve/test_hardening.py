@@ -185,6 +185,9 @@ def test_cli_rejects_nan_limits_and_truncated_weights(model_dir, tmp_path, capsy
 
     assert main(["serve", "--model", str(model_dir), "--max-upload-mb", "nan"]) == 2
     assert "--max-upload-mb must be positive, got nan" in capsys.readouterr().err
+    for wait in ("nan", "-1", "20000"):
+        assert main(["serve", "--model", str(model_dir), "--gather-ms", wait]) == 2
+        assert f"--gather-ms must be between 0 and 10000, got {float(wait)}" in capsys.readouterr().err
     broken = tmp_path / "broken"
     shutil.copytree(model_dir, broken)
     weights = broken / "model.safetensors"

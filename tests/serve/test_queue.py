@@ -12,6 +12,7 @@ import pytest
 from radgen.serve import BatchQueue, QueueFullError, ServeSettings, create_app
 from radgen.serve.inference import ReportService
 from tests.serve.tiny_model import png_bytes
+from tests.serve.waiting import until
 
 
 def test_concurrent_submissions_are_batched_in_order():
@@ -45,7 +46,7 @@ def test_full_queue_and_timeout():
         return list(payloads)
 
     async def main():
-        queue = BatchQueue(run_batch, max_batch=1, max_queue=1, batch_window_s=0)
+        queue = BatchQueue(run_batch, max_batch=1, max_queue=1, burst_gap_s=0)
         await queue.start()
         try:
             first = asyncio.create_task(queue.submit("a", timeout=10))  # taken by the worker, blocks
@@ -65,6 +66,98 @@ def test_full_queue_and_timeout():
             await queue.stop()
 
     asyncio.run(main())
+
+
+def _gathering_run(gather_window_s: float, max_batch: int = 8, late: int = 1) -> tuple[list[list[str]], float, float]:
+    """Job "a" runs alone on an idle queue while "b" waits; `late` more jobs arrive 50 ms after "a"
+    finished, as the callers of a finished batch do. Returns the batches, how long "a" took to come
+    back, and how long after "a" finished the batch holding "b" started."""
+    batches, started, release = [], [], threading.Event()
+
+    def run_batch(payloads):
+        started.append(time.monotonic())
+        batches.append(list(payloads))
+        if payloads[0] == "a":
+            release.wait(5)
+        return list(payloads)
+
+    async def main():
+        queue = BatchQueue(run_batch, max_batch=max_batch, max_queue=16, burst_gap_s=0, gather_window_s=gather_window_s)
+        await queue.start()
+        try:
+            begun = time.monotonic()
+            first = asyncio.create_task(queue.submit("a", timeout=20))
+            await until(lambda: batches, "job a is running")
+            second = asyncio.create_task(queue.submit("b", timeout=20))
+            await until(lambda: queue.waiting == 1, "job b is queued")
+            release.set()
+            await first
+            a_back, finished = time.monotonic() - begun, time.monotonic()
+            await asyncio.sleep(0.05)
+            rest = [asyncio.create_task(queue.submit(f"c{n}", timeout=20)) for n in range(late)]
+            await asyncio.gather(second, *rest)
+            b_start = next(t for t, b in zip(started, batches) if "b" in b)
+            return a_back, b_start - finished
+        finally:
+            release.set()
+            await queue.stop()
+
+    a_back, b_delay = asyncio.run(main())
+    return batches, a_back, b_delay
+
+
+def test_under_load_a_batch_waits_for_the_callers_of_the_batch_before():
+    batches, a_back, b_delay = _gathering_run(gather_window_s=5.0)
+    assert batches == [["a"], ["b", "c0"]]  # "c0" came back 50 ms after "a" and still joined "b"
+    assert a_back < 2.5  # an idle queue starts a job at once, not after the 5 s window
+    assert b_delay < 2.5  # "a"'s caller is back: "b" starts then, not after the window
+
+
+def test_without_a_gather_window_late_callers_form_their_own_batch():
+    batches, _, _ = _gathering_run(gather_window_s=0.0)
+    assert batches == [["a"], ["b"], ["c0"]]
+
+
+def test_a_batch_waits_no_longer_than_the_window_for_callers_that_do_not_come_back():
+    batches, _, b_delay = _gathering_run(gather_window_s=0.3, late=0)
+    assert batches == [["a"], ["b"]]
+    assert 0.25 <= b_delay < 2.5
+
+
+def test_an_idle_queue_takes_a_burst_in_one_batch():
+    batches, started = [], []
+
+    def run_batch(payloads):
+        started.append(time.monotonic())
+        batches.append(list(payloads))
+        return list(payloads)
+
+    async def main():
+        queue = BatchQueue(run_batch, max_batch=8, max_queue=16, burst_gap_s=1.0, gather_window_s=5.0)
+        await queue.start()
+        try:
+            jobs = []
+            for name in "abc":  # 100 ms apart, as decoded uploads of simultaneous callers reach the queue
+                jobs.append(asyncio.create_task(queue.submit(name, timeout=20)))
+                await asyncio.sleep(0.1)
+            last = time.monotonic()
+            await asyncio.gather(*jobs)
+            return started[0] - last
+        finally:
+            await queue.stop()
+
+    delay = asyncio.run(main())
+    assert batches == [["a", "b", "c"]]
+    assert delay < 2.5  # one gap (1 s) after the burst ended, not the 5 s window
+
+
+def test_gather_window_is_bounded():
+    with pytest.raises(ValueError, match="gather_window_s"):
+        BatchQueue(lambda p: p, gather_window_s=-1)
+    with pytest.raises(ValueError, match="gather_window_s"):
+        BatchQueue(lambda p: p, gather_window_s=float("nan"))
+    with pytest.raises(ValueError, match="burst_gap_s"):
+        BatchQueue(lambda p: p, burst_gap_s=11)
 
 
 class _BlockingService(ReportService):
