@@ -75,8 +75,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' (or set RADGEN_TOKEN)")
     serve.add_argument("--max-batch", type=int, default=20, help="most requests decoded together in one batch")
     serve.add_argument("--gather-ms", type=float, default=300.0,
-                       help="under load, how long a batch waits for more requests once the model is free (default 300; 0: "
-                            "start at once); an idle server starts a request at once")
+                       help="under load, how long a batch waits for the callers of the last batch once the model is free "
+                            "(default 300; 0: no wait); at an idle server a lone request waits 50 ms for others")
     serve.add_argument("--max-queue", type=int, default=32, help="requests that may wait; more get 503")
     serve.add_argument("--timeout", type=float, default=60.0, help="seconds a request may wait for its report; then 504")
     serve.add_argument("--max-upload-mb", type=float, default=20.0, help="largest accepted upload; larger gets 413")

@@ -15,8 +15,8 @@ as many jobs as the batch that just finished plus those that were waiting then (
 tens to hundreds of ms later (their reply, their next upload, its decoding). Without the wait
 they miss the batch that starts at once, and concurrent callers split into two groups that take
 turns: each request waits for the other group's batch and then runs in a half-size batch, which
-on a CPU decodes fewer reports a second (docs/benchmarks.md, "Serving: one batch per round of
-callers"). Then, and at an idle server, a batch takes requests while they keep arriving less
+on a CPU with bf16 decodes fewer reports a second (docs/benchmarks.md, Performance, "... serving
+in one batch per round of callers"). Then, and at an idle server, a batch takes requests while they keep arriving less
 than `burst_gap_s` apart (a burst: images are decoded two at a time, so 20 simultaneous uploads
 reach the queue over ~100 ms), within the same `gather_window_s`; a lone request waits one gap.
 
