@@ -49,6 +49,7 @@ from radgen.data.study import read_manifest
 from radgen.data.dataset import lateral_inputs
 from radgen.generate.decode import GenerationSettings, generation_dataset, load_model, study_batches
 from radgen.models.fast import lm_body_and_head
+from radgen.models.padding_free import new_positions_mask
 
 CONFIGS = ("plain-peft", "radgen-hf", "radgen-drafted", "radgen-drafted-cold")
 
@@ -63,12 +64,10 @@ def count_passes(model) -> dict:
     decoder = model.decoder.get_base_model() if hasattr(model.decoder, "get_base_model") else model.decoder  # peft: HF generate calls the base
     counted = split[0] if split is not None else decoder
 
-    def count(_module, args, kwargs) -> None:
-        fed = kwargs.get("inputs_embeds") if kwargs.get("inputs_embeds") is not None else kwargs.get("input_ids", args[0] if args else None)
-        mask = kwargs.get("attention_mask")
+    def count(_module, _args, kwargs) -> None:
         counter["calls"] += 1
-        if fed is not None:  # the call's new positions are the mask's last columns
-            counter["positions"] += int(mask[:, -fed.shape[1]:].sum()) if mask is not None and mask.dim() == 2 else fed.shape[0] * fed.shape[1]
+        new = new_positions_mask(kwargs)
+        counter["positions"] += int(new.sum()) if new is not None else 0
 
     counted.register_forward_pre_hook(count, with_kwargs=True)
     return counter

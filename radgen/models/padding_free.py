@@ -38,22 +38,29 @@ SUPPORTED_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "phi3"}
 _REAL_POSITIONS: ContextVar[tuple[torch.Tensor, int, int] | None] = ContextVar("radgen_real_positions", default=None)
 
 
-def _new_positions(kwargs: dict[str, Any]) -> tuple[int, int] | None:
-    for name in ("inputs_embeds", "input_ids"):
-        value = kwargs.get(name)
-        if value is not None:
-            return value.shape[0], value.shape[1]
+def new_positions_mask(kwargs: dict[str, Any]) -> torch.Tensor | None:
+    """Which of an HF decoder call's new positions are real: (rows, width), 1 real and 0 padding,
+    from the last columns of its 2-D `attention_mask` over past and new positions (no mask: all
+    real). None where the call's keyword arguments do not say (no `inputs_embeds` / `input_ids`,
+    a 4-D mask)."""
+    fed = next((kwargs[name] for name in ("inputs_embeds", "input_ids") if kwargs.get(name) is not None), None)
+    if fed is None:
+        return None
+    rows, width = fed.shape[0], fed.shape[1]
+    mask = kwargs.get("attention_mask")
+    if mask is None:
+        return torch.ones(rows, width, dtype=torch.long, device=fed.device)
+    if isinstance(mask, torch.Tensor) and mask.dim() == 2 and mask.shape[0] == rows and mask.shape[1] >= width:
+        return mask[:, mask.shape[1] - width:]
     return None
 
 
 def _enter_body(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
     state = None
-    mask, shape = kwargs.get("attention_mask"), _new_positions(kwargs)
-    if isinstance(mask, torch.Tensor) and mask.dim() == 2 and shape is not None and not torch.is_grad_enabled() \
-            and mask.shape[0] == shape[0] and mask.shape[1] >= shape[1]:
-        rows, width = shape
-        new = mask[:, mask.shape[1] - width:].reshape(-1)
-        real = new.nonzero().squeeze(1)
+    new = new_positions_mask(kwargs) if not torch.is_grad_enabled() else None
+    if new is not None:
+        rows, width = new.shape
+        real = new.reshape(-1).nonzero().squeeze(1)
         if real.numel() < COMPACT_BELOW * new.numel():
             state = (real, rows, width)
     _REAL_POSITIONS.set(state)
