@@ -8,7 +8,8 @@ head; EfficientNet-Lite0 at 224², batch 32).
   (prefill of 32 prompts, a drafted pass of 32 rows x 5 positions, re-scoring 14 texts), bf16;
 - same-padding convolutions: timm's `Conv2dSame` (pad, then convolve) vs
   `radgen.models.same_padding.SameConv2d`, on the stride-2 layers of EfficientNet-Lite0, fp32 channels-last;
-- token log-probabilities: `gather - logsumexp` vs `log_softmax` + gather (`radgen.models.fast.token_logprobs`);
+- token log-probabilities: `gather - logsumexp` vs `log_softmax` + gather (`radgen.models.fast.token_logprobs`),
+  and for a re-scored batch's 1,060 positions one log-softmax pass vs row chunks;
 - the LM head on 1, 6 and 16 positions (why small drafted passes run it on all positions at once);
 - a whole SmolLM2-135M-shaped decoder body (random weights, bf16, prepared as radgen prepares it) on
   padded batches: every position vs `radgen.models.padding_free` (MLPs and attention projections on
@@ -100,6 +101,14 @@ def logprob_rows(repeats: int) -> list[dict]:
         rows.append({"kernel": "token log-probs", "shape": f"{positions} positions", "before_ms": _time(old, repeats),
                      "after_ms": _time(lambda: token_logprobs(logits, tokens), repeats),
                      "max_abs_diff": float((old() - token_logprobs(logits, tokens)).abs().max())})
+    # a batch of 32 re-scored reports: ~1,060 text positions, bf16 logits (the AVX-512 default);
+    # before: one upcast + log-softmax over all rows, after: in row chunks (fast.LOGPROB_ROWS_CPU)
+    logits = (torch.randn(1060, 49152) * 5).to(torch.bfloat16)
+    tokens = torch.randint(0, 49152, (1060,))
+    whole = lambda: logits.float().log_softmax(-1).gather(1, tokens[:, None]).squeeze(1)  # noqa: E731
+    rows.append({"kernel": "token log-probs", "shape": "1060 positions, bf16 logits, one pass vs row chunks",
+                 "before_ms": _time(whole, repeats), "after_ms": _time(lambda: token_logprobs(logits, tokens), repeats),
+                 "max_abs_diff": float((whole() - token_logprobs(logits, tokens)).abs().max())})
     return rows
 
 

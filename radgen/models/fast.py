@@ -72,11 +72,22 @@ def supports_label_position_loss(decoder: nn.Module) -> bool:
     return lm_body_and_head(decoder) is not None
 
 
+# rows of logits per fp32 log-softmax on CPU: 32 x 49,152 fp32 is 6 MiB, which stays in a server's
+# last-level cache between the upcast, the log-softmax and the gather; one pass over a re-scored
+# batch's 1,060 x 49,152 logits (200 MiB) streams memory three times and took 6x longer
+# (benchmarks/cpu_kernels.py, "token log-probs"). Row-wise ops: chunking changes no value.
+LOGPROB_ROWS_CPU = 32
+
+
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """log p of `tokens` (N,) under the rows of `logits` (N, vocabulary): an fp32 log-softmax of the raw logits."""
     # log_softmax then gather, not gather - logsumexp: torch's logsumexp is unfused (max, sub, exp,
     # sum, log as separate passes), 1.5-2x slower over a 49k vocabulary (benchmarks/cpu_kernels.py)
-    return logits.float().log_softmax(-1).gather(1, tokens[:, None]).squeeze(1)
+    rows = LOGPROB_ROWS_CPU if logits.device.type == "cpu" else logits.shape[0]
+    if logits.shape[0] <= rows:
+        return logits.float().log_softmax(-1).gather(1, tokens[:, None]).squeeze(1)
+    return torch.cat([logits[start:start + rows].float().log_softmax(-1).gather(1, tokens[start:start + rows, None]).squeeze(1)
+                      for start in range(0, logits.shape[0], rows)])
 
 
 def _label_rows(decoder: nn.Module, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,

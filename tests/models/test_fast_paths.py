@@ -84,6 +84,22 @@ def test_label_position_logprobs_are_the_full_logits_log_softmax_at_label_positi
         torch.testing.assert_close(torch.tensor(got[0] + got[1]), torch.tensor(expected[0] + expected[1]), atol=1e-5, rtol=1e-5)
 
 
+def test_token_logprobs_in_row_chunks_equal_one_log_softmax_and_a_float64_reference():
+    from radgen.models import fast
+
+    torch.manual_seed(0)
+    rows = 3 * fast.LOGPROB_ROWS_CPU + 5  # several whole chunks and a partial one
+    logits = (torch.randn(rows, 301) * 4).to(torch.bfloat16)
+    tokens = torch.randint(0, 301, (rows,))
+    got = fast.token_logprobs(logits, tokens)
+    whole = logits.float().log_softmax(-1).gather(1, tokens[:, None]).squeeze(1)  # one pass, as before the chunks
+    exact = logits.double()
+    reference = exact[torch.arange(rows), tokens] - exact.logsumexp(-1)
+    assert got.dtype == torch.float32 and got.shape == (rows,)
+    assert torch.equal(got, whole)
+    torch.testing.assert_close(got.double(), reference, atol=1e-5, rtol=1e-6)
+
+
 def test_bf16_inference_keeps_greedy_choices_with_a_clear_margin():
     model = _tiny("radgen-small").eval()
     size = model.image_transform.size
