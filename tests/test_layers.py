@@ -4,7 +4,7 @@
     3  train/*  generate/*  explain/*  metrics/*                                 stages (side by side)
     2  models/*                                                                  encoder → connector → decoder
     1  data/*                                                                    studies, images, datasets
-    0  errors, io, config, version, labels/*, threads, quiet, arguments          foundations
+    0  errors, io, config, version, labels/*, threads, allocator, quiet, arguments  foundations
 
 Every module under radgen/ is parsed with `ast`; every import counts, at module level, inside a
 function or under TYPE_CHECKING, plus the module names given as strings to importlib.import_module
@@ -27,7 +27,7 @@ LAYER_NAMES = {0: "foundations", 1: "data", 2: "models", 3: "stages", 4: "user-f
 # package or module -> layer; the longest matching prefix wins; `*.cli` modules are layer 4
 LAYERS = {
     "radgen.errors": 0, "radgen.io": 0, "radgen.config": 0, "radgen.version": 0, "radgen.labels": 0,
-    "radgen.threads": 0, "radgen.quiet": 0, "radgen.arguments": 0,
+    "radgen.threads": 0, "radgen.quiet": 0, "radgen.arguments": 0, "radgen.allocator": 0,
     "radgen.data": 1,
     "radgen.models": 2,
     "radgen.train": 3, "radgen.generate": 3, "radgen.explain": 3, "radgen.metrics": 3,

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from radgen.allocator import keep_large_blocks_in_heap
 from radgen.config import INFERENCE_DTYPES
 from radgen.models.attention import use_grouped_attention
 from radgen.models.padding_free import use_padding_free_layers
@@ -460,6 +461,8 @@ def prepare_for_inference(model: Any, dtype: str = "auto", merge: bool = True, p
         model.decoder = decoder.to(torch.bfloat16)
     on_cpu = next(model.decoder.parameters()).device.type == "cpu"
     if on_cpu:
+        if not fast_paths_disabled():
+            keep_large_blocks_in_heap()  # decoder activations reused, not page-faulted in again (radgen.allocator)
         use_grouped_attention(base_model(model.decoder))  # grouped key/value heads without copies (radgen.models.attention)
     if pack and chosen in ("float32", "bfloat16") and merge and on_cpu and packing_pays(model.decoder):
         pack_linears(model.decoder)

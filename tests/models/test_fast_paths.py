@@ -258,9 +258,14 @@ def test_without_cpu_fast_paths_inference_falls_back_to_plain_layers_and_same_re
     model = copy.deepcopy(reference)
     monkeypatch.setenv(fast.NO_FAST_PATHS_ENV, "1")
     fast._note_once.cache_clear()
+    heap = []  # glibc's thresholds (radgen.allocator) are a fast path too
+    monkeypatch.setattr(fast, "keep_large_blocks_in_heap", lambda: heap.append(1))
     with caplog.at_level(logging.INFO, logger="radgen.models.fast"):
         chosen = fast.prepare_for_inference(model, dtype)
-    assert chosen == ("float32" if dtype == "int8" else dtype)
+    assert chosen == ("float32" if dtype == "int8" else dtype) and heap == []
+    monkeypatch.delenv(fast.NO_FAST_PATHS_ENV)
+    fast.prepare_for_inference(copy.deepcopy(reference), "float32")
+    assert heap == [1]
     assert not any(isinstance(m, fast.PackedLinear) or "quantized" in type(m).__module__ for m in model.decoder.modules())
     notes = [r.getMessage() for r in caplog.records]
     assert notes and all("\n" not in note for note in notes), notes
