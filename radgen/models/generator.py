@@ -33,7 +33,8 @@ from radgen.models.findings import FindingHead, verbalize
 from radgen.models.peft import SoftPrompt, merge_lora
 from radgen.models.memory import ReportMemory
 from radgen.models.persist import load_pretrained, save_pretrained
-from radgen.models.speculative import NgramDraft, PrefillState, drafted_greedy, score_continuations, supports_drafting
+from radgen.models.rescoring import PrefillState, common_prefix_length, score_continuations, score_tails
+from radgen.models.speculative import NgramDraft, drafted_greedy, supports_drafting
 
 
 @dataclass
@@ -448,10 +449,12 @@ class ReportGenerator(nn.Module):
     def _make_consistent(self, reports: list[GeneratedReport], visual: torch.Tensor, findings: list[list[str]],
                          contexts: list[str | None] | None = None, prefills: list[tuple[list[int], PrefillState]] | None = None) -> None:
         """Edit each report to state its named findings (radgen.models.consistency), then give the
-        edited ones the model's own token log-probabilities under their prompt: on the KV cache of
-        their drafted prefill where there is one (`prefills`: batch rows, state), else one
-        teacher-forced pass over visual tokens, prompt and text. An edit that only cut sentences from
-        the end keeps the decoded tokens' log-probabilities: the same tokens after the same prefix."""
+        edited ones the model's own token log-probabilities under their prompt. An edit that only cut
+        sentences from the end keeps the decoded tokens' log-probabilities: the same tokens after the
+        same prefix. After drafted decoding (`prefills`: batch rows, state), an edit that keeps the
+        first decoded tokens re-scores the rest on the row's decoding cache (`score_tails`), any other
+        the whole text on the prompt's prefill cache; else one teacher-forced pass over visual
+        tokens, prompt and text."""
         edited = []
         for i, report in enumerate(reports):
             text, edits = make_consistent(report.text, findings[i], self.findings.observations)
@@ -472,6 +475,15 @@ class ReportGenerator(nn.Module):
         for rows, prefill in prefills or []:
             where = {i: k for k, i in enumerate(rows)}
             mine = [n for n, i in enumerate(edited) if i in where and n not in values]
+            # an edit that keeps the report's first decoded tokens (sentences added at the end, a
+            # sentence reworded or dropped further on): only what follows them, on the decoding's cache
+            same = {n: common_prefix_length(texts[n], reports[edited[n]].token_ids) for n in mine}
+            tails = [n for n in mine if prefill.decoded and prefill.decoded[where[edited[n]]] is not None and same[n] >= 1]
+            if tails:
+                scored = score_tails(self.decoder, [prefill.decoded[where[edited[n]]] for n in tails], [same[n] for n in tails],
+                                     [texts[n] for n in tails], pad)
+                values.update((n, reports[edited[n]].token_logprobs[:same[n]] + tail) for n, tail in zip(tails, scored))
+                mine = [n for n in mine if n not in values]
             if mine:
                 scored = score_continuations(self.decoder, prefill, [where[edited[n]] for n in mine], [texts[n] for n in mine], pad)
                 values.update(zip(mine, scored))

@@ -35,6 +35,9 @@ def test_drafted_decoding_benchmark_runs_and_every_config_writes_plain_greedy_te
                                                                        ("plain-peft", "radgen-hf", "radgen-drafted", "radgen-drafted-cold")}
     for row in info["rows"]:
         assert row["reports"] == 3 and row["identical_to_plain"] == 3 and row["s_per_report"] > 0
+        # re-scoring on drafted decoding's caches is part of its positions; HF decoding has no such pass
+        assert 0 <= row["rescored_positions"] <= row["decoder_positions"]
+        assert row["rescored_positions"] == 0 or "drafted" in row["config"]
     one = {r["config"]: r for r in info["rows"] if r["batch_size"] == 1}
     # batch 1, HF greedy: the prompt once, then every generated token but the last (+ edited texts
     # scored again); the same texts, so the same positions for both HF configs

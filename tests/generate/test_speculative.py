@@ -177,37 +177,6 @@ def test_on_cpu_the_rows_of_a_large_batch_share_a_pass_budget_of_drafted_tokens(
     assert max(asked) == CPU_PASS_TOKENS // rows - 1 == 7
 
 
-@pytest.mark.parametrize("recipe", ["radgen-small", "clipcap-prefix", "blip2-opt-lora"])
-@pytest.mark.parametrize("head_where_read", [True, False])
-def test_continuations_scored_on_the_prefill_cache_equal_a_teacher_forced_pass(recipe, head_where_read, monkeypatch):
-    if not head_where_read:
-        monkeypatch.setattr(speculative, "lm_body_and_head", lambda decoder: None)
-    model = tiny_model(recipe)
-    prepare_for_inference(model, "float32")
-    eos = model.eos_id()
-    prompts = [model.prefix_ids(), model.prefix_ids() + [11, 12, 13]]  # different lengths: row 0 left-padded
-    width = max(len(p) for p in prompts)
-    prefix = torch.tensor([[eos] * (width - len(p)) + p for p in prompts])
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-    with torch.no_grad():
-        visual = model.connector(model.image_features(_pixels(model, 2, seed=3)))
-        embeds, full_mask, n_before = model._causal_inputs(visual, model._embed(prefix), mask)
-    out = drafted_greedy(model.decoder, embeds, NgramDraft(), prompts, eos, eos, max_new_tokens=5, draft_tokens=2,
-                         attention_mask=full_mask, keep_prefill=True)
-    texts = {0: [21, 5, 9, 30, 4, 17], 1: [8, 40]}
-    got = speculative.score_continuations(model.decoder, out.prefill, [1, 0], [texts[1], texts[0]], pad=eos)  # rows in any order
-    for row, values in zip([1, 0], got):
-        ids = torch.tensor([prompts[row] + texts[row]])
-        with torch.no_grad():
-            alone, _, _ = model._causal_inputs(visual[row:row + 1], model._embed(ids), torch.ones_like(ids))
-            logp = model.decoder(inputs_embeds=alone).logits.float().log_softmax(-1)[0]
-        start = n_before + len(prompts[row])
-        expected = [float(logp[start + j - 1, t]) for j, t in enumerate(texts[row])]
-        assert values == pytest.approx(expected, abs=2e-5)
-    with pytest.raises(RuntimeError, match="already been used"):
-        speculative.score_continuations(model.decoder, out.prefill, [0], [texts[0]], pad=eos)
-
-
 def test_suppressed_tokens_are_skipped_exactly_as_hf_generate_skips_them():
     # special tokens other than eos (ReportGenerator.suppressed_tokens): both paths pass them on
     model = tiny_model("radgen-small")

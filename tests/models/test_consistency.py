@@ -8,6 +8,7 @@ from radgen.labels.labeler import label_report
 from radgen.labels.templates import NORMAL, TEMPLATES
 from radgen.models import generator as generator_module
 from radgen.models.generator import GeneratedReport
+from radgen.models import rescoring as rescoring_module
 from radgen.models import speculative as speculative_module
 from radgen.models.consistency import LUNG_FINDINGS, is_fragment, make_consistent
 from tests.models.conftest import pixels, tiny
@@ -43,7 +44,7 @@ def test_a_finding_the_head_covers_but_did_not_name_is_dropped():
     assert make_consistent(text, [], ["Cardiomegaly"]) == (text, [])
     # uncertain counts as stated
     edited, _ = make_consistent("possible small left pleural effusion . the lungs are clear .", ["Cardiomegaly"], HEAD)
-    assert edited == "the heart is enlarged . the lungs are clear ."
+    assert edited == "the lungs are clear . the heart is enlarged ."  # the dropped sentence was not on the heart: at the end
 
 
 def test_denials_of_unnamed_findings_and_sentences_outside_the_head_stay():
@@ -55,6 +56,16 @@ def test_a_sentence_stating_a_named_and_an_unnamed_finding_goes_and_the_named_on
     edited, edits = make_consistent("cardiomegaly with small bilateral pleural effusions . the lungs are clear .", ["Cardiomegaly"], HEAD)
     assert edited == "the heart is enlarged . the lungs are clear ."
     assert "states Pleural Effusion" in edits[0] and edits[1] == "added 'the heart is enlarged .' (Cardiomegaly)"
+
+
+def test_a_named_finding_no_sentence_spoke_of_is_added_at_the_end_so_the_report_keeps_its_start():
+    text = "the heart is normal in size . the lungs are clear . no pneumothorax ."
+    edited, edits = make_consistent(text, ["Pleural Effusion", "Support Devices"], HEAD)
+    assert edited == text + " " + TEMPLATES["Pleural Effusion"] + " " + TEMPLATES["Support Devices"]
+    assert edits == [f"added '{TEMPLATES['Pleural Effusion']}' (Pleural Effusion)", f"added '{TEMPLATES['Support Devices']}' (Support Devices)"]
+    # a denial in the middle is replaced where it stood; the other finding still goes at the end
+    edited, _ = make_consistent("the lungs are clear . no pleural effusion . no pneumothorax .", ["Pleural Effusion", "Cardiomegaly"], HEAD)
+    assert edited == f"the lungs are clear . {TEMPLATES['Pleural Effusion']} no pneumothorax . {TEMPLATES['Cardiomegaly']}"
 
 
 def test_a_report_with_nothing_left_becomes_the_normal_report():
@@ -73,13 +84,14 @@ def test_every_named_finding_ends_up_stated():
 @pytest.mark.parametrize("path", ["prefill-cache", "prefill-cache-full-logits", "label-positions", "full-logits"])
 def test_generate_edits_and_rescores_with_the_models_own_logprobs(path, monkeypatch):
     # prefill-cache (the default, drafted decoding): the edited texts are scored on the KV cache of
-    # their prompts' prefill (speculative.score_continuations), LM head on the text's positions only,
+    # their prompts' prefill (rescoring.score_continuations), LM head on the text's positions only,
     # or on full logits for decoders without a plain LM head; with HF decoding (draft_tokens=0): one
     # teacher-forced pass over visual tokens, prompt and text, projecting the text's positions only
     # (fast.label_position_logprobs) or every position (decoders without a plain LM head)
     draft_tokens = 4 if path.startswith("prefill") else 0
     if path.endswith("full-logits"):
         monkeypatch.setattr(speculative_module, "lm_body_and_head", lambda decoder: None)
+        monkeypatch.setattr(rescoring_module, "lm_body_and_head", lambda decoder: None)
         monkeypatch.setattr(generator_module, "supports_label_position_loss", lambda decoder: False)
     calls = []
     score = generator_module.score_continuations
