@@ -64,8 +64,9 @@ def test_text_stability_counts_same_texts_and_findings_across_runs_and_batch_siz
 
 
 def test_allocator_heap_benchmark_runs_both_arms_alternately_and_they_write_the_same_reports(tmp_path):
-    info = run_benchmark(tmp_path, "allocator_heap.py", "--batch-size", "2", "--pairs", "2")
-    assert [r["arm"] for r in info["runs"]] == ["glibc-default", "heap", "heap", "glibc-default"]
+    info = run_benchmark(tmp_path, "allocator_heap.py", "--batch-size", "2", "--pairs", "2", "--with-plain")
+    arms = ["radgen/glibc-default", "radgen/heap", "plain/glibc-default", "plain/heap"]
+    assert [r["arm"] for r in info["runs"]] == arms + arms[::-1]
     assert info["same_text"] and all(r["reports"] == 3 and r["s_per_report"] > 0 and r["peak_rss_mib"] > 0 for r in info["runs"])
     # RADGEN_NO_CPU_FAST_PATHS=1 here (run_benchmark): radgen leaves glibc alone in both arms
     assert not any(r["heap_thresholds_set"] for r in info["runs"])
