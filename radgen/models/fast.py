@@ -75,7 +75,7 @@ def supports_label_position_loss(decoder: nn.Module) -> bool:
 
 # rows of logits per fp32 log-softmax on CPU: 32 x 49,152 fp32 is 6 MiB, which stays in a server's
 # last-level cache between the upcast, the log-softmax and the gather; one pass over a re-scored
-# batch's 1,060 x 49,152 logits (200 MiB) streams memory three times and took 6x longer
+# batch's 1,060 x 49,152 logits (200 MiB) streams memory three times and took 4x longer
 # (benchmarks/cpu_kernels.py, "token log-probs"). Row-wise ops: chunking changes no value.
 LOGPROB_ROWS_CPU = 32
 
