@@ -30,14 +30,17 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 SETTINGS = ("glibc-default", "heap")
 
 
 def worker(args: argparse.Namespace) -> dict:
     import torch
 
+    from drafted_decoding import run
+
     from radgen import allocator
-    from radgen.data.dataset import lateral_inputs
     from radgen.data.study import read_manifest
     from radgen.generate.decode import GenerationSettings, generation_dataset, load_model, study_batches
     from radgen.models.fast import fast_paths_disabled
@@ -49,22 +52,22 @@ def worker(args: argparse.Namespace) -> dict:
     elif path == "plain" and not fast_paths_disabled():
         allocator.keep_large_blocks_in_heap()  # the model as stored is not prepared: set them as prepare_for_inference would
     model = load_model(args.model, prepare=path == "radgen")
-    settings = GenerationSettings.from_recipe(model.recipe, num_beams=1).generate_kwargs()
-    if path == "plain":
-        settings["draft_tokens"] = 0  # HF greedy, as drafted_decoding.py's plain-peft
+    # drafted_decoding.py's settings and timed loop: the model's greedy settings, drafted or (plain) HF greedy
+    generation = GenerationSettings.from_recipe(model.recipe, num_beams=1)
+    settings = generation.generate_kwargs()
+    for key in ("num_beams", "draft_tokens", "do_sample", "temperature", "top_p"):
+        settings.pop(key, None)
+    draft_tokens = 0 if path == "plain" else generation.draft_tokens
     studies = read_manifest(args.manifest)
     root = os.path.dirname(os.path.abspath(args.manifest))
     chosen = [s for s in studies if s.split == args.split][: args.limit]
     warm = [s for s in studies if s.split == "train"][:2]
-    for batch in study_batches(generation_dataset(model, warm, root, "findings"), 2):
-        model.generate(pixel_values=batch["pixel_values"], contexts=batch.get("contexts"), **lateral_inputs(batch), **settings)
+    counter = {"calls": 0, "positions": 0, "rescored": 0}  # run() fills it from hooks this script does not add
+    run(model, list(study_batches(generation_dataset(model, warm, root, "findings"), 2)), draft_tokens, counter, settings)
     batches = list(study_batches(generation_dataset(model, chosen, root, "findings"), args.batch_size))
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    start, texts = time.perf_counter(), []
-    for batch in batches:
-        reports = model.generate(pixel_values=batch["pixel_values"], contexts=batch.get("contexts"), **lateral_inputs(batch), **settings)
-        texts += [r.text for r in reports]
-    seconds = time.perf_counter() - start
+    timed = run(model, batches, draft_tokens, counter, settings)
+    texts, seconds = timed["texts"], timed["seconds"]
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {"arm": args.worker, "path": path, "setting": setting, "heap_thresholds_set": bool(allocator._applied and allocator._applied[0]), "reports": len(texts),
             "s_per_report": seconds / max(len(texts), 1), "peak_rss_mib": usage.ru_maxrss / 1024, "page_faults": usage.ru_minflt - faults,
