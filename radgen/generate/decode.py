@@ -101,13 +101,14 @@ def load_model(path: str | os.PathLike, device: str | None = None, merge_lora: b
     """
     from radgen.models import ReportGenerator
     from radgen.models.fast import prepare_for_inference
+    from radgen.models.int8 import load_activation_ranges
 
     directory = resolve_model_dir(path)
     model = ReportGenerator.from_pretrained(str(directory), device=device)
     model.eval()
     if not prepare:
         return model
-    prepare_for_inference(model, dtype, merge=merge_lora)
+    prepare_for_inference(model, dtype, merge=merge_lora, int8_ranges=load_activation_ranges(directory))
     seed_draft_table(model, directory)
     return model
 

@@ -49,6 +49,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     memory.add_argument("--data", required=True, help="manifest whose reports to store (they ship with the model: mind their licence)")
     memory.add_argument("--split", default="train", help="split to store (default train; never the split you evaluate on)")
     memory.set_defaults(func=_memory)
+    calibrate = sub.add_parser("calibrate-int8", help="record the decoder's activation ranges on training studies, so "
+                                                      "`--dtype int8` smooths before quantizing (radgen.models.int8)")
+    calibrate.add_argument("model_dir", metavar="DIR", help="a save_pretrained folder; the ranges are written into it")
+    calibrate.add_argument("--data", required=True, help="manifest with images (e.g. `radgen data phantom` output)")
+    calibrate.add_argument("--split", default="train", help="split to calibrate on (default train; never the split you evaluate on)")
+    calibrate.add_argument("--limit", type=int, default=32, help="studies to decode (default 32)")
+    calibrate.add_argument("--root", default=None, help="image root of the manifest (default: its folder)")
+    calibrate.set_defaults(func=_calibrate_int8)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
 
@@ -119,6 +127,31 @@ def _memory(args: argparse.Namespace) -> int:
     path = memory.save(directory)
     print(f"stored {len(memory)} {args.split!r} reports of {args.data} in {path}; they are copied into every folder this model "
           f"is exported to (delete the file to ship the model without them)")
+    return 0
+
+
+def _calibrate_int8(args: argparse.Namespace) -> int:
+    import os
+
+    from radgen.data.dataset import lateral_inputs
+    from radgen.data.study import read_manifest
+    from radgen.generate.decode import GenerationSettings, generation_dataset, load_model, resolve_model_dir, select_studies, study_batches
+    from radgen.models.int8 import record_activation_ranges, save_activation_ranges
+
+    directory = resolve_model_dir(args.model_dir)
+    model = load_model(directory, prepare=False)  # plain nn.Linear layers, fp32: what the hooks read
+    model.merge_adapters()  # int8 quantizes the merged decoder
+    studies = select_studies(read_manifest(args.data), args.split, args.limit)
+    root = args.root or os.path.dirname(os.path.abspath(args.data))
+    dataset = generation_dataset(model, studies, root, "findings")
+    settings = GenerationSettings.from_recipe(model.recipe, num_beams=1).generate_kwargs()
+
+    def decode() -> None:
+        for batch in study_batches(dataset, 16):
+            model.generate(pixel_values=batch["pixel_values"], contexts=batch.get("contexts"), **lateral_inputs(batch), **settings)
+
+    path = save_activation_ranges(record_activation_ranges(model.decoder, decode), directory)
+    print(f"recorded the decoder's activation ranges on {len(studies)} {args.split!r} studies of {args.data} → {path}")
     return 0
 
 

@@ -16,8 +16,8 @@
   (`radgen.models.attention`) with the MLPs and attention projections skipping padded positions
   (`radgen.models.padding_free`), then (dtype "auto") cast the decoder to bfloat16 on a CUDA GPU
   that supports it and on a CPU that computes bf16 natively (`native_bf16_cpu`: AVX512-BF16 or
-  AMX), and keep fp32 on other CPUs; "int8" (torch dynamic quantization of the Linear layers, CPU)
-  is opt-in — measured speed and greedy-text deltas are in docs/benchmarks.md, "Performance" and
+  AMX), and keep fp32 on other CPUs; "int8" (torch dynamic quantization of the Linear layers after
+  channel smoothing, CPU, `radgen.models.int8`) is opt-in — measured speed and greedy-text deltas are in docs/benchmarks.md, "Performance" and
   "Grounding".
 """
 
@@ -38,6 +38,7 @@ from radgen.allocator import keep_large_blocks_in_heap
 from radgen.config import INFERENCE_DTYPES
 from radgen.models.attention import use_grouped_attention
 from radgen.models.padding_free import use_padding_free_layers
+from radgen.models.peft import base_model
 from radgen.models.same_padding import fold_same_padding
 
 # Causal LMs whose logits are exactly `lm_head(last_hidden_state)` (no logit scaling / soft-capping /
@@ -51,11 +52,6 @@ NO_FAST_PATHS_ENV = "RADGEN_NO_CPU_FAST_PATHS"
 PACK_ENV = "RADGEN_PACK_LINEARS"
 
 log = logging.getLogger(__name__)
-
-
-def base_model(decoder: nn.Module) -> nn.Module:
-    """The model under a peft wrapper (the decoder itself when it has none)."""
-    return decoder.get_base_model() if hasattr(decoder, "get_base_model") else decoder
 
 
 def lm_body_and_head(decoder: nn.Module) -> tuple[nn.Module, nn.Module] | None:
@@ -435,12 +431,14 @@ def _fold_encoder_batch_norms(model: Any) -> int:
     return folded
 
 
-def prepare_for_inference(model: Any, dtype: str = "auto", merge: bool = True, pack: bool = True) -> str:
+def prepare_for_inference(model: Any, dtype: str = "auto", merge: bool = True, pack: bool = True,
+                          int8_ranges: dict[str, torch.Tensor] | None = None) -> str:
     """Merge LoRA (unless merge=False) and put the decoder in the fastest inference form; returns the dtype chosen.
 
     Only the decoder changes dtype: the image encoder and connector stay fp32 (they are a small share
     of decoding time; the encoder's batch norms are folded, `fold_batch_norms`), and `ReportGenerator` casts the visual tokens to the decoder's dtype. Token
-    log-probabilities are computed in fp32 from the (bf16) logits either way.
+    log-probabilities are computed in fp32 from the (bf16) logits either way. int8_ranges: the
+    model's calibrated activation ranges (`radgen.models.int8`), which int8 smooths with.
     """
     if merge:
         model.merge_adapters()
@@ -478,9 +476,12 @@ def prepare_for_inference(model: Any, dtype: str = "auto", merge: bool = True, p
                 pack_linears(model.decoder)
             chosen = "float32"
         else:
-            from torch.ao.quantization import quantize_dynamic
+            from radgen.models.int8 import ACTIVATION_RANGES_FILE, quantize_decoder
 
-            model.decoder = quantize_dynamic(decoder, {nn.Linear}, dtype=torch.qint8)
+            if int8_ranges is None:
+                _note_once(f"int8 without the model's activation ranges ({ACTIVATION_RANGES_FILE}): its reports differ from "
+                           "fp32 far more than calibrated int8's; run `radgen model calibrate-int8 MODEL_DIR --data MANIFEST`")
+            model.decoder = quantize_decoder(decoder, int8_ranges)
             own_weights(model.decoder)  # as after packing: the embeddings left must not keep the checkpoint's mapping open
     if on_cpu:
         # after packing / quantization, which replace the Linear layers the hooks sit on

@@ -27,6 +27,11 @@ LORA_TARGETS = {
 ADAPTER_MARKERS = ("lora_", "soft_prompt")
 
 
+def base_model(decoder: nn.Module) -> nn.Module:
+    """The model under a peft wrapper (the decoder itself when it has none)."""
+    return decoder.get_base_model() if hasattr(decoder, "get_base_model") else decoder
+
+
 def default_lora_targets(model_type: str) -> list[str]:
     from radgen.models.decoders import family
 
