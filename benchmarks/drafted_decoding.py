@@ -2,7 +2,8 @@
 
     PYTHONPATH=. python benchmarks/drafted_decoding.py --manifest data/iu-phantom/manifest.jsonl \
         [--model radgen/assets/default_model] [--split test] [--limit 96] [--batch-sizes 1,16]
-        [--draft-tokens 16] [--threads 2] [--also-dtype float32] [--json drafted_decoding.json]
+        [--draft-tokens 16] [--threads 2] [--also-dtype float32|bfloat16|int8] [--skip radgen-hf,...]
+        [--json drafted_decoding.json]
 
 Drafting only pays where the model writes text it has written before, so this benchmark cannot
 use random weights or forced lengths (perf_compare.py's protocol): it decodes the trained model's
@@ -23,7 +24,8 @@ exactly as `radgen generate` passes them). Configs, each over the same studies a
 - `radgen-drafted-cold`: drafted decoding from an empty table that learns as it goes (a model
   without draft_reports.txt);
 - `radgen-drafted-DTYPE` (only with --also-dtype DTYPE): `radgen-drafted` with the decoder in DTYPE,
-  e.g. float32 on a CPU where the default is bf16, to see what the dtype alone buys.
+  e.g. float32 on a CPU where the default is bf16, or int8, to see what the dtype alone buys; its
+  draft table is reset to the shipped one for every batch size, as radgen-drafted's is.
 
 Reported per config: seconds per report, reports/s, generated tokens/s, decoder passes, the real
 (unpadded) positions those passes fed the decoder (and, of them, the positions drafted decoding fed
@@ -56,6 +58,7 @@ from radgen.models.fast import lm_body_and_head
 from radgen.models.padding_free import new_positions_mask
 
 CONFIGS = ("plain-peft", "radgen-hf", "radgen-drafted", "radgen-drafted-cold")
+SKIPPABLE = {"radgen-hf", "radgen-drafted-cold"}  # plain-peft is the reference, radgen-drafted the default
 
 
 def count_passes(model) -> dict:
@@ -134,37 +137,37 @@ def main() -> None:
     parser = study_parser(__doc__.splitlines()[0], split="test", batch_sizes="1,16")
     parser.add_argument("--draft-tokens", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=4, help="configs take turns over this many slices of the batches")
-    parser.add_argument("--also-dtype", choices=["float32", "bfloat16"], default=None,
+    parser.add_argument("--skip", default="", help=f"configs to leave out, comma-separated ({', '.join(sorted(SKIPPABLE))})")
+    parser.add_argument("--also-dtype", choices=["float32", "bfloat16", "int8"], default=None,
                         help="also time drafted decoding with the decoder in this dtype")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    models = {
-        "plain-peft": load_model(args.model, prepare=False),
-        "radgen-hf": load_model(args.model),
-        "radgen-drafted": load_model(args.model),
-        "radgen-drafted-cold": load_model(args.model),
-    }
+    skipped = {name for name in args.skip.split(",") if name}
+    if skipped - SKIPPABLE:
+        parser.error(f"--skip takes {', '.join(sorted(SKIPPABLE))}")
+    models = {name: load_model(args.model, prepare=name != "plain-peft") for name in CONFIGS if name not in skipped}
     extra = f"radgen-drafted-{args.also_dtype}" if args.also_dtype else None
     if extra:
         models[extra] = load_model(args.model, dtype=args.also_dtype)
-    configs = CONFIGS + ((extra,) if extra else ())
+    configs = tuple(models)
     default_dtype = str(next(models["radgen-drafted"].decoder.parameters()).dtype).replace("torch.", "")
-    models["radgen-drafted-cold"].report_draft.clear()  # forget draft_reports.txt
     seeded = len(models["radgen-drafted"].report_draft)
     shipped_table = copy.deepcopy(models["radgen-drafted"].report_draft)
+    if "radgen-drafted-cold" in models:
+        models["radgen-drafted-cold"].report_draft.clear()  # forget draft_reports.txt
     # the model's default greedy settings, as `radgen generate` applies them (length floor, n-gram
     # blocking, findings-consistency edits); every config gets the same ones, only drafting and the
     # model preparation differ
-    settings = GenerationSettings.from_recipe(models["radgen-hf"].recipe, num_beams=1).generate_kwargs()
+    settings = GenerationSettings.from_recipe(models["radgen-drafted"].recipe, num_beams=1).generate_kwargs()
     for key in ("num_beams", "draft_tokens", "do_sample", "temperature", "top_p"):
         settings.pop(key, None)
     studies = read_manifest(args.manifest)
     root = os.path.dirname(os.path.abspath(args.manifest))
     chosen = [s for s in studies if s.split == args.split][: args.limit]
     warm = [s for s in studies if s.split == "train"][:2]
-    dataset = generation_dataset(models["radgen-hf"], chosen, root, "findings")
-    warm_batch = next(study_batches(generation_dataset(models["radgen-hf"], warm, root, "findings"), 2))
+    dataset = generation_dataset(models["radgen-drafted"], chosen, root, "findings")
+    warm_batch = next(study_batches(generation_dataset(models["radgen-drafted"], warm, root, "findings"), 2))
     counters = {name: count_passes(model) for name, model in models.items()}
     for name, model in models.items():
         model.generate(pixel_values=warm_batch["pixel_values"], contexts=warm_batch.get("contexts"), **lateral_inputs(warm_batch),
@@ -176,11 +179,14 @@ def main() -> None:
     load_before = os.getloadavg()
     for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
         batches = list(study_batches(dataset, batch_size))
-        models["radgen-drafted-cold"].report_draft.clear()  # cold for every batch size
+        if "radgen-drafted-cold" in models:
+            models["radgen-drafted-cold"].report_draft.clear()  # cold for every batch size
         # the shipped table again for every batch size: the reports an earlier batch size wrote for
         # these same studies would draft them almost whole (before 2026-12-01 they stayed, and
         # batch 32, run after batch 1, was measured on a table holding its own reports)
-        models["radgen-drafted"].report_draft = copy.deepcopy(shipped_table)
+        for name in ("radgen-drafted", extra):
+            if name:
+                models[name].report_draft = copy.deepcopy(shipped_table)
         rounds = max(1, min(args.rounds, len(batches)))
         parts: dict[str, list[dict]] = {name: [] for name in configs}
         for r in range(rounds):

@@ -47,6 +47,17 @@ def test_drafted_decoding_benchmark_runs_and_every_config_writes_plain_greedy_te
     assert one["radgen-drafted"]["decoder_positions"] >= one["radgen-drafted"]["tokens"]
 
 
+def test_drafted_decoding_can_skip_configs_and_add_a_dtype(tmp_path):
+    info = run_benchmark(tmp_path, "drafted_decoding.py", "--batch-sizes", "1", "--skip", "radgen-hf,radgen-drafted-cold",
+                         "--also-dtype", "int8")
+    # with the CPU fast paths off, int8 falls back to fp32 (radgen.models.fast), so its text is plain greedy's too
+    assert [r["config"] for r in info["rows"]] == ["plain-peft", "radgen-drafted", "radgen-drafted-int8"]
+    assert all(r["identical_to_plain"] == 3 for r in info["rows"])
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "drafted_decoding.py"), "--manifest", "m", "--skip", "plain-peft"],
+                         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--skip takes radgen-drafted-cold, radgen-hf" in bad.stderr
+
+
 def test_draft_settings_sweep_runs_every_combination_and_the_settings_change_no_text(tmp_path):
     info = run_benchmark(tmp_path, "draft_settings.py", "--split", "test", "--batch-sizes", "2", "--orders", "1,4",
                          "--budgets", "2,160", "--repeats", "1")
