@@ -2,7 +2,7 @@
 radgen-small decodes with (SmolLM2-135M: 9 query heads, 3 key/value heads of 64, a 49,152 x 576 LM
 head; EfficientNet-Lite0 at 224², batch 32).
 
-    PYTHONPATH=. python benchmarks/cpu_kernels.py [--threads 2] [--repeats 30] [--json cpu_kernels.json]
+    PYTHONPATH=. python benchmarks/cpu_kernels.py [--threads 2] [--repeats 30] [--kernels int8,...] [--json cpu_kernels.json]
 
 - attention: transformers' SDPA with `repeat_kv` copies vs `radgen.models.attention.grouped_query_sdpa`
   (prefill of 32 prompts, a drafted pass of 32 rows x 5 positions, re-scoring 14 texts), bf16;
@@ -11,6 +11,8 @@ head; EfficientNet-Lite0 at 224², batch 32).
 - token log-probabilities: `gather - logsumexp` vs `log_softmax` + gather (`radgen.models.fast.token_logprobs`),
   and for a re-scored batch's 1,060 positions one log-softmax pass vs row chunks;
 - the LM head on 1, 6 and 16 positions (why small drafted passes run it on all positions at once);
+- fp32 Linear vs the dynamic int8 Linear of `--dtype int8` (`radgen.models.int8`) at the decoder's
+  shapes, on 1, 32 and 160 positions (a batch-1 step, a batch-32 step, a batch-32 drafted pass);
 - a whole SmolLM2-135M-shaped decoder body (random weights, bf16, prepared as radgen prepares it) on
   padded batches: every position vs `radgen.models.padding_free` (MLPs and attention projections on
   the real positions only), for prefill, re-scoring and drafted-pass shapes with the share of real
@@ -127,6 +129,34 @@ def head_rows(repeats: int) -> list[dict]:
     return rows
 
 
+def int8_rows(repeats: int) -> list[dict]:
+    """fp32 Linear vs the dynamic int8 Linear `radgen.models.int8` quantizes to (per-channel weights;
+    the activation quantized on every call, which the timing includes), at the decoder's shapes."""
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    from radgen.models.fast import int8_supported
+
+    if not int8_supported():
+        return []
+    rows = []
+    torch.manual_seed(0)
+    for name, (inputs, outputs) in {"q_proj 576x576": (576, 576), "gate/up 576x1536": (576, 1536),
+                                    "down 1536x576": (1536, 576), "LM head 576x49152": (576, 49152)}.items():
+        linear = torch.nn.Linear(inputs, outputs, bias=False)
+        quantized = quantize_dynamic(torch.nn.Sequential(linear), {"0": per_channel_dynamic_qconfig}, dtype=torch.qint8)
+        with torch.no_grad():
+            for positions in (1, 32, 160):
+                x = torch.randn(positions, inputs)
+                rows.append({"kernel": "Linear fp32 vs dynamic int8", "shape": f"{name}, {positions} positions",
+                             "before_ms": _time(lambda: linear(x), repeats), "after_ms": _time(lambda: quantized(x), repeats),
+                             "max_abs_diff": float((linear(x) - quantized(x)).abs().max())})
+    return rows
+
+
+KERNELS = {"attention": attention_rows, "convolution": convolution_rows, "logprobs": logprob_rows, "head": head_rows,
+           "int8": int8_rows, "padding": lambda repeats: padding_rows(max(3, repeats // 3))}  # a whole body call takes ~0.1-1 s
+
+
 def _smollm_body(layers: int):
     from transformers import LlamaConfig, LlamaModel
 
@@ -179,11 +209,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--kernels", default=",".join(KERNELS), help=f"comma-separated groups (default all: {', '.join(KERNELS)})")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rows = attention_rows(args.repeats) + convolution_rows(args.repeats) + logprob_rows(args.repeats) + head_rows(args.repeats)
-    rows += padding_rows(max(3, args.repeats // 3))  # a whole body call takes ~0.1-1 s
+    chosen = [k for k in args.kernels.split(",") if k]
+    if not chosen or set(chosen) - set(KERNELS):
+        parser.error(f"--kernels takes {', '.join(KERNELS)}")
+    rows = [row for kernel in chosen for row in KERNELS[kernel](args.repeats)]
     print("| kernel | shape | before (ms) | radgen (ms) | speed-up | max abs diff |")
     print("|---|---|---|---|---|---|")
     for r in rows:

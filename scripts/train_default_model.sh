@@ -47,3 +47,6 @@ $R generate --model radgen/assets/default_model --data "$WORK/phantom/manifest.j
 .venv/bin/python -c "import json, sys; rows = [json.loads(l) for l in open(sys.argv[1])]; \
 open(sys.argv[2], 'w').write(''.join(r['findings'].strip() + '\n' for r in rows if r['findings'].strip()))" \
   "$WORK/val_greedy.jsonl" radgen/assets/default_model/draft_reports.txt
+# 6. Record the decoder's activation ranges on 32 training studies, so `--dtype int8` smooths them
+#    into the weights before quantizing (radgen/models/int8.py; without them int8 text degrades).
+$R model calibrate-int8 radgen/assets/default_model --data "$WORK/phantom/manifest.jsonl" --split train --limit 32

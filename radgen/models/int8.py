@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -130,7 +131,11 @@ def quantize_decoder(decoder: nn.Module, ranges: dict[str, torch.Tensor] | None)
         smooth_for_int8(decoder, ranges)
     names = {name: per_channel_dynamic_qconfig for name, module in decoder.named_modules()
              if isinstance(module, nn.Linear) and not any(name.endswith(keep) for keep in KEEP_FLOAT)}
-    return quantize_dynamic(decoder, names, dtype=torch.qint8)
+    with warnings.catch_warnings():
+        # torch deprecates its eager quantization API in favour of torchao (not a radgen dependency)
+        # and says so at every quantized layer; the API works, and a user's log is no place for it
+        warnings.filterwarnings("ignore", message=r"(?s).*(torchao|quantized tensor creation functions)")
+        return quantize_dynamic(decoder, names, dtype=torch.qint8)
 
 
 def save_activation_ranges(ranges: dict[str, torch.Tensor], directory: str | os.PathLike) -> Path:

@@ -24,3 +24,15 @@ def test_every_timed_pair_agrees_and_every_row_is_timed():
             # decoder body: real positions through the same Linear layers (allow bf16 roundings); fp32 otherwise
             bf16 = r["kernel"] == "attention" or r["kernel"].startswith("decoder body")
             assert r["max_abs_diff"] <= (1e-2 if bf16 else 1e-4), r
+
+
+def test_int8_rows_time_both_linears_and_stay_near_fp32():
+    from radgen.models.fast import int8_supported
+
+    rows = cpu_kernels.int8_rows(1)
+    if not int8_supported():
+        assert rows == []
+        return
+    assert len(rows) == 12 and all(r["before_ms"] > 0 and r["after_ms"] > 0 for r in rows)
+    # 8-bit weights and activations of unit-scale random inputs: off by a few hundredths, not more
+    assert all(0 < r["max_abs_diff"] < 0.2 for r in rows), [r["max_abs_diff"] for r in rows]

@@ -104,3 +104,13 @@ def test_ranges_round_trip_through_the_model_folder(tmp_path):
     loaded = load_activation_ranges(tmp_path)
     assert sorted(loaded) == sorted(ranges) and all(torch.equal(loaded[k], ranges[k]) for k in ranges)
     assert load_activation_ranges(tmp_path / "elsewhere") is None and load_activation_ranges(None) is None
+
+
+@pytest.mark.skipif(not int8_supported(), reason="no torch quantized engine on this CPU/build (or fast paths off)")
+def test_quantizing_says_nothing_about_torchs_deprecated_api():
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quantize_decoder(_llama(), None)
+    assert not [str(w.message) for w in caught if "torchao" in str(w.message) or "quantized tensor" in str(w.message)]
