@@ -108,7 +108,9 @@ def load_model(path: str | os.PathLike, device: str | None = None, merge_lora: b
     model.eval()
     if not prepare:
         return model
-    prepare_for_inference(model, dtype, merge=merge_lora, int8_ranges=load_activation_ranges(directory))
+    # read only for int8: a damaged ranges file must not stop fp32/bf16 loading
+    ranges = load_activation_ranges(directory) if dtype == "int8" else None
+    prepare_for_inference(model, dtype, merge=merge_lora, int8_ranges=ranges)
     seed_draft_table(model, directory)
     return model
 

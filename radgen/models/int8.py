@@ -23,7 +23,6 @@ smoothing, with it in fp32 25 (informal, docs/benchmarks.md). Decoders other tha
 
 from __future__ import annotations
 
-import logging
 import os
 import warnings
 from pathlib import Path
@@ -32,9 +31,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from radgen.errors import DataError
 from radgen.models.peft import base_model
-
-log = logging.getLogger(__name__)
 
 ACTIVATION_RANGES_FILE = "int8_activation_ranges.safetensors"
 # how far smoothing moves the range into the weights: 0.8 kept more validation reports equal to
@@ -45,15 +43,15 @@ SMOOTHED_INPUTS = ("self_attn.q_proj", "mlp.gate_proj")
 _SMOOTHED_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
 
 
-def _decoder_parts(decoder: nn.Module) -> tuple[nn.Module, nn.Module, str] | None:
-    """(body, LM head, model type) of a Llama-family causal LM, else None."""
+def _decoder_parts(decoder: nn.Module) -> tuple[nn.Module, nn.Module] | None:
+    """(body, LM head) of a Llama-family causal LM, else None."""
     base = base_model(decoder)
     model_type = getattr(base.config, "model_type", None)
     body = base.get_decoder() if hasattr(base, "get_decoder") else None
     head = base.get_output_embeddings()
     if model_type not in _SMOOTHED_MODEL_TYPES or body is None or head is None or not hasattr(body, "layers"):
         return None
-    return body, head, model_type
+    return body, head
 
 
 def record_activation_ranges(decoder: nn.Module, run: Callable[[], object]) -> dict[str, torch.Tensor]:
@@ -63,7 +61,7 @@ def record_activation_ranges(decoder: nn.Module, run: Callable[[], object]) -> d
     parts = _decoder_parts(decoder)
     if parts is None:
         raise ValueError("int8 calibration covers Llama-family decoders (llama, mistral, qwen2, qwen3) only")
-    body, head, _ = parts
+    body, head = parts
     ranges: dict[str, torch.Tensor] = {}
     # the first Linear after each norm: q/k/v and gate/up share their input, the LM head follows the final norm
     modules = [(name, m) for name, m in body.named_modules() if name.endswith(SMOOTHED_INPUTS)] + [("lm_head", head)]
@@ -100,7 +98,7 @@ def smooth_for_int8(decoder: nn.Module, ranges: dict[str, torch.Tensor], alpha: 
     parts = _decoder_parts(decoder)
     if parts is None:
         return 0
-    body, head, _ = parts
+    body, head = parts
     plan = []  # (norm, the Linears it feeds, ranges key): all checked before any weight changes
     for i, layer in enumerate(body.layers):
         attention, mlp = layer.self_attn, layer.mlp
@@ -151,12 +149,21 @@ def save_activation_ranges(ranges: dict[str, torch.Tensor], directory: str | os.
 
 
 def load_activation_ranges(directory: str | os.PathLike | None) -> dict[str, torch.Tensor] | None:
-    """The ranges stored in a model folder, or None when it has none."""
+    """The ranges stored in a model folder, or None when it has none; DataError naming the file and
+    the fix when it is not a safetensors file of 1-D float tensors."""
     if directory is None:
         return None
     path = Path(directory) / ACTIVATION_RANGES_FILE
     if not path.is_file():
         return None
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    return load_file(str(path))
+    fix = f"delete it, or run `radgen model calibrate-int8 {Path(directory)} --data MANIFEST` to write it again"
+    try:
+        ranges = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise DataError(f"{path}: not readable as int8 activation ranges ({str(error).splitlines()[0]}); {fix}") from None
+    if not all(t.ndim == 1 and t.is_floating_point() for t in ranges.values()):
+        raise DataError(f"{path}: int8 activation ranges must be 1-D float tensors; {fix}")
+    return ranges

@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from radgen.cli import main
+from radgen.errors import DataError
 from radgen.generate.decode import load_model
 from radgen.models import fast
 from radgen.models.fast import base_model, int8_supported
@@ -40,3 +41,9 @@ def test_calibrate_then_int8_loading_uses_the_ranges(phantom, saved_small, tmp_p
 
     assert main(["model", "calibrate-int8", str(folder), "--data", str(manifest), "--split", "nope"]) == 2
     assert "no study has split 'nope'" in capsys.readouterr().err
+
+    # a damaged file stops int8 loading with its name, and never the default dtype's
+    (folder / ACTIVATION_RANGES_FILE).write_bytes(b"damaged")
+    load_model(folder)
+    with pytest.raises(DataError, match=ACTIVATION_RANGES_FILE):
+        load_model(folder, dtype="int8")

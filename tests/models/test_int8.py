@@ -106,6 +106,20 @@ def test_ranges_round_trip_through_the_model_folder(tmp_path):
     assert load_activation_ranges(tmp_path / "elsewhere") is None and load_activation_ranges(None) is None
 
 
+def test_a_damaged_ranges_file_is_named_with_the_fix(tmp_path):
+    from safetensors.torch import save_file
+
+    from radgen.errors import DataError
+
+    path = tmp_path / ACTIVATION_RANGES_FILE
+    path.write_bytes(b"\x00\x01 not safetensors")
+    with pytest.raises(DataError, match=f"{path}: not readable as int8 activation ranges.*calibrate-int8"):
+        load_activation_ranges(tmp_path)
+    save_file({"lm_head": torch.ones(4, dtype=torch.int32)}, str(path))
+    with pytest.raises(DataError, match="1-D float tensors.*calibrate-int8"):
+        load_activation_ranges(tmp_path)
+
+
 @pytest.mark.skipif(not int8_supported(), reason="no torch quantized engine on this CPU/build (or fast paths off)")
 def test_quantizing_says_nothing_about_torchs_deprecated_api():
     import warnings
