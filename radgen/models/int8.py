@@ -16,8 +16,8 @@ calibration run on training studies (`record_activation_ranges`, `radgen model c
 stored in the model folder (ACTIVATION_RANGES_FILE, safetensors).
 
 Which Linears stay fp32: the MLP's down projection. Its input (gate * up) has the widest outliers
-and no norm to fold a scale into; with it in int8 15 of 64 validation reports matched fp32 after
-smoothing, with it in fp32 25 (informal, docs/benchmarks.md). Decoders other than the Llama family
+and no norm to fold a scale into; keeping it fp32 kept more validation reports equal to fp32 in
+quick scratch trials (a setting, not a reported result; docs/benchmarks.md). Decoders other than the Llama family
 (Llama, Mistral, Qwen2, SmolLM) are quantized without smoothing.
 """
 
@@ -36,7 +36,7 @@ from radgen.models.peft import base_model
 
 ACTIVATION_RANGES_FILE = "int8_activation_ranges.safetensors"
 # how far smoothing moves the range into the weights: 0.8 kept more validation reports equal to
-# fp32 than the paper's default 0.5 (15 against 9 of 64) and than 0.9 (15); informal A/B
+# fp32 than the paper's default 0.5 in quick scratch trials (a setting, not a reported result)
 SMOOTHING_ALPHA = 0.8
 KEEP_FLOAT = ("down_proj",)
 SMOOTHED_INPUTS = ("self_attn.q_proj", "mlp.gate_proj")

@@ -9,8 +9,8 @@ together with a PHANTOM_VERSION bump, adding the new version's entry and keeping
 Why not exact hashes (the pins until 2026-12-01): numpy computes float32 exp and power with
 different SIMD code on different CPUs (AVX-512 vs AVX2-only, aarch64), which differ in the last
 bit, so a few pixels land one grey level apart. On an AVX2-only AMD EPYC two of six pinned images
-hashed differently from the AVX-512 machine that pinned them. How big such a difference is was
-measured by computing one exp in float64 instead: 1 pixel of 6 images moved, by 1 level. So the
+hashed differently from the AVX-512 machine that pinned them. Such a last-bit difference moves a
+rare pixel by one grey level (a scratch check: one exp in float64 instead of float32). So the
 pin is the image's 8x8 block sums (exact integers), and a render passes when it is within a few
 grey levels of them in total; a real change (geometry, noise, seed, a finding) moves hundreds of
 blocks (`test_the_pin_catches_a_changed_render`).
