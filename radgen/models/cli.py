@@ -133,9 +133,8 @@ def _memory(args: argparse.Namespace) -> int:
 def _calibrate_int8(args: argparse.Namespace) -> int:
     import os
 
-    from radgen.data.dataset import lateral_inputs
     from radgen.data.study import read_manifest
-    from radgen.generate.decode import GenerationSettings, generation_dataset, load_model, resolve_model_dir, select_studies, study_batches
+    from radgen.generate.decode import generate_reports, load_model, resolve_model_dir, select_studies
     from radgen.models.int8 import record_activation_ranges, save_activation_ranges
 
     directory = resolve_model_dir(args.model_dir)
@@ -143,14 +142,9 @@ def _calibrate_int8(args: argparse.Namespace) -> int:
     model.merge_adapters()  # int8 quantizes the merged decoder
     studies = select_studies(read_manifest(args.data), args.split, args.limit)
     root = args.root or os.path.dirname(os.path.abspath(args.data))
-    dataset = generation_dataset(model, studies, root, "findings")
-    settings = GenerationSettings.from_recipe(model.recipe, num_beams=1).generate_kwargs()
-
-    def decode() -> None:
-        for batch in study_batches(dataset, 16):
-            model.generate(pixel_values=batch["pixel_values"], contexts=batch.get("contexts"), **lateral_inputs(batch), **settings)
-
-    path = save_activation_ranges(record_activation_ranges(model.decoder, decode), directory)
+    # the recipe's greedy decoding, as `radgen generate --greedy` runs it: the activations int8 will see
+    ranges = record_activation_ranges(model.decoder, lambda: generate_reports(model, studies, root, num_beams=1, batch_size=16))
+    path = save_activation_ranges(ranges, directory)
     print(f"recorded the decoder's activation ranges on {len(studies)} {args.split!r} studies of {args.data} → {path}")
     return 0
 
