@@ -28,6 +28,7 @@ import functools
 import logging
 import os
 import platform
+from collections.abc import Collection
 from typing import Any
 
 import torch
@@ -229,53 +230,69 @@ def packing_supported(dtype: torch.dtype) -> bool:
 
 
 @functools.cache
-def _packing_timing(out_features: int, in_features: int, dtype: torch.dtype, threads: int) -> tuple[float, float]:
-    """(packed, plain) seconds for one Linear of this shape over decoding-like row counts, best of repeats."""
+def _packing_timing(out_features: int, in_features: int, dtype: torch.dtype, threads: int, rows: tuple[int, ...] = (1, 9, 64),
+                    calls: int = 4, repeats: int = 12) -> tuple[float, float]:
+    """(packed, plain) seconds for one Linear of this shape over decoding-like row counts (default:
+    batch-1 steps, drafted passes, batches), best of `repeats`."""
     import time
 
     torch.manual_seed(0)
     linear = nn.Linear(in_features, out_features).to(dtype).eval()
     packed = PackedLinear(linear)
-    inputs = [torch.randn(rows, in_features).to(dtype) for rows in (1, 9, 64)]  # batch-1 steps, drafted passes, batches
+    inputs = [torch.randn(n, in_features).to(dtype) for n in rows]
     best = {"packed": float("inf"), "plain": float("inf")}
     with torch.no_grad():
-        for _ in range(12):  # interleaved, so a busy moment costs both alike
+        for _ in range(repeats):  # interleaved, so a busy moment costs both alike
             for name, layer in (("packed", packed), ("plain", linear)):
                 start = time.perf_counter()
                 for x in inputs:
-                    for _ in range(4):
+                    for _ in range(calls):
                         layer(x)
                 best[name] = min(best[name], time.perf_counter() - start)
     return best["packed"], best["plain"]
 
 
-def packing_pays(decoder: nn.Module) -> bool:
-    """Whether oneDNN-packed weights run faster than plain `F.linear` on this CPU, for this decoder.
+def packing_pays(decoder: nn.Module, head: bool = False) -> bool:
+    """Whether oneDNN-packed weights run faster than plain `F.linear` on this CPU, for this
+    decoder's block Linears (head=False) or its LM head (head=True).
 
     Why measured: packing gave 1.29x at batch 1 on an AMD EPYC (MKL's sgemv ran single-threaded
     there) but was 0.64x on an Intel Sapphire Rapids, where MKL's own kernels are faster
     (docs/benchmarks.md, Performance). No CPU flag predicts it, so one of the decoder's largest
-    Linear shapes is timed both ways (tens of milliseconds, once per process and shape) and packing
-    is kept only if it saves at least 5%. `RADGEN_PACK_LINEARS=1` / `0` skips the timing."""
+    block Linear shapes is timed both ways (tens of milliseconds, once per process and shape) and
+    packing is kept only if it saves at least 5%. The LM head is timed on its own: on an AVX2-only
+    Zen 3 the block shapes came out within a few percent either way, so the choice flipped from load
+    to load, while the 49,152-row head ran 1.5-1.75x faster packed; one decision for both left it
+    unpacked whenever the blocks' timing said no (docs/benchmarks.md, "Packing the LM head on its
+    own timing"). `RADGEN_PACK_LINEARS=1` / `0` skips the timing."""
     forced = os.environ.get(PACK_ENV, "").strip().lower()
     if forced in ("1", "true", "yes", "on"):
         return True
     if forced in ("0", "false", "no", "off"):
         return False
-    layers = [m for m in decoder.modules() if type(m) is nn.Linear and m.weight.device.type == "cpu"]
-    if not layers:
+    output = _output_layer(decoder)
+    if head:
+        layer = output if type(output) is nn.Linear and output.weight.device.type == "cpu" else None
+    else:
+        layers = [m for m in decoder.modules() if type(m) is nn.Linear and m is not output and m.weight.device.type == "cpu"]
+        layer = max(layers, key=lambda m: m.weight.numel()) if layers else None
+    if layer is None:
         return False
-    layer = max(layers, key=lambda m: m.weight.numel() if m.weight.numel() < 20_000_000 else 0)  # a block's Linear, not the LM head
     dtype = layer.weight.dtype
     if not packing_supported(dtype):
         _note_once(f"this CPU (or {NO_FAST_PATHS_ENV}) does not allow oneDNN weight packing in {str(dtype).replace('torch.', '')}; "
                    "the decoder's Linear layers run unpacked (same results)")
         return False
-    packed, plain = _packing_timing(layer.out_features, layer.in_features, dtype, torch.get_num_threads())
+    if head:  # a big layer (SmolLM2: 113 MB in fp32): fewer, smaller calls keep the timing near 0.3 s
+        packed, plain = _packing_timing(layer.out_features, layer.in_features, dtype, torch.get_num_threads(), rows=(1, 17),
+                                        calls=2, repeats=3)
+    else:
+        packed, plain = _packing_timing(layer.out_features, layer.in_features, dtype, torch.get_num_threads())
     pays = packed < 0.95 * plain
     # debug, not info: this is the normal path on every CPU, and default runs keep stderr clean
-    log.debug(f"oneDNN weight packing {'on' if pays else 'off'} for this CPU: {packed * 1e3:.1f} ms packed vs "
-               f"{plain * 1e3:.1f} ms plain on a {layer.in_features}x{layer.out_features} layer (set {PACK_ENV}=0/1 to skip the timing)")
+    log.debug(f"oneDNN weight packing {'on' if pays else 'off'} for this CPU's {'LM head' if head else 'decoder blocks'}: "
+              f"{packed * 1e3:.1f} ms packed vs {plain * 1e3:.1f} ms plain on a {layer.in_features}x{layer.out_features} layer "
+              f"(set {PACK_ENV}=0/1 to skip the timing)")
     return pays
 
 
@@ -291,15 +308,17 @@ def _note_once(message: str) -> None:
     log.info("radgen: %s", message)  # radgen's own voice, like its other notes (tests/test_quiet.py allows those)
 
 
-def pack_linears(module: nn.Module) -> int:
-    """Replace every CPU fp32/bf16 nn.Linear under `module` with a PackedLinear; returns how many.
+def pack_linears(module: nn.Module, skip: Collection[nn.Module] = ()) -> int:
+    """Replace every CPU fp32/bf16 nn.Linear under `module` (but those in `skip`) with a PackedLinear; returns how many.
 
     Layers whose dtype this CPU cannot pack (bf16 without AVX-512/AVX-NE-CONVERT) stay plain nn.Linear
     (same results, slower), with a one-line note."""
     if not packing_available():
         return 0
+    skipped = {id(layer) for layer in skip}
     candidates = [(name, child.weight.dtype) for name, child in module.named_modules()
-                  if type(child) is nn.Linear and child.weight.device.type == "cpu" and child.weight.dtype in (torch.float32, torch.bfloat16)]
+                  if type(child) is nn.Linear and child.weight.device.type == "cpu" and child.weight.dtype in (torch.float32, torch.bfloat16)
+                  and id(child) not in skipped]
     unsupported = sorted({str(dtype).replace("torch.", "") for _, dtype in candidates if not packing_supported(dtype)})
     if unsupported:
         _note_once(f"this CPU (or {NO_FAST_PATHS_ENV}) does not allow oneDNN weight packing in {', '.join(unsupported)}; "
@@ -312,6 +331,21 @@ def pack_linears(module: nn.Module) -> int:
     if names:
         own_weights(module)
     return len(names)
+
+
+def _output_layer(decoder: nn.Module) -> nn.Module | None:
+    base = base_model(decoder)
+    return base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+
+
+def pack_where_it_pays(decoder: nn.Module) -> int:
+    """Pack the decoder's block Linears and its LM head, each where this CPU's timing says it pays
+    (`packing_pays`); returns how many Linears were packed."""
+    output = _output_layer(decoder)
+    blocks, head = packing_pays(decoder), output is not None and packing_pays(decoder, head=True)
+    linears = [m for m in decoder.modules() if type(m) is nn.Linear]
+    skip = [m for m in linears if not (head if m is output else blocks)]
+    return pack_linears(decoder, skip=skip) if len(skip) < len(linears) else 0
 
 
 def own_weights(module: nn.Module) -> int:
@@ -462,8 +496,8 @@ def prepare_for_inference(model: Any, dtype: str = "auto", merge: bool = True, p
         if not fast_paths_disabled():
             keep_large_blocks_in_heap()  # decoder activations reused, not page-faulted in again (radgen.allocator)
         use_grouped_attention(base_model(model.decoder))  # grouped key/value heads without copies (radgen.models.attention)
-    if pack and chosen in ("float32", "bfloat16") and merge and on_cpu and packing_pays(model.decoder):
-        pack_linears(model.decoder)
+    if pack and chosen in ("float32", "bfloat16") and merge and on_cpu:
+        pack_where_it_pays(model.decoder)
     if chosen == "int8":
         if next(decoder.parameters()).device.type != "cpu":
             from radgen.errors import ConfigError
@@ -472,8 +506,8 @@ def prepare_for_inference(model: Any, dtype: str = "auto", merge: bool = True, p
         if not int8_supported():
             _note_once(f"int8 inference needs a torch quantized engine (none on this CPU/build, or {NO_FAST_PATHS_ENV} is set); "
                        "decoding in float32 instead")
-            if pack and merge and packing_pays(model.decoder):
-                pack_linears(model.decoder)
+            if pack and merge:
+                pack_where_it_pays(model.decoder)
             chosen = "float32"
         else:
             from radgen.models.int8 import ACTIVATION_RANGES_FILE, quantize_decoder
