@@ -8,13 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 from tests.generate.fixtures import phantom_manifest, tiny_model
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_benchmark(tmp_path: Path, script: str, *options: str) -> dict:
-    """`script` over a tiny saved model (with a draft table) and five rendered studies; its --json output."""
+def run_benchmark(tmp_path: Path, script: str, *options: str, fast_paths: bool = False) -> dict:
+    """`script` over a tiny saved model (with a draft table) and five rendered studies; its --json output.
+    fast_paths: leave the CPU fast paths (weight packing, bf16 where native) on."""
     model_dir = tmp_path / "model"
     tiny_model("radgen-small").save_pretrained(str(model_dir))
     (model_dir / "draft_reports.txt").write_text("The heart is normal.\nNo pleural effusion.\n", encoding="utf-8")
@@ -24,7 +27,8 @@ def run_benchmark(tmp_path: Path, script: str, *options: str) -> dict:
                     "--limit", "3", "--threads", "1", "--json", str(out), *options],
                    # fp32 everywhere: on a CPU with native bf16 the radgen configs would otherwise decode in
                    # bf16 (dtype auto) against plain-peft's fp32, and the wording may differ
-                   check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "RADGEN_NO_CPU_FAST_PATHS": "1"}, timeout=600)
+                   check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "RADGEN_NO_CPU_FAST_PATHS": "" if fast_paths else "1"},
+                   timeout=600)
     return json.loads(out.read_text())
 
 
@@ -60,10 +64,28 @@ def test_drafted_decoding_can_skip_configs_and_add_a_dtype(tmp_path):
 
 def test_draft_settings_sweep_runs_every_combination_and_the_settings_change_no_text(tmp_path):
     info = run_benchmark(tmp_path, "draft_settings.py", "--split", "test", "--batch-sizes", "2", "--orders", "1,4",
-                         "--budgets", "2,160", "--repeats", "1")
-    assert {(r["budget"], r["order"]) for r in info["rows"]} == {(b, o) for b in (2, 160) for o in (1, 4)}
+                         "--budgets", "2,160", "--draft-tokens", "1,16", "--repeats", "1")
+    assert {(r["budget"], r["order"], r["draft_tokens"]) for r in info["rows"]} == {(b, o, k) for b in (2, 160) for o in (1, 4) for k in (1, 16)}
     for row in info["rows"]:  # fp32 (no fast paths): every setting decodes the same greedy text
         assert row["reports"] == 3 and row["identical_to_first"] == 3 and row["decoder_calls"] > 0
+
+
+def test_packing_choice_times_every_packing_of_the_decoder_side_by_side(tmp_path):
+    from radgen.models.fast import packing_supported
+
+    info = run_benchmark(tmp_path, "packing_choice.py", "--split", "test", "--batch-sizes", "1,2", "--rounds", "2", fast_paths=True)
+    arms = ("none", "head", "blocks", "all", "probe")
+    assert [(r["batch_size"], r["arm"]) for r in info["rows"]] == [(b, a) for b in (1, 2) for a in arms]
+    assert info["probe_choice"] in ("none", "head", "blocks", "all")
+    for row in info["rows"]:
+        assert row["reports"] == 3 and row["s_per_report"] > 0 and row["decoder_calls"] > 0
+        # each fixed arm packs what it names (nothing where this CPU cannot pack the decoder's dtype)
+        if row["arm"] != "probe" and packing_supported(getattr(torch, info["decoder_dtype"])):
+            assert row["packed"] == row["arm"]
+        if row["arm"] == "probe":
+            assert row["packed"] == info["probe_choice"]
+        if row["arm"] == "none":
+            assert row["packed"] == "none" and row["identical_to_none"] == 3
 
 
 def test_text_stability_counts_same_texts_and_findings_across_runs_and_batch_sizes(tmp_path):

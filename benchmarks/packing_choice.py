@@ -1,0 +1,133 @@
+"""Which of the decoder's Linears should be packed for oneDNN on this CPU? Every choice, side by side, in one process.
+
+    PYTHONPATH=. python benchmarks/packing_choice.py --manifest work/default-model/phantom/manifest.jsonl \
+        [--model radgen/assets/default_model] [--split val] [--limit 32] [--batch-sizes 1,32] [--rounds 4]
+        [--threads 2] [--json packing_choice.json]
+
+`prepare_for_inference` packs the decoder's block Linears and its LM head each where a timing at
+load says it pays (`radgen.models.fast.packing_pays`). This times the default decoding (drafted
+greedy, the model's settings, as `benchmarks/drafted_decoding.py` runs it) with each fixed choice:
+
+- `none`: nothing packed (`RADGEN_PACK_LINEARS=0`);
+- `head`: only the LM head packed;
+- `blocks`: only the block Linears (attention projections, MLPs) packed;
+- `all`: both (`RADGEN_PACK_LINEARS=1`);
+- `probe`: what the load-time timing picks in this process (reported as `probe_choice`).
+
+Each arm is its own copy of the model (as `load_model` prepares it, with the decision fixed) with its own draft table (seeded from the model's
+draft_reports.txt, reset for every batch size); the arms take turns over `--rounds` slices of the
+batches in a rotating order, so a VM that drifts moves every arm alike. In fp32 packing changes
+only the summation order, so `identical_to_none` should be (nearly) every report.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from drafted_decoding import combine, count_passes, run, study_parser  # noqa: E402
+
+ARMS = ("none", "head", "blocks", "all", "probe")
+
+
+# arm -> (pack the blocks, pack the LM head); the probe arm asks the load-time timing
+FIXED = {"none": (False, False), "head": (False, True), "blocks": (True, False), "all": (True, True)}
+
+
+def load_arm(path: str, arm: str):
+    """The model as `load_model` prepares it, with the packing decision fixed by `arm` (so the
+    layers are packed before the padding-free hooks go on, as in every real load)."""
+    from radgen.generate.decode import load_model
+    from radgen.models import fast
+
+    if arm not in FIXED:
+        return load_model(path)
+    timed = fast.packing_pays
+    fast.packing_pays = lambda decoder, head=False: FIXED[arm][1 if head else 0]  # pack_linears still skips what this CPU cannot pack
+    try:
+        return load_model(path)
+    finally:
+        fast.packing_pays = timed
+
+
+def packed_parts(model) -> str:
+    from radgen.models import fast
+
+    output = fast.base_model(model.decoder).get_output_embeddings()
+    blocks = any(isinstance(m, fast.PackedLinear) and m is not output for m in model.decoder.modules())
+    head = isinstance(output, fast.PackedLinear)
+    return {(False, False): "none", (False, True): "head", (True, False): "blocks", (True, True): "all"}[(blocks, head)]
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = study_parser(__doc__.splitlines()[0], split="val", batch_sizes="1,32")
+    parser.set_defaults(limit=32)
+    parser.add_argument("--rounds", type=int, default=4, help="arms take turns over this many slices of the batches")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    from radgen.data.study import read_manifest
+    from radgen.generate.decode import GenerationSettings, generation_dataset, study_batches
+
+    models = {arm: load_arm(args.model, arm) for arm in ARMS}
+    probe_choice = packed_parts(models["probe"])
+    shipped_table = copy.deepcopy(models["none"].report_draft)
+    settings = GenerationSettings.from_recipe(models["none"].recipe, num_beams=1).generate_kwargs()
+    draft_tokens = settings.pop("draft_tokens", 16)
+    for key in ("num_beams", "do_sample", "temperature", "top_p"):
+        settings.pop(key, None)
+    studies = [s for s in read_manifest(args.manifest) if s.split == args.split][: args.limit]
+    dataset = generation_dataset(models["none"], studies, os.path.dirname(os.path.abspath(args.manifest)), "findings")
+    counters = {arm: count_passes(model) for arm, model in models.items()}
+    warm = next(study_batches(dataset, 1))
+    for model in models.values():
+        run(model, [warm], draft_tokens, {"calls": 0, "positions": 0, "rescored": 0}, settings)
+
+    rows: list[dict] = []
+    load_before = os.getloadavg()
+    for batch_size in (int(b) for b in args.batch_sizes.split(",")):
+        batches = list(study_batches(dataset, batch_size))
+        for model in models.values():
+            model.report_draft = copy.deepcopy(shipped_table)
+        rounds = max(1, min(args.rounds, len(batches)))
+        parts: dict[str, list[dict]] = {arm: [] for arm in ARMS}
+        for r in range(rounds):
+            chunk = batches[r * len(batches) // rounds: (r + 1) * len(batches) // rounds]
+            for arm in ARMS[r % len(ARMS):] + ARMS[: r % len(ARMS)]:
+                parts[arm].append(run(models[arm], chunk, draft_tokens, counters[arm], settings))
+        results = {arm: combine(parts[arm]) for arm in ARMS}
+        for arm in ARMS:
+            row = {"batch_size": batch_size, "arm": arm, "packed": packed_parts(models[arm]),
+                   "identical_to_none": sum(a == b for a, b in zip(results["none"]["texts"], results[arm]["texts"])),
+                   "speedup_vs_none": results["none"]["seconds"] / results[arm]["seconds"],
+                   **{k: round(v, 4) if isinstance(v, float) else v for k, v in results[arm].items() if k != "texts"}}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    print("\n| batch | arm | packed | s per report | vs none | identical to none |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['batch_size']} | {r['arm']} | {r['packed']} | {r['s_per_report']:.3f} | {r['speedup_vs_none']:.2f}x "
+              f"| {r['identical_to_none']}/{r['reports']} |")
+    if args.json:
+        from radgen.io import atomic_write_json
+
+        atomic_write_json(args.json, {"model": args.model, "split": args.split, "studies": len(studies), "draft_tokens": draft_tokens,
+                                      "decoder_dtype": str(next(models["none"].decoder.parameters()).dtype).replace("torch.", ""),
+                                      "probe_choice": probe_choice, "threads": args.threads, "torch": torch.__version__,
+                                      "cpu": platform.processor() or platform.machine(), "loadavg_before": load_before,
+                                      "loadavg_after": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                                      "rows": rows})
+    return rows
+
+
+if __name__ == "__main__":
+    main()
