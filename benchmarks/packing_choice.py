@@ -14,6 +14,11 @@ greedy, the model's settings, as `benchmarks/drafted_decoding.py` runs it) with 
 - `all`: both (`RADGEN_PACK_LINEARS=1`);
 - `probe`: what the load-time timing picks in this process (reported as `probe_choice`).
 
+Before the arms, the load-time timing itself runs `--probe-repeats` more times, uncached, on the
+shipped decoder's block shape and LM head shape (`probe_timings`: packed/plain per shape): how
+close to its 0.95 threshold each decision is, and so how often it can flip from load to load.
+`--batch-sizes ""` runs only that.
+
 Each arm is its own copy of the model (as `load_model` prepares it, with the decision fixed) with its own draft table (seeded from the model's
 draft_reports.txt, reset for every batch size); the arms take turns over `--rounds` slices of the
 batches in a rotating order, so a VM that drifts moves every arm alike. In fp32 packing changes
@@ -68,10 +73,28 @@ def packed_parts(model) -> str:
     return {(False, False): "none", (False, True): "head", (True, False): "blocks", (True, True): "all"}[(blocks, head)]
 
 
+def probe_ratios(decoder, repeats: int) -> list[dict]:
+    """`repeats` fresh runs of the load-time timing (`fast._packing_timing`, uncached) on the decoder's
+    largest block Linear shape and its LM head shape, as `packing_pays` calls it: packed/plain each."""
+    from radgen.models import fast
+
+    output = fast.base_model(decoder).get_output_embeddings()
+    block = max((m for m in decoder.modules() if type(m) is torch.nn.Linear and m is not output), key=lambda m: m.weight.numel())
+    timing, threads = fast._packing_timing.__wrapped__, torch.get_num_threads()
+    out = []
+    for _ in range(repeats):
+        packed, plain = timing(block.out_features, block.in_features, block.weight.dtype, threads)
+        head_packed, head_plain = timing(output.out_features, output.in_features, output.weight.dtype, threads, **fast.HEAD_TIMING)
+        out.append({"blocks_shape": [block.in_features, block.out_features], "blocks_packed_over_plain": round(packed / plain, 3),
+                    "head_shape": [output.in_features, output.out_features], "head_packed_over_plain": round(head_packed / head_plain, 3)})
+    return out
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = study_parser(__doc__.splitlines()[0], split="val", batch_sizes="1,32")
     parser.set_defaults(limit=32)
     parser.add_argument("--rounds", type=int, default=4, help="arms take turns over this many slices of the batches")
+    parser.add_argument("--probe-repeats", type=int, default=4, help="fresh runs of the load-time packing timing per shape")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -80,6 +103,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     models = {arm: load_arm(args.model, arm) for arm in ARMS}
     probe_choice = packed_parts(models["probe"])
+    probe_timings = probe_ratios(models["none"].decoder, args.probe_repeats)
+    for timing in probe_timings:
+        print(json.dumps(timing), flush=True)
     shipped_table = copy.deepcopy(models["none"].report_draft)
     settings = GenerationSettings.from_recipe(models["none"].recipe, num_beams=1).generate_kwargs()
     draft_tokens = settings.pop("draft_tokens", 16)
@@ -94,7 +120,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     rows: list[dict] = []
     load_before = os.getloadavg()
-    for batch_size in (int(b) for b in args.batch_sizes.split(",")):
+    for batch_size in (int(b) for b in args.batch_sizes.split(",") if b):
         batches = list(study_batches(dataset, batch_size))
         for model in models.values():
             model.report_draft = copy.deepcopy(shipped_table)
@@ -122,7 +148,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
         atomic_write_json(args.json, {"model": args.model, "split": args.split, "studies": len(studies), "draft_tokens": draft_tokens,
                                       "decoder_dtype": str(next(models["none"].decoder.parameters()).dtype).replace("torch.", ""),
-                                      "probe_choice": probe_choice, "threads": args.threads, "torch": torch.__version__,
+                                      "probe_choice": probe_choice, "probe_timings": probe_timings, "threads": args.threads, "torch": torch.__version__,
                                       "cpu": platform.processor() or platform.machine(), "loadavg_before": load_before,
                                       "loadavg_after": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                                       "rows": rows})

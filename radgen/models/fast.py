@@ -51,6 +51,9 @@ NO_FAST_PATHS_ENV = "RADGEN_NO_CPU_FAST_PATHS"
 # 1: always pack the decoder's Linear weights for oneDNN at inference, 0: never; unset: time both on
 # one of the model's own layers and keep the faster (`packing_pays`)
 PACK_ENV = "RADGEN_PACK_LINEARS"
+# how `packing_pays` times the LM head: a big layer (SmolLM2: 113 MB in fp32), so fewer, smaller calls
+# than a block's timing (batch-1 steps and drafted passes; about 0.3 s on 2 cores)
+HEAD_TIMING = {"rows": (1, 17), "calls": 2, "repeats": 3}
 
 log = logging.getLogger(__name__)
 
@@ -283,9 +286,8 @@ def packing_pays(decoder: nn.Module, head: bool = False) -> bool:
         _note_once(f"this CPU (or {NO_FAST_PATHS_ENV}) does not allow oneDNN weight packing in {str(dtype).replace('torch.', '')}; "
                    "the decoder's Linear layers run unpacked (same results)")
         return False
-    if head:  # a big layer (SmolLM2: 113 MB in fp32): fewer, smaller calls keep the timing near 0.3 s
-        packed, plain = _packing_timing(layer.out_features, layer.in_features, dtype, torch.get_num_threads(), rows=(1, 17),
-                                        calls=2, repeats=3)
+    if head:
+        packed, plain = _packing_timing(layer.out_features, layer.in_features, dtype, torch.get_num_threads(), **HEAD_TIMING)
     else:
         packed, plain = _packing_timing(layer.out_features, layer.in_features, dtype, torch.get_num_threads())
     pays = packed < 0.95 * plain

@@ -77,6 +77,8 @@ def test_packing_choice_times_every_packing_of_the_decoder_side_by_side(tmp_path
     arms = ("none", "head", "blocks", "all", "probe")
     assert [(r["batch_size"], r["arm"]) for r in info["rows"]] == [(b, a) for b in (1, 2) for a in arms]
     assert info["probe_choice"] in ("none", "head", "blocks", "all")
+    assert len(info["probe_timings"]) == 4 and all(t["blocks_packed_over_plain"] > 0 and t["head_packed_over_plain"] > 0
+                                                   for t in info["probe_timings"])
     for row in info["rows"]:
         assert row["reports"] == 3 and row["s_per_report"] > 0 and row["decoder_calls"] > 0
         # each fixed arm packs what it names (nothing where this CPU cannot pack the decoder's dtype)
