@@ -10,15 +10,15 @@
   (`chunk` rows at a time), so no full-vocabulary tensor for masked positions is ever built. The
   loss is the same mean over label tokens HF computes (tests check equality to 1e-5, and grads).
 - `prepare_for_inference`: merge LoRA, fold a CNN image encoder's batch norms into its convolutions
-  (`fold_batch_norms`) and put it in channels-last layout, on CPU
-  pre-pack the decoder's Linear weights for oneDNN (`PackedLinear`) where a timing on this CPU says
-  it pays (`packing_pays`: the block Linears and the LM head each on its own timing) and run grouped-query attention without key/value copies
-  (`radgen.models.attention`) with the MLPs and attention projections skipping padded positions
-  (`radgen.models.padding_free`), then (dtype "auto") cast the decoder to bfloat16 on a CUDA GPU
-  that supports it and on a CPU that computes bf16 natively (`native_bf16_cpu`: AVX512-BF16 or
-  AMX), and keep fp32 on other CPUs; "int8" (torch dynamic quantization of the Linear layers after
-  channel smoothing, CPU, `radgen.models.int8`) is opt-in — measured speed and greedy-text deltas are in docs/benchmarks.md, "Performance" and
-  "Grounding".
+  (`fold_batch_norms`) and put it in channels-last layout, on CPU pre-pack the decoder's Linear
+  weights for oneDNN (`PackedLinear`) where a timing on this CPU says it pays (`packing_pays`: the
+  block Linears and the LM head each on its own timing) and run grouped-query attention without
+  key/value copies (`radgen.models.attention`) with the MLPs and attention projections skipping
+  padded positions (`radgen.models.padding_free`), then (dtype "auto") cast the decoder to bfloat16
+  on a CUDA GPU that supports it and on a CPU that computes bf16 natively (`native_bf16_cpu`:
+  AVX512-BF16 or AMX), and keep fp32 on other CPUs; "int8" (torch dynamic quantization of the
+  Linear layers after channel smoothing, CPU, `radgen.models.int8`) is opt-in — measured speed and
+  greedy-text deltas are in docs/benchmarks.md, "Performance" and "Grounding".
 """
 
 from __future__ import annotations
