@@ -80,6 +80,9 @@ def probe_ratios(decoder, repeats: int) -> list[dict]:
 
     output = fast.base_model(decoder).get_output_embeddings()
     block = max((m for m in decoder.modules() if type(m) is torch.nn.Linear and m is not output), key=lambda m: m.weight.numel())
+    if not (fast.packing_supported(block.weight.dtype) and fast.packing_supported(output.weight.dtype)):
+        print(f"packing_choice: this CPU cannot pack {block.weight.dtype} weights; no probe timings", file=sys.stderr)
+        return []
     timing, threads = fast._packing_timing.__wrapped__, torch.get_num_threads()
     out = []
     for _ in range(repeats):
@@ -114,7 +117,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     studies = [s for s in read_manifest(args.manifest) if s.split == args.split][: args.limit]
     dataset = generation_dataset(models["none"], studies, os.path.dirname(os.path.abspath(args.manifest)), "findings")
     counters = {arm: count_passes(model) for arm, model in models.items()}
-    warm = next(study_batches(dataset, 1))
+    # the warm-up decodes a training study: not one of the measured ones
+    warm_studies = [s for s in read_manifest(args.manifest) if s.split == "train"][:1] or studies[:1]
+    warm = next(study_batches(generation_dataset(models["none"], warm_studies, os.path.dirname(os.path.abspath(args.manifest)),
+                                                 "findings"), 1))
     for model in models.values():
         run(model, [warm], draft_tokens, {"calls": 0, "positions": 0, "rescored": 0}, settings)
 
