@@ -132,9 +132,8 @@ def head_rows(repeats: int) -> list[dict]:
 def int8_rows(repeats: int) -> list[dict]:
     """fp32 Linear vs the dynamic int8 Linear `radgen.models.int8` quantizes to (per-channel weights;
     the activation quantized on every call, which the timing includes), at the decoder's shapes."""
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
     from radgen.models.fast import int8_supported
+    from radgen.models.int8 import quantize_decoder
 
     if not int8_supported():
         return []
@@ -143,7 +142,7 @@ def int8_rows(repeats: int) -> list[dict]:
     for name, (inputs, outputs) in {"q_proj 576x576": (576, 576), "gate/up 576x1536": (576, 1536),
                                     "down 1536x576": (1536, 576), "LM head 576x49152": (576, 49152)}.items():
         linear = torch.nn.Linear(inputs, outputs, bias=False)
-        quantized = quantize_dynamic(torch.nn.Sequential(linear), {"0": per_channel_dynamic_qconfig}, dtype=torch.qint8)
+        quantized = quantize_decoder(torch.nn.Sequential(linear), None)  # as `--dtype int8` quantizes (no smoothing here)
         with torch.no_grad():
             for positions in (1, 32, 160):
                 x = torch.randn(positions, inputs)

@@ -74,22 +74,21 @@ def packed_parts(model) -> str:
 
 
 def probe_ratios(decoder, repeats: int) -> list[dict]:
-    """`repeats` fresh runs of the load-time timing (`fast._packing_timing`, uncached) on the decoder's
-    largest block Linear shape and its LM head shape, as `packing_pays` calls it: packed/plain each."""
+    """`repeats` fresh runs of the load-time timing (uncached) on the layers `packing_pays` times,
+    the decoder's largest block Linear and its LM head: packed/plain each."""
     from radgen.models import fast
 
-    output = fast.base_model(decoder).get_output_embeddings()
-    block = max((m for m in decoder.modules() if type(m) is torch.nn.Linear and m is not output), key=lambda m: m.weight.numel())
-    if not (fast.packing_supported(block.weight.dtype) and fast.packing_supported(output.weight.dtype)):
-        print(f"packing_choice: this CPU cannot pack {block.weight.dtype} weights; no probe timings", file=sys.stderr)
+    block, head = fast.packing_probe_layer(decoder), fast.packing_probe_layer(decoder, head=True)
+    if block is None or head is None or not (fast.packing_supported(block.weight.dtype) and fast.packing_supported(head.weight.dtype)):
+        print("packing_choice: this CPU cannot pack the decoder's weights (or it has no LM head Linear); no probe timings",
+              file=sys.stderr)
         return []
-    timing, threads = fast._packing_timing.__wrapped__, torch.get_num_threads()
     out = []
     for _ in range(repeats):
-        packed, plain = timing(block.out_features, block.in_features, block.weight.dtype, threads)
-        head_packed, head_plain = timing(output.out_features, output.in_features, output.weight.dtype, threads, **fast.HEAD_TIMING)
+        packed, plain = fast.time_packing(block, cached=False)
+        head_packed, head_plain = fast.time_packing(head, head=True, cached=False)
         out.append({"blocks_shape": [block.in_features, block.out_features], "blocks_packed_over_plain": round(packed / plain, 3),
-                    "head_shape": [output.in_features, output.out_features], "head_packed_over_plain": round(head_packed / head_plain, 3)})
+                    "head_shape": [head.in_features, head.out_features], "head_packed_over_plain": round(head_packed / head_plain, 3)})
     return out
 
 

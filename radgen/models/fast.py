@@ -255,6 +255,21 @@ def _packing_timing(out_features: int, in_features: int, dtype: torch.dtype, thr
     return best["packed"], best["plain"]
 
 
+def packing_probe_layer(decoder: nn.Module, head: bool = False) -> nn.Linear | None:
+    """The Linear whose shape `packing_pays` times: the LM head (head=True) or the largest block Linear."""
+    output = _output_layer(decoder)
+    if head:
+        return output if type(output) is nn.Linear and output.weight.device.type == "cpu" else None
+    layers = [m for m in decoder.modules() if type(m) is nn.Linear and m is not output and m.weight.device.type == "cpu"]
+    return max(layers, key=lambda m: m.weight.numel()) if layers else None
+
+
+def time_packing(layer: nn.Linear, head: bool = False, cached: bool = True) -> tuple[float, float]:
+    """(packed, plain) seconds for `layer`'s shape, timed as `packing_pays` times it (cached=False: a fresh timing)."""
+    timing = _packing_timing if cached else _packing_timing.__wrapped__
+    return timing(layer.out_features, layer.in_features, layer.weight.dtype, torch.get_num_threads(), **(HEAD_TIMING if head else {}))
+
+
 def packing_pays(decoder: nn.Module, head: bool = False) -> bool:
     """Whether oneDNN-packed weights run faster than plain `F.linear` on this CPU, for this
     decoder's block Linears (head=False) or its LM head (head=True).
@@ -273,12 +288,7 @@ def packing_pays(decoder: nn.Module, head: bool = False) -> bool:
         return True
     if forced in ("0", "false", "no", "off"):
         return False
-    output = _output_layer(decoder)
-    if head:
-        layer = output if type(output) is nn.Linear and output.weight.device.type == "cpu" else None
-    else:
-        layers = [m for m in decoder.modules() if type(m) is nn.Linear and m is not output and m.weight.device.type == "cpu"]
-        layer = max(layers, key=lambda m: m.weight.numel()) if layers else None
+    layer = packing_probe_layer(decoder, head)
     if layer is None:
         return False
     dtype = layer.weight.dtype
@@ -286,10 +296,7 @@ def packing_pays(decoder: nn.Module, head: bool = False) -> bool:
         _note_once(f"this CPU (or {NO_FAST_PATHS_ENV}) does not allow oneDNN weight packing in {str(dtype).replace('torch.', '')}; "
                    "the decoder's Linear layers run unpacked (same results)")
         return False
-    if head:
-        packed, plain = _packing_timing(layer.out_features, layer.in_features, dtype, torch.get_num_threads(), **HEAD_TIMING)
-    else:
-        packed, plain = _packing_timing(layer.out_features, layer.in_features, dtype, torch.get_num_threads())
+    packed, plain = time_packing(layer, head)
     pays = packed < 0.95 * plain
     # debug, not info: this is the normal path on every CPU, and default runs keep stderr clean
     log.debug(f"oneDNN weight packing {'on' if pays else 'off'} for this CPU's {'LM head' if head else 'decoder blocks'}: "
