@@ -236,7 +236,9 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
     differ in length); positions count real tokens only, so each row sees the positions it would
     alone. None: every position is real. `keep_prefill`: the output carries the prefill's KV cache
     and last logits (`PrefillState`) for `score_continuations`. `suppress_tokens` are never
-    generated (HF's `suppress_tokens`).
+    generated (HF's `suppress_tokens`). The prefill pass also scores each row's first draft (the
+    guide's or the table's continuation of its prompt), so a report the drafts know needs no pass
+    after it.
 
     `guides` (one table or None per row) with `guide_margin` > 0: retrieval-guided greedy. Where a
     row's guide (a retrieved report, `radgen.models.memory`) continues the row's last
@@ -256,22 +258,57 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
     cache = DynamicCache()
     mask = torch.ones(batch, length, dtype=torch.long, device=device) if attention_mask is None else attention_mask.to(device, torch.long)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    extra = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(decoder.forward).parameters else {}
-    scores = _PassScores(logits=decoder(inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=positions, use_cache=True,
-                                        return_dict=True, **cache_argument(decoder, cache), **extra).logits[:, -1:])
-    # a copy: decoding grows the cache and drops finished rows from it
-    prefill = PrefillState(copy.deepcopy(cache), mask.clone(), mask.sum(-1).tolist(), scores.logits[:, -1], [None] * batch) \
-        if keep_prefill else None
     split = lm_body_and_head(decoder)  # drafted passes: body once, LM head only where the walk reads
     pass_cache = cache_argument(decoder if split is None else split[0], cache)
     tokens: list[list[int]] = [[] for _ in range(batch)]
     logprobs: list[list[float]] = [[] for _ in range(batch)]
     active = list(range(batch))  # original row of each batch row still decoding
-    next_pos = mask.sum(-1).tolist()
-    drafts: list[list[int]] = [[] for _ in range(batch)]
+    # position id of each row's next pass's first token; the prefill counts as a pass whose first
+    # token is the prompt's last, its drafts after it
+    next_pos = (mask.sum(-1) - 1).tolist()
     lenient = guides is not None and guide_margin > 0
     per_row = bool(prefix_ids) and not isinstance(prefix_ids[0], int)
     row_prefix = [list(p) for p in prefix_ids] if per_row else [list(prefix_ids)] * batch  # type: ignore[arg-type]
+
+    def propose(row: int, room: int, width: int) -> list[int]:
+        """Row's drafted continuation of prefix + its tokens so far: its guide's, else the table's."""
+        if room <= 0:
+            return []
+        context, n = row_prefix[row] + tokens[row], min(width, room)
+        guide = guides[row] if lenient else None  # type: ignore[index]
+        proposal = guide.propose(context, n, GUIDE_MIN_MATCH) if guide is not None else []
+        return proposal or draft.propose(context, n)
+
+    def scored(inputs: dict, width: int, **options) -> _PassScores:
+        """The logits of a pass's last `width` positions (the last fed token and its drafts)."""
+        if split is None:
+            return _PassScores(logits=decoder(**inputs, **pass_cache, **options).logits[:, -width:])
+        hidden = split[0](**inputs, **pass_cache).last_hidden_state[:, -width:]
+        small = hidden.shape[0] * hidden.shape[1] <= EAGER_HEAD_POSITIONS
+        return _PassScores(logits=split[1](hidden)) if small else _PassScores(hidden=hidden, head=split[1])
+
+    # the prefill carries each row's first draft (the guide's or the table's continuation of the
+    # prompt), so its last positions are scored like a drafted pass's: one pass fewer a report
+    drafts = [propose(row, max_new_tokens - 1, draft_width(batch, draft_tokens, device)) for row in range(batch)]
+    width = 1 + max(len(d) for d in drafts)
+    draft_ids = torch.full((batch, width - 1), pad, dtype=torch.long)
+    for row, proposal in enumerate(drafts):
+        draft_ids[row, : len(proposal)] = torch.tensor(proposal, dtype=torch.long)
+    draft_mask = (torch.arange(width - 1)[None] < torch.tensor([[len(d)] for d in drafts])).long().to(device)
+    prompt_mask = mask
+    mask = torch.cat([mask, draft_mask], dim=1)
+    inputs = dict(inputs_embeds=torch.cat([inputs_embeds, embed(draft_ids.to(device)).to(inputs_embeds.dtype)], dim=1),
+                  attention_mask=mask, use_cache=True, return_dict=True,
+                  position_ids=torch.cat([positions, positions[:, -1:] + 1 + torch.arange(width - 1, device=device)], dim=1))
+    keep = {"logits_to_keep": width} if split is None and "logits_to_keep" in inspect.signature(decoder.forward).parameters else {}
+    scores = scored(inputs, width, **keep)
+    prefill = None
+    if keep_prefill:  # a copy of the prompts' part: decoding grows the cache and drops finished rows from it
+        prompt_cache = copy.deepcopy(cache)
+        if width > 1:
+            prompt_cache.crop(-(width - 1))
+        prefill = PrefillState(prompt_cache, prompt_mask.clone(), prompt_mask.sum(-1).tolist(), scores.at(list(range(batch)), 0),
+                               [None] * batch)
     passes = 0
     while True:
         # accept, one position at a time over the rows still walking: a row keeps its drafted token
@@ -305,11 +342,10 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
             for i, value in zip(walking, token_logprobs(logits, torch.tensor(chosen, device=logits.device)).tolist()):
                 logprobs[active[i]].append(value)
             walking = still
-        if passes:
-            width = scores.width
-            for i, row in enumerate(active):
-                mask[i, mask.shape[1] - width + 1 + kept[i]:] = 0  # rejected drafts: masked out for good
-                next_pos[row] += 1 + kept[i]
+        width = scores.width
+        for i, row in enumerate(active):
+            mask[i, mask.shape[1] - width + 1 + kept[i]:] = 0  # rejected drafts: masked out for good
+            next_pos[row] += 1 + kept[i]
         if finished:
             if prefill is not None:
                 keep_decoded(prefill, cache, mask, finished, active)
@@ -323,13 +359,8 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
             active = [active[i] for i in stay]
         # propose and score: [last token, draft...] per row, padded to the widest draft
         per_row = draft_width(len(active), draft_tokens, device)
-        for row in active:
-            room = max_new_tokens - len(tokens[row]) - 1  # the pass itself always yields one more token
-            context, n = row_prefix[row] + tokens[row], min(per_row, room)
-            guide = guides[row] if lenient else None  # type: ignore[index]
-            drafts[row] = guide.propose(context, n, GUIDE_MIN_MATCH) if guide is not None and room > 0 else []
-            if room > 0 and not drafts[row]:
-                drafts[row] = draft.propose(context, n)
+        for row in active:  # the pass itself always yields one more token
+            drafts[row] = propose(row, max_new_tokens - len(tokens[row]) - 1, per_row)
         width = 1 + max(len(drafts[row]) for row in active)
         step_ids = torch.full((len(active), width), pad, dtype=torch.long)
         step_mask = torch.zeros(len(active), width, dtype=torch.long)
@@ -340,13 +371,7 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
             step_mask[i, : len(fed)] = 1
             step_pos[i] = torch.arange(next_pos[row], next_pos[row] + width)
         mask = torch.cat([mask, step_mask.to(device)], dim=1)
-        inputs = dict(inputs_embeds=embed(step_ids.to(device)), attention_mask=mask, position_ids=step_pos.to(device),
-                      use_cache=True, return_dict=True)
-        if split is None:
-            scores = _PassScores(logits=decoder(**inputs, **pass_cache).logits)
-        else:
-            hidden = split[0](**inputs, **pass_cache).last_hidden_state
-            small = hidden.shape[0] * hidden.shape[1] <= EAGER_HEAD_POSITIONS
-            scores = _PassScores(logits=split[1](hidden)) if small else _PassScores(hidden=hidden, head=split[1])
+        scores = scored(dict(inputs_embeds=embed(step_ids.to(device)), attention_mask=mask, position_ids=step_pos.to(device),
+                             use_cache=True, return_dict=True), width)
         passes += 1
     return DraftedOutput(tokens, logprobs, passes, prefill)

@@ -100,6 +100,26 @@ def test_drafting_saves_decoder_passes_when_the_table_knows_the_report():
     assert warm.passes < cold.passes
 
 
+def test_the_prefill_carries_the_first_draft():
+    # a table that knows the whole report drafts it after the prompt: the prefill pass verifies it all
+    model = tiny_model("radgen-small")
+    prepare_for_inference(model, "float32")
+    visual = model.visual_tokens(_pixels(model, 2, seed=6))
+    prefix = torch.tensor([model.prefix_ids()] * 2)
+    embeds, _, _ = model._causal_inputs(visual, model._embed(prefix), torch.ones_like(prefix))
+    options = dict(prefix_ids=model.prefix_ids(), eos=model.eos_id(), pad=0, max_new_tokens=12)
+    cold = drafted_greedy(model.decoder, embeds[:1], NgramDraft(), draft_tokens=16, **options)
+    table = NgramDraft()
+    table.add(model.prefix_ids() + cold.token_ids[0])
+    warm = drafted_greedy(model.decoder, embeds[:1], table, draft_tokens=16, **options)
+    assert warm.token_ids == cold.token_ids and warm.passes == 0 < cold.passes
+    assert warm.logprobs[0] == pytest.approx(cold.logprobs[0], abs=1e-5)
+    # in a batch, the other row's drafts (this report's) are rejected and masked out: its text is unchanged
+    both = drafted_greedy(model.decoder, embeds, table, draft_tokens=16, **options)
+    alone = drafted_greedy(model.decoder, embeds[1:], NgramDraft(), draft_tokens=16, **options)
+    assert both.token_ids == cold.token_ids + alone.token_ids
+
+
 def test_beam_search_and_unsupported_decoders_take_the_hf_path():
     model = tiny_model("blip-captioning")
     assert not supports_drafting(model.decoder)

@@ -59,9 +59,14 @@ def _teacher_forced(model, visual, prompt, text, n_before) -> list[float]:
 
 @pytest.mark.parametrize("recipe", ["radgen-small", "clipcap-prefix", "blip2-opt-lora"])
 @pytest.mark.parametrize("head_where_read", [True, False])
-def test_continuations_scored_on_the_prefill_cache_equal_a_teacher_forced_pass(recipe, head_where_read, monkeypatch):
+@pytest.mark.parametrize("drafted_prefill", [False, True])
+def test_continuations_scored_on_the_prefill_cache_equal_a_teacher_forced_pass(recipe, head_where_read, drafted_prefill, monkeypatch):
+    # drafted_prefill: the table drafts after both prompts, so the prefill pass carries drafts that
+    # the kept prefill cache must not
     model, prompts, visual, n_before, out = _decoded(recipe, [[], [11, 12, 13]], 3, monkeypatch, head_where_read,
+                                                     wrong_drafts_after=1 if drafted_prefill else None,
                                                      max_new_tokens=5, draft_tokens=2)
+    assert out.prefill.cache.get_seq_length() == out.prefill.mask.shape[1] == n_before + len(prompts[1])
     eos = model.eos_id()
     texts = {0: [21, 5, 9, 30, 4, 17], 1: [8, 40]}
     got = rescoring.score_continuations(model.decoder, out.prefill, [1, 0], [texts[1], texts[0]], pad=eos)  # rows in any order
