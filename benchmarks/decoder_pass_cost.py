@@ -1,7 +1,7 @@
 """What one decoder pass costs on this CPU, by batch and pass width: why drafting pays where it does.
 
     PYTHONPATH=. python benchmarks/decoder_pass_cost.py [--model radgen/assets/default_model] [--threads 2]
-        [--forms plain,merged,packed,bf16] [--json decoder_pass_cost.json]
+        [--forms plain,merged,packed,bf16,compiled] [--json decoder_pass_cost.json]
 
 Drafted greedy decoding (`radgen.models.speculative`) scores `width` positions per row in one
 pass. It pays when a pass over 9 positions costs little more than a pass over 1 (a step bound by
@@ -12,7 +12,10 @@ batch 1 and 32, width 1 and 9 (median of 12, the cache cropped back after each p
 - `plain`: LoRA unmerged, unpacked (what HF + peft runs);
 - `merged`: LoRA merged, unpacked (RADGEN_PACK_LINEARS=0);
 - `packed`: LoRA merged, Linear weights packed for oneDNN (RADGEN_PACK_LINEARS=1);
-- `bf16`: merged, bfloat16, packing as this CPU's timing decides.
+- `bf16`: merged, bfloat16, packing as this CPU's timing decides;
+- `compiled`: `packed` under `torch.compile(dynamic=True)` (Inductor, needs a C++ compiler). Its
+  first call of every shape compiles; the time that takes is reported on its own (`compile_s`),
+  and the passes are timed after it. Not in the default `--forms` (minutes of compiling).
 """
 
 from __future__ import annotations
@@ -62,8 +65,9 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     results = {}
+    compile_seconds = {}
     for form in args.forms.split(","):
-        env = {"merged": "0", "packed": "1"}.get(form)
+        env = {"merged": "0", "packed": "1", "compiled": "1"}.get(form)
         previous = os.environ.pop("RADGEN_PACK_LINEARS", None)
         if env is not None:
             os.environ["RADGEN_PACK_LINEARS"] = env
@@ -73,7 +77,14 @@ def main() -> None:
             os.environ.pop("RADGEN_PACK_LINEARS", None)
             if previous is not None:
                 os.environ["RADGEN_PACK_LINEARS"] = previous
-        results[form] = pass_times(model.decoder)
+        decoder = model.decoder
+        if form == "compiled":
+            decoder = torch.compile(decoder, dynamic=True)
+            start = time.perf_counter()
+            pass_times(decoder, repeats=2)  # every shape once: the compiling, not timed as a pass
+            compile_seconds[form] = time.perf_counter() - start
+            print(f"compiled: {compile_seconds[form]:.0f} s compiling (first call of each shape)", flush=True)
+        results[form] = pass_times(decoder)
         print(form, json.dumps({k: round(v, 1) for k, v in results[form].items()}), flush=True)
         del model
     shapes = list(next(iter(results.values())))
@@ -86,7 +97,7 @@ def main() -> None:
 
         atomic_write_json(args.json, {"model": args.model, "threads": args.threads, "cpu": platform.processor() or platform.machine(),
                                       "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                                      "loadavg": os.getloadavg(), "ms": results})
+                                      "loadavg": os.getloadavg(), "ms": results, "compile_s": compile_seconds})
 
 
 if __name__ == "__main__":
