@@ -114,7 +114,8 @@ def test_the_prefill_carries_the_first_draft():
     warm = drafted_greedy(model.decoder, embeds[:1], table, draft_tokens=16, **options)
     assert warm.token_ids == cold.token_ids and warm.passes == 0 < cold.passes
     assert warm.logprobs[0] == pytest.approx(cold.logprobs[0], abs=1e-5)
-    # in a batch, the other row's drafts (this report's) are rejected and masked out: its text is unchanged
+    # in a batch the other row is drafted this report too, kept where it agrees and masked out where not:
+    # it writes what it writes alone
     both = drafted_greedy(model.decoder, embeds, table, draft_tokens=16, **options)
     alone = drafted_greedy(model.decoder, embeds[1:], NgramDraft(), draft_tokens=16, **options)
     assert both.token_ids == cold.token_ids + alone.token_ids
