@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from drafted_decoding import count_passes, run, study_parser  # noqa: E402
+from drafted_decoding import count_passes, greedy_settings, run, study_parser  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -40,17 +40,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     torch.set_num_threads(args.threads)
 
     from radgen.data.study import read_manifest
-    from radgen.generate.decode import DRAFT_REPORTS_FILE, GenerationSettings, generation_dataset, load_model, study_batches
+    from radgen.generate.decode import DRAFT_REPORTS_FILE, generation_dataset, load_model, study_batches
     from radgen.models import speculative
 
     model = load_model(args.model)
     seed_file = Path(args.model) / DRAFT_REPORTS_FILE
     seed = [line.strip() for line in seed_file.read_text(encoding="utf-8").splitlines() if line.strip()] if seed_file.is_file() else []
-    settings = GenerationSettings.from_recipe(model.recipe, num_beams=1).generate_kwargs()
-    recipe_draft_tokens = settings.pop("draft_tokens", 16)
+    settings, recipe_draft_tokens = greedy_settings(model)
     lengths = [int(k) for k in args.draft_tokens.split(",")] if args.draft_tokens else [recipe_draft_tokens]
-    for key in ("num_beams", "do_sample", "temperature", "top_p"):
-        settings.pop(key, None)
     studies = [s for s in read_manifest(args.manifest) if s.split == args.split][: args.limit]
     dataset = generation_dataset(model, studies, os.path.dirname(os.path.abspath(args.manifest)), "findings")
     counter = count_passes(model)

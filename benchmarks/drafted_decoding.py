@@ -105,6 +105,26 @@ def combine(parts: list[dict]) -> dict:
             "tokens_per_s": total["tokens"] / total["seconds"], "tokens_per_report": total["tokens"] / total["reports"]}
 
 
+def greedy_settings(model) -> tuple[dict, int]:
+    """The model's default greedy settings as `run` takes them (length floor, n-gram blocking,
+    findings-consistency edits, guide), and its recipe's draft length, as `radgen generate` applies them."""
+    settings = GenerationSettings.from_recipe(model.recipe, num_beams=1).generate_kwargs()
+    draft_tokens = settings.pop("draft_tokens", 16)
+    for key in ("num_beams", "do_sample", "temperature", "top_p"):
+        settings.pop(key, None)
+    return settings, draft_tokens
+
+
+def rotating_rounds(batches: list, names: tuple[str, ...], rounds: int):
+    """(name, slice of the batches) pairs: every config decodes each of `rounds` slices, the configs
+    taking turns in a rotating order, so a VM that drifts moves every config alike."""
+    rounds = max(1, min(rounds, len(batches)))
+    for r in range(rounds):
+        chunk = batches[r * len(batches) // rounds: (r + 1) * len(batches) // rounds]
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            yield name, chunk
+
+
 def run(model, batches, draft_tokens: int, counter: dict, settings: dict) -> dict:
     counter["calls"] = counter["positions"] = counter["rescored"] = 0
     reports, wall, cpu = [], time.perf_counter(), time.process_time()
@@ -159,9 +179,7 @@ def main() -> None:
     # the model's default greedy settings, as `radgen generate` applies them (length floor, n-gram
     # blocking, findings-consistency edits); every config gets the same ones, only drafting and the
     # model preparation differ
-    settings = GenerationSettings.from_recipe(models["radgen-drafted"].recipe, num_beams=1).generate_kwargs()
-    for key in ("num_beams", "draft_tokens", "do_sample", "temperature", "top_p"):
-        settings.pop(key, None)
+    settings, _ = greedy_settings(models["radgen-drafted"])
     studies = read_manifest(args.manifest)
     root = os.path.dirname(os.path.abspath(args.manifest))
     chosen = [s for s in studies if s.split == args.split][: args.limit]
@@ -187,13 +205,10 @@ def main() -> None:
         for name in ("radgen-drafted", extra):
             if name:
                 models[name].report_draft = copy.deepcopy(shipped_table)
-        rounds = max(1, min(args.rounds, len(batches)))
         parts: dict[str, list[dict]] = {name: [] for name in configs}
-        for r in range(rounds):
-            chunk = batches[r * len(batches) // rounds: (r + 1) * len(batches) // rounds]
-            for name in configs[r % len(configs):] + configs[: r % len(configs)]:
-                drafting = args.draft_tokens if "drafted" in name else 0
-                parts[name].append(run(models[name], chunk, drafting, counters[name], settings))
+        for name, chunk in rotating_rounds(batches, configs, args.rounds):
+            drafting = args.draft_tokens if "drafted" in name else 0
+            parts[name].append(run(models[name], chunk, drafting, counters[name], settings))
         results = {}
         for name in configs:
             results[name] = combine(parts[name])

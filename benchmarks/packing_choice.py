@@ -39,7 +39,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from drafted_decoding import combine, count_passes, run, study_parser  # noqa: E402
+from drafted_decoding import combine, count_passes, greedy_settings, rotating_rounds, run, study_parser  # noqa: E402
 
 ARMS = ("none", "head", "blocks", "all", "probe")
 
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     torch.set_num_threads(args.threads)
 
     from radgen.data.study import read_manifest
-    from radgen.generate.decode import GenerationSettings, generation_dataset, study_batches
+    from radgen.generate.decode import generation_dataset, study_batches
 
     models = {arm: load_arm(args.model, arm) for arm in ARMS}
     probe_choice = packed_parts(models["probe"])
@@ -109,10 +109,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for timing in probe_timings:
         print(json.dumps(timing), flush=True)
     shipped_table = copy.deepcopy(models["none"].report_draft)
-    settings = GenerationSettings.from_recipe(models["none"].recipe, num_beams=1).generate_kwargs()
-    draft_tokens = settings.pop("draft_tokens", 16)
-    for key in ("num_beams", "do_sample", "temperature", "top_p"):
-        settings.pop(key, None)
+    settings, draft_tokens = greedy_settings(models["none"])
     studies = [s for s in read_manifest(args.manifest) if s.split == args.split][: args.limit]
     dataset = generation_dataset(models["none"], studies, os.path.dirname(os.path.abspath(args.manifest)), "findings")
     counters = {arm: count_passes(model) for arm, model in models.items()}
@@ -129,12 +126,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         batches = list(study_batches(dataset, batch_size))
         for model in models.values():
             model.report_draft = copy.deepcopy(shipped_table)
-        rounds = max(1, min(args.rounds, len(batches)))
         parts: dict[str, list[dict]] = {arm: [] for arm in ARMS}
-        for r in range(rounds):
-            chunk = batches[r * len(batches) // rounds: (r + 1) * len(batches) // rounds]
-            for arm in ARMS[r % len(ARMS):] + ARMS[: r % len(ARMS)]:
-                parts[arm].append(run(models[arm], chunk, draft_tokens, counters[arm], settings))
+        for arm, chunk in rotating_rounds(batches, ARMS, args.rounds):
+            parts[arm].append(run(models[arm], chunk, draft_tokens, counters[arm], settings))
         results = {arm: combine(parts[arm]) for arm in ARMS}
         for arm in ARMS:
             row = {"batch_size": batch_size, "arm": arm, "packed": packed_parts(models[arm]),

@@ -136,6 +136,16 @@ class NgramDraft:
         return out
 
 
+def _right_padded(rows: Sequence[Sequence[int]], width: int, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask), each (len(rows), width): every row's tokens from the left, `pad` (mask 0) after."""
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
 def supports_drafting(decoder: nn.Module) -> bool:
     base = base_model(decoder)
     if getattr(base.config, "model_type", None) not in SUPPORTED_MODEL_TYPES:
@@ -291,12 +301,9 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
     # prompt), so its last positions are scored like a drafted pass's: one pass fewer a report
     drafts = [propose(row, max_new_tokens - 1, draft_width(batch, draft_tokens, device)) for row in range(batch)]
     width = 1 + max(len(d) for d in drafts)
-    draft_ids = torch.full((batch, width - 1), pad, dtype=torch.long)
-    for row, proposal in enumerate(drafts):
-        draft_ids[row, : len(proposal)] = torch.tensor(proposal, dtype=torch.long)
-    draft_mask = (torch.arange(width - 1)[None] < torch.tensor([[len(d)] for d in drafts])).long().to(device)
+    draft_ids, draft_mask = _right_padded(drafts, width - 1, pad)
     prompt_mask = mask
-    mask = torch.cat([mask, draft_mask], dim=1)
+    mask = torch.cat([mask, draft_mask.to(device)], dim=1)
     inputs = dict(inputs_embeds=torch.cat([inputs_embeds, embed(draft_ids.to(device)).to(inputs_embeds.dtype)], dim=1),
                   attention_mask=mask, use_cache=True, return_dict=True,
                   position_ids=torch.cat([positions, positions[:, -1:] + 1 + torch.arange(width - 1, device=device)], dim=1))
@@ -362,14 +369,8 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
         for row in active:  # the pass itself always yields one more token
             drafts[row] = propose(row, max_new_tokens - len(tokens[row]) - 1, per_row)
         width = 1 + max(len(drafts[row]) for row in active)
-        step_ids = torch.full((len(active), width), pad, dtype=torch.long)
-        step_mask = torch.zeros(len(active), width, dtype=torch.long)
-        step_pos = torch.zeros(len(active), width, dtype=torch.long)
-        for i, row in enumerate(active):
-            fed = [tokens[row][-1]] + drafts[row]
-            step_ids[i, : len(fed)] = torch.tensor(fed)
-            step_mask[i, : len(fed)] = 1
-            step_pos[i] = torch.arange(next_pos[row], next_pos[row] + width)
+        step_ids, step_mask = _right_padded([[tokens[row][-1]] + drafts[row] for row in active], width, pad)
+        step_pos = torch.tensor([next_pos[row] for row in active])[:, None] + torch.arange(width)
         mask = torch.cat([mask, step_mask.to(device)], dim=1)
         scores = scored(dict(inputs_embeds=embed(step_ids.to(device)), attention_mask=mask, position_ids=step_pos.to(device),
                              use_cache=True, return_dict=True), width)
