@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from radgen.models import fast, padding_free
+from radgen.models import fast, lean_forward, padding_free
 from radgen.models.padding_free import use_padding_free_layers
 from tests.generate.fixtures import tiny_model
 
@@ -90,12 +90,15 @@ def test_a_failed_call_does_not_leave_its_positions_behind():
 
 def test_drafted_decoding_with_edits_and_rescoring_is_unchanged(monkeypatch):
     # the whole inference path: left-padded prompts naming different findings, drafted passes with
-    # ragged drafts, findings edits re-scored on the prefill cache; every call compacts (COMPACT_BELOW > 1)
+    # ragged drafts, findings edits re-scored on the prefill cache; every call compacts (COMPACT_BELOW > 1).
+    # Llama bodies run radgen.models.lean_forward at inference, which drops padding itself and calls no
+    # module hooks: off here, so the hooks are what runs (they serve the calls it leaves to transformers)
+    monkeypatch.setattr(lean_forward, "use_lean_forward", lambda body: False)
     reference = tiny_model("radgen-small")
     model = copy.deepcopy(reference)
     monkeypatch.setattr(fast, "use_padding_free_layers", lambda body: 0)
     fast.prepare_for_inference(reference, "float32")
-    monkeypatch.undo()
+    monkeypatch.setattr(fast, "use_padding_free_layers", use_padding_free_layers)
     monkeypatch.setattr(padding_free, "COMPACT_BELOW", 1.01)
     fast.prepare_for_inference(model, "float32")
     assert getattr(fast.base_model(model.decoder).get_decoder(), "_radgen_padding_free", False)

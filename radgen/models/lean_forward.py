@@ -1,0 +1,216 @@
+"""A lean inference forward for Llama decoder bodies: transformers' arithmetic without its per-layer Python.
+
+Why: on 2 CPU cores a drafted pass of radgen-small's SmolLM2-135M at batch 1 (17 positions over a
+60-position cache) took ~115 ms through `LlamaModel.forward`, of which the 210 Linear kernels
+themselves were ~66 ms. The rest is mostly Python: 30 layers x (module calls with their hook
+checks, transformers' kwarg-deprecation and output-capturing wrappers, radgen's padding-free hooks
+on 5 modules, `PackedLinear`'s checks), a fixed cost paid by every pass however few positions it
+has, and decoding runs 8-10 passes a report. Here one function walks the same modules' weights and
+runs the same torch ops in the same order (RMSNorm in fp32, rotary embedding from the body's own
+`rotary_emb`, the attention function the config names, the mask from transformers'
+`create_causal_mask`, the KV cache's own `update`), so the real positions' hidden states are the
+ones `LlamaModel.forward` returns, bit for bit where the Linear kernels see the same rows
+(tests/models/test_lean_forward.py).
+
+Padded positions (a 0 in the new columns of the 2-D attention mask: left-padded prompts, drafts
+shorter than the widest) are dropped once per pass instead of by hooks around each module
+(`radgen.models.padding_free`'s idea): every position-wise op runs on the real positions only, and
+queries, keys and values are scattered back into the padded layout the mask and the cache expect.
+A padded position's output is zeros (it is never read, and its keys are never attended to).
+
+Installed by `radgen.models.fast.prepare_for_inference` on CPU (unless RADGEN_NO_FAST_PATHS is set)
+by making the body a `LeanLlamaModel`, so every caller (drafted passes, re-scoring, HF `generate`
+for beam search) gets it through the module's `__call__` (its hooks still run). Anything it does not cover goes to transformers' forward
+unchanged: autograd recording (training, gradient explanations), attention or hidden-state
+outputs (attention maps), tuple outputs, cache classes other than `DynamicCache`, 4-D masks, and
+model types other than Llama's.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from transformers import DynamicCache
+from transformers.modeling_outputs import BaseModelOutputWithPast
+from transformers.models.llama.modeling_llama import LlamaModel, eager_attention_forward
+
+from radgen.models.fast import PackedLinear
+
+# transformers 5 names the output's cache field `cache`, 4.x `past_key_values`
+_CACHE_FIELD = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+# model types whose body is transformers' LlamaModel layout (embed_tokens, layers of input_layernorm
+# → self_attn(q/k/v/o_proj) → post_attention_layernorm → mlp(gate/up/down_proj), norm, rotary_emb)
+SUPPORTED_MODEL_TYPES = {"llama"}
+# keyword arguments the lean forward honours; a call with any other (or one of these set otherwise)
+# takes transformers' forward
+_HANDLED = {"input_ids", "inputs_embeds", "attention_mask", "position_ids", "cache", "past_key_values", "use_cache", "return_dict",
+            "output_attentions", "output_hidden_states"}
+
+
+def _linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`layer(x)` for x (N, in): the kernel itself for plain and packed Linears (no module call), the
+    module for anything else (int8, LoRA-wrapped: their hooks and checks stay)."""
+    kind = type(layer)
+    if kind is PackedLinear:
+        if x.dtype != layer.packed.dtype:
+            x = x.to(layer.packed.dtype)
+        return torch.ops.mkldnn._linear_pointwise(x, layer.packed, layer.bias, "none", [], "")
+    if kind is nn.Linear:
+        return F.linear(x, layer.weight, layer.bias)
+    return layer(x)
+
+
+def _rms_norm(x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+    """LlamaRMSNorm.forward's ops, in its order (fp32 statistics, scaled in the input's dtype)."""
+    dtype = x.dtype
+    x32 = x.to(torch.float32)
+    variance = x32.pow(2).mean(-1, keepdim=True)
+    return norm.weight * (x32 * torch.rsqrt(variance + norm.variance_epsilon)).to(dtype)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """apply_rotary_pos_emb's arithmetic: x * cos + rotate_half(x) * sin."""
+    half = x.shape[-1] // 2
+    return (x * cos) + (torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin)
+
+
+def _mask_api_ok() -> bool:
+    """transformers' `create_causal_mask` takes the keyword arguments this module passes (5.x)."""
+    try:
+        from transformers.masking_utils import create_causal_mask
+    except ImportError:
+        return False
+    wanted = {"config", "inputs_embeds", "attention_mask", "cache", "position_ids"}
+    return wanted <= set(inspect.signature(create_causal_mask).parameters)
+
+
+def supports_lean_forward(body: nn.Module) -> bool:
+    """Whether `body` (an HF decoder body, e.g. `LlamaModel`) has the layout and config the lean forward assumes."""
+    config = getattr(body, "config", None)
+    if getattr(config, "model_type", None) not in SUPPORTED_MODEL_TYPES or not _mask_api_ok():
+        return False
+    if getattr(config, "pretraining_tp", 1) != 1 or not all(hasattr(body, name) for name in ("layers", "norm", "rotary_emb")):
+        return False
+    needed = ("input_layernorm", "post_attention_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+              "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj", "mlp.act_fn")
+    for layer in body.layers:
+        for name in needed:
+            owner = layer
+            for part in name.split("."):
+                owner = getattr(owner, part, None)
+            if owner is None:
+                return False
+    return True
+
+
+def _lean_call(body: nn.Module, kwargs: dict[str, Any]) -> bool:
+    """Whether this call is one the lean forward covers."""
+    if torch.is_grad_enabled() or set(kwargs) - _HANDLED:
+        return False
+    if kwargs.get("output_attentions") or kwargs.get("output_hidden_states") or kwargs.get("return_dict") is False:
+        return False
+    if (kwargs.get("input_ids") is None) == (kwargs.get("inputs_embeds") is None):
+        return False
+    mask = kwargs.get("attention_mask")
+    if mask is not None and (not isinstance(mask, torch.Tensor) or mask.dim() != 2):
+        return False
+    cache = kwargs.get("cache", kwargs.get("past_key_values"))
+    return cache is None or type(cache) is DynamicCache
+
+
+def lean_forward(body: nn.Module, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None,
+                 position_ids: torch.Tensor | None, cache: Any, use_cache: bool) -> tuple[torch.Tensor, Any]:
+    """(last hidden state (B, W, D), cache) for `inputs_embeds` (B, W, D) after `cache`'s positions, as
+    `LlamaModel.forward` computes them; padded positions (0 in the mask's last W columns) come out as zeros."""
+    from transformers.masking_utils import create_causal_mask
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    config = body.config
+    if use_cache and cache is None:
+        cache = DynamicCache(config=config)
+    rows, width, hidden_size = inputs_embeds.shape
+    if position_ids is None:  # as LlamaModel.forward: after the positions already cached
+        past = cache.get_seq_length() if cache is not None else 0
+        position_ids = (torch.arange(width, device=inputs_embeds.device) + past)[None]
+    mask = create_causal_mask(config=config, inputs_embeds=inputs_embeds, attention_mask=attention_mask, cache=cache,
+                              position_ids=position_ids)
+    cos, sin = body.rotary_emb(inputs_embeds, position_ids=position_ids)  # (B or 1, W, head_dim)
+    cos, sin = (t.expand(rows, -1, -1).reshape(rows * width, 1, -1) for t in (cos, sin))
+    attend = ALL_ATTENTION_FUNCTIONS.get_interface(config._attn_implementation, eager_attention_forward)
+
+    # the real positions, once per pass: every position-wise op below runs on these rows only
+    real = None
+    if attention_mask is not None:
+        new = attention_mask[:, attention_mask.shape[1] - width:].reshape(-1)
+        if not bool(new.all()):
+            real = new.nonzero().squeeze(1)
+    h = inputs_embeds.reshape(rows * width, hidden_size)
+    if real is not None:
+        h, cos, sin = h.index_select(0, real), cos.index_select(0, real), sin.index_select(0, real)
+
+    def padded(x: torch.Tensor) -> torch.Tensor:
+        """(N, heads, head_dim) of the real positions → (B, heads, W, head_dim), zeros at padding."""
+        if real is not None:
+            x = x.new_zeros(rows * width, *x.shape[1:]).index_copy_(0, real, x)
+        return x.view(rows, width, *x.shape[1:]).transpose(1, 2)
+
+    for layer in body.layers[: config.num_hidden_layers]:
+        attention, mlp = layer.self_attn, layer.mlp
+        x = _rms_norm(h, layer.input_layernorm)
+        head_dim = attention.head_dim
+        q = _rotate(_linear(attention.q_proj, x).view(x.shape[0], -1, head_dim), cos, sin)
+        k = _rotate(_linear(attention.k_proj, x).view(x.shape[0], -1, head_dim), cos, sin)
+        v = _linear(attention.v_proj, x).view(x.shape[0], -1, head_dim)
+        q, k, v = padded(q), padded(k), padded(v)
+        if cache is not None:
+            k, v = cache.update(k, v, attention.layer_idx)
+        out, _ = attend(attention, q, k, v, mask, dropout=0.0, scaling=attention.scaling)
+        out = out.reshape(rows * width, -1)  # (B, W, heads, head_dim) → one row a position
+        if real is not None:
+            out = out.index_select(0, real)
+        h = h + _linear(attention.o_proj, out)
+        x = _rms_norm(h, layer.post_attention_layernorm)
+        h = h + _linear(mlp.down_proj, mlp.act_fn(_linear(mlp.gate_proj, x)) * _linear(mlp.up_proj, x))
+    h = _rms_norm(h, body.norm)
+    if real is not None:
+        h = h.new_zeros(rows * width, hidden_size).index_copy_(0, real, h)
+    return h.view(rows, width, hidden_size), cache
+
+
+class LeanLlamaModel(LlamaModel):
+    """`LlamaModel` whose forward runs `lean_forward` for the calls it covers and transformers' own for
+    the rest. `use_lean_forward` turns a loaded body into one (its class only: same weights, same
+    modules, same hooks); a class, not a patched method, so deep copies and pickles keep it."""
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if args or not _lean_call(self, kwargs):
+            return super().forward(*args, **kwargs)
+        embeds = kwargs.get("inputs_embeds")
+        if embeds is None:
+            embeds = self.embed_tokens(kwargs["input_ids"])
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        use_cache = kwargs.get("use_cache")
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        hidden, cache = lean_forward(self, embeds, kwargs.get("attention_mask"), kwargs.get("position_ids"), cache, use_cache)
+        return BaseModelOutputWithPast(last_hidden_state=hidden, **{_CACHE_FIELD: cache if use_cache else None})
+
+
+def use_lean_forward(body: nn.Module) -> bool:
+    """Make `body` (an HF decoder body) a `LeanLlamaModel` where it is exactly transformers'
+    `LlamaModel` with the layout the lean forward assumes; True if it now is one."""
+    if type(body) is not LlamaModel or not supports_lean_forward(body):
+        return False
+    body.__class__ = LeanLlamaModel
+    try:  # transformers 5 looks up which outputs a model can record (attention maps) by its class
+        from transformers.utils.output_capturing import _CAN_RECORD_REGISTRY
+
+        _CAN_RECORD_REGISTRY[body] = body._can_record_outputs
+    except ImportError:  # 4.x records them in the forward itself
+        pass
+    return True

@@ -1,0 +1,135 @@
+"""The lean inference forward (radgen.models.lean_forward) returns transformers' hidden states at every real position."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from transformers import DynamicCache
+
+from radgen.models import fast
+from radgen.models.lean_forward import LeanLlamaModel, use_lean_forward
+from tests.generate.fixtures import tiny_model
+
+
+def _causal_lm(model_type: str = "llama", attn: str = "sdpa"):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    config = AutoConfig.for_model(model_type, vocab_size=128, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                                  num_attention_heads=6, num_key_value_heads=2, attn_implementation=attn)
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+def _pair(attn: str = "sdpa", pack: bool = False):
+    """(transformers' body, the same weights with the lean forward)."""
+    reference = _causal_lm(attn="sdpa" if attn == "grouped" else attn)
+    if attn == "grouped":
+        from radgen.models.attention import use_grouped_attention
+
+        assert use_grouped_attention(reference)
+    if pack:
+        fast.pack_linears(reference)
+    lean = copy.deepcopy(reference)
+    assert use_lean_forward(lean.model) and type(lean.model) is LeanLlamaModel
+    return reference.model, lean.model
+
+
+def _real(mask: torch.Tensor, width: int) -> torch.Tensor:
+    return mask[:, -width:].bool()
+
+
+@pytest.mark.parametrize("attn,pack", [("sdpa", False), ("eager", False), ("grouped", False), ("sdpa", True)])
+def test_prefill_and_drafted_passes_equal_transformers(attn, pack):
+    if pack and not fast.packing_supported(torch.float32):
+        pytest.skip("this build cannot pack fp32 weights for oneDNN")
+    hf, lean = _pair(attn, pack)
+    gen = torch.Generator().manual_seed(1)
+    # a left-padded prefill with per-row positions, then a drafted pass with rejected (holed) and
+    # right-padded positions, then the cache cut to the rows still decoding and one more step
+    prefill = torch.randn(3, 7, 48, generator=gen)
+    mask = torch.ones(3, 7, dtype=torch.long)
+    mask[0, :3] = 0
+    mask[2, :1] = 0
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    caches = [DynamicCache(), DynamicCache()]
+    with torch.no_grad():
+        want, got = (body(inputs_embeds=prefill, attention_mask=mask, position_ids=positions, use_cache=True, cache=cache).last_hidden_state
+                     for body, cache in zip((hf, lean), caches))
+        assert torch.allclose(got[_real(mask, 7)], want[_real(mask, 7)], atol=1e-6, rtol=0)
+        assert (got[~_real(mask, 7)] == 0).all()  # padding comes out as zeros
+        step = torch.randn(3, 4, 48, generator=gen)
+        mask = torch.cat([mask, torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]])], dim=1)
+        mask[1, 5] = 0  # a rejected position of an earlier pass: masked for good
+        positions = positions[:, -1:] + 1 + torch.arange(4)
+        want, got = (body(inputs_embeds=step, attention_mask=mask, position_ids=positions, use_cache=True, cache=cache).last_hidden_state
+                     for body, cache in zip((hf, lean), caches))
+        assert torch.allclose(got[_real(mask, 4)], want[_real(mask, 4)], atol=1e-6, rtol=0)
+        for cache in caches:
+            cache.batch_select_indices(torch.tensor([0, 2]))
+        mask = torch.cat([mask[[0, 2]], torch.ones(2, 1, dtype=torch.long)], dim=1)
+        positions = positions[[0, 2], -1:] + 1
+        step = torch.randn(2, 1, 48, generator=gen)
+        want, got = (body(inputs_embeds=step, attention_mask=mask, position_ids=positions, use_cache=True, cache=cache).last_hidden_state
+                     for body, cache in zip((hf, lean), caches))
+        assert torch.allclose(got, want, atol=1e-6, rtol=0)
+        real = mask.bool()
+        for a, b in zip(caches[0].layers, caches[1].layers):  # the same keys and values cached at the real positions
+            assert torch.allclose(a.keys.transpose(1, 2)[real], b.keys.transpose(1, 2)[real], atol=1e-6, rtol=0)
+            assert torch.allclose(a.values.transpose(1, 2)[real], b.values.transpose(1, 2)[real], atol=1e-6, rtol=0)
+
+
+def test_calls_without_a_cache_mask_or_positions_equal_transformers():
+    hf, lean = _pair()
+    ids = torch.randint(0, 128, (2, 5), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        want = hf(input_ids=ids, use_cache=False).last_hidden_state
+        out = lean(input_ids=ids, use_cache=False)
+        assert torch.allclose(out.last_hidden_state, want, atol=1e-6, rtol=0)
+        cache = lean(input_ids=ids, use_cache=True).cache  # a fresh cache, as transformers makes one
+        assert isinstance(cache, DynamicCache) and cache.get_seq_length() == 5
+        nxt = torch.randint(0, 128, (2, 1), generator=torch.Generator().manual_seed(3))
+        reference_cache = hf(input_ids=ids, use_cache=True).cache
+        assert torch.allclose(lean(input_ids=nxt, cache=cache).last_hidden_state,
+                              hf(input_ids=nxt, cache=reference_cache).last_hidden_state, atol=1e-6, rtol=0)
+
+
+def test_calls_it_does_not_cover_take_transformers_forward():
+    _, lean = _pair("eager")  # transformers returns attention weights from its eager attention
+    entered = []
+    lean.layers[0].register_forward_pre_hook(lambda module, args: entered.append(1))  # the lean forward calls no layer module
+    ids = torch.randint(0, 128, (1, 4), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        lean(input_ids=ids)
+        assert not entered
+        out = lean(input_ids=ids, output_attentions=True)  # attention maps: transformers' path returns them
+        assert len(entered) == 1 and out.attentions is not None and len(out.attentions) == 2
+    lean(input_ids=ids)  # autograd recording (training, gradient explanations)
+    assert len(entered) == 2
+
+
+def test_other_bodies_are_left_alone():
+    assert not use_lean_forward(_causal_lm("qwen2").model)
+    assert not use_lean_forward(_causal_lm("gpt2").transformer)
+    _, lean = _pair()
+    assert not use_lean_forward(lean)  # already lean
+    assert type(copy.deepcopy(lean)) is LeanLlamaModel
+
+
+def test_prepare_for_inference_installs_it_and_decodes_the_same_reports(monkeypatch):
+    reference = tiny_model("radgen-small")
+    model = copy.deepcopy(reference)
+    fast.prepare_for_inference(model, "float32")
+    assert type(fast.base_model(model.decoder).get_decoder()) is LeanLlamaModel
+    findings = [["Cardiomegaly"], [], ["Pleural Effusion", "Atelectasis", "Edema"]]
+    pixels = torch.randn(3, 3, model.encoder.image_size, model.encoder.image_size, generator=torch.Generator().manual_seed(5))
+    for draft_tokens, beams in ((0, 1), (6, 1), (0, 2)):  # HF greedy, drafted greedy, HF beam search
+        kwargs = dict(pixel_values=pixels, findings=findings, num_beams=beams, max_new_tokens=16, draft_tokens=draft_tokens)
+        for a, b in zip(reference.generate(**kwargs), model.generate(**kwargs)):
+            assert b.token_ids == a.token_ids
+            assert b.token_logprobs == pytest.approx(a.token_logprobs, abs=1e-4)
+    monkeypatch.setenv(fast.NO_FAST_PATHS_ENV, "1")
+    plain = copy.deepcopy(reference)
+    fast.prepare_for_inference(plain, "float32")
+    assert type(fast.base_model(plain.decoder).get_decoder()) is not LeanLlamaModel
