@@ -530,9 +530,13 @@ def prepare_for_inference(model: Any, dtype: str = "auto", merge: bool = True, p
         # after packing / quantization, which replace the Linear layers the hooks sit on
         split = lm_body_and_head(model.decoder)
         if split is not None:
-            use_padding_free_layers(split[0])  # padded positions skip the MLPs and projections (radgen.models.padding_free)
             if not fast_paths_disabled():
                 from radgen.models.lean_forward import use_lean_forward
 
-                use_lean_forward(split[0])  # the body's passes without transformers' per-layer Python (radgen.models.lean_forward)
+                # the body's passes without transformers' per-layer Python, projections fused (radgen.models.lean_forward)
+                use_lean_forward(split[0])
+            # padded positions skip the MLPs and projections in the calls the lean forward leaves to
+            # transformers, and in other decoders (radgen.models.padding_free); after the fusing, which
+            # replaces the projections these hooks sit on
+            use_padding_free_layers(split[0])
     return chosen

@@ -9,7 +9,7 @@ import torch
 from transformers import DynamicCache
 
 from radgen.models import fast
-from radgen.models.lean_forward import LeanLlamaModel, use_lean_forward
+from radgen.models.lean_forward import FusedPart, LeanLlamaModel, use_lean_forward
 from tests.generate.fixtures import tiny_model
 
 
@@ -133,3 +133,24 @@ def test_prepare_for_inference_installs_it_and_decodes_the_same_reports(monkeypa
     plain = copy.deepcopy(reference)
     fast.prepare_for_inference(plain, "float32")
     assert type(fast.base_model(plain.decoder).get_decoder()) is not LeanLlamaModel
+
+
+@pytest.mark.parametrize("pack", [False, True])
+def test_fused_projections_keep_the_weights_and_transformers_own_forward(pack):
+    if pack and not fast.packing_supported(torch.float32):
+        pytest.skip("this build cannot pack fp32 weights for oneDNN")
+    hf, lean = _pair(pack=pack)
+    attention, mlp = lean.layers[1].self_attn, lean.layers[1].mlp
+    parts = [attention.q_proj, attention.k_proj, attention.v_proj, mlp.gate_proj, mlp.up_proj]
+    assert all(type(part) is FusedPart for part in parts)
+    assert attention.q_proj.fused is attention.v_proj.fused and mlp.gate_proj.fused is mlp.up_proj.fused
+    assert torch.equal(attention.k_proj.weight, hf.layers[1].self_attn.k_proj.weight)
+    assert torch.equal(mlp.up_proj.weight, hf.layers[1].mlp.up_proj.weight)
+    # no weight kept twice: the fused layers replace the parts
+    assert sum(p.numel() for p in lean.parameters()) <= sum(p.numel() for p in hf.parameters())
+    ids = torch.randint(0, 128, (2, 6), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        want = hf(input_ids=ids).last_hidden_state
+        assert torch.allclose(lean(input_ids=ids).last_hidden_state, want, atol=1e-6, rtol=0)
+    # with autograd on, transformers' forward calls each part on its own
+    assert torch.allclose(lean(input_ids=ids).last_hidden_state.detach(), want, atol=1e-6, rtol=0)
