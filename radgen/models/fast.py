@@ -283,13 +283,17 @@ def packing_pays(decoder: nn.Module, head: bool = False) -> bool:
     to load, while the 49,152-row head ran 1.5-1.75x faster packed; one decision for both left it
     unpacked whenever the blocks' timing said no (docs/benchmarks.md, "Packing the LM head on its
     own timing"). `RADGEN_PACK_LINEARS=1` / `0` skips the timing."""
+    layer = packing_probe_layer(decoder, head)
+    return layer is not None and layer_packing_pays(layer, "LM head" if head else "decoder blocks", head)
+
+
+def layer_packing_pays(layer: nn.Linear, what: str, head: bool = False) -> bool:
+    """`packing_pays` for one Linear's shape (`what` names it in the debug line): the env override,
+    then this CPU's support for its dtype, then the timing."""
     forced = os.environ.get(PACK_ENV, "").strip().lower()
     if forced in ("1", "true", "yes", "on"):
         return True
     if forced in ("0", "false", "no", "off"):
-        return False
-    layer = packing_probe_layer(decoder, head)
-    if layer is None:
         return False
     dtype = layer.weight.dtype
     if not packing_supported(dtype):
@@ -299,7 +303,7 @@ def packing_pays(decoder: nn.Module, head: bool = False) -> bool:
     packed, plain = time_packing(layer, head)
     pays = packed < 0.95 * plain
     # debug, not info: this is the normal path on every CPU, and default runs keep stderr clean
-    log.debug(f"oneDNN weight packing {'on' if pays else 'off'} for this CPU's {'LM head' if head else 'decoder blocks'}: "
+    log.debug(f"oneDNN weight packing {'on' if pays else 'off'} for this CPU's {what}: "
               f"{packed * 1e3:.1f} ms packed vs {plain * 1e3:.1f} ms plain on a {layer.in_features}x{layer.out_features} layer "
               f"(set {PACK_ENV}=0/1 to skip the timing)")
     return pays
@@ -534,7 +538,7 @@ def prepare_for_inference(model: Any, dtype: str = "auto", merge: bool = True, p
                 from radgen.models.lean_forward import use_lean_forward
 
                 # the body's passes without transformers' per-layer Python, projections fused (radgen.models.lean_forward)
-                use_lean_forward(split[0])
+                use_lean_forward(split[0], pack=pack and merge and chosen in ("float32", "bfloat16"))
             # padded positions skip the MLPs and projections in the calls the lean forward leaves to
             # transformers, and in other decoders (radgen.models.padding_free); after the fusing, which
             # replaces the projections these hooks sit on

@@ -29,6 +29,7 @@ model types other than Llama's.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -39,7 +40,7 @@ from transformers import DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.models.llama.modeling_llama import LlamaModel, eager_attention_forward
 
-from radgen.models.fast import PackedLinear
+from radgen.models.fast import PackedLinear, layer_packing_pays
 
 # transformers 5 names the output's cache field `cache`, 4.x `past_key_values`
 _CACHE_FIELD = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
@@ -92,12 +93,15 @@ class FusedPart(nn.Module):
         return f"columns {self.start}:{self.stop} of a fused {type(self.fused).__name__}"
 
 
-def _fuse(owner: nn.Module, names: tuple[str, ...]) -> bool:
-    """Replace `owner`'s Linears `names` (same input, all plain or all packed, same dtype, all with or
-    all without bias) by `FusedPart`s of one Linear over their stacked weights; True if fused."""
+def _fuse(owner: nn.Module, names: tuple[str, ...], pack: Callable[[nn.Linear], bool] | None) -> bool:
+    """Replace `owner`'s Linears `names` (same input, plain or packed, same dtype, all with or all
+    without bias) by `FusedPart`s of one Linear over their stacked weights; True if fused. pack: the
+    fused Linear is packed for oneDNN where this says so, from this CPU's timing of its own shape (the
+    parts' shapes may have said otherwise: on 2 Zen 3 cores fused packed products ran 1.2-1.3x
+    faster than fused plain ones at 1-17 rows while the parts' timing flipped from load to load)."""
     layers = [getattr(owner, name) for name in names]
     kinds = {type(layer) for layer in layers}
-    if len(kinds) != 1 or kinds - {nn.Linear, PackedLinear} or len({layer.in_features for layer in layers}) != 1 \
+    if kinds - {nn.Linear, PackedLinear} or len({layer.in_features for layer in layers}) != 1 \
             or len({layer.bias is None for layer in layers}) != 1:
         return False
     weights = [layer.weight.detach() for layer in layers]
@@ -107,7 +111,7 @@ def _fuse(owner: nn.Module, names: tuple[str, ...]) -> bool:
     fused.weight = nn.Parameter(torch.cat(weights), requires_grad=False)
     if fused.bias is not None:
         fused.bias = nn.Parameter(torch.cat([layer.bias.detach() for layer in layers]), requires_grad=False)
-    if kinds == {PackedLinear}:
+    if pack is not None and pack(fused):
         fused = PackedLinear(fused)
     start = 0
     for name, w in zip(names, weights):
@@ -116,7 +120,7 @@ def _fuse(owner: nn.Module, names: tuple[str, ...]) -> bool:
     return True
 
 
-def fuse_projections(body: nn.Module) -> int:
+def fuse_projections(body: nn.Module, pack: bool = True) -> int:
     """Fold each layer's q/k/v projections into one Linear and its MLP's gate/up into another
     (`FusedPart`s keep the old names); returns how many groups were fused.
 
@@ -124,9 +128,18 @@ def fuse_projections(body: nn.Module) -> int:
     same dot product over the same input, so the results are the same (bit for bit with oneDNN's
     packed kernels in our runs), and on 2 cores a batch-1 pass ran 9-18% faster (the kernels' fixed
     cost per call, and fewer, larger products). Same memory: the fused weights replace the parts'."""
+    decided: dict[tuple, bool] = {}
+
+    def pays(layer: nn.Linear) -> bool:  # once per shape, not per layer
+        key = (layer.out_features, layer.in_features, layer.weight.dtype)
+        if key not in decided:
+            decided[key] = layer_packing_pays(layer, "fused projections")
+        return decided[key]
+
     fused = 0
     for layer in body.layers:
-        fused += _fuse(layer.self_attn, ("q_proj", "k_proj", "v_proj")) + _fuse(layer.mlp, ("gate_proj", "up_proj"))
+        fused += _fuse(layer.self_attn, ("q_proj", "k_proj", "v_proj"), pays if pack else None)
+        fused += _fuse(layer.mlp, ("gate_proj", "up_proj"), pays if pack else None)
     return fused
 
 
@@ -277,14 +290,14 @@ class LeanLlamaModel(LlamaModel):
         return BaseModelOutputWithPast(last_hidden_state=hidden, **{_CACHE_FIELD: cache if use_cache else None})
 
 
-def use_lean_forward(body: nn.Module, fuse: bool = True) -> bool:
+def use_lean_forward(body: nn.Module, fuse: bool = True, pack: bool = True) -> bool:
     """Make `body` (an HF decoder body) a `LeanLlamaModel` where it is exactly transformers'
-    `LlamaModel` with the layout the lean forward assumes, its projections fused (`fuse_projections`)
-    unless fuse=False; True if it now is one."""
+    `LlamaModel` with the layout the lean forward assumes, its projections fused (`fuse_projections`,
+    packed where that pays and `pack`) unless fuse=False; True if it now is one."""
     if type(body) is not LlamaModel or not supports_lean_forward(body):
         return False
     if fuse:
-        fuse_projections(body)
+        fuse_projections(body, pack)
     body.__class__ = LeanLlamaModel
     try:  # transformers 5 looks up which outputs a model can record (attention maps) by its class
         from transformers.utils.output_capturing import _CAN_RECORD_REGISTRY

@@ -376,16 +376,23 @@ def test_packing_is_kept_only_where_this_cpu_runs_it_faster(packed_ms, plain_ms,
         fast.prepare_for_inference(model, "float32")
     assert any(isinstance(m, fast.PackedLinear) for m in model.decoder.modules()) is expected
     vocabulary = model.decoder.get_output_embeddings().out_features
-    assert len(timed) == 2 and all(shape[2] == torch.float32 for shape in timed)  # the blocks, then the LM head
-    assert timed[0][0] != vocabulary and timed[1][0] == vocabulary
-    for part in ("decoder blocks", "LM head"):
+    assert all(shape[2] == torch.float32 for shape in timed)
+    assert timed[0][0] != vocabulary and timed[1][0] == vocabulary  # the blocks, then the LM head
+    # then the fused q/k/v and gate/up shapes of the lean forward (radgen.models.lean_forward), each on its own
+    config = model.decoder.config
+    head_dim = config.hidden_size // config.num_attention_heads
+    fused = {(head_dim * (config.num_attention_heads + 2 * config.num_key_value_heads), config.hidden_size),
+             (2 * config.intermediate_size, config.hidden_size)}
+    assert {shape[:2] for shape in timed[2:]} == fused
+    for part in ("decoder blocks", "LM head", "fused projections"):
         assert any(f"packing {'on' if expected else 'off'} for this CPU's {part}" in r.getMessage() for r in caplog.records)
+    timings = len(timed)
     for forced, packs in (("0", False), ("1", True)):
         monkeypatch.setenv(fast.PACK_ENV, forced)
         model = _tiny("radgen-small").eval()
         fast.prepare_for_inference(model, "float32")
         assert any(isinstance(m, fast.PackedLinear) for m in model.decoder.modules()) is packs
-    assert len(timed) == 2  # forced: no timing
+    assert len(timed) == timings  # forced: no timing
 
 
 @pytest.mark.parametrize("blocks_pay,head_pays", [(False, True), (True, False)])

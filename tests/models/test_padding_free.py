@@ -93,7 +93,7 @@ def test_drafted_decoding_with_edits_and_rescoring_is_unchanged(monkeypatch):
     # ragged drafts, findings edits re-scored on the prefill cache; every call compacts (COMPACT_BELOW > 1).
     # Llama bodies run radgen.models.lean_forward at inference, which drops padding itself and calls no
     # module hooks: off here, so the hooks are what runs (they serve the calls it leaves to transformers)
-    monkeypatch.setattr(lean_forward, "use_lean_forward", lambda body: False)
+    monkeypatch.setattr(lean_forward, "use_lean_forward", lambda body, **options: False)
     reference = tiny_model("radgen-small")
     model = copy.deepcopy(reference)
     monkeypatch.setattr(fast, "use_padding_free_layers", lambda body: 0)
