@@ -1,7 +1,7 @@
 """What one decoder pass costs on this CPU, by batch and pass width: why drafting pays where it does.
 
     PYTHONPATH=. python benchmarks/decoder_pass_cost.py [--model radgen/assets/default_model] [--threads 2]
-        [--forms plain,merged,packed,bf16,compiled] [--json decoder_pass_cost.json]
+        [--forms plain,merged,packed,bf16,compiled,lean,lean-unfused] [--json decoder_pass_cost.json]
 
 Drafted greedy decoding (`radgen.models.speculative`) scores `width` positions per row in one
 pass. It pays when a pass over 9 positions costs little more than a pass over 1 (a step bound by
@@ -16,7 +16,13 @@ batch 1 and 32, width 1 and 9 (median of 12, the cache cropped back after each p
 - `compiled`: `merged` under `torch.compile(dynamic=True)` (Inductor, needs a C++ compiler; it
   cannot lower radgen's packed weights, "weight must be a graph constant"). Its
   first call of every shape compiles; the time that takes is reported on its own (`compile_s`),
-  and the passes are timed after it. Not in the default `--forms` (minutes of compiling).
+  and the passes are timed after it. Not in the default `--forms` (minutes of compiling);
+- `lean`: what `radgen generate` runs on CPU since 2026-12-01: merged, the body's lean forward
+  (`radgen.models.lean_forward`) with q/k/v and gate/up fused, packing as this CPU's timing decides;
+- `lean-unfused`: the lean forward without the fused projections (RADGEN_LEAN_FORWARD=unfused).
+
+Every form but the lean ones runs transformers' own forward (RADGEN_LEAN_FORWARD=0), as all
+forms did before the lean forward existed, so their rows compare with earlier runs'.
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="radgen/assets/default_model")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--forms", default="plain,merged,packed,bf16")
+    parser.add_argument("--forms", default="plain,merged,packed,bf16,lean")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     import torch
@@ -68,16 +74,17 @@ def main() -> None:
     results = {}
     compile_seconds = {}
     for form in args.forms.split(","):
-        env = {"merged": "0", "packed": "1", "compiled": "0"}.get(form)
-        previous = os.environ.pop("RADGEN_PACK_LINEARS", None)
-        if env is not None:
-            os.environ["RADGEN_PACK_LINEARS"] = env
+        env = {"RADGEN_PACK_LINEARS": {"merged": "0", "packed": "1", "compiled": "0"}.get(form),
+               "RADGEN_LEAN_FORWARD": {"lean": None, "lean-unfused": "unfused"}.get(form, "0")}
+        previous = {name: os.environ.pop(name, None) for name in env}
+        os.environ.update({name: value for name, value in env.items() if value is not None})
         try:
             model = load_model(args.model, merge_lora=form != "plain", dtype="bfloat16" if form == "bf16" else "float32")
         finally:
-            os.environ.pop("RADGEN_PACK_LINEARS", None)
-            if previous is not None:
-                os.environ["RADGEN_PACK_LINEARS"] = previous
+            for name, value in previous.items():
+                os.environ.pop(name, None)
+                if value is not None:
+                    os.environ[name] = value
         decoder = model.decoder
         if form == "compiled":
             decoder = torch.compile(decoder, dynamic=True)

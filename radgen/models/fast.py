@@ -38,6 +38,7 @@ from torch import nn
 from radgen.allocator import keep_large_blocks_in_heap
 from radgen.config import INFERENCE_DTYPES
 from radgen.models.attention import use_grouped_attention
+from radgen.models.packed_linear import PackedLinear
 from radgen.models.padding_free import use_padding_free_layers
 from radgen.models.peft import base_model
 from radgen.models.same_padding import fold_same_padding
@@ -51,6 +52,9 @@ NO_FAST_PATHS_ENV = "RADGEN_NO_CPU_FAST_PATHS"
 # 1: always pack the decoder's Linear weights for oneDNN at inference, 0: never; unset: time both on
 # one of the model's own layers and keep the faster (`packing_pays`)
 PACK_ENV = "RADGEN_PACK_LINEARS"
+# 0: Llama decoder bodies keep transformers' forward at inference; "unfused": the lean forward
+# without fused projections; unset: the lean forward with them (radgen.models.lean_forward)
+LEAN_ENV = "RADGEN_LEAN_FORWARD"
 # how `packing_pays` times the LM head: a big layer (SmolLM2: 113 MB in fp32), so fewer, smaller calls
 # than a block's timing (batch-1 steps and drafted passes; about 0.3 s on 2 cores)
 HEAD_TIMING = {"rows": (1, 17), "calls": 2, "repeats": 3}
@@ -140,63 +144,6 @@ def split_by_counts(flat: list[float], counts: list[int]) -> list[list[float]]:
         out.append(flat[at:at + count])
         at += count
     return out
-
-
-class PackedLinear(nn.Module):
-    """An inference-only nn.Linear whose weight is pre-packed for oneDNN (CPU).
-
-    Why: at batch 1 every decode step is a matrix-vector product per layer, and on the project's
-    2-core CPU the default path (MKL sgemv) ran single-threaded, far below the memory bandwidth;
-    through oneDNN with the weight packed once, radgen-small decodes a report 1.29x faster at batch 1
-    with the same greedy reports (benchmarks/perf_compare.py; docs/benchmarks.md, Performance).
-    Inductor's CPU "freezing" does the same packing; doing it here needs no compile step. Same
-    dtype, same math: outputs differ from F.linear only by summation order (~1e-6 relative).
-    """
-
-    def __init__(self, linear: nn.Linear):
-        super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        weight = linear.weight.detach()
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, 1)  # hint: batch 1, fine for any batch
-        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach(), requires_grad=False)
-
-    @property
-    def weight(self) -> torch.Tensor:
-        """The plain weight (unpacked on demand, for code that inspects it)."""
-        return self.packed.to_dense()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and x.requires_grad:
-            # the oneDNN op has no autograd formula; gradient x input explanations need one
-            return F.linear(x, self.weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
-        flat = x.reshape(-1, self.in_features)
-        if flat.dtype != self.packed.dtype:
-            flat = flat.to(self.packed.dtype)
-        out = torch.ops.mkldnn._linear_pointwise(flat, self.packed, self.bias, "none", [], "")
-        return out.reshape(*x.shape[:-1], self.out_features)
-
-    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001 - nn.Module's signature
-        # .to()/.cuda()/.half() would leave the opaque packed weight behind on the CPU in its dtype
-        probe = fn(torch.empty(0, dtype=self.packed.dtype))
-        if probe.device.type != "cpu" or probe.dtype != self.packed.dtype:
-            raise RuntimeError(f"this model's decoder is packed for CPU inference in {self.packed.dtype}; it cannot move to "
-                               f"{probe.device} / {probe.dtype}. Load it again (radgen.generate.load_model(..., device=...)) instead")
-        return super()._apply(fn, recurse)
-
-    def __deepcopy__(self, memo: dict) -> "PackedLinear":
-        plain = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device="meta")
-        plain.weight = nn.Parameter(self.weight.clone(), requires_grad=False)
-        if self.bias is not None:
-            plain.bias = nn.Parameter(self.bias.detach().clone(), requires_grad=False)
-        return PackedLinear(plain)
-
-    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
-        destination[prefix + "weight"] = self.weight
-        if self.bias is not None:
-            destination[prefix + "bias"] = self.bias if keep_vars else self.bias.detach()
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, packed for oneDNN"
 
 
 def fast_paths_disabled() -> bool:
@@ -534,11 +481,14 @@ def prepare_for_inference(model: Any, dtype: str = "auto", merge: bool = True, p
         # after packing / quantization, which replace the Linear layers the hooks sit on
         split = lm_body_and_head(model.decoder)
         if split is not None:
-            if not fast_paths_disabled():
+            lean = os.environ.get(LEAN_ENV, "").strip().lower()
+            if not fast_paths_disabled() and lean not in ("0", "false", "no", "off"):
                 from radgen.models.lean_forward import use_lean_forward
 
                 # the body's passes without transformers' per-layer Python, projections fused (radgen.models.lean_forward)
-                use_lean_forward(split[0], pack=pack and merge and chosen in ("float32", "bfloat16"))
+                may_pack = pack and merge and chosen in ("float32", "bfloat16")
+                use_lean_forward(split[0], fuse=lean != "unfused",
+                                 pack=(lambda layer: layer_packing_pays(layer, "fused projections")) if may_pack else None)
             # padded positions skip the MLPs and projections in the calls the lean forward leaves to
             # transformers, and in other decoders (radgen.models.padding_free); after the fusing, which
             # replaces the projections these hooks sit on

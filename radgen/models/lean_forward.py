@@ -40,7 +40,7 @@ from transformers import DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.models.llama.modeling_llama import LlamaModel, eager_attention_forward
 
-from radgen.models.fast import PackedLinear, layer_packing_pays
+from radgen.models.packed_linear import PackedLinear
 
 # transformers 5 names the output's cache field `cache`, 4.x `past_key_values`
 _CACHE_FIELD = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
@@ -120,7 +120,7 @@ def _fuse(owner: nn.Module, names: tuple[str, ...], pack: Callable[[nn.Linear], 
     return True
 
 
-def fuse_projections(body: nn.Module, pack: bool = True) -> int:
+def fuse_projections(body: nn.Module, pack: Callable[[nn.Linear], bool] | None = None) -> int:
     """Fold each layer's q/k/v projections into one Linear and its MLP's gate/up into another
     (`FusedPart`s keep the old names); returns how many groups were fused.
 
@@ -133,13 +133,13 @@ def fuse_projections(body: nn.Module, pack: bool = True) -> int:
     def pays(layer: nn.Linear) -> bool:  # once per shape, not per layer
         key = (layer.out_features, layer.in_features, layer.weight.dtype)
         if key not in decided:
-            decided[key] = layer_packing_pays(layer, "fused projections")
+            decided[key] = pack(layer)  # type: ignore[misc]
         return decided[key]
 
     fused = 0
     for layer in body.layers:
-        fused += _fuse(layer.self_attn, ("q_proj", "k_proj", "v_proj"), pays if pack else None)
-        fused += _fuse(layer.mlp, ("gate_proj", "up_proj"), pays if pack else None)
+        fused += _fuse(layer.self_attn, ("q_proj", "k_proj", "v_proj"), pays if pack is not None else None)
+        fused += _fuse(layer.mlp, ("gate_proj", "up_proj"), pays if pack is not None else None)
     return fused
 
 
@@ -290,10 +290,11 @@ class LeanLlamaModel(LlamaModel):
         return BaseModelOutputWithPast(last_hidden_state=hidden, **{_CACHE_FIELD: cache if use_cache else None})
 
 
-def use_lean_forward(body: nn.Module, fuse: bool = True, pack: bool = True) -> bool:
+def use_lean_forward(body: nn.Module, fuse: bool = True, pack: Callable[[nn.Linear], bool] | None = None) -> bool:
     """Make `body` (an HF decoder body) a `LeanLlamaModel` where it is exactly transformers'
-    `LlamaModel` with the layout the lean forward assumes, its projections fused (`fuse_projections`,
-    packed where that pays and `pack`) unless fuse=False; True if it now is one."""
+    `LlamaModel` with the layout the lean forward assumes, its projections fused (`fuse_projections`)
+    unless fuse=False, each fused Linear packed for oneDNN where `pack(layer)` says so (None: never;
+    `radgen.models.fast` passes its timing, `layer_packing_pays`); True if it now is one."""
     if type(body) is not LlamaModel or not supports_lean_forward(body):
         return False
     if fuse:

@@ -130,10 +130,14 @@ def test_prepare_for_inference_installs_it_and_decodes_the_same_reports(monkeypa
         for a, b in zip(reference.generate(**kwargs), model.generate(**kwargs)):
             assert b.token_ids == a.token_ids
             assert b.token_logprobs == pytest.approx(a.token_logprobs, abs=1e-4)
-    monkeypatch.setenv(fast.NO_FAST_PATHS_ENV, "1")
-    plain = copy.deepcopy(reference)
-    fast.prepare_for_inference(plain, "float32")
-    assert type(fast.base_model(plain.decoder).get_decoder()) is not LeanLlamaModel
+    for variable, value, lean, fused in ((fast.LEAN_ENV, "unfused", True, False), (fast.LEAN_ENV, "0", False, False),
+                                         (fast.NO_FAST_PATHS_ENV, "1", False, False)):
+        monkeypatch.setenv(variable, value)
+        other = copy.deepcopy(reference)
+        fast.prepare_for_inference(other, "float32")
+        body = fast.base_model(other.decoder).get_decoder()
+        assert (type(body) is LeanLlamaModel) is lean and (type(body.layers[0].self_attn.q_proj) is FusedPart) is fused
+        monkeypatch.delenv(variable)
 
 
 @pytest.mark.parametrize("pack", [False, True])

@@ -1,0 +1,69 @@
+"""`PackedLinear`: an inference-only Linear whose weight is pre-packed for oneDNN (CPU).
+
+Its own module so that `radgen.models.fast` (which decides where packing pays and packs) and
+`radgen.models.lean_forward` (which runs packed layers without their module call) both import it
+without importing each other. `radgen.models.fast.PackedLinear` is the same class.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class PackedLinear(nn.Module):
+    """An inference-only nn.Linear whose weight is pre-packed for oneDNN (CPU).
+
+    Why: at batch 1 every decode step is a matrix-vector product per layer, and on the project's
+    2-core CPU the default path (MKL sgemv) ran single-threaded, far below the memory bandwidth;
+    through oneDNN with the weight packed once, radgen-small decodes a report 1.29x faster at batch 1
+    with the same greedy reports (benchmarks/perf_compare.py; docs/benchmarks.md, Performance).
+    Inductor's CPU "freezing" does the same packing; doing it here needs no compile step. Same
+    dtype, same math: outputs differ from F.linear only by summation order (~1e-6 relative).
+    """
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        weight = linear.weight.detach()
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, 1)  # hint: batch 1, fine for any batch
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach(), requires_grad=False)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The plain weight (unpacked on demand, for code that inspects it)."""
+        return self.packed.to_dense()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            # the oneDNN op has no autograd formula; gradient x input explanations need one
+            return F.linear(x, self.weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+        flat = x.reshape(-1, self.in_features)
+        if flat.dtype != self.packed.dtype:
+            flat = flat.to(self.packed.dtype)
+        out = torch.ops.mkldnn._linear_pointwise(flat, self.packed, self.bias, "none", [], "")
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001 - nn.Module's signature
+        # .to()/.cuda()/.half() would leave the opaque packed weight behind on the CPU in its dtype
+        probe = fn(torch.empty(0, dtype=self.packed.dtype))
+        if probe.device.type != "cpu" or probe.dtype != self.packed.dtype:
+            raise RuntimeError(f"this model's decoder is packed for CPU inference in {self.packed.dtype}; it cannot move to "
+                               f"{probe.device} / {probe.dtype}. Load it again (radgen.generate.load_model(..., device=...)) instead")
+        return super()._apply(fn, recurse)
+
+    def __deepcopy__(self, memo: dict) -> "PackedLinear":
+        plain = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device="meta")
+        plain.weight = nn.Parameter(self.weight.clone(), requires_grad=False)
+        if self.bias is not None:
+            plain.bias = nn.Parameter(self.bias.detach().clone(), requires_grad=False)
+        return PackedLinear(plain)
+
+    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
+        destination[prefix + "weight"] = self.weight
+        if self.bias is not None:
+            destination[prefix + "bias"] = self.bias if keep_vars else self.bias.detach()
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, packed for oneDNN"
