@@ -1,7 +1,8 @@
 """What one decoder pass costs on this CPU, by batch and pass width: why drafting pays where it does.
 
     PYTHONPATH=. python benchmarks/decoder_pass_cost.py [--model radgen/assets/default_model] [--threads 2]
-        [--forms plain,merged,packed,bf16,compiled,lean,lean-unfused] [--json decoder_pass_cost.json]
+        [--forms plain,merged,packed,bf16,compiled,lean,lean-packed,lean-unpacked,lean-unfused] [--rounds 1]
+        [--json decoder_pass_cost.json]
 
 Drafted greedy decoding (`radgen.models.speculative`) scores `width` positions per row in one
 pass. It pays when a pass over 9 positions costs little more than a pass over 1 (a step bound by
@@ -19,6 +20,8 @@ batch 1 and 32, width 1 and 9 (median of 12, the cache cropped back after each p
   and the passes are timed after it. Not in the default `--forms` (minutes of compiling);
 - `lean`: what `radgen generate` runs on CPU since 2026-12-01: merged, the body's lean forward
   (`radgen.models.lean_forward`) with q/k/v and gate/up fused, packing as this CPU's timing decides;
+- `lean-packed` / `lean-unpacked`: `lean` with every Linear packed / none (RADGEN_PACK_LINEARS=1 /
+  0), to set next to `packed` / `merged` like for like;
 - `lean-unfused`: the lean forward without the fused projections (RADGEN_LEAN_FORWARD=unfused).
 
 Every form but the lean ones runs transformers' own forward (RADGEN_LEAN_FORWARD=0), as all
@@ -64,6 +67,7 @@ def main() -> None:
     parser.add_argument("--model", default="radgen/assets/default_model")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--forms", default="plain,merged,packed,bf16,lean")
+    parser.add_argument("--rounds", type=int, default=1, help="time every form this many times, taking turns; best round kept")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     import torch
@@ -71,11 +75,13 @@ def main() -> None:
     from radgen.generate.decode import load_model
 
     torch.set_num_threads(args.threads)
-    results = {}
+    results: dict[str, dict[str, float]] = {}
     compile_seconds = {}
-    for form in args.forms.split(","):
-        env = {"RADGEN_PACK_LINEARS": {"merged": "0", "packed": "1", "compiled": "0"}.get(form),
-               "RADGEN_LEAN_FORWARD": {"lean": None, "lean-unfused": "unfused"}.get(form, "0")}
+    decoders = {}
+    forms = args.forms.split(",")
+    for form in forms:
+        env = {"RADGEN_PACK_LINEARS": {"merged": "0", "packed": "1", "compiled": "0", "lean-packed": "1", "lean-unpacked": "0"}.get(form),
+               "RADGEN_LEAN_FORWARD": {"lean": None, "lean-packed": None, "lean-unpacked": None, "lean-unfused": "unfused"}.get(form, "0")}
         previous = {name: os.environ.pop(name, None) for name in env}
         os.environ.update({name: value for name, value in env.items() if value is not None})
         try:
@@ -92,9 +98,14 @@ def main() -> None:
             pass_times(decoder, repeats=2)  # every shape once: the compiling, not timed as a pass
             compile_seconds[form] = time.perf_counter() - start
             print(f"compiled: {compile_seconds[form]:.0f} s compiling (first call of each shape)", flush=True)
-        results[form] = pass_times(decoder)
-        print(form, json.dumps({k: round(v, 1) for k, v in results[form].items()}), flush=True)
-        del model
+        decoders[form] = decoder
+    # the forms take turns, in an order that rotates from round to round, and each keeps its best
+    # round: a shared VM drifts 10-20% over minutes, and one form after another measured the drift
+    for r in range(args.rounds):
+        for form in forms[r % len(forms):] + forms[: r % len(forms)]:
+            times = pass_times(decoders[form])
+            results[form] = {k: min(v, results.get(form, {}).get(k, v)) for k, v in times.items()}
+            print(f"round {r + 1}", form, json.dumps({k: round(v, 1) for k, v in times.items()}), flush=True)
     shapes = list(next(iter(results.values())))
     print("\n| form | " + " | ".join(f"{s} (ms)" for s in shapes) + " |")
     print("|---|" + "---|" * len(shapes))
@@ -105,7 +116,7 @@ def main() -> None:
 
         atomic_write_json(args.json, {"model": args.model, "threads": args.threads, "cpu": platform.processor() or platform.machine(),
                                       "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                                      "loadavg": os.getloadavg(), "ms": results, "compile_s": compile_seconds})
+                                      "loadavg": os.getloadavg(), "rounds": args.rounds, "ms": results, "compile_s": compile_seconds})
 
 
 if __name__ == "__main__":

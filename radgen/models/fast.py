@@ -58,6 +58,9 @@ LEAN_ENV = "RADGEN_LEAN_FORWARD"
 # how `packing_pays` times the LM head: a big layer (SmolLM2: 113 MB in fp32), so fewer, smaller calls
 # than a block's timing (batch-1 steps and drafted passes; about 0.3 s on 2 cores)
 HEAD_TIMING = {"rows": (1, 17), "calls": 2, "repeats": 3}
+# how many bytes of distinct layers `packing_pays` streams through per timed call: more than a
+# CPU's last-level cache holds (Zen 3: 32 MB a CCX), as the decoder's 30 layers are
+STREAM_BYTES = 48 * 2**20
 
 log = logging.getLogger(__name__)
 
@@ -181,25 +184,41 @@ def packing_supported(dtype: torch.dtype) -> bool:
 
 @functools.cache
 def _packing_timing(out_features: int, in_features: int, dtype: torch.dtype, threads: int, rows: tuple[int, ...] = (1, 9, 64),
-                    calls: int = 4, repeats: int = 12) -> tuple[float, float]:
-    """(packed, plain) seconds for one Linear of this shape over decoding-like row counts (default:
-    batch-1 steps, drafted passes, batches), best of `repeats`."""
+                    calls: int = 1, repeats: int = 6) -> tuple[float, float]:
+    """(packed, plain) seconds for Linears of this shape over decoding-like row counts (default:
+    batch-1 steps, drafted passes, batches), best of `repeats` per row count; packed's is plain's
+    total scaled by the mean packed/plain ratio, so each row count weighs alike.
+
+    Why several layers: a decoder pass streams every layer's weights from memory, and one layer
+    timed again and again sits in the CPU's cache, where plain and packed kernels run alike. On an
+    AVX2 Zen 3 one 576x1536 layer timed 0.87-1.1x plain/packed, so the old one-layer timing kept
+    the blocks unpacked about half the time, while a full decoder pass ran 1.2-1.4x faster packed
+    (benchmarks/decoder_pass_cost.py; docs/benchmarks.md, "A lean forward"). So the timing runs
+    through enough distinct layers of the shape to fill `STREAM_BYTES`, as a pass does."""
+    import math
     import time
 
     torch.manual_seed(0)
-    linear = nn.Linear(in_features, out_features).to(dtype).eval()
-    packed = PackedLinear(linear)
+    size = out_features * in_features * torch.empty(0, dtype=dtype).element_size()
+    copies = max(1, min(64, math.ceil(STREAM_BYTES / size)))
+    plain = [nn.Linear(in_features, out_features).to(dtype).eval() for _ in range(copies)]
+    packed = [PackedLinear(layer) for layer in plain]
     inputs = [torch.randn(n, in_features).to(dtype) for n in rows]
-    best = {"packed": float("inf"), "plain": float("inf")}
+    best = {(name, n): float("inf") for name in ("packed", "plain") for n in rows}
     with torch.no_grad():
         for _ in range(repeats):  # interleaved, so a busy moment costs both alike
-            for name, layer in (("packed", packed), ("plain", linear)):
-                start = time.perf_counter()
-                for x in inputs:
+            for x in inputs:
+                for name, layers in (("packed", packed), ("plain", plain)):
+                    start = time.perf_counter()
                     for _ in range(calls):
-                        layer(x)
-                best[name] = min(best[name], time.perf_counter() - start)
-    return best["packed"], best["plain"]
+                        for layer in layers:
+                            layer(x)
+                    best[name, x.shape[0]] = min(best[name, x.shape[0]], time.perf_counter() - start)
+    # every row count weighs alike (the largest would otherwise decide alone): plain's total time,
+    # and packed's as that total times the mean packed/plain ratio over the row counts
+    plain_total = sum(best["plain", n] for n in rows)
+    ratio = sum(best["packed", n] / best["plain", n] for n in rows) / len(rows)
+    return ratio * plain_total, plain_total
 
 
 def packing_probe_layer(decoder: nn.Module, head: bool = False) -> nn.Linear | None:
