@@ -191,10 +191,11 @@ def _packing_timing(out_features: int, in_features: int, dtype: torch.dtype, thr
 
     Why several layers: a decoder pass streams every layer's weights from memory, and one layer
     timed again and again sits in the CPU's cache, where plain and packed kernels run alike. On an
-    AVX2 Zen 3 one 576x1536 layer timed 0.87-1.1x plain/packed, so the old one-layer timing kept
-    the blocks unpacked about half the time, while a full decoder pass ran 1.2-1.4x faster packed
-    (benchmarks/decoder_pass_cost.py; docs/benchmarks.md, "A lean forward"). So the timing runs
-    through enough distinct layers of the shape to fill `STREAM_BYTES`, as a pass does."""
+    AVX2 Zen 3 one 576x1536 layer timed within a few percent either way, so the choice flipped from
+    load to load (docs/benchmarks.md, "Packing the LM head on its own timing"), while whole decoder
+    passes ran up to 1.4x faster packed (benchmarks/decoder_pass_cost.py; docs/benchmarks.md, "A
+    lean forward for the decoder body"). So the timing runs through enough distinct layers of the
+    shape to fill `STREAM_BYTES`, as a pass does."""
     import math
     import time
 

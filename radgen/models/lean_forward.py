@@ -1,16 +1,16 @@
 """A lean inference forward for Llama decoder bodies: transformers' arithmetic without its per-layer Python.
 
-Why: on 2 CPU cores a drafted pass of radgen-small's SmolLM2-135M at batch 1 (17 positions over a
-60-position cache) took ~115 ms through `LlamaModel.forward`, of which the 210 Linear kernels
-themselves were ~66 ms. The rest is mostly Python: 30 layers x (module calls with their hook
-checks, transformers' kwarg-deprecation and output-capturing wrappers, radgen's padding-free hooks
-on 5 modules, `PackedLinear`'s checks), a fixed cost paid by every pass however few positions it
-has, and decoding runs 8-10 passes a report. Here one function walks the same modules' weights and
-runs the same torch ops in the same order (RMSNorm in fp32, rotary embedding from the body's own
-`rotary_emb`, the attention function the config names, the mask from transformers'
+Why: a decoding pass of radgen-small's SmolLM2-135M on 2 CPU cores at batch 1 costs 50-70 ms
+however few positions it has, and drafted decoding runs about 7 a report. Much of that fixed cost
+is not arithmetic: `LlamaModel.forward` walks 30 layers x 7 Linears through module calls with their
+hook checks, transformers' kwarg-deprecation and output-capturing wrappers, radgen's padding-free
+hooks on 5 modules a layer and `PackedLinear`'s own checks. Here one function walks the same modules'
+weights and runs the same torch ops in the same order (RMSNorm in fp32, rotary embedding from the
+body's own `rotary_emb`, the attention function the config names, the mask from transformers'
 `create_causal_mask`, the KV cache's own `update`), so the real positions' hidden states are the
 ones `LlamaModel.forward` returns, bit for bit where the Linear kernels see the same rows
-(tests/models/test_lean_forward.py).
+(tests/models/test_lean_forward.py). Measured pass costs and decoding speed: docs/benchmarks.md,
+Performance, "A lean forward for the decoder body".
 
 Padded positions (a 0 in the new columns of the 2-D attention mask: left-padded prompts, drafts
 shorter than the widest) are dropped once per pass instead of by hooks around each module
@@ -18,12 +18,12 @@ shorter than the widest) are dropped once per pass instead of by hooks around ea
 queries, keys and values are scattered back into the padded layout the mask and the cache expect.
 A padded position's output is zeros (it is never read, and its keys are never attended to).
 
-Installed by `radgen.models.fast.prepare_for_inference` on CPU (unless RADGEN_NO_FAST_PATHS is set)
-by making the body a `LeanLlamaModel`, so every caller (drafted passes, re-scoring, HF `generate`
-for beam search) gets it through the module's `__call__` (its hooks still run). Anything it does not cover goes to transformers' forward
-unchanged: autograd recording (training, gradient explanations), attention or hidden-state
-outputs (attention maps), tuple outputs, cache classes other than `DynamicCache`, 4-D masks, and
-model types other than Llama's.
+Installed by `radgen.models.fast.prepare_for_inference` on CPU (unless RADGEN_NO_CPU_FAST_PATHS=1
+or RADGEN_LEAN_FORWARD=0) by making the body a `LeanLlamaModel`, so every caller (drafted passes,
+re-scoring, HF `generate` for beam search) gets it through the module's `__call__`, whose hooks
+still run. Anything it does not cover goes to transformers' forward unchanged: autograd recording
+(training, gradient explanations), attention or hidden-state outputs (attention maps), tuple
+outputs, cache classes other than `DynamicCache`, 4-D masks, and model types other than Llama's.
 """
 
 from __future__ import annotations
@@ -95,24 +95,26 @@ class FusedPart(nn.Module):
 
 def _fuse(owner: nn.Module, names: tuple[str, ...], pack: Callable[[nn.Linear], bool] | None) -> bool:
     """Replace `owner`'s Linears `names` (same input, plain or packed, same dtype, all with or all
-    without bias) by `FusedPart`s of one Linear over their stacked weights; True if fused. pack: the
-    fused Linear is packed for oneDNN where this says so, from this CPU's timing of its own shape (the
-    parts' shapes may have said otherwise: on 2 Zen 3 cores fused packed products ran 1.2-1.3x
-    faster than fused plain ones at 1-17 rows while the parts' timing flipped from load to load)."""
+    without bias) by `FusedPart`s of one oneDNN-packed Linear over their stacked weights, where
+    `pack` says packing that shape pays on this CPU (its own timing: the parts' shapes may time
+    otherwise); True if fused. Unpacked, the parts stay: MKL's plain kernels ran the fused products
+    slower than the parts (`decoder_pass_cost.py`, lean-unpacked; docs/benchmarks.md)."""
     layers = [getattr(owner, name) for name in names]
     kinds = {type(layer) for layer in layers}
-    if kinds - {nn.Linear, PackedLinear} or len({layer.in_features for layer in layers}) != 1 \
+    if pack is None or kinds - {nn.Linear, PackedLinear} or len({layer.in_features for layer in layers}) != 1 \
             or len({layer.bias is None for layer in layers}) != 1:
         return False
     weights = [layer.weight.detach() for layer in layers]
     if len({w.dtype for w in weights}) != 1 or weights[0].device.type != "cpu":
         return False
-    fused = nn.Linear(layers[0].in_features, sum(w.shape[0] for w in weights), bias=layers[0].bias is not None, device="meta")
+    fused = nn.Linear(layers[0].in_features, sum(w.shape[0] for w in weights), bias=layers[0].bias is not None, device="meta",
+                      dtype=weights[0].dtype)
+    if not pack(fused):  # decided on the shape alone, before any weight is copied
+        return False
     fused.weight = nn.Parameter(torch.cat(weights), requires_grad=False)
     if fused.bias is not None:
         fused.bias = nn.Parameter(torch.cat([layer.bias.detach() for layer in layers]), requires_grad=False)
-    if pack is not None and pack(fused):
-        fused = PackedLinear(fused)
+    fused = PackedLinear(fused)
     start = 0
     for name, w in zip(names, weights):
         setattr(owner, name, FusedPart(fused, start, start + w.shape[0]))
@@ -121,13 +123,15 @@ def _fuse(owner: nn.Module, names: tuple[str, ...], pack: Callable[[nn.Linear], 
 
 
 def fuse_projections(body: nn.Module, pack: Callable[[nn.Linear], bool] | None = None) -> int:
-    """Fold each layer's q/k/v projections into one Linear and its MLP's gate/up into another
-    (`FusedPart`s keep the old names); returns how many groups were fused.
+    """Fold each layer's q/k/v projections into one packed Linear and its MLP's gate/up into another
+    (`FusedPart`s keep the old names), for the shapes where `pack` says packing pays (None: none);
+    returns how many groups were fused.
 
-    Why: the lean forward then runs 4 matrix products a layer instead of 7. Each output column is the
-    same dot product over the same input, so the results are the same (bit for bit with oneDNN's
-    packed kernels in our runs), and on 2 cores a batch-1 pass ran 9-18% faster (the kernels' fixed
-    cost per call, and fewer, larger products). Same memory: the fused weights replace the parts'."""
+    Why: the lean forward then runs 4 matrix products a layer instead of 7: fewer kernel calls, each
+    with its fixed cost, and larger products. Each output column is the same dot product over the
+    same input, so the results are the same (the tests check them against transformers' forward;
+    `decoder_pass_cost.py --forms lean,lean-unfused` times the difference). Same memory: the fused
+    weights replace the parts'."""
     decided: dict[tuple, bool] = {}
 
     def pays(layer: nn.Linear) -> bool:  # once per shape, not per layer
@@ -293,8 +297,8 @@ class LeanLlamaModel(LlamaModel):
 def use_lean_forward(body: nn.Module, fuse: bool = True, pack: Callable[[nn.Linear], bool] | None = None) -> bool:
     """Make `body` (an HF decoder body) a `LeanLlamaModel` where it is exactly transformers'
     `LlamaModel` with the layout the lean forward assumes, its projections fused (`fuse_projections`)
-    unless fuse=False, each fused Linear packed for oneDNN where `pack(layer)` says so (None: never;
-    `radgen.models.fast` passes its timing, `layer_packing_pays`); True if it now is one."""
+    unless fuse=False, where `pack(layer)` says a packed Linear of the fused shape pays (None: no
+    fusing; `radgen.models.fast` passes its timing, `layer_packing_pays`); True if it now is one."""
     if type(body) is not LlamaModel or not supports_lean_forward(body):
         return False
     if fuse:

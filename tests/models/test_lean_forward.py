@@ -23,8 +23,9 @@ def _causal_lm(model_type: str = "llama", attn: str = "sdpa"):
     return AutoModelForCausalLM.from_config(config).eval()
 
 
-def _pair(attn: str = "sdpa", pack: bool = False):
-    """(transformers' body, the same weights with the lean forward)."""
+def _pair(attn: str = "sdpa", pack: bool = False, fuse: bool = True):
+    """(transformers' body, the same weights with the lean forward); pack: the reference's Linears
+    packed for oneDNN; fuse: the lean one's projections fused (into packed Linears, where this CPU packs)."""
     reference = _causal_lm(attn="sdpa" if attn == "grouped" else attn)
     if attn == "grouped":
         from radgen.models.attention import use_grouped_attention
@@ -33,7 +34,8 @@ def _pair(attn: str = "sdpa", pack: bool = False):
     if pack:
         fast.pack_linears(reference)
     lean = copy.deepcopy(reference)
-    assert use_lean_forward(lean.model) and type(lean.model) is LeanLlamaModel
+    packs = fuse and fast.packing_supported(torch.float32)
+    assert use_lean_forward(lean.model, pack=(lambda layer: True) if packs else None) and type(lean.model) is LeanLlamaModel
     return reference.model, lean.model
 
 
@@ -41,11 +43,12 @@ def _real(mask: torch.Tensor, width: int) -> torch.Tensor:
     return mask[:, -width:].bool()
 
 
-@pytest.mark.parametrize("attn,pack", [("sdpa", False), ("eager", False), ("grouped", False), ("sdpa", True)])
-def test_prefill_and_drafted_passes_equal_transformers(attn, pack):
+@pytest.mark.parametrize("attn,pack,fuse", [("sdpa", False, True), ("sdpa", False, False), ("eager", False, True),
+                                            ("grouped", False, True), ("sdpa", True, True)])
+def test_prefill_and_drafted_passes_equal_transformers(attn, pack, fuse):
     if pack and not fast.packing_supported(torch.float32):
         pytest.skip("this build cannot pack fp32 weights for oneDNN")
-    hf, lean = _pair(attn, pack)
+    hf, lean = _pair(attn, pack, fuse)
     gen = torch.Generator().manual_seed(1)
     # a left-padded prefill with per-row positions, then a drafted pass with rejected (holed) and
     # right-padded positions, then the cache cut to the rows still decoding and one more step
@@ -142,8 +145,8 @@ def test_prepare_for_inference_installs_it_and_decodes_the_same_reports(monkeypa
 
 @pytest.mark.parametrize("pack", [False, True])
 def test_fused_projections_keep_the_weights_and_transformers_own_forward(pack):
-    if pack and not fast.packing_supported(torch.float32):
-        pytest.skip("this build cannot pack fp32 weights for oneDNN")
+    if not fast.packing_supported(torch.float32):
+        pytest.skip("this build cannot pack fp32 weights for oneDNN: nothing is fused")
     hf, lean = _pair(pack=pack)
     attention, mlp = lean.layers[1].self_attn, lean.layers[1].mlp
     parts = [attention.q_proj, attention.k_proj, attention.v_proj, mlp.gate_proj, mlp.up_proj]
@@ -154,6 +157,12 @@ def test_fused_projections_keep_the_weights_and_transformers_own_forward(pack):
     # no weight kept twice: a layer's Linears are the two fused ones, o_proj and down_proj
     for layer in lean.layers:
         assert len({id(m) for m in layer.modules() if type(m) in (nn.Linear, fast.PackedLinear)}) == 4
+    # where packing does not pay for a fused shape, its parts stay as they are
+    _, unfused = _pair(fuse=False)
+    assert type(unfused.layers[0].mlp.up_proj) is nn.Linear
+    partly = _causal_lm().model
+    assert use_lean_forward(partly, pack=lambda layer: layer.out_features == 2 * partly.config.intermediate_size)
+    assert type(partly.layers[0].self_attn.q_proj) is nn.Linear and type(partly.layers[0].mlp.up_proj) is FusedPart
     ids = torch.randint(0, 128, (2, 6), generator=torch.Generator().manual_seed(6))
     with torch.no_grad():
         want = hf(input_ids=ids).last_hidden_state
