@@ -244,8 +244,8 @@ def packing_pays(decoder: nn.Module, head: bool = False) -> bool:
     Why measured: packing gave 1.29x at batch 1 on an AMD EPYC (MKL's sgemv ran single-threaded
     there) but was 0.64x on an Intel Sapphire Rapids, where MKL's own kernels are faster
     (docs/benchmarks.md, Performance). No CPU flag predicts it, so one of the decoder's largest
-    block Linear shapes is timed both ways (tens of milliseconds, once per process and shape) and
-    packing is kept only if it saves at least 5%. The LM head is timed on its own: on an AVX2-only
+    block Linear shapes is timed both ways (through 48 MB of such layers, once per process and
+    shape, `_packing_timing`) and packing is kept only if it saves at least 5%. The LM head is timed on its own: on an AVX2-only
     Zen 3 the block shapes came out within a few percent either way, so the choice flipped from load
     to load, while the 49,152-row head ran 1.5-1.75x faster packed; one decision for both left it
     unpacked whenever the blocks' timing said no (docs/benchmarks.md, "Packing the LM head on its
