@@ -445,6 +445,16 @@ def _fold_encoder_batch_norms(model: Any) -> int:
     return folded
 
 
+def _lean_forward_available() -> bool:
+    """radgen.models.lean_forward imports (it builds on transformers 5's Llama module and masks)."""
+    try:
+        import radgen.models.lean_forward  # noqa: F401
+    except ImportError as err:
+        _note_once(f"the lean decoder forward needs a newer transformers ({err}); decoding with transformers' own forward")
+        return False
+    return True
+
+
 def prepare_for_inference(model: Any, dtype: str = "auto", merge: bool = True, pack: bool = True,
                           int8_ranges: dict[str, torch.Tensor] | None = None) -> str:
     """Merge LoRA (unless merge=False) and put the decoder in the fastest inference form; returns the dtype chosen.
@@ -502,7 +512,7 @@ def prepare_for_inference(model: Any, dtype: str = "auto", merge: bool = True, p
         split = lm_body_and_head(model.decoder)
         if split is not None:
             lean = os.environ.get(LEAN_ENV, "").strip().lower()
-            if not fast_paths_disabled() and lean not in ("0", "false", "no", "off"):
+            if not fast_paths_disabled() and lean not in ("0", "false", "no", "off") and _lean_forward_available():
                 from radgen.models.lean_forward import use_lean_forward
 
                 # the body's passes without transformers' per-layer Python, projections fused (radgen.models.lean_forward)

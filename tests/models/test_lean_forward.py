@@ -169,3 +169,29 @@ def test_fused_projections_keep_the_weights_and_transformers_own_forward(pack):
         assert torch.allclose(lean(input_ids=ids).last_hidden_state, want, atol=1e-6, rtol=0)
     # with autograd on, transformers' forward calls each part on its own
     assert torch.allclose(lean(input_ids=ids).last_hidden_state.detach(), want, atol=1e-6, rtol=0)
+
+
+def test_bfloat16_bodies_equal_transformers():
+    # the bf16 default on CPUs that compute it natively: RMSNorm statistics in fp32, the rest in bf16
+    hf, lean = _pair(fuse=False)
+    hf, lean = hf.to(torch.bfloat16), lean.to(torch.bfloat16)
+    embeds = torch.randn(2, 5, 48, generator=torch.Generator().manual_seed(7)).to(torch.bfloat16)
+    mask = torch.tensor([[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]])
+    with torch.no_grad():
+        want = hf(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        got = lean(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+    assert torch.equal(got[mask.bool()], want[mask.bool()])
+
+
+def test_without_the_transformers_it_needs_decoding_keeps_transformers_forward(monkeypatch, caplog):
+    import logging
+    import sys
+
+    monkeypatch.setitem(sys.modules, "radgen.models.lean_forward", None)  # importing it raises ImportError
+    fast._note_once.cache_clear()
+    model = tiny_model("radgen-small")
+    with caplog.at_level(logging.INFO, logger="radgen.models.fast"):
+        fast.prepare_for_inference(model, "float32")
+    assert type(fast.base_model(model.decoder).get_decoder()) is not LeanLlamaModel
+    assert any("lean decoder forward needs a newer transformers" in r.getMessage() for r in caplog.records)
+    fast._note_once.cache_clear()
