@@ -200,7 +200,7 @@ def supports_lean_forward(body: nn.Module) -> bool:
     return True
 
 
-def _lean_call(body: nn.Module, kwargs: dict[str, Any]) -> bool:
+def _lean_call(kwargs: dict[str, Any]) -> bool:
     """Whether this call is one the lean forward covers."""
     if torch.is_grad_enabled() or set(kwargs) - _HANDLED:
         return False
@@ -282,7 +282,7 @@ class LeanLlamaModel(LlamaModel):
     modules, same hooks); a class, not a patched method, so deep copies and pickles keep it."""
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        if args or not _lean_call(self, kwargs):
+        if args or not _lean_call(kwargs):
             return super().forward(*args, **kwargs)
         embeds = kwargs.get("inputs_embeds")
         if embeds is None:
