@@ -59,9 +59,7 @@ def _linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     module for anything else (int8, LoRA-wrapped: their hooks and checks stay)."""
     kind = type(layer)
     if kind is PackedLinear:
-        if x.dtype != layer.packed.dtype:
-            x = x.to(layer.packed.dtype)
-        return torch.ops.mkldnn._linear_pointwise(x, layer.packed, layer.bias, "none", [], "")
+        return layer.rows(x)
     if kind is nn.Linear:
         return F.linear(x, layer.weight, layer.bias)
     return layer(x)

@@ -35,14 +35,17 @@ class PackedLinear(nn.Module):
         """The plain weight (unpacked on demand, for code that inspects it)."""
         return self.packed.to_dense()
 
+    def rows(self, x: torch.Tensor) -> torch.Tensor:
+        """The packed product of a (N, in_features) input, no autograd (what `forward` runs at inference)."""
+        if x.dtype != self.packed.dtype:
+            x = x.to(self.packed.dtype)
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and x.requires_grad:
             # the oneDNN op has no autograd formula; gradient x input explanations need one
             return F.linear(x, self.weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
-        flat = x.reshape(-1, self.in_features)
-        if flat.dtype != self.packed.dtype:
-            flat = flat.to(self.packed.dtype)
-        out = torch.ops.mkldnn._linear_pointwise(flat, self.packed, self.bias, "none", [], "")
+        out = self.rows(x.reshape(-1, self.in_features))
         return out.reshape(*x.shape[:-1], self.out_features)
 
     def _apply(self, fn, recurse: bool = True):  # noqa: ANN001 - nn.Module's signature
