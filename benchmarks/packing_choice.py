@@ -56,12 +56,14 @@ def load_arm(path: str, arm: str):
 
     if arm not in FIXED:
         return load_model(path)
-    timed = fast.packing_pays
+    timed = fast.packing_pays, fast.layer_packing_pays
     fast.packing_pays = lambda decoder, head=False: FIXED[arm][1 if head else 0]  # pack_linears still skips what this CPU cannot pack
+    # the lean forward's fused q/k/v and gate/up are block Linears too: packed (and so fused) with the blocks
+    fast.layer_packing_pays = lambda layer, what, head=False: FIXED[arm][1 if head else 0]
     try:
         return load_model(path)
     finally:
-        fast.packing_pays = timed
+        fast.packing_pays, fast.layer_packing_pays = timed
 
 
 def packed_parts(model) -> str:
