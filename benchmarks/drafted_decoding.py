@@ -23,6 +23,9 @@ exactly as `radgen generate` passes them). Configs, each over the same studies a
   batch size drafts from the reports another wrote for the same studies;
 - `radgen-drafted-cold`: drafted decoding from an empty table that learns as it goes (a model
   without draft_reports.txt);
+- `radgen-drafted-whole-head`: `radgen-drafted` with its picks made over the whole LM head, as
+  before 2026-12-01 (`model.shortlist = None`; the default picks over the reports' tokens and
+  checks them against the whole vocabulary, `radgen.models.shortlist`): what the shortlist buys;
 - `radgen-drafted-DTYPE` (only with --also-dtype DTYPE): `radgen-drafted` with the decoder in DTYPE,
   e.g. float32 on a CPU where the default is bf16, or int8, to see what the dtype alone buys; its
   draft table is reset to the shipped one for every batch size, as radgen-drafted's is.
@@ -57,8 +60,8 @@ from radgen.models import rescoring
 from radgen.models.fast import lm_body_and_head
 from radgen.models.padding_free import new_positions_mask
 
-CONFIGS = ("plain-peft", "radgen-hf", "radgen-drafted", "radgen-drafted-cold")
-SKIPPABLE = {"radgen-hf", "radgen-drafted-cold"}  # plain-peft is the reference, radgen-drafted the default
+CONFIGS = ("plain-peft", "radgen-hf", "radgen-drafted", "radgen-drafted-cold", "radgen-drafted-whole-head")
+SKIPPABLE = {"radgen-hf", "radgen-drafted-cold", "radgen-drafted-whole-head"}  # plain-peft is the reference, radgen-drafted the default
 
 
 def count_passes(model) -> dict:
@@ -167,6 +170,8 @@ def main() -> None:
     if skipped - SKIPPABLE:
         parser.error(f"--skip takes {', '.join(sorted(SKIPPABLE))}")
     models = {name: load_model(args.model, prepare=name != "plain-peft") for name in CONFIGS if name not in skipped}
+    if "radgen-drafted-whole-head" in models:
+        models["radgen-drafted-whole-head"].shortlist = None
     extra = f"radgen-drafted-{args.also_dtype}" if args.also_dtype else None
     if extra:
         models[extra] = load_model(args.model, dtype=args.also_dtype)
@@ -202,8 +207,8 @@ def main() -> None:
         # the shipped table again for every batch size: the reports an earlier batch size wrote for
         # these same studies would draft them almost whole (before 2026-12-01 they stayed, and
         # batch 32, run after batch 1, was measured on a table holding its own reports)
-        for name in ("radgen-drafted", extra):
-            if name:
+        for name in ("radgen-drafted", "radgen-drafted-whole-head", extra):
+            if name in models:
                 models[name].report_draft = copy.deepcopy(shipped_table)
         parts: dict[str, list[dict]] = {name: [] for name in configs}
         for name, chunk in rotating_rounds(batches, configs, args.rounds):

@@ -35,6 +35,7 @@ from torch import nn
 
 from radgen.models.fast import base_model, lm_body_and_head, token_logprobs
 from radgen.models.rescoring import PrefillState, cache_argument, keep_decoded
+from radgen.models.shortlist import ShortHead, Shortlist, score_picks
 
 # decoders whose forward takes explicit position_ids with a holed attention mask and a DynamicCache
 # (tested against HF greedy generate in tests/generate/test_speculative.py)
@@ -86,6 +87,7 @@ class NgramDraft:
         self.max_keys = max_keys
         self._counts: dict[tuple[int, ...], dict[int, int]] = {}
         self._best: dict[tuple[int, ...], int] = {}
+        self._vocabulary: set[int] = set()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -103,6 +105,7 @@ class NgramDraft:
     def add(self, ids: Sequence[int]) -> None:
         ids = list(ids)
         with self._lock:
+            self._vocabulary.update(ids)  # bounded by the tokenizer, so it grows past max_keys
             if len(self._counts) >= self.max_keys:
                 return
             for n in range(1, self.max_order + 1):
@@ -117,7 +120,13 @@ class NgramDraft:
 
     def clear(self) -> None:
         with self._lock:
-            self._counts, self._best = {}, {}
+            self._counts, self._best, self._vocabulary = {}, {}, set()
+
+    @property
+    def vocabulary(self) -> frozenset[int]:
+        """Every token the table was given (its reports' and prompts' tokens)."""
+        with self._lock:
+            return frozenset(self._vocabulary)
 
     def propose(self, context: Sequence[int], k: int, min_match: int = 1) -> list[int]:
         """Up to k tokens; each follows the longest suffix (at least `min_match` tokens) found in the table."""
@@ -213,11 +222,15 @@ class _PassScores:
     positions only, one column of rows at a time: at batch 32 the head over every drafted position
     was ~20% of a pass. Logits stay in the decoder's dtype until the walk reads a column; that
     column's exact fp32 copy gives the argmax and each chosen token's fp32 log-softmax. Passes of
-    at most `EAGER_HEAD_POSITIONS` positions come with all their logits (`logits`) instead.
+    at most `EAGER_HEAD_POSITIONS` positions come with all their logits (`logits`) instead. With a
+    shortlist (`radgen.models.shortlist`), every position's logits over the listed tokens (`short`),
+    -inf elsewhere; `full_at` gives the whole head's.
     """
 
-    def __init__(self, logits: torch.Tensor | None = None, hidden: torch.Tensor | None = None, head: nn.Module | None = None):
-        self.logits, self.hidden, self.head = logits, hidden, head
+    def __init__(self, logits: torch.Tensor | None = None, hidden: torch.Tensor | None = None, head: nn.Module | None = None,
+                 short: ShortHead | None = None):
+        self.logits, self.hidden, self.head, self.short = logits, hidden, head, short
+        self.short_logits = short.logits(hidden) if short is not None else None  # type: ignore[arg-type]
 
     @property
     def width(self) -> int:
@@ -225,6 +238,12 @@ class _PassScores:
 
     def at(self, rows: list[int], position: int) -> torch.Tensor:
         """(len(rows), vocabulary) logits of `rows` at `position`."""
+        if self.short_logits is not None:
+            return self.short.spread(self.short_logits[torch.tensor(rows, device=self.short_logits.device), position])
+        return self.full_at(rows, position)
+
+    def full_at(self, rows: list[int], position: int) -> torch.Tensor:
+        """(len(rows), vocabulary) logits of `rows` at `position` over the whole vocabulary."""
         source = self.logits if self.logits is not None else self.hidden
         index = torch.tensor(rows, device=source.device)
         picked = source[index, position]
@@ -236,7 +255,7 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
                    eos: int, pad: int, max_new_tokens: int, draft_tokens: int = 16, repetition_penalty: float = 1.0,
                    no_repeat_ngram_size: int = 0, min_new_tokens: int = 0, attention_mask: torch.Tensor | None = None,
                    keep_prefill: bool = False, guides: Sequence[NgramDraft | None] | None = None,
-                   guide_margin: float = 0.0, suppress_tokens: Sequence[int] = ()) -> DraftedOutput:
+                   guide_margin: float = 0.0, suppress_tokens: Sequence[int] = (), shortlist: Shortlist | None = None) -> DraftedOutput:
     """Greedy-decode each row of `inputs_embeds` (B, P, D) with drafted passes.
 
     `prefix_ids` are the token ids at the end of the prefix (bos + prompt) that the draft's
@@ -258,6 +277,12 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
     finds that nearly as likely. Each token follows from the context alone, so the text does not
     depend on the draft table or widths; the guide also drafts first, which is where the speed
     comes from. guide_margin 0 (or no guides): the greedy text.
+
+    `shortlist` (CPU, a decoder whose logits are its LM head's, no repetition penalty): picks are
+    made over the listed tokens, which the call extends by the table's and guides' tokens, and
+    checked against the whole vocabulary when the batch ends (`radgen.models.shortlist`); rows a
+    token off the list could have changed are decoded again without it. The same text and
+    log-probabilities, fewer head rows a pass.
     """
     from transformers import DynamicCache
 
@@ -279,6 +304,9 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
     lenient = guides is not None and guide_margin > 0
     per_row = bool(prefix_ids) and not isinstance(prefix_ids[0], int)
     row_prefix = [list(p) for p in prefix_ids] if per_row else [list(prefix_ids)] * batch  # type: ignore[arg-type]
+    short = _short_head(shortlist, split, draft, guides if lenient else None, eos, repetition_penalty, device)
+    picked_states: list[list[torch.Tensor]] = [[] for _ in range(batch)]  # shortlist: each pick's hidden state
+    greedy_picks: list[list[int]] = [[] for _ in range(batch)]  # and the processors' choice there (before a guide)
 
     def propose(row: int, room: int, width: int) -> list[int]:
         """Row's drafted continuation of prefix + its tokens so far: its guide's, else the table's."""
@@ -294,6 +322,8 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
         if split is None:
             return _PassScores(logits=decoder(**inputs, **pass_cache, **options).logits[:, -width:])
         hidden = split[0](**inputs, **pass_cache).last_hidden_state[:, -width:]
+        if short is not None:
+            return _PassScores(hidden=hidden, head=split[1], short=short)
         small = hidden.shape[0] * hidden.shape[1] <= EAGER_HEAD_POSITIONS
         return _PassScores(logits=split[1](hidden)) if small else _PassScores(hidden=hidden, head=split[1])
 
@@ -314,7 +344,7 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
         prompt_cache = copy.deepcopy(cache)
         if width > 1:
             prompt_cache.crop(-(width - 1))
-        prefill = PrefillState(prompt_cache, prompt_mask.clone(), prompt_mask.sum(-1).tolist(), scores.at(list(range(batch)), 0),
+        prefill = PrefillState(prompt_cache, prompt_mask.clone(), prompt_mask.sum(-1).tolist(), scores.full_at(list(range(batch)), 0),
                                [None] * batch)
     passes = 0
     while True:
@@ -333,6 +363,7 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
             for k, i in enumerate(walking):
                 row = active[i]
                 token = rule.choose(logits[k], top[k], tokens[row])
+                greedy_picks[row].append(token)
                 guide = guides[row] if lenient else None  # type: ignore[index]
                 if guide is not None:  # the guide's next token, from the context alone: the text never depends on the drafts
                     candidate = guide.propose(row_prefix[row] + tokens[row], 1, GUIDE_MIN_MATCH)
@@ -346,8 +377,13 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
                 elif j < len(drafts[row]) and token == drafts[row][j]:
                     kept[i] += 1
                     still.append(i)
-            for i, value in zip(walking, token_logprobs(logits, torch.tensor(chosen, device=logits.device)).tolist()):
-                logprobs[active[i]].append(value)
+            if short is not None:  # scored over the whole vocabulary when the batch ends
+                states = scores.hidden[torch.tensor(walking, device=scores.hidden.device), j]
+                for k, i in enumerate(walking):
+                    picked_states[active[i]].append(states[k])
+            else:
+                for i, value in zip(walking, token_logprobs(logits, torch.tensor(chosen, device=logits.device)).tolist()):
+                    logprobs[active[i]].append(value)
             walking = still
         width = scores.width
         for i, row in enumerate(active):
@@ -375,4 +411,49 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
         scores = scored(dict(inputs_embeds=embed(step_ids.to(device)), attention_mask=mask, position_ids=step_pos.to(device),
                              use_cache=True, return_dict=True), width)
         passes += 1
-    return DraftedOutput(tokens, logprobs, passes, prefill)
+    out = DraftedOutput(tokens, logprobs, passes, prefill)
+    if short is not None:
+        scored_picks, missed = score_picks(split[1], short, [torch.stack(s) if s else s for s in picked_states], tokens, greedy_picks)
+        out.logprobs = scored_picks
+        again = [row for row in range(batch) if missed[row]]
+        shortlist.record(batch, len(again))  # type: ignore[union-attr]
+        if again:
+            _decode_again(out, again, decoder, inputs_embeds, draft, row_prefix, eos, pad, max_new_tokens, draft_tokens,
+                          repetition_penalty, no_repeat_ngram_size, min_new_tokens, attention_mask, keep_prefill, guides,
+                          guide_margin, suppress_tokens)
+    return out
+
+
+def _short_head(shortlist: Shortlist | None, split, draft: NgramDraft, guides, eos: int, repetition_penalty: float,  # noqa: ANN001
+                device: torch.device) -> ShortHead | None:
+    """The LM head's rows for `shortlist` (extended by the table's, guides' and eos' tokens) where this
+    call may pick over them; None: the whole head."""
+    if shortlist is None or split is None or device.type != "cpu" or repetition_penalty != 1.0:
+        return None
+    shortlist.add(draft.vocabulary)
+    for guide in guides or []:
+        if guide is not None:
+            shortlist.add(guide.vocabulary)
+    shortlist.add([eos])
+    if not shortlist.usable():
+        shortlist.skipped()
+        return None
+    return shortlist.head(split[1])
+
+
+def _decode_again(out: DraftedOutput, rows: list[int], decoder: nn.Module, inputs_embeds: torch.Tensor, draft: NgramDraft,
+                  row_prefix: list[list[int]], eos: int, pad: int, max_new_tokens: int, draft_tokens: int, repetition_penalty: float,
+                  no_repeat_ngram_size: int, min_new_tokens: int, attention_mask: torch.Tensor | None, keep_prefill: bool,
+                  guides: Sequence[NgramDraft | None] | None, guide_margin: float, suppress_tokens: Sequence[int]) -> None:
+    """Decode `rows` of a shortlisted call again over the whole vocabulary, in place of their picks in `out`."""
+    index = torch.tensor(rows, device=inputs_embeds.device)
+    again = drafted_greedy(decoder, inputs_embeds[index], draft, [row_prefix[r] for r in rows], eos, pad, max_new_tokens,
+                           draft_tokens, repetition_penalty, no_repeat_ngram_size, min_new_tokens,
+                           attention_mask=None if attention_mask is None else attention_mask[index], keep_prefill=keep_prefill,
+                           guides=None if guides is None else [guides[r] for r in rows], guide_margin=guide_margin,
+                           suppress_tokens=suppress_tokens)
+    for k, row in enumerate(rows):
+        out.token_ids[row], out.logprobs[row] = again.token_ids[k], again.logprobs[k]
+        if out.prefill is not None and again.prefill is not None:
+            out.prefill.decoded[row] = again.prefill.decoded[k]
+    out.passes += again.passes + 1  # the prefill again
