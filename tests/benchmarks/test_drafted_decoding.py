@@ -36,7 +36,8 @@ def test_drafted_decoding_benchmark_runs_and_every_config_writes_plain_greedy_te
     info = run_benchmark(tmp_path, "drafted_decoding.py", "--batch-sizes", "1,2")
     assert info["seeded_draft_keys"] > 0 and info["studies"] == 3 and info["default_dtype"] == "float32"
     assert {(r["batch_size"], r["config"]) for r in info["rows"]} == {(b, c) for b in (1, 2) for c in
-                                                                       ("plain-peft", "radgen-hf", "radgen-drafted", "radgen-drafted-cold")}
+                                                                       ("plain-peft", "radgen-hf", "radgen-drafted", "radgen-drafted-cold",
+                                                                                 "radgen-drafted-whole-head")}
     for row in info["rows"]:
         assert row["reports"] == 3 and row["identical_to_plain"] == 3 and row["s_per_report"] > 0
         # re-scoring on drafted decoding's caches is part of its positions; HF decoding has no such pass
@@ -52,14 +53,14 @@ def test_drafted_decoding_benchmark_runs_and_every_config_writes_plain_greedy_te
 
 
 def test_drafted_decoding_can_skip_configs_and_add_a_dtype(tmp_path):
-    info = run_benchmark(tmp_path, "drafted_decoding.py", "--batch-sizes", "1", "--skip", "radgen-hf,radgen-drafted-cold",
-                         "--also-dtype", "int8")
+    info = run_benchmark(tmp_path, "drafted_decoding.py", "--batch-sizes", "1", "--skip",
+                         "radgen-hf,radgen-drafted-cold,radgen-drafted-whole-head", "--also-dtype", "int8")
     # with the CPU fast paths off, int8 falls back to fp32 (radgen.models.fast), so its text is plain greedy's too
     assert [r["config"] for r in info["rows"]] == ["plain-peft", "radgen-drafted", "radgen-drafted-int8"]
     assert all(r["identical_to_plain"] == 3 for r in info["rows"])
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "drafted_decoding.py"), "--manifest", "m", "--skip", "plain-peft"],
                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "--skip takes radgen-drafted-cold, radgen-hf" in bad.stderr
+    assert bad.returncode == 2 and "--skip takes radgen-drafted-cold, radgen-drafted-whole-head, radgen-hf" in bad.stderr
 
 
 def test_draft_settings_sweep_runs_every_combination_and_the_settings_change_no_text(tmp_path):
