@@ -193,8 +193,12 @@ class ReportGenerator(nn.Module):
 
     def _text_ids(self, report: str) -> list[int]:
         """A report's token ids as they follow the prompt in training (`tokenize_reports`), without eos."""
+        return self._texts_ids([report])[0]
+
+    def _texts_ids(self, reports: list[str]) -> list[list[int]]:
+        """`_text_ids` of each report, in one tokenizer call."""
         sep = " " if self.prompt_text() else ""
-        return self.tokenizer(sep + report.strip(), add_special_tokens=False)["input_ids"]
+        return self.tokenizer([sep + report.strip() for report in reports], add_special_tokens=False)["input_ids"]
 
     def _shortlist_memory(self) -> None:
         """Put the report memory's tokens on the shortlist, once per memory: they are the training
@@ -202,8 +206,7 @@ class ReportGenerator(nn.Module):
         memory = self.report_memory
         if memory is None or memory is self._shortlisted_memory or self.shortlist is None:
             return
-        sep = " " if self.prompt_text() else ""
-        for ids in self.tokenizer([sep + report.strip() for report in memory.reports], add_special_tokens=False)["input_ids"]:
+        for ids in self._texts_ids(list(memory.reports)):
             self.shortlist.add(ids)
         self._shortlisted_memory = memory
 

@@ -109,10 +109,8 @@ def _fuse(owner: nn.Module, names: tuple[str, ...], pack: Callable[[nn.Linear], 
                       dtype=weights[0].dtype)
     if not pack(fused):  # decided on the shape alone, before any weight is copied
         return False
-    fused.weight = nn.Parameter(torch.cat(weights), requires_grad=False)
-    if fused.bias is not None:
-        fused.bias = nn.Parameter(torch.cat([layer.bias.detach() for layer in layers]), requires_grad=False)
-    fused = PackedLinear(fused)
+    bias = None if layers[0].bias is None else torch.cat([layer.bias.detach() for layer in layers])
+    fused = PackedLinear.from_weight(torch.cat(weights), bias)
     start = 0
     for name, w in zip(names, weights):
         setattr(owner, name, FusedPart(fused, start, start + w.shape[0]))

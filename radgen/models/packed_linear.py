@@ -30,6 +30,15 @@ class PackedLinear(nn.Module):
         self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, 1)  # hint: batch 1, fine for any batch
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach(), requires_grad=False)
 
+    @classmethod
+    def from_weight(cls, weight: torch.Tensor, bias: torch.Tensor | None = None) -> "PackedLinear":
+        """A PackedLinear over `weight` (out_features, in_features) and `bias`, without an nn.Linear to copy from."""
+        linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
+        linear.weight = nn.Parameter(weight, requires_grad=False)
+        if bias is not None:
+            linear.bias = nn.Parameter(bias, requires_grad=False)
+        return cls(linear)
+
     @property
     def weight(self) -> torch.Tensor:
         """The plain weight (unpacked on demand, for code that inspects it)."""
@@ -57,11 +66,7 @@ class PackedLinear(nn.Module):
         return super()._apply(fn, recurse)
 
     def __deepcopy__(self, memo: dict) -> "PackedLinear":
-        plain = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device="meta")
-        plain.weight = nn.Parameter(self.weight.clone(), requires_grad=False)
-        if self.bias is not None:
-            plain.bias = nn.Parameter(self.bias.detach().clone(), requires_grad=False)
-        return PackedLinear(plain)
+        return PackedLinear.from_weight(self.weight.clone(), None if self.bias is None else self.bias.detach().clone())
 
     def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
         destination[prefix + "weight"] = self.weight

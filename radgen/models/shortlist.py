@@ -54,13 +54,7 @@ class ShortHead:
 
     def __init__(self, ids: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, vocabulary: int, packed: bool = False):
         self.ids, self.weight, self.bias, self.vocabulary = ids, weight, bias, vocabulary
-        self._packed = None
-        if packed:
-            linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
-            linear.weight = nn.Parameter(weight, requires_grad=False)
-            if bias is not None:
-                linear.bias = nn.Parameter(bias, requires_grad=False)
-            self._packed = PackedLinear(linear)
+        self._packed = PackedLinear.from_weight(weight, bias) if packed else None
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(..., shortlist) logits, the head's values for the shortlisted tokens."""
