@@ -2,7 +2,7 @@
 
 Why: drafted decoding (`radgen.models.speculative`) runs the LM head on every position of a batch-1
 pass, and radgen-small's head (SmolLM2: 49,152 x 576, a fifth of the decoder's weights) was ~9% of
-a report's time on a 2-core AVX2 CPU, while the reports it writes use ~2,400 distinct tokens. So
+a report's time on a 2-core AVX2 CPU in a scratch profile, while the reports it writes use ~2,400 distinct tokens. So
 the walk that accepts drafted tokens reads only the head's rows for a shortlist: every token of
 the draft table (the prompts and reports it was seeded with and every report written since), of
 the report memory (`ReportGenerator` adds those), the row guides' and eos. Each picked token is then scored once, when the batch ends, by the whole head:
