@@ -1,0 +1,34 @@
+"""benchmarks/decoding_phases.py keeps running and its phase clock accounts for the whole wall time."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.benchmarks.test_drafted_decoding import run_benchmark
+
+
+@pytest.mark.parametrize("fast_paths", [False, True])
+def test_decoding_phases_split_the_wall_time_and_bound_it_below(tmp_path, fast_paths):
+    info = run_benchmark(tmp_path, "decoding_phases.py", "--batch-sizes", "1,2", "--plain", fast_paths=fast_paths)
+    assert info["product_rate_gflops"] > 0 and info["read_rate_gb_s"] > 0 and info["body_mflop_per_position"] > 0
+    assert [row["batch_size"] for row in info["rows"]] == [1, 2]
+    for row in info["rows"]:
+        phases = row["phases"]
+        assert set(phases) == {"image", "prefill", "passes", "pick scoring", "re-scoring", "other"}
+        # exclusive accounting: the phases add up to the wall time, each one a real part of it
+        assert sum(p["share"] for p in phases.values()) == pytest.approx(1.0, abs=0.02)
+        assert all(p["s_per_report"] >= 0 for p in phases.values()) and phases["image"]["s_per_report"] > 0
+        # one prefill per drafted call (a batch, plus any rows decoded again), and it feeds each prompt
+        batches = -(-row["reports"] // row["batch_size"])
+        prefills = round(phases["prefill"]["calls_per_report"] * row["reports"])
+        assert batches <= prefills <= batches + row["redecoded_rows"]
+        assert phases["prefill"]["positions_per_report"] > 0 and phases["image"]["positions_per_report"] == 0
+        # every kept token but the last is fed back after the prefill (or was its first draft)
+        fed = phases["prefill"]["positions_per_report"] + phases["passes"]["positions_per_report"]
+        assert fed >= row["tokens_per_report"]
+        # the whole head scores each pick once where the shortlist picked them, or never
+        assert phases["pick scoring"]["head_positions_per_report"] in (0, pytest.approx(row["tokens_per_report"]))
+        assert phases["re-scoring"]["head_positions_per_report"] == phases["re-scoring"]["positions_per_report"]
+        assert 0 < row["floor_s_per_report"] < row["s_per_report"] and row["floor_with_image_s_per_report"] > row["floor_s_per_report"]
+        # the floor is below the measured time, so the speed-up it allows exceeds the measured one
+        assert row["plain_s_per_report"] > 0 and row["ceiling_vs_plain"] > row["speedup_vs_plain"] > 0
