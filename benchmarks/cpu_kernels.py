@@ -13,6 +13,10 @@ head; EfficientNet-Lite0 at 224², batch 32).
 - the LM head on 1, 6 and 16 positions (why small drafted passes run it on all positions at once);
 - fp32 Linear vs the dynamic int8 Linear of `--dtype int8` (`radgen.models.int8`) at the decoder's
   shapes, on 1, 32 and 160 positions (a batch-1 step, a batch-32 step, a batch-32 drafted pass);
+- fp32 packed Linears laid out for one input row (`PackedLinear`'s layout before 2026-12-02) vs
+  for `PACK_ROWS_HINT` rows (16), at the decoder's shapes and 1-160 rows, each through ~200 MB of
+  distinct layers so the weights stream from memory as in a decoder pass (`pack-hints`; also 4 and 64
+  rows in the "also" column of the JSON);
 - a whole SmolLM2-135M-shaped decoder body (random weights, bf16, prepared as radgen prepares it) on
   padded batches: every position vs `radgen.models.padding_free` (MLPs and attention projections on
   the real positions only), for prefill, re-scoring and drafted-pass shapes with the share of real
@@ -129,6 +133,35 @@ def head_rows(repeats: int) -> list[dict]:
     return rows
 
 
+def pack_hint_rows(repeats: int, stream_bytes: int = 200 * 2**20, rows_counts: tuple[int, ...] = (1, 5, 12, 17, 52, 160),
+                   shapes: tuple[tuple[int, int], ...] = ((576, 576), (576, 192), (576, 3072), (1536, 576)),
+                   also: tuple[int, ...] = (4, 64)) -> list[dict]:
+    """fp32 PackedLinear laid out for 1 row vs for PACK_ROWS_HINT rows: ms a layer, through enough
+    distinct layers of each (in, out) shape to fill `stream_bytes` (one layer timed again and again
+    sits in the cache, where layouts hardly differ). `also`: other layouts, in the row's "also"."""
+    from radgen.models.fast import PackedLinear, packing_supported
+    from radgen.models.packed_linear import PACK_ROWS_HINT
+
+    if not packing_supported(torch.float32):
+        return []
+    rows = []
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for in_features, out_features in shapes:
+            layers = [torch.nn.Linear(in_features, out_features, bias=False) for _ in range(max(1, stream_bytes // (in_features * out_features * 4)))]
+            layouts = {hint: [PackedLinear(layer, hint) for layer in layers] for hint in dict.fromkeys((1, PACK_ROWS_HINT, *also))}
+            for count in rows_counts:
+                x = torch.randn(count, in_features)
+                ms = {hint: _time(lambda packed=packed: [layer.rows(x) for layer in packed], repeats) / len(layers)
+                      for hint, packed in layouts.items()}
+                diff = float((layouts[1][0].rows(x) - layouts[PACK_ROWS_HINT][0].rows(x)).abs().max())
+                rows.append({"kernel": f"packed fp32 Linear, layout for 1 vs {PACK_ROWS_HINT} rows", "shape": f"{in_features}x{out_features}, {count} rows",
+                             "before_ms": ms[1], "after_ms": ms[PACK_ROWS_HINT], "max_abs_diff": diff,
+                             "also": {f"layout for {hint} rows": ms[hint] for hint in also}})
+            del layouts, layers
+    return rows
+
+
 def int8_rows(repeats: int) -> list[dict]:
     """fp32 Linear vs the dynamic int8 Linear `radgen.models.int8` quantizes to (per-channel weights;
     the activation quantized on every call, which the timing includes), at the decoder's shapes."""
@@ -153,7 +186,8 @@ def int8_rows(repeats: int) -> list[dict]:
 
 
 KERNELS = {"attention": attention_rows, "convolution": convolution_rows, "logprobs": logprob_rows, "head": head_rows,
-           "int8": int8_rows, "padding": lambda repeats: padding_rows(max(3, repeats // 3))}  # a whole body call takes ~0.1-1 s
+           "int8": int8_rows, "pack-hints": lambda repeats: pack_hint_rows(max(5, repeats // 3)),
+           "padding": lambda repeats: padding_rows(max(3, repeats // 3))}  # a whole body call takes ~0.1-1 s
 
 
 def _smollm_body(layers: int):

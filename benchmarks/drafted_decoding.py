@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python benchmarks/drafted_decoding.py --manifest data/iu-phantom/manifest.jsonl \
         [--model radgen/assets/default_model] [--split test] [--limit 96] [--batch-sizes 1,16]
-        [--draft-tokens 16] [--threads 2] [--also-dtype float32|bfloat16|int8] [--skip radgen-hf,...]
+        [--draft-tokens 16] [--threads 2] [--also-dtype float32|bfloat16|int8] [--also-pack-hint 1] [--skip radgen-hf,...]
         [--json drafted_decoding.json]
 
 Drafting only pays where the model writes text it has written before, so this benchmark cannot
@@ -28,7 +28,10 @@ exactly as `radgen generate` passes them). Configs, each over the same studies a
   checks them against the whole vocabulary, `radgen.models.shortlist`): what the shortlist buys;
 - `radgen-drafted-DTYPE` (only with --also-dtype DTYPE): `radgen-drafted` with the decoder in DTYPE,
   e.g. float32 on a CPU where the default is bf16, or int8, to see what the dtype alone buys; its
-  draft table is reset to the shipped one for every batch size, as radgen-drafted's is.
+  draft table is reset to the shipped one for every batch size, as radgen-drafted's is;
+- `radgen-drafted-hintN` (only with --also-pack-hint N): `radgen-drafted` with its packed weights
+  laid out by oneDNN for N input rows (`radgen.models.packed_linear.PACK_ROWS_HINT`, 16; before
+  2026-12-02, 1), its packing decisions timed in that layout; its draft table reset as above.
 
 Reported per config: seconds per report, reports/s, generated tokens/s, decoder passes, the real
 (unpadded) positions those passes fed the decoder (and, of them, the positions drafted decoding fed
@@ -56,7 +59,7 @@ import torch
 from radgen.data.study import read_manifest
 from radgen.data.dataset import lateral_inputs
 from radgen.generate.decode import GenerationSettings, generation_dataset, load_model, study_batches
-from radgen.models import rescoring
+from radgen.models import packed_linear, rescoring
 from radgen.models.fast import lm_body_and_head
 from radgen.models.padding_free import new_positions_mask
 
@@ -163,6 +166,8 @@ def main() -> None:
     parser.add_argument("--skip", default="", help=f"configs to leave out, comma-separated ({', '.join(sorted(SKIPPABLE))})")
     parser.add_argument("--also-dtype", choices=["float32", "bfloat16", "int8"], default=None,
                         help="also time drafted decoding with the decoder in this dtype")
+    parser.add_argument("--also-pack-hint", type=int, default=None,
+                        help="also time drafted decoding with the packed weights laid out for this many input rows")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -175,6 +180,14 @@ def main() -> None:
     extra = f"radgen-drafted-{args.also_dtype}" if args.also_dtype else None
     if extra:
         models[extra] = load_model(args.model, dtype=args.also_dtype)
+    hinted = f"radgen-drafted-hint{args.also_pack_hint}" if args.also_pack_hint else None
+    if hinted:
+        default_hint = packed_linear.PACK_ROWS_HINT
+        packed_linear.PACK_ROWS_HINT = args.also_pack_hint  # read when each layer is packed; the head's own for its shortlist rows
+        try:
+            models[hinted] = load_model(args.model)
+        finally:
+            packed_linear.PACK_ROWS_HINT = default_hint
     configs = tuple(models)
     default_dtype = str(next(models["radgen-drafted"].decoder.parameters()).dtype).replace("torch.", "")
     seeded = len(models["radgen-drafted"].report_draft)
@@ -207,7 +220,7 @@ def main() -> None:
         # the shipped table again for every batch size: the reports an earlier batch size wrote for
         # these same studies would draft them almost whole (before 2026-12-01 they stayed, and
         # batch 32, run after batch 1, was measured on a table holding its own reports)
-        for name in ("radgen-drafted", "radgen-drafted-whole-head", extra):
+        for name in ("radgen-drafted", "radgen-drafted-whole-head", extra, hinted):
             if name in models:
                 models[name].report_draft = copy.deepcopy(shipped_table)
         parts: dict[str, list[dict]] = {name: [] for name in configs}
@@ -224,7 +237,10 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     info = {"model": args.model, "split": args.split, "studies": len(chosen), "draft_tokens": args.draft_tokens, "rounds": args.rounds,
-            "seeded_draft_keys": seeded, "default_dtype": default_dtype, "settings": settings, "threads": args.threads, "torch": torch.__version__,
+            "seeded_draft_keys": seeded, "default_dtype": default_dtype, "settings": settings,
+            # rows each config's packed weights are laid out for (none: nothing packed)
+            "packed_layouts": {name: sorted({m.rows_hint for m in model.modules() if isinstance(m, packed_linear.PackedLinear)})
+                               for name, model in models.items()}, "threads": args.threads, "torch": torch.__version__,
             "cpu": platform.processor() or platform.machine(), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}
     print("\n| batch | config | s per report | reports/s | tokens/s | decoder calls | decoder positions per report "

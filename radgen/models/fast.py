@@ -38,6 +38,7 @@ from torch import nn
 from radgen.allocator import keep_large_blocks_in_heap
 from radgen.config import INFERENCE_DTYPES
 from radgen.models.attention import use_grouped_attention
+from radgen.models import packed_linear
 from radgen.models.packed_linear import PackedLinear
 from radgen.models.padding_free import use_padding_free_layers
 from radgen.models.peft import base_model
@@ -170,7 +171,7 @@ def _packing_probe(dtype: torch.dtype) -> bool:
     try:
         weight = torch.linspace(-1, 1, 48, dtype=torch.float32).reshape(6, 8).to(dtype)
         x = torch.linspace(-1, 1, 16, dtype=torch.float32).reshape(2, 8).to(dtype)
-        packed = torch.ops.mkldnn._reorder_linear_weight(weight, 1)
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight, packed_linear.PACK_ROWS_HINT)
         out = torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
         return bool(torch.allclose(out.float(), (x.float() @ weight.float().T), atol=0.05, rtol=0.05))
     except (RuntimeError, NotImplementedError):
@@ -184,10 +185,11 @@ def packing_supported(dtype: torch.dtype) -> bool:
 
 @functools.cache
 def _packing_timing(out_features: int, in_features: int, dtype: torch.dtype, threads: int, rows: tuple[int, ...] = (1, 9, 64),
-                    calls: int = 1, repeats: int = 6) -> tuple[float, float]:
+                    calls: int = 1, repeats: int = 6, rows_hint: int = 1) -> tuple[float, float]:
     """(packed, plain) seconds for Linears of this shape over decoding-like row counts (default:
     batch-1 steps, drafted passes, batches), best of `repeats` per row count; packed's is plain's
-    total scaled by the mean packed/plain ratio, so each row count weighs alike.
+    total scaled by the mean packed/plain ratio, so each row count weighs alike. `rows_hint`: the
+    packed layout's row count (`PackedLinear`).
 
     Why several layers: a decoder pass streams every layer's weights from memory, and one layer
     timed again and again sits in the CPU's cache, where plain and packed kernels run alike. On an
@@ -203,7 +205,7 @@ def _packing_timing(out_features: int, in_features: int, dtype: torch.dtype, thr
     size = out_features * in_features * torch.empty(0, dtype=dtype).element_size()
     copies = max(1, min(64, math.ceil(STREAM_BYTES / size)))
     plain = [nn.Linear(in_features, out_features).to(dtype).eval() for _ in range(copies)]
-    packed = [PackedLinear(layer) for layer in plain]
+    packed = [PackedLinear(layer, rows_hint) for layer in plain]
     inputs = [torch.randn(n, in_features).to(dtype) for n in rows]
     best = {(name, n): float("inf") for name in ("packed", "plain") for n in rows}
     with torch.no_grad():
@@ -234,7 +236,8 @@ def packing_probe_layer(decoder: nn.Module, head: bool = False) -> nn.Linear | N
 def time_packing(layer: nn.Linear, head: bool = False, cached: bool = True) -> tuple[float, float]:
     """(packed, plain) seconds for `layer`'s shape, timed as `packing_pays` times it (cached=False: a fresh timing)."""
     timing = _packing_timing if cached else _packing_timing.__wrapped__
-    return timing(layer.out_features, layer.in_features, layer.weight.dtype, torch.get_num_threads(), **(HEAD_TIMING if head else {}))
+    return timing(layer.out_features, layer.in_features, layer.weight.dtype, torch.get_num_threads(), **(HEAD_TIMING if head else {}),
+                  rows_hint=packed_linear.PACK_ROWS_HINT)
 
 
 def packing_pays(decoder: nn.Module, head: bool = False) -> bool:

@@ -110,7 +110,7 @@ def _fuse(owner: nn.Module, names: tuple[str, ...], pack: Callable[[nn.Linear], 
     if not pack(fused):  # decided on the shape alone, before any weight is copied
         return False
     bias = None if layers[0].bias is None else torch.cat([layer.bias.detach() for layer in layers])
-    fused = PackedLinear.from_weight(torch.cat(weights), bias)
+    fused = PackedLinear.from_weight(torch.cat(weights), bias)  # the layout for PACK_ROWS_HINT rows, as `pack` timed it
     start = 0
     for name, w in zip(names, weights):
         setattr(owner, name, FusedPart(fused, start, start + w.shape[0]))

@@ -11,6 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# oneDNN lays a packed weight out for a given number of input rows. radgen's CPU decoding feeds
+# 5-160 rows a call (drafted passes ~12 at batch 1, prefills ~50, batch-32 passes up to 160), and
+# there a layout for 16 rows ran 1.2-1.8x faster a layer than the one for a single row, with the
+# weights streaming from memory as in a pass (AVX2 Zen 3; benchmarks/cpu_kernels.py --kernels
+# pack-hints), and whole reports 9-14% faster with the same text (docs/benchmarks.md, "Packed weights
+# laid out for 16 rows"). Read when a layer is packed; before 2026-12-02 it was 1.
+PACK_ROWS_HINT = 16
+
 
 class PackedLinear(nn.Module):
     """An inference-only nn.Linear whose weight is pre-packed for oneDNN (CPU).
@@ -23,21 +31,23 @@ class PackedLinear(nn.Module):
     dtype, same math: outputs differ from F.linear only by summation order (~1e-6 relative).
     """
 
-    def __init__(self, linear: nn.Linear):
+    def __init__(self, linear: nn.Linear, rows_hint: int | None = None):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         weight = linear.weight.detach()
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, 1)  # hint: batch 1, fine for any batch
+        # the layout only: any number of rows multiplies correctly
+        self.rows_hint = PACK_ROWS_HINT if rows_hint is None else int(rows_hint)
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, self.rows_hint)
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach(), requires_grad=False)
 
     @classmethod
-    def from_weight(cls, weight: torch.Tensor, bias: torch.Tensor | None = None) -> "PackedLinear":
+    def from_weight(cls, weight: torch.Tensor, bias: torch.Tensor | None = None, rows_hint: int | None = None) -> "PackedLinear":
         """A PackedLinear over `weight` (out_features, in_features) and `bias`, without an nn.Linear to copy from."""
         linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
         linear.weight = nn.Parameter(weight, requires_grad=False)
         if bias is not None:
             linear.bias = nn.Parameter(bias, requires_grad=False)
-        return cls(linear)
+        return cls(linear, rows_hint)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -66,7 +76,7 @@ class PackedLinear(nn.Module):
         return super()._apply(fn, recurse)
 
     def __deepcopy__(self, memo: dict) -> "PackedLinear":
-        return PackedLinear.from_weight(self.weight.clone(), None if self.bias is None else self.bias.detach().clone())
+        return PackedLinear.from_weight(self.weight.clone(), None if self.bias is None else self.bias.detach().clone(), self.rows_hint)
 
     def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
         destination[prefix + "weight"] = self.weight
@@ -74,4 +84,4 @@ class PackedLinear(nn.Module):
             destination[prefix + "bias"] = self.bias if keep_vars else self.bias.detach()
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, packed for oneDNN"
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, packed for oneDNN ({self.rows_hint} rows)"

@@ -46,15 +46,16 @@ SCORE_CHUNK = 128
 class ShortHead:
     """The LM head's rows for the shortlisted tokens: logits over them, and their place in the vocabulary.
 
-    `packed`: the rows packed for oneDNN like a packed head's (`PackedLinear`). Each logit then comes
-    from the same kernel as the head's, which sums it in the same order whatever the other rows are:
+    `packed`: the head's `PackedLinear`, whose rows these are packed like (the same layout). Each
+    logit then comes from the same kernel as the head's, which sums it in the same order whatever the other rows are:
     the values the head gives the same positions, to the bit (tests/models/test_shortlist.py), so
     near-ties fall as the head's do.
     """
 
-    def __init__(self, ids: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, vocabulary: int, packed: bool = False):
+    def __init__(self, ids: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, vocabulary: int,
+                 packed: PackedLinear | None = None):
         self.ids, self.weight, self.bias, self.vocabulary = ids, weight, bias, vocabulary
-        self._packed = PackedLinear.from_weight(weight, bias) if packed else None
+        self._packed = PackedLinear.from_weight(weight, bias, packed.rows_hint) if packed is not None else None
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(..., shortlist) logits, the head's values for the shortlisted tokens."""
@@ -128,7 +129,7 @@ class Shortlist:
                 bias = getattr(head, "bias", None)
                 short = ShortHead(ids, weight.detach().index_select(0, ids).contiguous(),
                                   None if bias is None else bias.detach().index_select(0, ids), vocabulary,
-                                  packed=isinstance(head, PackedLinear))
+                                  packed=head if isinstance(head, PackedLinear) else None)
         with self._lock:
             self._cache = (id(head), len(tokens), short)
         return short

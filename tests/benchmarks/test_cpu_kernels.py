@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import torch
+
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "cpu_kernels.py"
 _spec = importlib.util.spec_from_file_location("cpu_kernels", SCRIPT)
 cpu_kernels = importlib.util.module_from_spec(_spec)
@@ -36,3 +38,16 @@ def test_int8_rows_time_both_linears_and_stay_near_fp32():
     assert len(rows) == 12 and all(r["before_ms"] > 0 and r["after_ms"] > 0 for r in rows)
     # 8-bit weights and activations of unit-scale random inputs: off by a few hundredths, not more
     assert all(0 < r["max_abs_diff"] < 0.2 for r in rows), [r["max_abs_diff"] for r in rows]
+
+
+def test_pack_hint_rows_time_both_layouts_which_compute_the_same_products():
+    from radgen.models.fast import packing_supported
+
+    rows = cpu_kernels.pack_hint_rows(1, stream_bytes=2**20, rows_counts=(1, 12), shapes=((48, 80), (80, 48)), also=(64,))
+    if not packing_supported(torch.float32):
+        assert rows == []
+        return
+    assert [r["shape"] for r in rows] == ["48x80, 1 rows", "48x80, 12 rows", "80x48, 1 rows", "80x48, 12 rows"]
+    for r in rows:
+        assert r["before_ms"] > 0 and r["after_ms"] > 0 and r["also"]["layout for 64 rows"] > 0
+        assert r["max_abs_diff"] < 1e-4  # another layout, the same fp32 products (summation order aside)

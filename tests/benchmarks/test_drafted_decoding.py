@@ -63,6 +63,20 @@ def test_drafted_decoding_can_skip_configs_and_add_a_dtype(tmp_path):
     assert bad.returncode == 2 and "--skip takes radgen-drafted-cold, radgen-drafted-whole-head, radgen-hf" in bad.stderr
 
 
+def test_drafted_decoding_can_add_an_arm_with_another_packed_layout(tmp_path, monkeypatch):
+    from radgen.models.fast import PACK_ENV, packing_supported
+    from radgen.models.packed_linear import PACK_ROWS_HINT
+
+    monkeypatch.setenv(PACK_ENV, "1")  # packed whatever the load-time timing would say
+    info = run_benchmark(tmp_path, "drafted_decoding.py", "--batch-sizes", "1", "--skip", "radgen-hf,radgen-drafted-cold,radgen-drafted-whole-head",
+                         "--also-pack-hint", "1", "--rounds", "1", fast_paths=True)
+    assert [r["config"] for r in info["rows"]] == ["plain-peft", "radgen-drafted", "radgen-drafted-hint1"]
+    assert all(r["reports"] == 3 for r in info["rows"]) and info["packed_layouts"]["plain-peft"] == []
+    packed = packing_supported(torch.float32)
+    assert info["packed_layouts"]["radgen-drafted"] == ([PACK_ROWS_HINT] if packed else [])
+    assert info["packed_layouts"]["radgen-drafted-hint1"] == ([1] if packed else [])
+
+
 def test_draft_settings_sweep_runs_every_combination_and_the_settings_change_no_text(tmp_path):
     info = run_benchmark(tmp_path, "draft_settings.py", "--split", "test", "--batch-sizes", "2", "--orders", "1,4",
                          "--budgets", "2,160", "--draft-tokens", "1,16", "--repeats", "1")

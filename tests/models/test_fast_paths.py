@@ -162,17 +162,19 @@ def test_inference_puts_the_cnn_encoder_in_channels_last_with_equal_features():
     torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_packed_linear_computes_what_linear_computes_and_copies_and_saves(dtype):
+@pytest.mark.parametrize("dtype, rows_hint", [(torch.float32, None), (torch.float32, 1), (torch.float32, 64), (torch.bfloat16, None)])
+def test_packed_linear_computes_what_linear_computes_and_copies_and_saves(dtype, rows_hint):
     from radgen.models.fast import packing_supported
 
     if not packing_supported(dtype):  # bf16 packing needs AVX-512 or AVX-NE-CONVERT; the fallback is tested below
         pytest.skip(f"this CPU cannot pack {dtype} weights for oneDNN")
     from radgen.models.fast import PackedLinear
+    from radgen.models.packed_linear import PACK_ROWS_HINT
 
     torch.manual_seed(0)
     linear = torch.nn.Linear(24, 40).to(dtype)
-    packed = PackedLinear(linear)
+    packed = PackedLinear(linear, rows_hint)  # the layout for that many rows; any number multiplies correctly
+    assert packed.rows_hint == (PACK_ROWS_HINT if rows_hint is None else rows_hint)
     x = torch.randn(3, 5, 24).to(dtype)
     tolerance = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=2e-2, rtol=2e-2)
     with torch.no_grad():
@@ -181,6 +183,7 @@ def test_packed_linear_computes_what_linear_computes_and_copies_and_saves(dtype)
     assert torch.equal(packed.state_dict()["weight"], linear.weight.detach())
     assert torch.equal(packed.state_dict()["bias"], linear.bias.detach())
     twin = copy.deepcopy(packed)
+    assert twin.rows_hint == packed.rows_hint
     with torch.no_grad():
         assert torch.equal(twin(x), packed(x))
 

@@ -87,15 +87,16 @@ def test_copies_keep_the_tokens_and_drop_the_cached_rows():
         assert len(copied) == 3 and len(listed) == 2
 
 
-@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("packed", [None, 1, 16, 64])
 def test_listed_logits_are_the_heads_to_the_bit(packed):
-    # the same kernel as the head's (oneDNN packed where the head is): near-ties fall the same way
+    # the same kernel as the head's (oneDNN packed where the head is, in the head's layout): near-ties fall the same way
     torch.manual_seed(3)
     head = nn.Linear(64, 4000, bias=False)
-    head = PackedLinear(head) if packed else head
+    head = PackedLinear(head, rows_hint=packed) if packed else head
     listed = Shortlist()
     listed.add(range(0, 4000, 7))
     rows = listed.head(head)
+    assert packed is None or rows._packed.rows_hint == packed
     for positions in (2, 12, 40):
         hidden = torch.randn(positions, 64)
         with torch.no_grad():
