@@ -80,6 +80,7 @@ class Shortlist:
         self._tokens: set[int] = set()
         self._lock = threading.Lock()
         self._cache: tuple[int, int, ShortHead | None] | None = None  # (id(head), tokens it was built with, rows)
+        self._same_as_head: tuple[int, int, bool] | None = None  # (id(head), id(source), whether source holds head's weight)
         self.miss_rate = 0.0
 
     def __len__(self) -> int:
@@ -88,7 +89,7 @@ class Shortlist:
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         del state["_lock"]
-        state["_cache"] = None
+        state["_cache"] = state["_same_as_head"] = None
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -112,15 +113,18 @@ class Shortlist:
         for missed in [True] * misses + [False] * (rows - misses):
             self.miss_rate += MISS_RATE_STEP * (float(missed) - self.miss_rate)
 
-    def head(self, head: nn.Module) -> ShortHead | None:
+    def head(self, head: nn.Module, source: torch.Tensor | None = None) -> ShortHead | None:
         """`head`'s rows for the listed tokens (kept until the list grows); None where `head` has no
-        plain weight matrix (an int8 head) or the list covers most of it."""
+        plain weight matrix (an int8 head) or the list covers most of it. `source`: a dense matrix
+        that may hold the head's weight (the input embedding a tied head was packed from); once
+        checked equal, rows are read from it, so a packed head is not unpacked (113 MB, ~40 ms for
+        SmolLM2's) every time the list grows: at batch 1 it grew in 14 of 20 calls."""
         with self._lock:
             cached = self._cache
             if cached is not None and cached[0] == id(head) and cached[1] == len(self._tokens):
                 return cached[2]
             tokens = sorted(self._tokens)
-        weight = getattr(head, "weight", None)  # a packed head unpacks it here, once per growth of the list
+        weight = self._rows_source(head, source)
         short = None
         if isinstance(weight, torch.Tensor) and weight.dim() == 2:
             vocabulary = weight.shape[0]
@@ -133,6 +137,24 @@ class Shortlist:
         with self._lock:
             self._cache = (id(head), len(tokens), short)
         return short
+
+    def _rows_source(self, head: nn.Module, source: torch.Tensor | None) -> torch.Tensor | None:
+        """`source` where it holds exactly `head`'s weight (checked once per pair), else the head's own
+        weight (a packed head unpacks it here)."""
+        if source is not None:
+            with self._lock:
+                known = self._same_as_head
+            if known is None or known[:2] != (id(head), id(source)):
+                weight = getattr(head, "weight", None)
+                same = isinstance(weight, torch.Tensor) and weight.shape == source.shape and weight.dtype == source.dtype \
+                    and bool(torch.equal(weight, source.detach()))
+                with self._lock:
+                    self._same_as_head = known = (id(head), id(source), same)
+                if not same:
+                    return weight
+            if known[2]:
+                return source.detach()
+        return getattr(head, "weight", None)
 
 
 def score_picks(head: nn.Module, short: ShortHead, hidden: Sequence[torch.Tensor], picks: Sequence[Sequence[int]],

@@ -304,7 +304,8 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
     lenient = guides is not None and guide_margin > 0
     per_row = bool(prefix_ids) and not isinstance(prefix_ids[0], int)
     row_prefix = [list(p) for p in prefix_ids] if per_row else [list(prefix_ids)] * batch  # type: ignore[arg-type]
-    short = _short_head(shortlist, split, draft, guides if lenient else None, eos, repetition_penalty, device)
+    short = _short_head(shortlist, split, draft, guides if lenient else None, eos, repetition_penalty, device,
+                        getattr(embed, "weight", None))
     picked_states: list[list[torch.Tensor]] = [[] for _ in range(batch)]  # shortlist: each pick's hidden state
     greedy_picks: list[list[int]] = [[] for _ in range(batch)]  # and the processors' choice there (before a guide)
 
@@ -425,9 +426,10 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
 
 
 def _short_head(shortlist: Shortlist | None, split, draft: NgramDraft, guides, eos: int, repetition_penalty: float,  # noqa: ANN001
-                device: torch.device) -> ShortHead | None:
+                device: torch.device, embedding: torch.Tensor | None = None) -> ShortHead | None:
     """The LM head's rows for `shortlist` (extended by the table's, guides' and eos' tokens) where this
-    call may pick over them; None: the whole head."""
+    call may pick over them; None: the whole head. `embedding`: the input embedding's weight, which
+    a tied head's rows are read from (`Shortlist.head`)."""
     if shortlist is None or split is None or device.type != "cpu" or repetition_penalty != 1.0:
         return None
     shortlist.add(draft.vocabulary)
@@ -438,7 +440,7 @@ def _short_head(shortlist: Shortlist | None, split, draft: NgramDraft, guides, e
     if not shortlist.usable():
         shortlist.skipped()
         return None
-    return shortlist.head(split[1])
+    return shortlist.head(split[1], embedding)
 
 
 def _decode_again(out: DraftedOutput, rows: list[int], decoder: nn.Module, inputs_embeds: torch.Tensor, draft: NgramDraft,

@@ -63,6 +63,33 @@ def test_head_rows_are_kept_until_the_list_grows_and_packed_heads_give_the_same_
     assert listed.head(head).ids.tolist() == [1, 2, 5, 9]
 
 
+def test_a_packed_heads_rows_come_from_the_matrix_it_was_tied_to_once_checked_equal(monkeypatch):
+    unpacked = []
+    plain_weight = PackedLinear.weight.fget
+    monkeypatch.setattr(PackedLinear, "weight", property(lambda self: unpacked.append(1) or plain_weight(self)))
+    head = _head()
+    embedding = nn.Embedding(40, 8)
+    embedding.weight = head.weight  # tied, as SmolLM2's head and input embedding are
+    packed = PackedLinear(head)
+    listed = Shortlist()
+    listed.add([5, 1, 9])
+    rows = listed.head(packed, embedding.weight)
+    assert torch.equal(rows.weight, head.weight[[1, 5, 9]]) and len(unpacked) == 1  # unpacked once, to check
+    for grow in ([2], [3, 30]):
+        listed.add(grow)
+        assert torch.equal(listed.head(packed, embedding.weight).weight, head.weight[sorted(listed._tokens)])
+    assert len(unpacked) == 1  # the list grew twice; the rows came from the tied matrix
+    # a matrix that is not the head's (an untied embedding): the head's own rows, every time
+    other = Shortlist()
+    other.add([1, 2])
+    untied = torch.randn(40, 8)
+    assert torch.equal(other.head(packed, untied).weight, head.weight[[1, 2]])
+    other.add([3])
+    assert torch.equal(other.head(packed, untied).weight, head.weight[[1, 2, 3]])
+    assert len(unpacked) == 3  # the check's unpacking gave the first rows; the second growth unpacked the head again
+    assert pickle.loads(pickle.dumps(listed))._same_as_head is None  # a copy checks again
+
+
 def test_no_rows_where_the_list_covers_most_of_the_head_or_the_head_has_no_weight_matrix():
     listed = Shortlist()
     listed.add(range(30))
