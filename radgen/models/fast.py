@@ -37,8 +37,8 @@ from torch import nn
 
 from radgen.allocator import keep_large_blocks_in_heap
 from radgen.config import INFERENCE_DTYPES
-from radgen.models.attention import use_grouped_attention
 from radgen.models import packed_linear
+from radgen.models.attention import use_grouped_attention
 from radgen.models.packed_linear import PackedLinear
 from radgen.models.padding_free import use_padding_free_layers
 from radgen.models.peft import base_model

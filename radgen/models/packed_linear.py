@@ -15,8 +15,9 @@ from torch import nn
 # 5-160 rows a call (drafted passes ~12 at batch 1, prefills ~50, batch-32 passes up to 160), and
 # there a layout for 16 rows ran 1.2-1.8x faster a layer than the one for a single row, with the
 # weights streaming from memory as in a pass (AVX2 Zen 3; benchmarks/cpu_kernels.py --kernels
-# pack-hints), and whole reports 9-14% faster with the same text (docs/benchmarks.md, "Packed weights
-# laid out for 16 rows"). Read when a layer is packed; before 2026-12-02 it was 1.
+# pack-hints), and whole reports 15% (batch 1) and 7% (batch 32) faster with the same text
+# (benchmarks/drafted_decoding.py --also-pack-hint 1; docs/benchmarks.md, "Packed weights laid out for
+# 16 rows"). Read when a layer is packed; before 2026-12-02 it was 1.
 PACK_ROWS_HINT = 16
 
 

@@ -47,9 +47,9 @@ class ShortHead:
     """The LM head's rows for the shortlisted tokens: logits over them, and their place in the vocabulary.
 
     `packed`: the head's `PackedLinear`, whose rows these are packed like (the same layout). Each
-    logit then comes from the same kernel as the head's, which sums it in the same order whatever the other rows are:
-    the values the head gives the same positions, to the bit (tests/models/test_shortlist.py), so
-    near-ties fall as the head's do.
+    logit then comes from the same kernel as the head's, which sums it in the same order whatever
+    the other rows are: the values the head gives the same positions, to the bit
+    (tests/models/test_shortlist.py), so near-ties fall as the head's do.
     """
 
     def __init__(self, ids: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, vocabulary: int,
