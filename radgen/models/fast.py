@@ -415,7 +415,8 @@ def fold_batch_norms(module: nn.Module) -> int:
                     and norm.num_features == conv.out_channels and not conv.training and not norm.training):
                 parent._modules[first] = fuse_conv_bn_eval(conv, norm)
                 after = [m for m in (getattr(norm, "drop", None), getattr(norm, "act", None)) if isinstance(m, nn.Module)]
-                parent._modules[second] = nn.Sequential(*after) if after else nn.Identity()
+                # eval mode, as the norm was: a module in training mode makes every generate call switch the whole model
+                parent._modules[second] = (nn.Sequential(*after) if after else nn.Identity()).eval()
                 folded += 1
     return folded
 

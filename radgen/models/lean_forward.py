@@ -75,6 +75,7 @@ class FusedPart(nn.Module):
         super().__init__()
         self.fused, self.start, self.stop = fused, start, stop
         self.in_features, self.out_features = fused.in_features, stop - start
+        self.training = fused.training
 
     @property
     def weight(self) -> torch.Tensor:
@@ -111,6 +112,7 @@ def _fuse(owner: nn.Module, names: tuple[str, ...], pack: Callable[[nn.Linear], 
         return False
     bias = None if layers[0].bias is None else torch.cat([layer.bias.detach() for layer in layers])
     fused = PackedLinear.from_weight(torch.cat(weights), bias)  # the layout for PACK_ROWS_HINT rows, as `pack` timed it
+    fused.training = layers[0].training  # the mode of the layers it replaces (PackedLinear's note)
     start = 0
     for name, w in zip(names, weights):
         setattr(owner, name, FusedPart(fused, start, start + w.shape[0]))
