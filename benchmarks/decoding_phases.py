@@ -44,7 +44,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from drafted_decoding import greedy_settings, study_parser
+from drafted_decoding import greedy_settings, run, study_parser
 from radgen.data.dataset import lateral_inputs
 from radgen.data.study import read_manifest
 from radgen.generate.decode import generation_dataset, load_model, study_batches
@@ -201,15 +201,6 @@ def read_rate(megabytes: int = 512, repeats: int = 5) -> float:
     return x.numel() * 4 / sorted(times)[len(times) // 2] / 1e9
 
 
-def decode(model, batches, settings: dict, draft_tokens: int) -> tuple[float, int, int]:
-    """Seconds, reports and tokens for decoding `batches` as `radgen generate` does."""
-    start, reports = time.perf_counter(), []
-    for batch in batches:
-        reports += model.generate(pixel_values=batch["pixel_values"], contexts=batch.get("contexts"), **lateral_inputs(batch),
-                                  num_beams=1, draft_tokens=draft_tokens, **settings)
-    return time.perf_counter() - start, len(reports), sum(len(r.token_ids) for r in reports)
-
-
 def main() -> None:
     parser = study_parser(__doc__.splitlines()[0], split="test", batch_sizes="1,32")
     parser.add_argument("--plain", action="store_true", help="also time plain HF + peft greedy over the same batches")
@@ -245,7 +236,9 @@ def main() -> None:
         batches = list(study_batches(dataset, batch_size))
         model.report_draft = copy.deepcopy(shipped_table)  # no batch size drafts from the reports another wrote for these studies
         clock.reset()
-        seconds, reports, tokens = decode(model, batches, settings, draft_tokens)
+        # drafted_decoding's loop, exactly what `radgen generate` passes (its pass counter unused here)
+        timed = run(model, batches, draft_tokens, {}, settings)
+        seconds, reports, tokens = timed["seconds"], timed["reports"], timed["tokens"]
         phases = {}
         for phase in PHASES:
             # both must happen and may overlap: the floor is the larger of the products at the best rate
@@ -262,7 +255,8 @@ def main() -> None:
                "redecoded_rows": clock.redecoded_rows, "phases": phases, "floor_s_per_report": floor,
                "floor_with_image_s_per_report": floor + phases["image"]["s_per_report"]}
         if plain is not None:
-            plain_seconds, _, plain_tokens = decode(plain, batches, settings, 0)
+            timed = run(plain, batches, 0, {}, settings)
+            plain_seconds, plain_tokens = timed["seconds"], timed["tokens"]
             row.update(plain_s_per_report=plain_seconds / reports, plain_tokens_per_report=plain_tokens / reports,
                        speedup_vs_plain=plain_seconds / seconds, ceiling_vs_plain=plain_seconds / reports / row["floor_with_image_s_per_report"])
         rows.append(row)

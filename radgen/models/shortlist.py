@@ -141,6 +141,7 @@ class Shortlist:
     def _rows_source(self, head: nn.Module, source: torch.Tensor | None) -> torch.Tensor | None:
         """`source` where it holds exactly `head`'s weight (checked once per pair), else the head's own
         weight (a packed head unpacks it here)."""
+        weight = None
         if source is not None:
             with self._lock:
                 known = self._same_as_head
@@ -148,13 +149,12 @@ class Shortlist:
                 weight = getattr(head, "weight", None)
                 same = isinstance(weight, torch.Tensor) and weight.shape == source.shape and weight.dtype == source.dtype \
                     and bool(torch.equal(weight, source.detach()))
+                known = (id(head), id(source), same)
                 with self._lock:
-                    self._same_as_head = known = (id(head), id(source), same)
-                if not same:
-                    return weight
+                    self._same_as_head = known
             if known[2]:
                 return source.detach()
-        return getattr(head, "weight", None)
+        return weight if weight is not None else getattr(head, "weight", None)
 
 
 def score_picks(head: nn.Module, short: ShortHead, hidden: Sequence[torch.Tensor], picks: Sequence[Sequence[int]],

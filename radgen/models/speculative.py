@@ -364,7 +364,8 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
             for k, i in enumerate(walking):
                 row = active[i]
                 token = rule.choose(logits[k], top[k], tokens[row])
-                greedy_picks[row].append(token)
+                if short is not None:
+                    greedy_picks[row].append(token)
                 guide = guides[row] if lenient else None  # type: ignore[index]
                 if guide is not None:  # the guide's next token, from the context alone: the text never depends on the drafts
                     candidate = guide.propose(row_prefix[row] + tokens[row], 1, GUIDE_MIN_MATCH)
