@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from radgen.models.fast import base_model, lm_body_and_head, token_logprobs
+from radgen.models.kv_cache import growing_cache
 from radgen.models.rescoring import PrefillState, cache_argument, keep_decoded
 from radgen.models.shortlist import ShortHead, Shortlist, score_picks
 
@@ -284,13 +285,11 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
     token off the list could have changed are decoded again without it. The same text and
     log-probabilities, fewer head rows a pass.
     """
-    from transformers import DynamicCache
-
     batch, length = inputs_embeds.shape[:2]
     device = inputs_embeds.device
     embed = decoder.get_input_embeddings()
     rule = _GreedyRule(eos, repetition_penalty, no_repeat_ngram_size, min_new_tokens, suppress_tokens)
-    cache = DynamicCache()
+    cache = growing_cache()  # passes write into spare room, not a copy of the cache each (radgen.models.kv_cache)
     mask = torch.ones(batch, length, dtype=torch.long, device=device) if attention_mask is None else attention_mask.to(device, torch.long)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     split = lm_body_and_head(decoder)  # drafted passes: body once, LM head only where the walk reads
