@@ -42,14 +42,31 @@ def grouped_query_sdpa(module: nn.Module, query: torch.Tensor, key: torch.Tensor
     if plain:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
-    kv_heads, keys = key.shape[1], attention_mask.shape[-1]  # the mask's own widths: it may broadcast
+    return stacked_sdpa(query, key, value, stacked_mask(attention_mask, groups, query.dtype), scaling), None
+
+
+def stacked_mask(attention_mask: torch.Tensor, groups: int, dtype: torch.dtype) -> torch.Tensor:
+    """The (B, 1, Q, K) mask (bool: True attends; or additive) for `stacked_sdpa`'s stacked queries,
+    (B, 1, groups·Q, K), additive in `dtype` (0 or -inf: what SDPA makes of a bool mask itself). A
+    caller running several layers on one mask (radgen.models.lean_forward) makes it once a pass."""
+    rows, _, queries, keys = attention_mask.shape  # the mask's own widths: it may broadcast
+    mask = attention_mask[:, :, None].expand(rows, 1, groups, queries, keys).reshape(rows, 1, groups * queries, keys)
+    if mask.dtype == torch.bool:
+        mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(mask.logical_not(), float("-inf"))
+    return mask
+
+
+def stacked_sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor,
+                 scaling: float | None) -> torch.Tensor:
+    """SDPA of query (B, H, Q, D) over key and value (B, KV, K, D), H = KV·groups, with the queries
+    that share a key/value head stacked into one head, under `stacked_mask`'s mask; returns (B, Q, H, D)."""
+    batch, heads, queries, dim = query.shape
+    kv_heads = key.shape[1]
     # query head h reads key/value head h // groups (repeat_kv's order): heads kv*groups..kv*groups+groups-1
     # become one head whose queries are those heads' queries one after another
-    stacked = query.reshape(batch, kv_heads, groups * queries, dim)
-    rows = attention_mask.shape[0]
-    mask = attention_mask[:, :, None].expand(rows, 1, groups, queries, keys).reshape(rows, 1, groups * queries, keys)
+    stacked = query.reshape(batch, kv_heads, heads // kv_heads * queries, dim)
     out = F.scaled_dot_product_attention(stacked, key, value, attn_mask=mask, scale=scaling)
-    return out.reshape(out.shape[0], heads, queries, dim).transpose(1, 2).contiguous(), None
+    return out.reshape(out.shape[0], heads, queries, dim).transpose(1, 2).contiguous()
 
 
 def register() -> str:

@@ -9,7 +9,11 @@ weights and runs the same torch ops in the same order (RMSNorm in fp32, rotary e
 body's own `rotary_emb`, the attention function the config names, the mask from transformers'
 `create_causal_mask`, the KV cache's own `update`), so the real positions' hidden states are the
 ones `LlamaModel.forward` returns, bit for bit where the Linear kernels see the same rows
-(tests/models/test_lean_forward.py). Measured pass costs and decoding speed: docs/benchmarks.md,
+(tests/models/test_lean_forward.py). Two steps are shared where transformers repeats them, with the
+same arithmetic: radgen's grouped-query attention gets its stacked mask once a pass instead of once a
+layer, and fused projections rotate the queries' and keys' heads in one go (2-4% off a pass at batch
+1 and 32 in an interleaved scratch timing on the AVX2 CPU; the decoding speed it adds up to:
+docs/benchmarks.md). Measured pass costs and decoding speed: docs/benchmarks.md,
 Performance, "A lean forward for the decoder body".
 
 Padded positions (a 0 in the new columns of the 2-D attention mask: left-padded prompts, drafts
@@ -40,6 +44,7 @@ from transformers import DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.models.llama.modeling_llama import LlamaModel, eager_attention_forward
 
+from radgen.models.attention import grouped_query_sdpa, stacked_mask, stacked_sdpa
 from radgen.models.packed_linear import PackedLinear
 
 # transformers 5 names the output's cache field `cache`, 4.x `past_key_values`
@@ -145,14 +150,39 @@ def fuse_projections(body: nn.Module, pack: Callable[[nn.Linear], bool] | None =
     return fused
 
 
+def _fused_parent(owner: nn.Module, names: tuple[str, ...]) -> nn.Module | None:
+    """The fused Linear whose adjacent columns, in order from the first, are `owner`'s parts `names`; None if they are not."""
+    parts = [getattr(owner, name) for name in names]
+    if all(type(part) is FusedPart for part in parts) and len({id(part.fused) for part in parts}) == 1 and parts[0].start == 0 \
+            and [part.start for part in parts[1:]] == [part.stop for part in parts[:-1]]:
+        return parts[0].fused
+    return None
+
+
 def _projections(owner: nn.Module, names: tuple[str, ...], x: torch.Tensor) -> list[torch.Tensor]:
     """`owner.<name>(x)` for each name: one product when they are the parts of one fused Linear, in order."""
+    fused = _fused_parent(owner, names)
     parts = [getattr(owner, name) for name in names]
-    if all(type(part) is FusedPart for part in parts) and len({id(part.fused) for part in parts}) == 1 \
-            and [part.start for part in parts[1:]] == [part.stop for part in parts[:-1]]:
-        out = _linear(parts[0].fused, x)
+    if fused is not None:
+        out = _linear(fused, x)
         return [out[:, part.start:part.stop] for part in parts]
     return [_linear(part, x) for part in parts]
+
+
+def _rotated_qkv(attention: nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Queries and keys with the rotary embedding applied, and values, each (N, heads, head_dim).
+    Fused projections rotate the queries' and keys' heads in one go (their columns are adjacent):
+    the same arithmetic on each element as rotating them apart, a layer's rotation ops once, not twice."""
+    head_dim, positions = attention.head_dim, x.shape[0]
+    fused = _fused_parent(attention, ("q_proj", "k_proj", "v_proj"))
+    if fused is not None:
+        out = _linear(fused, x)
+        query_heads, key_end = attention.q_proj.stop // head_dim, attention.k_proj.stop
+        rotated = _rotate(out[:, :key_end].reshape(positions, -1, head_dim), cos, sin)
+        return rotated[:, :query_heads], rotated[:, query_heads:], out[:, key_end:].reshape(positions, -1, head_dim)
+    q, k, v = _projections(attention, ("q_proj", "k_proj", "v_proj"), x)
+    return (_rotate(q.reshape(positions, -1, head_dim), cos, sin), _rotate(k.reshape(positions, -1, head_dim), cos, sin),
+            v.reshape(positions, -1, head_dim))
 
 
 def _rms_norm(x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
@@ -249,18 +279,23 @@ def lean_forward(body: nn.Module, inputs_embeds: torch.Tensor, attention_mask: t
             x = x.new_zeros(rows * width, *x.shape[1:]).index_copy_(0, real, x)
         return x.view(rows, width, *x.shape[1:]).transpose(1, 2)
 
+    # grouped-query attention's mask in its stacked form, once a pass rather than once a layer (radgen.models.attention)
+    groups = config.num_attention_heads // (getattr(config, "num_key_value_heads", None) or config.num_attention_heads)
+    stacked = attend is grouped_query_sdpa and groups > 1 and width > 1 and isinstance(mask, torch.Tensor) and mask.dim() == 4 \
+        and mask.shape[1] == 1
+    pass_mask = None
     for layer in body.layers[: config.num_hidden_layers]:
         attention, mlp = layer.self_attn, layer.mlp
         x = _rms_norm(h, layer.input_layernorm)
-        head_dim = attention.head_dim
-        q, k, v = _projections(attention, ("q_proj", "k_proj", "v_proj"), x)
-        q = _rotate(q.reshape(x.shape[0], -1, head_dim), cos, sin)
-        k = _rotate(k.reshape(x.shape[0], -1, head_dim), cos, sin)
-        v = v.reshape(x.shape[0], -1, head_dim)
+        q, k, v = _rotated_qkv(attention, x, cos, sin)
         q, k, v = padded(q), padded(k), padded(v)
         if cache is not None:
             k, v = cache.update(k, v, attention.layer_idx)
-        out, _ = attend(attention, q, k, v, mask, dropout=0.0, scaling=attention.scaling)
+        if stacked:
+            pass_mask = stacked_mask(mask, groups, q.dtype) if pass_mask is None else pass_mask
+            out = stacked_sdpa(q, k, v, pass_mask, attention.scaling)
+        else:
+            out, _ = attend(attention, q, k, v, mask, dropout=0.0, scaling=attention.scaling)
         out = out.reshape(rows * width, -1)  # (B, W, heads, head_dim) → one row a position
         if real is not None:
             out = out.index_select(0, real)
