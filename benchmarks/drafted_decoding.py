@@ -2,7 +2,8 @@
 
     PYTHONPATH=. python benchmarks/drafted_decoding.py --manifest data/iu-phantom/manifest.jsonl \
         [--model radgen/assets/default_model] [--split test] [--limit 96] [--batch-sizes 1,16]
-        [--draft-tokens 16] [--threads 2] [--also-dtype float32|bfloat16|int8] [--also-pack-hint 1] [--skip radgen-hf,...]
+        [--draft-tokens 16] [--threads 2] [--also-dtype float32|bfloat16|int8] [--also-pack-hint 1] [--also-concat-cache]
+        [--skip radgen-hf,...]
         [--json drafted_decoding.json]
 
 Drafting only pays where the model writes text it has written before, so this benchmark cannot
@@ -31,7 +32,10 @@ exactly as `radgen generate` passes them). Configs, each over the same studies a
   draft table is reset to the shipped one for every batch size, as radgen-drafted's is;
 - `radgen-drafted-hintN` (only with --also-pack-hint N): `radgen-drafted` with its packed weights
   laid out by oneDNN for N input rows (`radgen.models.packed_linear.PACK_ROWS_HINT`, 16; before
-  2026-12-02, 1), its packing decisions timed in that layout; its draft table reset as above.
+  2026-12-02, 1), its packing decisions timed in that layout; its draft table reset as above;
+- `radgen-drafted-concat-cache` (only with --also-concat-cache): `radgen-drafted` with transformers'
+  own KV cache, which concatenates every pass, instead of `radgen.models.kv_cache`'s growing one
+  (before 2026-12-02); the same numbers, so what the growing cache buys; its draft table reset as above.
 
 Reported per config: seconds per report, reports/s, generated tokens/s, decoder passes, the real
 (unpadded) positions those passes fed the decoder (and, of them, the positions drafted decoding fed
@@ -48,6 +52,7 @@ that happened to run then.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -59,7 +64,7 @@ import torch
 from radgen.data.study import read_manifest
 from radgen.data.dataset import lateral_inputs
 from radgen.generate.decode import GenerationSettings, generation_dataset, load_model, study_batches
-from radgen.models import packed_linear, rescoring
+from radgen.models import packed_linear, rescoring, speculative
 from radgen.models.fast import lm_body_and_head
 from radgen.models.padding_free import new_positions_mask
 
@@ -121,6 +126,19 @@ def greedy_settings(model) -> tuple[dict, int]:
     return settings, draft_tokens
 
 
+@contextlib.contextmanager
+def concatenating_cache():
+    """Drafted decoding on transformers' own DynamicCache (a `torch.cat` a pass) while inside."""
+    from transformers import DynamicCache
+
+    growing = speculative.growing_cache
+    speculative.growing_cache = DynamicCache
+    try:
+        yield
+    finally:
+        speculative.growing_cache = growing
+
+
 def rotating_rounds(batches: list, names: tuple[str, ...], rounds: int):
     """(name, slice of the batches) pairs: every config decodes each of `rounds` slices, the configs
     taking turns in a rotating order, so a VM that drifts moves every config alike."""
@@ -168,6 +186,8 @@ def main() -> None:
                         help="also time drafted decoding with the decoder in this dtype")
     parser.add_argument("--also-pack-hint", type=int, default=None,
                         help="also time drafted decoding with the packed weights laid out for this many input rows")
+    parser.add_argument("--also-concat-cache", action="store_true",
+                        help="also time drafted decoding on transformers' concatenating KV cache")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -188,6 +208,9 @@ def main() -> None:
             models[hinted] = load_model(args.model)
         finally:
             packed_linear.PACK_ROWS_HINT = default_hint
+    concat = "radgen-drafted-concat-cache" if args.also_concat_cache else None
+    if concat:
+        models[concat] = load_model(args.model)
     configs = tuple(models)
     default_dtype = str(next(models["radgen-drafted"].decoder.parameters()).dtype).replace("torch.", "")
     seeded = len(models["radgen-drafted"].report_draft)
@@ -220,13 +243,14 @@ def main() -> None:
         # the shipped table again for every batch size: the reports an earlier batch size wrote for
         # these same studies would draft them almost whole (before 2026-12-01 they stayed, and
         # batch 32, run after batch 1, was measured on a table holding its own reports)
-        for name in ("radgen-drafted", "radgen-drafted-whole-head", extra, hinted):
+        for name in ("radgen-drafted", "radgen-drafted-whole-head", extra, hinted, concat):
             if name in models:
                 models[name].report_draft = copy.deepcopy(shipped_table)
         parts: dict[str, list[dict]] = {name: [] for name in configs}
         for name, chunk in rotating_rounds(batches, configs, args.rounds):
             drafting = args.draft_tokens if "drafted" in name else 0
-            parts[name].append(run(models[name], chunk, drafting, counters[name], settings))
+            with concatenating_cache() if name == concat else contextlib.nullcontext():
+                parts[name].append(run(models[name], chunk, drafting, counters[name], settings))
         results = {}
         for name in configs:
             results[name] = combine(parts[name])

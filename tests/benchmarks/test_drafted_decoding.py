@@ -77,6 +77,17 @@ def test_drafted_decoding_can_add_an_arm_with_another_packed_layout(tmp_path, mo
     assert info["packed_layouts"]["radgen-drafted-hint1"] == ([1] if packed else [])
 
 
+def test_drafted_decoding_can_add_an_arm_on_the_concatenating_cache(tmp_path):
+    info = run_benchmark(tmp_path, "drafted_decoding.py", "--batch-sizes", "2", "--skip", "radgen-hf,radgen-drafted-cold,radgen-drafted-whole-head",
+                         "--also-concat-cache", "--rounds", "1")
+    rows = {r["config"]: r for r in info["rows"]}
+    assert list(rows) == ["plain-peft", "radgen-drafted", "radgen-drafted-concat-cache"]
+    # the same drafting on either cache: the same text, calls and positions
+    assert all(r["reports"] == 3 and r["identical_to_plain"] == 3 for r in rows.values())
+    for key in ("decoder_calls", "decoder_positions", "tokens"):
+        assert rows["radgen-drafted-concat-cache"][key] == rows["radgen-drafted"][key]
+
+
 def test_draft_settings_sweep_runs_every_combination_and_the_settings_change_no_text(tmp_path):
     info = run_benchmark(tmp_path, "draft_settings.py", "--split", "test", "--batch-sizes", "2", "--orders", "1,4",
                          "--budgets", "2,160", "--draft-tokens", "1,16", "--repeats", "1")
