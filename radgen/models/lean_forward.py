@@ -9,12 +9,11 @@ weights and runs the same torch ops in the same order (RMSNorm in fp32, rotary e
 body's own `rotary_emb`, the attention function the config names, the mask from transformers'
 `create_causal_mask`, the KV cache's own `update`), so the real positions' hidden states are the
 ones `LlamaModel.forward` returns, bit for bit where the Linear kernels see the same rows
-(tests/models/test_lean_forward.py). Two steps are shared where transformers repeats them, with the
-same arithmetic: radgen's grouped-query attention gets its stacked mask once a pass instead of once a
-layer, and fused projections rotate the queries' and keys' heads in one go (2-4% off a pass at batch
-1 and 32 in an interleaved scratch timing on the AVX2 CPU; the decoding speed it adds up to:
-docs/benchmarks.md). Measured pass costs and decoding speed: docs/benchmarks.md,
-Performance, "A lean forward for the decoder body".
+(tests/models/test_lean_forward.py). Fewer ops than transformers runs, with the same arithmetic:
+radgen's grouped-query attention gets its stacked mask once a pass instead of once a layer, fused
+projections rotate the queries' and keys' heads in one go (`_rotate`), and fp32 RMSNorm is torch's
+one-call `rms_norm` (the same ops inside). Measured pass costs and decoding speed: docs/benchmarks.md,
+Performance, "A lean forward for the decoder body" and "A KV cache that grows in place".
 
 Padded positions (a 0 in the new columns of the 2-D attention mask: left-padded prompts, drafts
 shorter than the widest) are dropped once per pass instead of by hooks around each module
