@@ -29,9 +29,11 @@ GROUPED_SDPA = "radgen_grouped_sdpa"
 
 def grouped_query_sdpa(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                        attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
-                       is_causal: bool | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
+                       is_causal: bool | None = None, stacked_masks: dict | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
     """transformers attention function (the `AttentionInterface` signature): query (B, H, Q, D), key and
-    value (B, KV, K, D), mask (B, 1, Q, K) or None; returns ((B, Q, H, D), None)."""
+    value (B, KV, K, D), mask (B, 1, Q, K) or None; returns ((B, Q, H, D), None). `stacked_masks`: a
+    dict a caller running every layer on the same mask passes to each call (radgen.models.lean_forward),
+    so the stacked mask is made once a pass, not once a layer."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     groups = getattr(module, "num_key_value_groups", 1)
@@ -42,31 +44,26 @@ def grouped_query_sdpa(module: nn.Module, query: torch.Tensor, key: torch.Tensor
     if plain:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
-    return stacked_sdpa(query, key, value, stacked_mask(attention_mask, groups, query.dtype), scaling), None
+    made = {} if stacked_masks is None else stacked_masks
+    mask = made.get((groups, query.dtype))
+    if mask is None:
+        mask = made[(groups, query.dtype)] = stacked_mask(attention_mask, groups, query.dtype)
+    kv_heads = key.shape[1]
+    # query head h reads key/value head h // groups (repeat_kv's order): heads kv*groups..kv*groups+groups-1
+    # become one head whose queries are those heads' queries one after another
+    stacked = query.reshape(batch, kv_heads, groups * queries, dim)
+    out = F.scaled_dot_product_attention(stacked, key, value, attn_mask=mask, scale=scaling)
+    return out.reshape(out.shape[0], heads, queries, dim).transpose(1, 2).contiguous(), None
 
 
 def stacked_mask(attention_mask: torch.Tensor, groups: int, dtype: torch.dtype) -> torch.Tensor:
-    """The (B, 1, Q, K) mask (bool: True attends; or additive) for `stacked_sdpa`'s stacked queries,
-    (B, 1, groups·Q, K), additive in `dtype` (0 or -inf: what SDPA makes of a bool mask itself). A
-    caller running several layers on one mask (radgen.models.lean_forward) makes it once a pass."""
+    """The (B, 1, Q, K) mask (bool: True attends; or additive) for the stacked queries, (B, 1,
+    groups·Q, K), additive in `dtype` (0 or -inf: what SDPA makes of a bool mask itself)."""
     rows, _, queries, keys = attention_mask.shape  # the mask's own widths: it may broadcast
     mask = attention_mask[:, :, None].expand(rows, 1, groups, queries, keys).reshape(rows, 1, groups * queries, keys)
     if mask.dtype == torch.bool:
         mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(mask.logical_not(), float("-inf"))
     return mask
-
-
-def stacked_sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor,
-                 scaling: float | None) -> torch.Tensor:
-    """SDPA of query (B, H, Q, D) over key and value (B, KV, K, D), H = KV·groups, with the queries
-    that share a key/value head stacked into one head, under `stacked_mask`'s mask; returns (B, Q, H, D)."""
-    batch, heads, queries, dim = query.shape
-    kv_heads = key.shape[1]
-    # query head h reads key/value head h // groups (repeat_kv's order): heads kv*groups..kv*groups+groups-1
-    # become one head whose queries are those heads' queries one after another
-    stacked = query.reshape(batch, kv_heads, heads // kv_heads * queries, dim)
-    out = F.scaled_dot_product_attention(stacked, key, value, attn_mask=mask, scale=scaling)
-    return out.reshape(out.shape[0], heads, queries, dim).transpose(1, 2).contiguous()
 
 
 def register() -> str:

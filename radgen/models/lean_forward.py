@@ -43,7 +43,7 @@ from transformers import DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.models.llama.modeling_llama import LlamaModel, eager_attention_forward
 
-from radgen.models.attention import grouped_query_sdpa, stacked_mask, stacked_sdpa
+from radgen.models.attention import grouped_query_sdpa
 from radgen.models.packed_linear import PackedLinear
 
 # transformers 5 names the output's cache field `cache`, 4.x `past_key_values`
@@ -294,11 +294,8 @@ def lean_forward(body: nn.Module, inputs_embeds: torch.Tensor, attention_mask: t
             x = x.new_zeros(rows * width, *x.shape[1:]).index_copy_(0, real, x)
         return x.view(rows, width, *x.shape[1:]).transpose(1, 2)
 
-    # grouped-query attention's mask in its stacked form, once a pass rather than once a layer (radgen.models.attention)
-    groups = config.num_attention_heads // (getattr(config, "num_key_value_heads", None) or config.num_attention_heads)
-    stacked = attend is grouped_query_sdpa and groups > 1 and width > 1 and isinstance(mask, torch.Tensor) and mask.dim() == 4 \
-        and mask.shape[1] == 1
-    pass_mask = None
+    # grouped-query attention makes its stacked mask once a pass rather than once a layer (radgen.models.attention)
+    shared = {"stacked_masks": {}} if attend is grouped_query_sdpa else {}
     for layer in body.layers[: config.num_hidden_layers]:
         attention, mlp = layer.self_attn, layer.mlp
         x = _rms_norm(h, layer.input_layernorm)
@@ -306,11 +303,7 @@ def lean_forward(body: nn.Module, inputs_embeds: torch.Tensor, attention_mask: t
         q, k, v = padded(q), padded(k), padded(v)
         if cache is not None:
             k, v = cache.update(k, v, attention.layer_idx)
-        if stacked:
-            pass_mask = stacked_mask(mask, groups, q.dtype) if pass_mask is None else pass_mask
-            out = stacked_sdpa(q, k, v, pass_mask, attention.scaling)
-        else:
-            out, _ = attend(attention, q, k, v, mask, dropout=0.0, scaling=attention.scaling)
+        out, _ = attend(attention, q, k, v, mask, dropout=0.0, scaling=attention.scaling, **shared)
         out = out.reshape(rows * width, -1)  # (B, W, heads, head_dim) → one row a position
         if real is not None:
             out = out.index_select(0, real)
