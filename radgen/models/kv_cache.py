@@ -3,9 +3,8 @@
 Why: transformers' `DynamicLayer.update` appends a pass's keys and values with `torch.cat`, which
 copies the whole cache, every layer, every pass. Drafted decoding (`radgen.models.speculative`)
 keeps rejected drafts in the cache (masked), so at batch 32 a layer's cache is a few MB and a
-report's ~25 passes copied it ~25 times: `aten::cat` was ~6% of a batch-32 report's time in a
-torch-profiler run on the project's 2-core AVX2 CPU (the timed effect: docs/benchmarks.md,
-Performance). A `GrowingLayer` keeps each layer's keys and values in a buffer with room to spare
+report's ~25 passes copied it ~25 times (the timed effect, `benchmarks/drafted_decoding.py
+--also-concat-cache`: docs/benchmarks.md, Performance, "A KV cache that grows in place"). A `GrowingLayer` keeps each layer's keys and values in a buffer with room to spare
 (half again what it holds) and writes a pass's states into that room; the cache it returns is a
 view of the buffer's filled part, so attention reads exactly the numbers `torch.cat` would have
 made (tests/models/test_kv_cache.py). A view handed out is never written to again: anything that
