@@ -206,6 +206,8 @@ def main() -> int:
         "latency_s": {"p50": percentile(latencies, 50), "p95": percentile(latencies, 95), "p99": percentile(latencies, 99),
                       "mean": statistics.fmean(latencies), "max": max(latencies)} if latencies else None,
         "server_batches": batches, "mean_batch_size": reports / batches if batches else None, "largest_batch": after["largest_batch"],
+        # the worker's generating time per batch: the rest of a request's latency is waiting, decoding and transport
+        "mean_batch_s": (after["busy_s"] - before["busy_s"]) / batches if batches else None,
         "hardware": {"cpu": cpu_name(), "cpus": os.cpu_count(), "torch": torch.__version__,
                      "python": platform.python_version(),
                      "load_average_1min": [round(load_before, 2), round(load_after, 2)]},

@@ -130,7 +130,8 @@ def create_app(service: ReportService, settings: ServeSettings | None = None) ->
     async def health() -> dict[str, Any]:
         return {"status": "ok", "model": service.card["name"], "version": __version__,
                 "queue": {"waiting": queue.waiting, "max_queue": settings.max_queue, "max_batch": settings.max_batch,
-                          "batches_run": queue.batches_run, "reports_generated": queue.jobs_run, "largest_batch": queue.largest_batch},
+                          "batches_run": queue.batches_run, "reports_generated": queue.jobs_run, "largest_batch": queue.largest_batch,
+                          "busy_s": round(queue.busy_s, 3)},
                 "auth": settings.token is not None}
 
     @app.get("/v1/model", dependencies=[Depends(check_token)])

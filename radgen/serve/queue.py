@@ -71,6 +71,7 @@ class BatchQueue:
         self.batches_run = 0
         self.jobs_run = 0
         self.largest_batch = 0
+        self.busy_s = 0.0  # the worker's time in run_batch: with the caller's latency, shows what waiting and transport add
 
     # -- lifecycle (called from the app's lifespan, on the event loop) ----------------------------
     async def start(self) -> None:
@@ -143,15 +144,18 @@ class BatchQueue:
             self.batches_run += 1
             self.jobs_run += len(batch)
             self.largest_batch = max(self.largest_batch, len(batch))
+            started = loop.time()
             try:
                 results = await loop.run_in_executor(self._executor, self.run_batch, [job.payload for job in batch])
             except Exception as err:  # noqa: BLE001 - handed to each waiting caller, which answers 500
+                self.busy_s += loop.time() - started
                 self._finished(len(batch))
                 logger.error("radgen serve: batch of %d failed: %s", len(batch), type(err).__name__)
                 for job in batch:
                     if not job.future.done():
                         job.future.set_exception(err)
                 continue
+            self.busy_s += loop.time() - started
             self._finished(len(batch))
             if len(results) != len(batch):  # a broken run_batch must not leave callers waiting until timeout
                 error = RuntimeError(f"run_batch returned {len(results)} results for {len(batch)} requests")

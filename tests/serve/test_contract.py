@@ -41,6 +41,7 @@ def test_health_has_exactly_the_documented_fields(service):
     assert health["version"] == __version__
     assert health["queue"]["reports_generated"] == 1 and health["queue"]["batches_run"] == 1
     assert health["queue"]["largest_batch"] == 1 and health["queue"]["waiting"] == 0
+    assert health["queue"]["busy_s"] > 0  # one report was generated
 
 
 def test_a_missing_token_gets_the_bearer_challenge(service):

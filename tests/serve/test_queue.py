@@ -38,6 +38,29 @@ def test_concurrent_submissions_are_batched_in_order():
     assert sorted(p for b in batches for p in b) == list(range(10))
 
 
+def test_busy_time_counts_the_workers_time_only():
+    def run_batch(payloads):
+        time.sleep(0.1)
+        if payloads == ["fail"]:
+            raise ValueError("model exploded")
+        return payloads
+
+    async def main():
+        queue = BatchQueue(run_batch, max_batch=4)
+        await queue.start()
+        try:
+            await queue.submit("a", timeout=5)
+            await asyncio.sleep(0.3)  # idle: not busy
+            with pytest.raises(ValueError):
+                await queue.submit("fail", timeout=5)
+            return queue.busy_s
+        finally:
+            await queue.stop()
+
+    busy = asyncio.run(main())
+    assert 0.2 <= busy < 0.45  # two batches of 0.1 s, the failed one included; not the idle 0.3 s
+
+
 def test_full_queue_and_timeout():
     release = threading.Event()
 
