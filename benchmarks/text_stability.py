@@ -54,7 +54,9 @@ def main() -> None:
     rows = []
     for dtype in args.dtypes.split(","):
         model = load_model(args.model, dtype=dtype)
-        chosen = str(next(model.decoder.parameters()).dtype).replace("torch.", "")
+        # an int8 decoder keeps fp32 embeddings and norms: name it by its quantized Linears, not its first parameter
+        quantized = any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.decoder.modules())
+        chosen = "int8" if quantized else str(next(model.decoder.parameters()).dtype).replace("torch.", "")
         settings = GenerationSettings.from_recipe(model.recipe, num_beams=1).generate_kwargs()
         dataset = generation_dataset(model, studies, root, "findings")
         runs = {f"batch {first}": decode(model, dataset, first, settings), f"batch {first} again": decode(model, dataset, first, settings),
