@@ -80,8 +80,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="decoder precision (default auto: bfloat16 on a CUDA GPU and on a CPU that computes bf16 natively "
                              "(AVX512-BF16/AMX; about 1.7x faster there, same findings, changes some greedy wording), float32 "
                              "elsewhere (the same reports as plain fp32); int8: CPU dynamic quantization after channel smoothing "
-                             "(radgen model calibrate-int8), 1.3-1.4x fp32 on an AVX2 CPU, same findings, rewords two reports in "
-                             "three; docs/benchmarks.md)")
+                             "(radgen model calibrate-int8), up to 1.25x fp32 at batch 32 on an AVX2 CPU, same findings, but its "
+                             "wording changes with batch size and batch-mates; docs/benchmarks.md)")
 
 
 def resolve_inputs(args: argparse.Namespace, only_ids: set[str] | None = None):
