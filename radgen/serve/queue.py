@@ -148,15 +148,13 @@ class BatchQueue:
             try:
                 results = await loop.run_in_executor(self._executor, self.run_batch, [job.payload for job in batch])
             except Exception as err:  # noqa: BLE001 - handed to each waiting caller, which answers 500
-                self.busy_s += loop.time() - started
-                self._finished(len(batch))
+                self._finished(len(batch), started)
                 logger.error("radgen serve: batch of %d failed: %s", len(batch), type(err).__name__)
                 for job in batch:
                     if not job.future.done():
                         job.future.set_exception(err)
                 continue
-            self.busy_s += loop.time() - started
-            self._finished(len(batch))
+            self._finished(len(batch), started)
             if len(results) != len(batch):  # a broken run_batch must not leave callers waiting until timeout
                 error = RuntimeError(f"run_batch returned {len(results)} results for {len(batch)} requests")
                 for job in batch:
@@ -167,9 +165,10 @@ class BatchQueue:
                 if not job.future.done():
                     job.future.set_result(result)
 
-    def _finished(self, jobs: int) -> None:
+    def _finished(self, jobs: int, started: float) -> None:
         assert self._queue is not None
         self._last_finished = asyncio.get_running_loop().time()
+        self.busy_s += self._last_finished - started
         self._expected = jobs + self._queue.qsize()
 
     async def _gather(self, batch: list[_Job], target: int, until: float, gap: float | None = None) -> None:
