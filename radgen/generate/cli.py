@@ -78,7 +78,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-merge-lora", action="store_true", help="keep LoRA adapters separate (default: merge for inference)")
     parser.add_argument("--dtype", default="auto", choices=INFERENCE_DTYPES,
                         help="decoder precision (default auto: bfloat16 on a CUDA GPU and on a CPU that computes bf16 natively "
-                             "(AVX512-BF16/AMX; about 1.7x faster there, same findings, changes some greedy wording), float32 "
+                             "(AVX512-BF16/AMX; 1.1-1.3x fp32 on a Zen 5, same findings, changes some greedy wording), float32 "
                              "elsewhere (the same reports as plain fp32); int8: CPU dynamic quantization after channel smoothing "
                              "(radgen model calibrate-int8), up to 1.25x fp32 at batch 32 on an AVX2 CPU, same findings, but its "
                              "wording changes with batch size and batch-mates; docs/benchmarks.md)")
