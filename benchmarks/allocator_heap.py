@@ -23,12 +23,13 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from radgen.machine import cpu_summary
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -117,7 +118,7 @@ def main() -> None:
 
         atomic_write_json(args.json, {"runs": runs, "same_text": same_text, "model": args.model, "split": args.split,
                                       "studies": args.limit, "batch_size": args.batch_size, "threads": args.threads,
-                                      "cpu": platform.processor() or platform.machine(),
+                                      "cpu": cpu_summary(),
                                       "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
 
 

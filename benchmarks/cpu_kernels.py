@@ -29,14 +29,13 @@ difference between the two outputs.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import time
 import types
 
 import torch
-import torch.nn.functional as F
+
+from radgen.machine import cpu_summary
 
 
 def _time(fn, repeats: int) -> float:
@@ -260,7 +259,7 @@ def main() -> None:
     if args.json:
         from radgen.io import atomic_write_json
 
-        atomic_write_json(args.json, {"threads": args.threads, "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+        atomic_write_json(args.json, {"threads": args.threads, "torch": torch.__version__, "cpu": cpu_summary(),
                                       "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows})
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from torch.utils.data import DataLoader
 from radgen.data.dataset import StudyDataset, collate_studies
 from radgen.data.images import ImageTransform
 from radgen.data.study import ImageRef, Study
+from radgen.machine import cpu_summary
 
 
 def make_images(folder: Path, count: int, size: int, seed: int = 0) -> list[Study]:
@@ -96,7 +96,7 @@ def main() -> None:
                 print(f"mode={mode:13s} workers={workers}: {rate:7.1f} studies/s ({source_images:.1f} PNG decodes/s); passes {', '.join(f'{r:.1f}' for r in rates)}"
                       + (f"; {per_cpu} studies per CPU-second" if per_cpu else ""))
     info = {
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_summary(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),

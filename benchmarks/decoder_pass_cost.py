@@ -33,9 +33,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
+
+from radgen.machine import cpu_summary
 
 
 def pass_times(decoder, batch_sizes=(1, 32), widths=(1, 9), cache_len: int = 60, repeats: int = 12) -> dict[str, float]:
@@ -114,7 +115,7 @@ def main() -> None:
     if args.json:
         from radgen.io import atomic_write_json
 
-        atomic_write_json(args.json, {"model": args.model, "threads": args.threads, "cpu": platform.processor() or platform.machine(),
+        atomic_write_json(args.json, {"model": args.model, "threads": args.threads, "cpu": cpu_summary(),
                                       "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                                       "loadavg": os.getloadavg(), "rounds": args.rounds, "ms": results, "compile_s": compile_seconds})
 

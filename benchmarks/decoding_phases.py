@@ -36,7 +36,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import platform
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -48,6 +47,7 @@ from drafted_decoding import greedy_settings, run, study_parser
 from radgen.data.dataset import lateral_inputs
 from radgen.data.study import read_manifest
 from radgen.generate.decode import generation_dataset, load_model, study_batches
+from radgen.machine import cpu_summary
 from radgen.models import generator, speculative
 from radgen.models.fast import base_model, lm_body_and_head
 from radgen.models.padding_free import new_positions_mask
@@ -279,7 +279,7 @@ def main() -> None:
     info = {"model": args.model, "split": args.split, "studies": len(chosen), "threads": args.threads, "draft_tokens": draft_tokens,
             "settings": settings, "decoder_dtype": str(next(model.decoder.parameters()).dtype).replace("torch.", ""),
             "product_rate_gflops": rate, "read_rate_gb_s": bandwidth, "body_mflop_per_position": body_flops / 1e6,
-            "head_mflop_per_row": head_flops / 1e6, "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+            "head_mflop_per_row": head_flops / 1e6, "torch": torch.__version__, "cpu": cpu_summary(),
             "loadavg_after": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}
     if args.json:
         from radgen.io import atomic_write_json

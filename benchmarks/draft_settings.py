@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from drafted_decoding import count_passes, greedy_settings, run, study_parser  # noqa: E402
+
+from radgen.machine import cpu_summary
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         print(json.dumps(row), flush=True)
     if args.json:
         info = {"model": args.model, "split": args.split, "studies": len(studies), "recipe_draft_tokens": recipe_draft_tokens, "threads": args.threads,
-                "torch": torch.__version__, "cpu": platform.processor() or platform.machine(), "loadavg_before": load_before,
+                "torch": torch.__version__, "cpu": cpu_summary(), "loadavg_before": load_before,
                 "loadavg_after": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}
         Path(args.json).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return rows

@@ -17,6 +17,7 @@ import platform
 import random
 import time
 
+from radgen.machine import cpu_summary
 from radgen.models.speculative import NgramDraft
 
 
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
     grown = resident_bytes() - before
     result = {"order": args.order, "max_keys": args.max_keys, "keys": len(table), "reports_added": reports,
               "rss_growth_mb": round(grown / 1e6, 1), "bytes_per_key": round(grown / max(len(table), 1)),
-              "seconds": round(time.perf_counter() - started, 1), "cpu": platform.processor() or platform.machine(),
+              "seconds": round(time.perf_counter() - started, 1), "cpu": cpu_summary(),
               "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     print(json.dumps(result))
     if args.json:

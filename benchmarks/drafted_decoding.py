@@ -56,7 +56,6 @@ import contextlib
 import copy
 import json
 import os
-import platform
 import time
 
 import torch
@@ -64,6 +63,7 @@ import torch
 from radgen.data.study import read_manifest
 from radgen.data.dataset import lateral_inputs
 from radgen.generate.decode import GenerationSettings, generation_dataset, load_model, study_batches
+from radgen.machine import cpu_summary
 from radgen.models import packed_linear, rescoring, speculative
 from radgen.models.fast import lm_body_and_head
 from radgen.models.padding_free import new_positions_mask
@@ -265,7 +265,7 @@ def main() -> None:
             # rows each config's packed weights are laid out for (none: nothing packed)
             "packed_layouts": {name: sorted({m.rows_hint for m in model.modules() if isinstance(m, packed_linear.PackedLinear)})
                                for name, model in models.items()}, "threads": args.threads, "torch": torch.__version__,
-            "cpu": platform.processor() or platform.machine(), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+            "cpu": cpu_summary(), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}
     print("\n| batch | config | s per report | reports/s | tokens/s | decoder calls | decoder positions per report "
           "| of them re-scoring edits on a cache | identical to plain | speed-up |")

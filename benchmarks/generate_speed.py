@@ -21,13 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 
 import torch
 
 from radgen.config import load_recipe
 from radgen.generate.decode import prediction_row
+from radgen.machine import cpu_summary
 from radgen.models import build_model
 from radgen.models.fast import prepare_for_inference
 
@@ -81,7 +81,7 @@ def main() -> None:
         for batch in [int(b) for b in args.batch_sizes.split(",")]:
             rows.append(time_setting(model, batch, beams, args.new_tokens, args.repeats, args.warmup == "each"))
             print(json.dumps(rows[-1]), flush=True)
-    info = {"dtype": dtype, "warmup": args.warmup, "repeats": args.repeats, "cpu": platform.processor() or platform.machine(), "threads": args.threads, "torch": torch.__version__,
+    info = {"dtype": dtype, "warmup": args.warmup, "repeats": args.repeats, "cpu": cpu_summary(), "threads": args.threads, "torch": torch.__version__,
             "load_s": load_s, "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}
     print("\n| decoding | batch | reports/s (wall) | s per batch | reports per CPU-second | new tokens |")

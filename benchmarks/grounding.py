@@ -28,10 +28,11 @@ Also: distinct reports as a share of the studies, and the generation time of eac
 from __future__ import annotations
 
 import json
-import platform
 import sys
 import time
 from pathlib import Path
+
+from radgen.machine import cpu_summary
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -139,7 +140,7 @@ def _score(args, systems, seconds, test, metrics, scorer) -> dict:
     first = next(iter(systems))
     out: dict = {"split": args.split, "studies": len(test), "scored": results[first]["n_studies"], "model": args.model,
                  "observations": results[first]["protocol"].get("findings_observations"), "seconds": seconds,
-                 "machine": {"cpu": platform.processor() or platform.machine()}, "systems": {}, "paired_vs": {}}
+                 "machine": {"cpu": cpu_summary()}, "systems": {}, "paired_vs": {}}
     for name, result in results.items():
         texts = [r.get("findings", "") for r in systems[name]]
         out["systems"][name] = {k: result["corpus"].get(k) for k in KEYS} | {

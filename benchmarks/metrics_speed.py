@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _iu import iu_studies  # noqa: E402
 
 from radgen.data.text import clean_report  # noqa: E402
+from radgen.machine import cpu_summary
 from radgen.metrics.text import text_metrics  # noqa: E402
 
 
@@ -81,7 +82,7 @@ def main() -> None:
     args = parser.parse_args()
     record: dict = {"date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "cpus": os.cpu_count(), "loadavg_before": os.getloadavg(),
                     "command": " ".join(sys.argv), "text_metrics": []}
-    print(f"host: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}")
+    print(f"host: {cpu_summary()}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}")
     for n_pairs, label in ((args.pairs, f"{args.pairs} pairs (shuffled IU findings, repeated)"), (None, "distinct pairs (each IU findings once)")):
         hyps, refs, hyps_raw, refs_raw = build_pairs(n_pairs or len([s for s in iu_studies() if s.findings.strip()]))
         t_coco, c_coco, s_coco = best_of(lambda: coco(hyps, refs), args.repeats)

@@ -30,7 +30,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -40,6 +39,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from drafted_decoding import combine, count_passes, greedy_settings, rotating_rounds, run, study_parser  # noqa: E402
+
+from radgen.machine import cpu_summary
 
 ARMS = ("none", "head", "blocks", "all", "probe")
 
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         atomic_write_json(args.json, {"model": args.model, "split": args.split, "studies": len(studies), "draft_tokens": draft_tokens,
                                       "decoder_dtype": str(next(models["none"].decoder.parameters()).dtype).replace("torch.", ""),
                                       "probe_choice": probe_choice, "probe_timings": probe_timings, "threads": args.threads, "torch": torch.__version__,
-                                      "cpu": platform.processor() or platform.machine(), "loadavg_before": load_before,
+                                      "cpu": cpu_summary(), "loadavg_before": load_before,
                                       "loadavg_after": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                                       "rows": rows})
     return rows

@@ -35,7 +35,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -43,6 +42,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from radgen.machine import cpu_summary
 
 NEW_TOKENS = 60
 
@@ -406,7 +407,7 @@ def main() -> None:
     if "quality" in results:
         print("\nquality vs fp32 greedy: " + json.dumps(results["quality"], indent=1))
     info = {"size": args.size, "model": args.model, "threads": args.threads, "rounds": args.rounds, "steps": args.steps, "repeats": args.repeats,
-            "cpu": platform.processor() or platform.machine(), "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "cpu": cpu_summary(), "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "results": results, "table": lines}
     if args.json:
         from radgen.io import atomic_write_json

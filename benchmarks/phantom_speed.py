@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import sys
 import tempfile
@@ -26,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.phantom_common import DEFAULT_CSV, iu_studies  # noqa: E402
 from radgen.data.phantom import cli  # noqa: E402
 from radgen.data.study import write_manifest  # noqa: E402
+from radgen.machine import cpu_summary
 
 
 def _cpu_seconds() -> float:
@@ -64,7 +64,7 @@ def main() -> None:
         # CPU seconds actually spent (this process + workers): the cost without other load.
         "cpu_s": round(cpu, 1), "cpu_s_per_image": round(cpu / images, 4),
         "loadavg_1min": [round(load_before, 2), round(load_after, 2)],
-        "cpu": platform.processor() or platform.machine(), "cores_visible": os.cpu_count(),
+        "cpu": cpu_summary(), "cores_visible": os.cpu_count(),
     }))
 
 

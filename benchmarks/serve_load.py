@@ -33,6 +33,8 @@ from pathlib import Path
 
 import httpx
 
+from radgen.machine import cpu_summary
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -64,16 +66,6 @@ def default_image() -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(render_terms(["Cardiomegaly/mild"], "load-test", size=512).images["PA"], mode="L").save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -208,7 +200,7 @@ def main() -> int:
         "server_batches": batches, "mean_batch_size": reports / batches if batches else None, "largest_batch": after["largest_batch"],
         # the worker's generating time per batch: the rest of a request's latency is waiting, decoding and transport
         "mean_batch_s": (after["busy_s"] - before["busy_s"]) / batches if batches else None,
-        "hardware": {"cpu": cpu_name(), "cpus": os.cpu_count(), "torch": torch.__version__,
+        "hardware": {"cpu": cpu_summary(), "cpus": os.cpu_count(), "torch": torch.__version__,
                      "python": platform.python_version(),
                      "load_average_1min": [round(load_before, 2), round(load_after, 2)]},
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 import torch
@@ -26,6 +25,7 @@ import torch
 from radgen.data.dataset import lateral_inputs
 from radgen.data.study import read_manifest
 from radgen.generate.decode import GenerationSettings, generation_dataset, load_model, study_batches
+from radgen.machine import cpu_summary
 
 
 def decode(model, dataset, batch_size: int, settings: dict) -> list:
@@ -72,7 +72,7 @@ def main() -> None:
         from radgen.io import atomic_write_json
 
         atomic_write_json(args.json, {"model": args.model, "split": args.split, "threads": args.threads, "torch": torch.__version__,
-                                      "cpu": platform.processor() or platform.machine(),
+                                      "cpu": cpu_summary(),
                                       "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows})
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import tempfile
 import time
@@ -36,6 +35,7 @@ from PIL import Image
 from radgen.config import load_recipe
 from radgen.data.dataset import StudyDataset, collate_studies
 from radgen.data.study import ImageRef, Study, write_manifest
+from radgen.machine import cpu_summary
 from radgen.models import build_model
 from radgen.train.data import collate_features
 from radgen.train.feature_cache import CachedFeatures, FeatureCache, encoder_identity, fill_cache
@@ -119,7 +119,7 @@ def main() -> None:
         results[mode] = {"cpu_s_per_sample": cpu, "single_core_samples_per_s": 1 / cpu, "wall_samples_per_s": statistics.median(v[1] for v in values)}
     speedup = results["off"]["cpu_s_per_sample"] / results["on"]["cpu_s_per_sample"]
     meta = {"recipe": args.recipe, "size": args.size or "full", "steps": args.steps, "batch_size": args.batch_size, "image_size": args.image_size,
-            "studies": args.studies, "threads": args.threads, "torch": torch.__version__, "machine": platform.processor() or platform.machine()}
+            "studies": args.studies, "threads": args.threads, "torch": torch.__version__, "machine": cpu_summary()}
     print(f"{args.recipe} ({meta['size']}), first stage '{stage.name}', batch {args.batch_size}, {args.steps} timed steps per mode, "
           f"{args.image_size}² PNG, {args.threads} torch thread(s)")
     print("| feature cache | CPU s / sample (median) | single-core samples/s | wall samples/s (median, shared machine) |")

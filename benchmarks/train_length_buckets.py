@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ import time
 import torch
 
 from radgen.config import load_recipe
+from radgen.machine import cpu_summary
 from radgen.train.run_log import read_metrics
 from radgen.train.trainer import train
 
@@ -97,7 +97,7 @@ def main() -> None:
     for name in args.configs.split(","):
         sps = results[name]["samples_per_s"]
         print(f"| {name} | {sps:.2f} | {sps / base:.2f}x |" if base else f"| {name} | {sps:.2f} | – |")
-    info = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+    info = {"cpu": cpu_summary(), "threads": torch.get_num_threads(), "torch": torch.__version__,
             "loadavg_after": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), **results}
     if args.json:
         from radgen.io import atomic_write_json

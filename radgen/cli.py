@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "radgen.explain.cli",
     "radgen.metrics.cli",
     "radgen.serve.cli",  # radgen serve, radgen demo
+    "radgen.machine",  # radgen env: the CPU and what radgen picks on it
     # each stage adds its module here
 ]
 

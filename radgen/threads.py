@@ -59,10 +59,9 @@ def free_cores(cores: int | None = None, idle: float | None = None) -> int:
     return max(1, min(cores, round(idle * machine)))
 
 
-def configure_threads(requested: int | None = None) -> int:
-    """Set torch's intra-op threads: `requested`, else $RADGEN_NUM_THREADS, else $OMP_NUM_THREADS, else free cores."""
-    import torch
-
+def pick_threads(requested: int | None = None) -> tuple[int, str]:
+    """(threads, where the number came from): `requested`, else $RADGEN_NUM_THREADS, else
+    $OMP_NUM_THREADS, else the free cores; what `configure_threads` sets, without setting it."""
     for source, value in (("argument", requested), (ENV, os.environ.get(ENV)), ("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS"))):
         if value not in (None, ""):
             try:
@@ -78,6 +77,14 @@ def configure_threads(requested: int | None = None) -> int:
             break
     else:
         threads, source = free_cores(), "free cores"
+    return threads, source
+
+
+def configure_threads(requested: int | None = None) -> int:
+    """Set torch's intra-op threads to `pick_threads(requested)`."""
+    import torch
+
+    threads, source = pick_threads(requested)
     _previous.append(torch.get_num_threads())
     if threads != torch.get_num_threads():
         torch.set_num_threads(threads)
