@@ -49,8 +49,9 @@ def _cpuinfo(path: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
 
 
 def _present_extensions(cpuinfo: dict[str, str]) -> list[str]:
-    """VECTOR_EXTENSIONS this CPU has: torch's own detection (cpuinfo library) where it exists,
-    else the kernel's flag list, matched with underscores ignored (avx512f == avx512_f)."""
+    """VECTOR_EXTENSIONS this CPU has, by torch's own detection (`torch.cpu.get_capabilities`, recent torch)
+    or the kernel's flag list (older torch, or a flag torch does not name), the latter matched with
+    underscores ignored (the kernel's avx512f is torch's avx512_f)."""
     import torch
 
     capabilities = getattr(torch.cpu, "get_capabilities", None)
