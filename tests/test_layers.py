@@ -1,6 +1,6 @@
 """radgen's import graph follows its layers: imports only point down, and there is no cycle.
 
-    4  serve/*, cli, demo, pipeline, radgen/__init__, __main__, every */cli.py   user-facing ends
+    4  serve/*, cli, demo, pipeline, machine, radgen/__init__, __main__, every */cli.py   user-facing ends
     3  train/*  generate/*  explain/*  metrics/*                                 stages (side by side)
     2  models/*                                                                  encoder → connector → decoder
     1  data/*                                                                    studies, images, datasets
@@ -32,6 +32,7 @@ LAYERS = {
     "radgen.models": 2,
     "radgen.train": 3, "radgen.generate": 3, "radgen.explain": 3, "radgen.metrics": 3,
     "radgen": 4, "radgen.__main__": 4, "radgen.cli": 4, "radgen.demo": 4, "radgen.pipeline": 4, "radgen.serve": 4,
+    "radgen.machine": 4,  # `radgen env`: reports what radgen.models.fast picks on this CPU
 }
 EXACT_ONLY = {"radgen"}  # the package's __init__, not everything under it
 
