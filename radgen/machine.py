@@ -160,7 +160,8 @@ def format_environment(env: dict[str, Any]) -> str:
         f"CPU: {cpu_summary(cpu)}",
         f"threads: {chosen['threads']} ({chosen['threads_from']}; --threads N or RADGEN_NUM_THREADS to choose)",
         f"decoder dtype (auto) on CPU: {chosen['cpu_dtype_auto']} ({why}; --dtype to choose)",
-        f"packed weights: fp32 {_yes(chosen['packing_float32'])}, bf16 {_yes(chosen['packing_bfloat16'])}",
+        f"weight packing (oneDNN) possible: fp32 {_yes(chosen['packing_float32'])}, bf16 {_yes(chosen['packing_bfloat16'])} "
+        "(used per layer where a timing at load says it pays; RADGEN_PACK_LINEARS=0/1 to choose)",
         f"int8 (--dtype int8): {_yes(chosen['int8'])}" + (f" (engines: {', '.join(chosen['int8_engines'])})" if chosen["int8"] else ""),
         "CPU fast paths: " + ("off (RADGEN_NO_CPU_FAST_PATHS)" if chosen["fast_paths_disabled"] else "on (RADGEN_NO_CPU_FAST_PATHS=1 turns them off)"),
     ]

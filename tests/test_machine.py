@@ -83,7 +83,7 @@ def test_radgen_env_prints_text_and_json(monkeypatch, capsys):
     text = capsys.readouterr().out
     assert f"CPU: {cpu_summary()}" in text
     assert "decoder dtype (auto) on CPU: float32 (the CPU fast paths are off" in text
-    assert "threads: 1 (argument" in text and "packed weights: fp32 no, bf16 no" in text
+    assert "threads: 1 (argument" in text and "weight packing (oneDNN) possible: fp32 no, bf16 no" in text
     assert main(["--threads", "1", "env", "--json"]) == 0
     env = json.loads(capsys.readouterr().out)
     assert env["torch"] == torch.__version__ and env["cpu"]["architecture"] == platform.machine()
