@@ -444,7 +444,7 @@ MODEL_IMAGE_MODES = ("first_frontal", "each_frontal", "stitch")
 # radgen.data.images.COLOUR_MODES, repeated so reading a recipe does not import torch/PIL (a test checks they agree)
 DATA_COLOUR_MODES = ("gray", "keep")
 # the decoder precisions inference takes (radgen.models.fast.prepare_for_inference; --dtype of generate, serve, explain)
-INFERENCE_DTYPES = ("auto", "float32", "bfloat16", "int8")
+INFERENCE_DTYPES = ("auto", "float32", "bfloat16", "float16", "int8")
 
 
 def check_image_mode(recipe: RecipeConfig, where: str = "recipe") -> None:

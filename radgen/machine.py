@@ -117,6 +117,7 @@ def radgen_choices(requested_threads: int | None = None) -> dict[str, Any]:
         "native_bf16": fast.native_bf16_cpu(),
         "packing_float32": fast.packing_supported(torch.float32),
         "packing_bfloat16": fast.packing_supported(torch.bfloat16),
+        "half_weights": fast.half_weights_supported(),
         "int8": fast.int8_supported(),
         "int8_engines": [e for e in torch.backends.quantized.supported_engines if e != "none"],
         "fast_paths_disabled": fast.fast_paths_disabled(),
@@ -155,6 +156,8 @@ def format_environment(env: dict[str, Any]) -> str:
         why = "the CPU has bf16 instructions, but torch's or oneDNN's kernels are capped below them"
     else:
         why = "no AVX512-BF16 or AMX here: bf16 would be emulated, slower than fp32"
+    if chosen["cpu_dtype_auto"] == "float16":
+        why += "; fp16 weights with fp32 arithmetic (fbgemm) instead"
     lines = [
         f"radgen {env['radgen']}, torch {env['torch']}, transformers {env['transformers']}, Python {env['python']}",
         f"CPU: {cpu_summary(cpu)}",
@@ -162,6 +165,7 @@ def format_environment(env: dict[str, Any]) -> str:
         f"decoder dtype (auto) on CPU: {chosen['cpu_dtype_auto']} ({why}; --dtype to choose)",
         f"weight packing (oneDNN) possible: fp32 {_yes(chosen['packing_float32'])}, bf16 {_yes(chosen['packing_bfloat16'])} "
         "(used per layer where a timing at load says it pays; RADGEN_PACK_LINEARS=0/1 to choose)",
+        f"fp16 weights, fp32 arithmetic (--dtype float16, fbgemm): {_yes(chosen['half_weights'])}",
         f"int8 (--dtype int8): {_yes(chosen['int8'])}" + (f" (engines: {', '.join(chosen['int8_engines'])})" if chosen["int8"] else ""),
         "CPU fast paths: " + ("off (RADGEN_NO_CPU_FAST_PATHS)" if chosen["fast_paths_disabled"] else "on (RADGEN_NO_CPU_FAST_PATHS=1 turns them off)"),
     ]

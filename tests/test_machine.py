@@ -65,14 +65,14 @@ def test_choices_follow_the_fast_path_switch(monkeypatch):
     monkeypatch.setenv(NO_FAST_PATHS_ENV, "1")
     off = radgen_choices(requested_threads=1)
     assert off["fast_paths_disabled"] and off["cpu_dtype_auto"] == "float32"
-    assert not (off["native_bf16"] or off["packing_float32"] or off["packing_bfloat16"] or off["int8"])
+    assert not (off["native_bf16"] or off["packing_float32"] or off["packing_bfloat16"] or off["half_weights"] or off["int8"])
     assert (off["threads"], off["threads_from"]) == (1, "argument")
     assert off["switches"] == {NO_FAST_PATHS_ENV: "1"}
     monkeypatch.delenv(NO_FAST_PATHS_ENV)
-    # oneDNN capped below AVX512-BF16: bf16 would be emulated, so auto stays fp32 whatever the CPU has
+    # oneDNN capped below AVX512-BF16: bf16 would be emulated, so auto is fp16 weights where fbgemm runs, else fp32
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     capped = radgen_choices()
-    assert capped["cpu_dtype_auto"] == "float32" and not capped["native_bf16"]
+    assert capped["cpu_dtype_auto"] == ("float16" if capped["half_weights"] else "float32") and not capped["native_bf16"]
     assert capped["fast_paths_disabled"] is False
 
 

@@ -78,10 +78,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-merge-lora", action="store_true", help="keep LoRA adapters separate (default: merge for inference)")
     parser.add_argument("--dtype", default="auto", choices=INFERENCE_DTYPES,
                         help="decoder precision (default auto: bfloat16 on a CUDA GPU and on a CPU that computes bf16 natively "
-                             "(AVX512-BF16/AMX; 1.1-1.3x fp32 on a Zen 5, same findings, changes some greedy wording), float32 "
+                             "(AVX512-BF16/AMX; 1.1-1.3x fp32 on a Zen 5, same findings, changes some greedy wording); float16 "
+                             "on other x86-64 CPUs with AVX2: fp16 weights, fp32 arithmetic (fbgemm; faster than fp32 on an AVX2 "
+                             "Zen 3, same findings, words as fp32's in most reports and independent of the batch); float32 "
                              "elsewhere (the same reports as plain fp32); int8: CPU dynamic quantization after channel smoothing "
-                             "(radgen model calibrate-int8), up to 1.25x fp32 at batch 32 on an AVX2 CPU, same findings, but its "
-                             "wording changes with batch size and batch-mates; docs/benchmarks.md)")
+                             "(radgen model calibrate-int8), same findings, but its wording changes with batch size and "
+                             "batch-mates; docs/benchmarks.md)")
 
 
 def resolve_inputs(args: argparse.Namespace, only_ids: set[str] | None = None):

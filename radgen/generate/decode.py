@@ -96,8 +96,9 @@ def load_model(path: str | os.PathLike, device: str | None = None, merge_lora: b
     and merge_lora unused): what `radgen model export` saves and what a plain HF + peft user runs.
 
     dtype "auto" (default) runs the decoder in bfloat16 on a CUDA GPU with bf16 and on a CPU that
-    computes bf16 natively (AVX512-BF16/AMX; `radgen.models.fast.native_bf16_cpu`), else in fp32;
-    "float32", "bfloat16", or "int8" (CPU dynamic quantization) force one. Measured speed and agreement with fp32: docs/benchmarks.md, Performance.
+    computes bf16 natively (AVX512-BF16/AMX; `radgen.models.fast.native_bf16_cpu`), with fp16 weights
+    and fp32 arithmetic on other x86-64 CPUs where fbgemm runs (AVX2; `radgen.models.half_weights`),
+    else in fp32; "float32", "bfloat16", "float16" or "int8" (CPU dynamic quantization) force one. Measured speed and agreement with fp32: docs/benchmarks.md, Performance.
     """
     from radgen.models import ReportGenerator
     from radgen.models.fast import prepare_for_inference

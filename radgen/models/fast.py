@@ -16,7 +16,8 @@
   key/value copies (`radgen.models.attention`) with the MLPs and attention projections skipping
   padded positions (`radgen.models.padding_free`), then (dtype "auto") cast the decoder to bfloat16
   on a CUDA GPU that supports it and on a CPU that computes bf16 natively (`native_bf16_cpu`:
-  AVX512-BF16 or AMX), and keep fp32 on other CPUs; "int8" (torch dynamic quantization of the
+  AVX512-BF16 or AMX), give the decoder body fp16 weights with fp32 arithmetic on other x86-64 CPUs
+  where fbgemm runs (`radgen.models.half_weights`; AVX2), and keep fp32 elsewhere; "int8" (torch dynamic quantization of the
   Linear layers after channel smoothing, CPU, `radgen.models.int8`) is opt-in — measured speed and
   greedy-text deltas are in docs/benchmarks.md, "Performance" and "Grounding".
 """
@@ -39,6 +40,7 @@ from radgen.allocator import keep_large_blocks_in_heap
 from radgen.config import INFERENCE_DTYPES
 from radgen.models import packed_linear
 from radgen.models.attention import use_grouped_attention
+from radgen.models.half_weights import fp16_kernels_available, use_half_weights
 from radgen.models.packed_linear import PackedLinear
 from radgen.models.padding_free import use_padding_free_layers
 from radgen.models.peft import base_model
@@ -279,6 +281,12 @@ def layer_packing_pays(layer: nn.Linear, what: str, head: bool = False) -> bool:
     return pays
 
 
+def half_weights_supported() -> bool:
+    """fp16 decoder weights with fp32 arithmetic (`radgen.models.half_weights`) run here: fbgemm's
+    kernels on this CPU and build (x86-64 with AVX2), and the CPU fast paths not turned off."""
+    return not fast_paths_disabled() and fp16_kernels_available()
+
+
 def int8_supported() -> bool:
     """torch dynamic int8 quantization needs a quantized engine (fbgemm/x86 on x86-64, qnnpack on ARM)."""
     if fast_paths_disabled():
@@ -321,11 +329,11 @@ def _output_layer(decoder: nn.Module) -> nn.Module | None:
     return base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
 
 
-def pack_where_it_pays(decoder: nn.Module) -> int:
-    """Pack the decoder's block Linears and its LM head, each where this CPU's timing says it pays
-    (`packing_pays`); returns how many Linears were packed."""
+def pack_where_it_pays(decoder: nn.Module, blocks: bool = True) -> int:
+    """Pack the decoder's block Linears (unless blocks=False) and its LM head, each where this CPU's
+    timing says it pays (`packing_pays`); returns how many Linears were packed."""
     output = _output_layer(decoder)
-    blocks, head = packing_pays(decoder), output is not None and packing_pays(decoder, head=True)
+    blocks, head = blocks and packing_pays(decoder), output is not None and packing_pays(decoder, head=True)
     linears = [m for m in decoder.modules() if type(m) is nn.Linear]
     skip = [m for m in linears if not (head if m is output else blocks)]
     return pack_linears(decoder, skip=skip) if len(skip) < len(linears) else 0
@@ -366,7 +374,12 @@ def resolve_inference_dtype(dtype: str, device: torch.device) -> str:
         # rewords some reports with their batch, fp32 does not (--dtype float32 for that)
         log.debug("decoder in bfloat16: this CPU computes bf16 natively (pass dtype float32 / --dtype float32 for fp32)")
         return "bfloat16"
-    # elsewhere bf16 is emulated (slower than fp32) or unsupported
+    if device.type == "cpu" and half_weights_supported():
+        # elsewhere bf16 is emulated (slower than fp32); fp16 weights with fp32 arithmetic (fbgemm) measured
+        # on an AVX2 Zen 3 (docs/benchmarks.md, "fp16 weights, fp32 arithmetic"): faster than fp32, the same
+        # findings, and a report's words do not depend on its batch (radgen.models.half_weights)
+        log.debug("decoder weights in float16, arithmetic in fp32 (pass dtype float32 / --dtype float32 for fp32)")
+        return "float16"
     return "float32"
 
 
@@ -450,6 +463,25 @@ def _fold_encoder_batch_norms(model: Any) -> int:
     return folded
 
 
+def decoder_precision(decoder: nn.Module) -> str:
+    """The precision a prepared decoder runs in, as `--dtype` names it: "int8" (dynamically quantized
+    Linears), "float16" (fp16-weight Linears on CPU), else its parameters' dtype."""
+    from radgen.models.half_weights import HalfWeightLinear
+
+    kinds = {type(m) for m in decoder.modules()}
+    if any(kind.__module__.startswith("torch.ao.nn.quantized") for kind in kinds):
+        return "int8"
+    if HalfWeightLinear in kinds:
+        return "float16"
+    return str(next(decoder.parameters()).dtype).replace("torch.", "")
+
+
+def _has_layer_body(decoder: nn.Module) -> bool:
+    """The decoder's blocks are its body's `layers` (Llama-family), where `use_half_weights` looks for them."""
+    split = lm_body_and_head(decoder)
+    return split is not None and isinstance(getattr(split[0], "layers", None), nn.ModuleList)
+
+
 def _lean_forward_available() -> bool:
     """radgen.models.lean_forward imports (it builds on transformers 5's Llama module and masks)."""
     try:
@@ -487,12 +519,22 @@ def prepare_for_inference(model: Any, dtype: str = "auto", merge: bool = True, p
     if chosen == "bfloat16":
         model.decoder = decoder.to(torch.bfloat16)
     on_cpu = next(model.decoder.parameters()).device.type == "cpu"
+    if chosen == "float16" and not on_cpu:
+        model.decoder = decoder.to(torch.float16)  # a GPU multiplies fp16 itself
+    elif chosen == "float16" and not (merge and half_weights_supported() and _has_layer_body(model.decoder)):
+        _note_once("fp16 decoder weights need fbgemm (x86-64 with AVX2; not on this CPU/build, or "
+                   f"{NO_FAST_PATHS_ENV} is set), merged LoRA and a decoder whose blocks are its body's `layers` "
+                   "(Llama, Qwen, Mistral); decoding in float32 instead")
+        chosen = "float32"
+    half = chosen == "float16" and on_cpu
     if on_cpu:
         if not fast_paths_disabled():
             keep_large_blocks_in_heap()  # decoder activations reused, not page-faulted in again (radgen.allocator)
         use_grouped_attention(base_model(model.decoder))  # grouped key/value heads without copies (radgen.models.attention)
     if pack and chosen in ("float32", "bfloat16") and merge and on_cpu:
         pack_where_it_pays(model.decoder)
+    elif pack and half:
+        pack_where_it_pays(model.decoder, blocks=False)  # the LM head stays fp32 (radgen.models.half_weights)
     if chosen == "int8":
         if next(decoder.parameters()).device.type != "cpu":
             from radgen.errors import ConfigError
@@ -523,7 +565,10 @@ def prepare_for_inference(model: Any, dtype: str = "auto", merge: bool = True, p
                 # the body's passes without transformers' per-layer Python, projections fused (radgen.models.lean_forward)
                 may_pack = pack and merge and chosen in ("float32", "bfloat16")
                 use_lean_forward(split[0], fuse=lean != "unfused",
-                                 pack=(lambda layer: layer_packing_pays(layer, "fused projections")) if may_pack else None)
+                                 pack=(lambda layer: layer_packing_pays(layer, "fused projections")) if may_pack else None, half=half)
+            if half:  # the body's Linears the fusing left (o_proj, down_proj; all with the lean forward off)
+                use_half_weights(split[0])
+                own_weights(model.decoder)  # the fp32 weights' checkpoint mapping may close (as after packing)
             # padded positions skip the MLPs and projections in the calls the lean forward leaves to
             # transformers, and in other decoders (radgen.models.padding_free); after the fusing, which
             # replaces the projections these hooks sit on

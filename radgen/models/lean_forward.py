@@ -44,6 +44,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.models.llama.modeling_llama import LlamaModel, eager_attention_forward
 
 from radgen.models.attention import grouped_query_sdpa
+from radgen.models.half_weights import HalfWeightLinear
 from radgen.models.packed_linear import PackedLinear
 
 # transformers 5 names the output's cache field `cache`, 4.x `past_key_values`
@@ -59,10 +60,10 @@ _HANDLED = {"input_ids", "inputs_embeds", "attention_mask", "position_ids", "cac
 
 
 def _linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """`layer(x)` for x (N, in): the kernel itself for plain and packed Linears (no module call), the
-    module for anything else (int8, LoRA-wrapped: their hooks and checks stay)."""
+    """`layer(x)` for x (N, in): the kernel itself for plain, packed and fp16-weight Linears (no module
+    call), the module for anything else (int8, LoRA-wrapped: their hooks and checks stay)."""
     kind = type(layer)
-    if kind is PackedLinear:
+    if kind is PackedLinear or kind is HalfWeightLinear:
         return layer.rows(x)
     if kind is nn.Linear:
         return F.linear(x, layer.weight, layer.bias)
@@ -96,26 +97,30 @@ class FusedPart(nn.Module):
         return f"columns {self.start}:{self.stop} of a fused {type(self.fused).__name__}"
 
 
-def _fuse(owner: nn.Module, names: tuple[str, ...], pack: Callable[[nn.Linear], bool] | None) -> bool:
+def _fuse(owner: nn.Module, names: tuple[str, ...], pack: Callable[[nn.Linear], bool] | None, half: bool = False) -> bool:
     """Replace `owner`'s Linears `names` (same input, plain or packed, same dtype, all with or all
     without bias) by `FusedPart`s of one oneDNN-packed Linear over their stacked weights, where
     `pack` says packing that shape pays on this CPU (its own timing: the parts' shapes may time
-    otherwise); True if fused. Unpacked, the parts stay: MKL's plain kernels ran the fused products
-    slower than the parts (`decoder_pass_cost.py`, lean-unpacked; docs/benchmarks.md)."""
+    otherwise), or of one `HalfWeightLinear` (half=True: fp32 weights only, no timing); True if
+    fused. Unpacked, the parts stay: MKL's plain kernels ran the fused products slower than the
+    parts (`decoder_pass_cost.py`, lean-unpacked; docs/benchmarks.md)."""
     layers = [getattr(owner, name) for name in names]
     kinds = {type(layer) for layer in layers}
-    if pack is None or kinds - {nn.Linear, PackedLinear} or len({layer.in_features for layer in layers}) != 1 \
+    if (pack is None and not half) or kinds - {nn.Linear, PackedLinear} or len({layer.in_features for layer in layers}) != 1 \
             or len({layer.bias is None for layer in layers}) != 1:
         return False
     weights = [layer.weight.detach() for layer in layers]
-    if len({w.dtype for w in weights}) != 1 or weights[0].device.type != "cpu":
-        return False
-    fused = nn.Linear(layers[0].in_features, sum(w.shape[0] for w in weights), bias=layers[0].bias is not None, device="meta",
-                      dtype=weights[0].dtype)
-    if not pack(fused):  # decided on the shape alone, before any weight is copied
+    if len({w.dtype for w in weights}) != 1 or weights[0].device.type != "cpu" or (half and weights[0].dtype != torch.float32):
         return False
     bias = None if layers[0].bias is None else torch.cat([layer.bias.detach() for layer in layers])
-    fused = PackedLinear.from_weight(torch.cat(weights), bias)  # the layout for PACK_ROWS_HINT rows, as `pack` timed it
+    if half:
+        fused = HalfWeightLinear(torch.cat(weights), bias)
+    else:
+        shape = nn.Linear(layers[0].in_features, sum(w.shape[0] for w in weights), bias=bias is not None, device="meta",
+                          dtype=weights[0].dtype)
+        if not pack(shape):  # decided on the shape alone, before any weight is copied
+            return False
+        fused = PackedLinear.from_weight(torch.cat(weights), bias)  # the layout for PACK_ROWS_HINT rows, as `pack` timed it
     fused.training = layers[0].training  # the mode of the layers it replaces (PackedLinear's note)
     start = 0
     for name, w in zip(names, weights):
@@ -124,10 +129,10 @@ def _fuse(owner: nn.Module, names: tuple[str, ...], pack: Callable[[nn.Linear], 
     return True
 
 
-def fuse_projections(body: nn.Module, pack: Callable[[nn.Linear], bool] | None = None) -> int:
+def fuse_projections(body: nn.Module, pack: Callable[[nn.Linear], bool] | None = None, half: bool = False) -> int:
     """Fold each layer's q/k/v projections into one packed Linear and its MLP's gate/up into another
-    (`FusedPart`s keep the old names), for the shapes where `pack` says packing pays (None: none);
-    returns how many groups were fused.
+    (`FusedPart`s keep the old names), for the shapes where `pack` says packing pays (None: none),
+    or into fp16-weight Linears (half=True, `radgen.models.half_weights`); returns how many groups were fused.
 
     Why: the lean forward then runs 4 matrix products a layer instead of 7: fewer kernel calls, each
     with its fixed cost, and larger products. Each output column is the same dot product over the
@@ -144,8 +149,8 @@ def fuse_projections(body: nn.Module, pack: Callable[[nn.Linear], bool] | None =
 
     fused = 0
     for layer in body.layers:
-        fused += _fuse(layer.self_attn, ("q_proj", "k_proj", "v_proj"), pays if pack is not None else None)
-        fused += _fuse(layer.mlp, ("gate_proj", "up_proj"), pays if pack is not None else None)
+        fused += _fuse(layer.self_attn, ("q_proj", "k_proj", "v_proj"), pays if pack is not None else None, half)
+        fused += _fuse(layer.mlp, ("gate_proj", "up_proj"), pays if pack is not None else None, half)
     return fused
 
 
@@ -335,15 +340,17 @@ class LeanLlamaModel(LlamaModel):
         return BaseModelOutputWithPast(last_hidden_state=hidden, **{_CACHE_FIELD: cache if use_cache else None})
 
 
-def use_lean_forward(body: nn.Module, fuse: bool = True, pack: Callable[[nn.Linear], bool] | None = None) -> bool:
+def use_lean_forward(body: nn.Module, fuse: bool = True, pack: Callable[[nn.Linear], bool] | None = None,
+                     half: bool = False) -> bool:
     """Make `body` (an HF decoder body) a `LeanLlamaModel` where it is exactly transformers'
     `LlamaModel` with the layout the lean forward assumes, its projections fused (`fuse_projections`)
     unless fuse=False, where `pack(layer)` says a packed Linear of the fused shape pays (None: no
-    fusing; `radgen.models.fast` passes its timing, `layer_packing_pays`); True if it now is one."""
+    fusing; `radgen.models.fast` passes its timing, `layer_packing_pays`) or, half=True, into
+    fp16-weight Linears; True if it now is one."""
     if type(body) is not LlamaModel or not supports_lean_forward(body):
         return False
     if fuse:
-        fuse_projections(body, pack)
+        fuse_projections(body, pack, half)
     body.__class__ = LeanLlamaModel
     try:  # transformers 5 looks up which outputs a model can record (attention maps) by its class
         from transformers.utils.output_capturing import _CAN_RECORD_REGISTRY

@@ -87,6 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--max-new-tokens", type=int, default=None, help="default: the recipe's generate.max_new_tokens")
     serve.add_argument("--dtype", default="auto", choices=INFERENCE_DTYPES,
                        help="decoder precision, as `radgen generate --dtype` (default auto: bfloat16 on a GPU or a CPU with native "
-                            "bf16, else float32; int8 rewords with batching, docs/serve.md)")
+                            "bf16, float16 weights with fp32 arithmetic on other AVX2 x86-64 CPUs, else float32; int8 rewords "
+                            "with batching, docs/serve.md)")
     serve.set_defaults(func=_serve)
     register_demo(subparsers)  # `radgen demo` lives in radgen/demo.py; registered with serve (same model default)

@@ -144,8 +144,8 @@ def test_int8_inference_quantises_decoder_linears_and_generates():
 def test_prepare_for_inference_rejects_unknown_dtype():
     from radgen.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="float16"):
-        prepare_for_inference(_tiny("radgen-small"), "float16")
+    with pytest.raises(ConfigError, match="float8"):
+        prepare_for_inference(_tiny("radgen-small"), "float8")
 
 
 def test_inference_puts_the_cnn_encoder_in_channels_last_with_equal_features():
@@ -438,6 +438,8 @@ def test_auto_dtype_on_cpu_is_bf16_only_where_the_cpu_computes_it(capabilities, 
 
     monkeypatch.delenv(fast.NO_FAST_PATHS_ENV, raising=False)
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    # the bf16 decision alone: where bf16 loses, fp16 weights are the next choice (tests/models/test_half_weights.py)
+    monkeypatch.setattr(fast, "half_weights_supported", lambda: False)
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: dict(capabilities))
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")  # torch's kernels not capped
     with caplog.at_level("DEBUG", logger="radgen.models.fast"):
@@ -459,6 +461,7 @@ def test_auto_dtype_is_fp32_where_torch_or_onednn_are_capped_below_the_cpus_bf16
     from radgen.models import fast
 
     monkeypatch.delenv(fast.NO_FAST_PATHS_ENV, raising=False)
+    monkeypatch.setattr(fast, "half_weights_supported", lambda: False)  # the bf16 decision alone
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": True, "avx2": True})
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: kernels)
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", onednn_isa)
@@ -472,6 +475,7 @@ def test_auto_dtype_on_cpu_is_fp32_with_fast_paths_off_or_when_torch_cannot_tell
     monkeypatch.setenv(fast.NO_FAST_PATHS_ENV, "1")
     assert fast.resolve_inference_dtype("auto", torch.device("cpu")) == "float32"
     monkeypatch.delenv(fast.NO_FAST_PATHS_ENV)
+    monkeypatch.setattr(fast, "half_weights_supported", lambda: False)  # the bf16 decision alone
 
     def unreadable() -> dict:
         raise RuntimeError("cpuinfo failed")
