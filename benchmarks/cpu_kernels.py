@@ -13,6 +13,8 @@ head; EfficientNet-Lite0 at 224², batch 32).
 - the LM head on 1, 6 and 16 positions (why small drafted passes run it on all positions at once);
 - fp32 Linear vs the dynamic int8 Linear of `--dtype int8` (`radgen.models.int8`) at the decoder's
   shapes, on 1, 32 and 160 positions (a batch-1 step, a batch-32 step, a batch-32 drafted pass);
+- fp32 packed Linears (oneDNN) vs fp16-weight Linears with fp32 arithmetic (`radgen.models.half_weights`,
+  fbgemm) at the decoder's fused shapes and 1-1280 rows, streamed as `pack-hints` (`half-weights`);
 - fp32 packed Linears laid out for one input row (`PackedLinear`'s layout before 2026-12-02) vs
   for `PACK_ROWS_HINT` rows (16), at the decoder's shapes and 1-160 rows, each through ~200 MB of
   distinct layers so the weights stream from memory as in a decoder pass (`pack-hints`; also 4 and 64
@@ -161,6 +163,37 @@ def pack_hint_rows(repeats: int, stream_bytes: int = 200 * 2**20, rows_counts: t
     return rows
 
 
+def half_weight_rows(repeats: int, stream_bytes: int = 200 * 2**20, rows_counts: tuple[int, ...] = (1, 12, 52, 85, 160, 640, 1280),
+                     shapes: tuple[tuple[int, int], ...] = ((576, 960), (576, 576), (576, 3072), (1536, 576))) -> list[dict]:
+    """fp32 PackedLinear (oneDNN, the fp32 default's layout) vs `HalfWeightLinear` (fbgemm: fp16
+    weights, fp32 arithmetic) at the decoder's fused shapes (q/k/v, o, gate/up, down): ms a layer
+    through enough distinct layers to fill `stream_bytes` (as `pack_hint_rows`); the difference is
+    against the fp32 product of the same fp16-rounded weights."""
+    from radgen.models.fast import PackedLinear, half_weights_supported, packing_supported
+    from radgen.models.half_weights import HalfWeightLinear
+
+    if not (packing_supported(torch.float32) and half_weights_supported()):
+        return []
+    rows = []
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for in_features, out_features in shapes:
+            weights = [torch.randn(out_features, in_features) * 0.05
+                       for _ in range(max(1, stream_bytes // (in_features * out_features * 4)))]
+            packed = [PackedLinear.from_weight(w) for w in weights]
+            half = [HalfWeightLinear(w) for w in weights]
+            for count in rows_counts:
+                x = torch.randn(count, in_features)
+                before = _time(lambda: [layer.rows(x) for layer in packed], repeats) / len(weights)
+                after = _time(lambda: [layer.rows(x) for layer in half], repeats) / len(weights)
+                diff = float((half[0].rows(x) - x @ half[0].weight.T).abs().max())
+                rows.append({"kernel": "Linear: packed fp32 (oneDNN) vs fp16 weights, fp32 arithmetic (fbgemm)",
+                             "shape": f"{in_features}x{out_features}, {count} rows", "before_ms": before, "after_ms": after,
+                             "max_abs_diff": diff})
+            del packed, half, weights
+    return rows
+
+
 def int8_rows(repeats: int) -> list[dict]:
     """fp32 Linear vs the dynamic int8 Linear `radgen.models.int8` quantizes to (per-channel weights;
     the activation quantized on every call, which the timing includes), at the decoder's shapes."""
@@ -186,6 +219,7 @@ def int8_rows(repeats: int) -> list[dict]:
 
 KERNELS = {"attention": attention_rows, "convolution": convolution_rows, "logprobs": logprob_rows, "head": head_rows,
            "int8": int8_rows, "pack-hints": lambda repeats: pack_hint_rows(max(5, repeats // 3)),
+           "half-weights": lambda repeats: half_weight_rows(max(5, repeats // 3)),
            "padding": lambda repeats: padding_rows(max(3, repeats // 3))}  # a whole body call takes ~0.1-1 s
 
 

@@ -49,7 +49,7 @@ from radgen.data.study import read_manifest
 from radgen.generate.decode import generation_dataset, load_model, study_batches
 from radgen.machine import cpu_summary
 from radgen.models import generator, speculative
-from radgen.models.fast import base_model, lm_body_and_head
+from radgen.models.fast import base_model, decoder_precision, lm_body_and_head
 from radgen.models.padding_free import new_positions_mask
 from radgen.models.shortlist import SCORE_CHUNK
 
@@ -277,7 +277,7 @@ def main() -> None:
                   f"at the floor (image as measured, the decoder's products at {rate:.0f} GFLOP/s or its weight reads at "
                   f"{bandwidth:.1f} GB/s, nothing else) {row['ceiling_vs_plain']:.2f}x")
     info = {"model": args.model, "split": args.split, "studies": len(chosen), "threads": args.threads, "draft_tokens": draft_tokens,
-            "settings": settings, "decoder_dtype": str(next(model.decoder.parameters()).dtype).replace("torch.", ""),
+            "settings": settings, "decoder_dtype": decoder_precision(model.decoder),
             "product_rate_gflops": rate, "read_rate_gb_s": bandwidth, "body_mflop_per_position": body_flops / 1e6,
             "head_mflop_per_row": head_flops / 1e6, "torch": torch.__version__, "cpu": cpu_summary(),
             "loadavg_after": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}

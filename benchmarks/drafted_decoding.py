@@ -65,7 +65,7 @@ from radgen.data.dataset import lateral_inputs
 from radgen.generate.decode import GenerationSettings, generation_dataset, load_model, study_batches
 from radgen.machine import cpu_summary
 from radgen.models import packed_linear, rescoring, speculative
-from radgen.models.fast import lm_body_and_head
+from radgen.models.fast import decoder_precision, lm_body_and_head
 from radgen.models.padding_free import new_positions_mask
 
 CONFIGS = ("plain-peft", "radgen-hf", "radgen-drafted", "radgen-drafted-cold", "radgen-drafted-whole-head")
@@ -182,7 +182,7 @@ def main() -> None:
     parser.add_argument("--draft-tokens", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=4, help="configs take turns over this many slices of the batches")
     parser.add_argument("--skip", default="", help=f"configs to leave out, comma-separated ({', '.join(sorted(SKIPPABLE))})")
-    parser.add_argument("--also-dtype", choices=["float32", "bfloat16", "int8"], default=None,
+    parser.add_argument("--also-dtype", choices=["float32", "bfloat16", "float16", "int8"], default=None,
                         help="also time drafted decoding with the decoder in this dtype")
     parser.add_argument("--also-pack-hint", type=int, default=None,
                         help="also time drafted decoding with the packed weights laid out for this many input rows")
@@ -212,7 +212,7 @@ def main() -> None:
     if concat:
         models[concat] = load_model(args.model)
     configs = tuple(models)
-    default_dtype = str(next(models["radgen-drafted"].decoder.parameters()).dtype).replace("torch.", "")
+    default_dtype = decoder_precision(models["radgen-drafted"].decoder)
     seeded = len(models["radgen-drafted"].report_draft)
     shipped_table = copy.deepcopy(models["radgen-drafted"].report_draft)
     if "radgen-drafted-cold" in models:

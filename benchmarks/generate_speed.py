@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--warmup", choices=["each", "once"], default="each",
                         help="'once': one short warm-up call before all settings instead of a full one per setting "
                              "(for a loaded machine, where a warm-up per setting doubles a long run)")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "int8"], help="as `radgen generate --dtype`")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16", "int8"], help="as `radgen generate --dtype`")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python benchmarks/packing_choice.py --manifest work/default-model/phantom/manifest.jsonl \
         [--model radgen/assets/default_model] [--split val] [--limit 32] [--batch-sizes 1,32] [--rounds 4]
-        [--threads 2] [--json packing_choice.json]
+        [--threads 2] [--dtype float32] [--json packing_choice.json]
 
 `prepare_for_inference` packs the decoder's block Linears and its LM head each where a timing at
 load says it pays (`radgen.models.fast.packing_pays`). This times the default decoding (drafted
@@ -49,20 +49,22 @@ ARMS = ("none", "head", "blocks", "all", "probe")
 FIXED = {"none": (False, False), "head": (False, True), "blocks": (True, False), "all": (True, True)}
 
 
-def load_arm(path: str, arm: str):
-    """The model as `load_model` prepares it, with the packing decision fixed by `arm` (so the
-    layers are packed before the padding-free hooks go on, as in every real load)."""
+def load_arm(path: str, arm: str, dtype: str = "float32"):
+    """The model as `load_model` prepares it in `dtype`, with the packing decision fixed by `arm` (so the
+    layers are packed before the padding-free hooks go on, as in every real load). fp32 by default:
+    packing is a decision of the fp32 and bf16 decoders (`auto` keeps the blocks in fp16 on a CPU
+    without native bf16, `radgen.models.half_weights`, and packs only the head there)."""
     from radgen.generate.decode import load_model
     from radgen.models import fast
 
     if arm not in FIXED:
-        return load_model(path)
+        return load_model(path, dtype=dtype)
     timed = fast.packing_pays, fast.layer_packing_pays
     fast.packing_pays = lambda decoder, head=False: FIXED[arm][1 if head else 0]  # pack_linears still skips what this CPU cannot pack
     # the lean forward's fused q/k/v and gate/up are block Linears too: packed (and so fused) with the blocks
     fast.layer_packing_pays = lambda layer, what, head=False: FIXED[arm][1 if head else 0]
     try:
-        return load_model(path)
+        return load_model(path, dtype=dtype)
     finally:
         fast.packing_pays, fast.layer_packing_pays = timed
 
@@ -100,13 +102,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.set_defaults(limit=32)
     parser.add_argument("--rounds", type=int, default=4, help="arms take turns over this many slices of the batches")
     parser.add_argument("--probe-repeats", type=int, default=4, help="fresh runs of the load-time packing timing per shape")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "auto"],
+                        help="the decoder dtype every arm loads in (default float32: what packing decides for)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     from radgen.data.study import read_manifest
     from radgen.generate.decode import generation_dataset, study_batches
 
-    models = {arm: load_arm(args.model, arm) for arm in ARMS}
+    models = {arm: load_arm(args.model, arm, args.dtype) for arm in ARMS}
     probe_choice = packed_parts(models["probe"])
     probe_timings = probe_ratios(models["none"].decoder, args.probe_repeats)
     for timing in probe_timings:

@@ -26,6 +26,7 @@ from radgen.data.dataset import lateral_inputs
 from radgen.data.study import read_manifest
 from radgen.generate.decode import GenerationSettings, generation_dataset, load_model, study_batches
 from radgen.machine import cpu_summary
+from radgen.models.fast import decoder_precision
 
 
 def decode(model, dataset, batch_size: int, settings: dict) -> list:
@@ -54,9 +55,8 @@ def main() -> None:
     rows = []
     for dtype in args.dtypes.split(","):
         model = load_model(args.model, dtype=dtype)
-        # an int8 decoder keeps fp32 embeddings and norms: name it by its quantized Linears, not its first parameter
-        quantized = any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.decoder.modules())
-        chosen = "int8" if quantized else str(next(model.decoder.parameters()).dtype).replace("torch.", "")
+        # int8 and fp16-weight decoders keep fp32 embeddings and norms: named by their Linears, not their first parameter
+        chosen = decoder_precision(model.decoder)
         settings = GenerationSettings.from_recipe(model.recipe, num_beams=1).generate_kwargs()
         dataset = generation_dataset(model, studies, root, "findings")
         runs = {f"batch {first}": decode(model, dataset, first, settings), f"batch {first} again": decode(model, dataset, first, settings),

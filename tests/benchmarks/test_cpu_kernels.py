@@ -51,3 +51,16 @@ def test_pack_hint_rows_time_both_layouts_which_compute_the_same_products():
     for r in rows:
         assert r["before_ms"] > 0 and r["after_ms"] > 0 and r["also"]["layout for 64 rows"] > 0
         assert r["max_abs_diff"] < 1e-4  # another layout, the same fp32 products (summation order aside)
+
+
+def test_half_weight_rows_time_both_linears_which_multiply_the_fp16_rounded_weights():
+    from radgen.models.fast import half_weights_supported, packing_supported
+
+    rows = cpu_kernels.half_weight_rows(1, stream_bytes=2**20, rows_counts=(1, 12), shapes=((48, 80), (80, 48)))
+    if not (packing_supported(torch.float32) and half_weights_supported()):
+        assert rows == []
+        return
+    assert [r["shape"] for r in rows] == ["48x80, 1 rows", "48x80, 12 rows", "80x48, 1 rows", "80x48, 12 rows"]
+    for r in rows:
+        assert r["before_ms"] > 0 and r["after_ms"] > 0
+        assert r["max_abs_diff"] < 1e-4  # fp32 products of the fp16-rounded weights, summation order aside
