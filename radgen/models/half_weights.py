@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from radgen.models.packed_linear import save_dense_state
+
 
 def _ops() -> tuple | None:
     """(prepack, linear, unpack) of torch's fbgemm fp16 ops, or None where this build lacks them."""
@@ -119,9 +121,7 @@ class HalfWeightLinear(nn.Module):
         return twin
 
     def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
-        destination[prefix + "weight"] = self.weight
-        if self.bias is not None:
-            destination[prefix + "bias"] = self.bias if keep_vars else self.bias.detach()
+        save_dense_state(self, destination, prefix, keep_vars)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, fp16 weights, fp32 arithmetic"

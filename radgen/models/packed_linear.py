@@ -85,9 +85,14 @@ class PackedLinear(nn.Module):
         return twin
 
     def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
-        destination[prefix + "weight"] = self.weight
-        if self.bias is not None:
-            destination[prefix + "bias"] = self.bias if keep_vars else self.bias.detach()
+        save_dense_state(self, destination, prefix, keep_vars)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, packed for oneDNN ({self.rows_hint} rows)"
+
+
+def save_dense_state(layer: nn.Module, destination: dict, prefix: str, keep_vars: bool) -> None:
+    """An inference-only Linear's state as nn.Linear's: its `weight` property (unpacked) and its bias."""
+    destination[prefix + "weight"] = layer.weight
+    if layer.bias is not None:
+        destination[prefix + "bias"] = layer.bias if keep_vars else layer.bias.detach()
