@@ -514,7 +514,7 @@ def prepare_for_inference(model: Any, dtype: str = "auto", merge: bool = True, p
     decoder = model.decoder
     current = next(decoder.parameters()).dtype
     chosen = resolve_inference_dtype(dtype, next(decoder.parameters()).device)
-    if current != torch.float32 and chosen in ("float32", "bfloat16"):
+    if current != torch.float32 and chosen in ("float32", "bfloat16", "float16"):
         return str(current).replace("torch.", "")  # loaded in fp16/bf16/8-bit on purpose: keep it
     if chosen == "bfloat16":
         model.decoder = decoder.to(torch.bfloat16)
