@@ -31,8 +31,10 @@ from torch import nn
 from radgen.models.packed_linear import save_dense_state
 
 
+@functools.cache
 def _ops() -> tuple | None:
-    """(prepack, linear, unpack) of torch's fbgemm fp16 ops, or None where this build lacks them."""
+    """(prepack, linear, unpack) of torch's fbgemm fp16 ops, or None where this build lacks them
+    (looked up once: every product of a pass asks for them)."""
     quantized = getattr(torch.ops, "quantized", None)
     try:
         return quantized.linear_prepack_fp16, quantized.linear_dynamic_fp16, quantized.linear_unpack_fp16
