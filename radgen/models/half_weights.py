@@ -5,9 +5,9 @@ drafted decoding feeds the decoder 1-160 rows a call, and there a Linear is boun
 weight and by the kernel's efficiency on few rows, not by multiply-adds. fbgemm's fp16 GEMM (the
 kernel behind torch's dynamic fp16 quantization, `torch.ops.quantized.linear_dynamic_fp16`) reads
 half the bytes, widens them to fp32 in registers (F16C) and accumulates in fp32: on an AVX2 Zen 3,
-1.3-2.8x faster than oneDNN's packed fp32 Linear at 1-85 rows and about as fast at 640-1280
-(`benchmarks/cpu_kernels.py --kernels half-weights`; docs/benchmarks.md, "fp16 weights, fp32
-arithmetic"). Unlike dynamic int8 (`radgen.models.int8`), nothing depends on the other rows of a
+1.5-2.6x faster than oneDNN's packed fp32 Linear at 1-12 rows, 1.0-1.7x at 52-160 and about as
+fast at 640-1280 (`benchmarks/cpu_kernels.py --kernels half-weights`; docs/benchmarks.md, "fp16
+weights, fp32 arithmetic"). Unlike dynamic int8 (`radgen.models.int8`), nothing depends on the other rows of a
 call: the activations are not quantized, so a row's result differs between call shapes only in
 fp32's last bits, as oneDNN's fp32 kernels do, and a report's words do not change with its batch.
 What changes is the weights: each is rounded to fp16 once (relative error <= 2^-11, 8x finer than
