@@ -1,12 +1,14 @@
 """Where an inference process's memory goes while radgen loads a model, step by step (Linux /proc).
 
-    PYTHONPATH=. python benchmarks/load_memory.py [--model NAME_OR_DIR] [--keep-mapping] [--json FILE]
+    PYTHONPATH=. python benchmarks/load_memory.py [--model NAME_OR_DIR] [--dtype auto] [--keep-mapping] [--json FILE]
 
 Loads the model the way `radgen serve` does (radgen.generate.load_model's steps, spelled out) in
 this process and prints, after each step, VmRSS, VmHWM (the peak so far), RssAnon (process memory)
 and RssFile (mapped files: shared libraries, memory-mapped checkpoints), then the largest mappings.
---keep-mapping turns off `radgen.models.fast.own_weights` (the behaviour before it existed), so
-the checkpoint mapping the packed decoder leaves behind can be compared. Linux only.
+--dtype is the decoder dtype `radgen serve --dtype` would get (auto: this CPU's default, e.g. fp16
+weights on AVX2-only CPUs). --keep-mapping turns off `radgen.models.fast.own_weights` (the
+behaviour before it existed), so the checkpoint mapping the prepared decoder leaves behind can be
+compared. Linux only.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ def largest_mappings(count: int = 8) -> list[dict]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="shipped model name, model folder or run (default: the shipped default)")
+    parser.add_argument("--dtype", default="auto", help="decoder dtype, as `radgen serve --dtype` (default: auto)")
     parser.add_argument("--keep-mapping", action="store_true", help="skip own_weights (the behaviour before it)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -79,17 +82,17 @@ def main() -> int:
     step("from_pretrained")
     model.merge_adapters()
     step("LoRA merged")
-    dtype = fast.prepare_for_inference(model, "auto", merge=False, pack=False)
-    step(f"encoder prepared ({dtype})")
-    packed = fast.pack_linears(model.decoder) if dtype == "float32" else 0
-    step(f"{packed} Linear layers packed" + (" (mapping kept)" if args.keep_mapping else ""))
+    # what load_model runs (merging again is a no-op): packing, fp16 weights or bf16, then own_weights
+    dtype = fast.prepare_for_inference(model, args.dtype)
+    step(f"prepared for inference: {fast.decoder_precision(model.decoder)}" + (" (mapping kept)" if args.keep_mapping else ""))
     seed_draft_table(model, directory)
     step("draft table seeded (= serve's idle model)")
     mappings = largest_mappings()
     for row in mappings:
         print(f"  {row['rss_mb']:6d} MB resident, {row['anonymous_mb']:6d} MB anonymous  {row['mapping']}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"steps": steps, "largest_mappings": mappings, "keep_mapping": args.keep_mapping}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"steps": steps, "largest_mappings": mappings, "dtype": dtype,
+                                                "keep_mapping": args.keep_mapping}, indent=2) + "\n")
     return 0
 
 

@@ -14,14 +14,21 @@ library.
 Applied once per process by `radgen.models.fast.prepare_for_inference` on CPU (not with
 RADGEN_NO_CPU_FAST_PATHS=1); nothing happens where the C library is not glibc or where the user
 set glibc's own MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_.
+
+The other side of keeping freed memory: `release_free_heap` gives the heap's free pages back
+(glibc's malloc_trim) where a process knows it has just freed much that it will not reuse soon: after
+`prepare_for_inference` replaced the decoder's Linear weights (packed, fp16 or int8 copies), and
+after each server batch (`radgen.serve.inference`).
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import platform
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -51,3 +58,28 @@ def keep_large_blocks_in_heap() -> bool:
     log.debug("glibc mmap threshold %s MiB: %s", MMAP_THRESHOLD >> 20, "set" if done else "not set")
     _applied.append(done)
     return done
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, or None where the C library has none (musl, macOS, Windows)."""
+    try:
+        return getattr(ctypes.CDLL(None), "malloc_trim", None)
+    except (OSError, TypeError):  # no dlopen(NULL) on Windows
+        return None
+
+
+def release_free_heap() -> bool:
+    """Give the C heap's free pages back to the OS (glibc malloc_trim); False where it is not available.
+
+    Why: freed tensors stay in glibc's heaps (one arena per thread), resident for reuse, the more so
+    with `keep_large_blocks_in_heap`'s trim threshold; pages freed in one thread's arena are not
+    reused by another's. Trimming lowers the resident memory a process keeps between bursts of work
+    (not a burst's own peak) and walks only free chunks, so it is cheap next to loading a model or
+    decoding a batch.
+    """
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True

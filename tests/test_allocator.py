@@ -1,10 +1,13 @@
 """radgen.allocator: large blocks stay in glibc's heap after `keep_large_blocks_in_heap`, and the
-user's own malloc settings leave glibc alone (RADGEN_NO_CPU_FAST_PATHS: tests/models/test_fast_paths.py)."""
+user's own malloc settings leave glibc alone (RADGEN_NO_CPU_FAST_PATHS: tests/models/test_fast_paths.py);
+`release_free_heap` trims where glibc can and is a no-op elsewhere."""
 
 from __future__ import annotations
 
+import ctypes
 import platform
 import resource
+import sys
 
 import pytest
 import torch
@@ -61,3 +64,34 @@ def test_a_freed_large_tensor_is_reused_without_page_faults(monkeypatch):
         faulted()
     faults = sum(faulted() for _ in range(20))
     assert faults <= 2, faults  # glibc's default: all 20
+
+
+@pytest.fixture
+def fresh_trim_lookup():
+    allocator._malloc_trim.cache_clear()
+    yield
+    allocator._malloc_trim.cache_clear()
+
+
+def test_without_malloc_trim_the_release_is_a_harmless_no_op(monkeypatch, fresh_trim_lookup):
+    class NoTrim:  # a C library without malloc_trim (musl, macOS)
+        pass
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: NoTrim())
+    assert allocator._malloc_trim() is None
+    assert allocator.release_free_heap() is False
+
+
+def test_no_c_library_handle_is_a_harmless_no_op(monkeypatch, fresh_trim_lookup):
+    def refuse(name):
+        raise OSError("dlopen(NULL) is not supported here")
+
+    monkeypatch.setattr(ctypes, "CDLL", refuse)
+    assert allocator.release_free_heap() is False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
+def test_the_real_malloc_trim_runs_on_glibc(fresh_trim_lookup):
+    if getattr(ctypes.CDLL(None), "malloc_trim", None) is None:
+        pytest.skip("not glibc")
+    assert allocator.release_free_heap() is True

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from radgen.allocator import keep_large_blocks_in_heap
+from radgen.allocator import keep_large_blocks_in_heap, release_free_heap
 from radgen.config import INFERENCE_DTYPES
 from radgen.models import packed_linear
 from radgen.models.attention import use_grouped_attention
@@ -573,4 +573,8 @@ def prepare_for_inference(model: Any, dtype: str = "auto", merge: bool = True, p
             # transformers, and in other decoders (radgen.models.padding_free); after the fusing, which
             # replaces the projections these hooks sit on
             use_padding_free_layers(split[0])
+        # the fp32 weights that packing, fp16 weights or int8 replaced went back to the heap, which
+        # keep_large_blocks_in_heap's threshold keeps resident: an idle model would hold them
+        # (radgen-small: 130-240 MB; docs/benchmarks.md, Performance)
+        release_free_heap()
     return chosen

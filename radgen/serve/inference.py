@@ -17,12 +17,9 @@ and timings only.
 from __future__ import annotations
 
 import base64
-import ctypes
-import functools
 import io
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +27,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from radgen.allocator import release_free_heap
 from radgen.errors import DataError, WeightsError
 from radgen.pipeline import resolve_model
 
@@ -176,32 +174,6 @@ def heatmap_preview(image: Image.Image) -> Image.Image:
     if scale >= 1:
         return image.copy()
     return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BILINEAR)
-
-
-# -------------------------------------------------------------------------------- memory
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's malloc_trim, or None where the C library has none (musl, macOS, Windows)."""
-    try:
-        return getattr(ctypes.CDLL(None), "malloc_trim", None)
-    except (OSError, TypeError):  # no dlopen(NULL) on Windows
-        return None
-
-
-def release_free_heap() -> bool:
-    """Give the C heap's free pages back to the OS (glibc malloc_trim); False where it is not available.
-
-    Why: a batch's activations, decoded previews and heatmap PNGs are freed into glibc's heaps (one
-    arena per thread: the model worker, the decoder threads, the event loop), which keep the pages
-    resident for reuse; pages freed in one thread's arena are not reused by another's, so what the
-    threads keep adds up. Trimming after each batch lowers the resident memory between batches (it
-    does not lower a batch's own peak) and walks only free chunks, so it is cheap next to a batch.
-    """
-    trim = _malloc_trim()
-    if trim is None:
-        return False
-    trim(0)
-    return True
 
 
 # -------------------------------------------------------------------------------- service

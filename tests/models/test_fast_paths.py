@@ -516,3 +516,18 @@ def test_batch_norms_are_folded_only_where_the_outputs_stay_the_same(caplog):
     assert "kept them unfolded" in caplog.text
     training = _NormFirst().train()
     assert fold_batch_norms(training) == 0  # batch statistics in training: nothing to fold
+
+
+def test_preparing_gives_the_replaced_weights_back_to_the_system_once_they_are_gone(monkeypatch):
+    """The fp32 Linear weights that int8 (or packing, or fp16 weights) replace are freed into glibc's
+    heap, which radgen's trim threshold keeps resident: prepare_for_inference trims it once, after
+    the swap, so an idle model does not hold them (radgen.allocator.release_free_heap)."""
+    from radgen.models import fast
+
+    if not fast.int8_supported():
+        pytest.skip("no torch quantized engine on this CPU/build")
+    model = _tiny("radgen-small").eval()
+    trims = []
+    monkeypatch.setattr(fast, "release_free_heap", lambda: trims.append(fast.decoder_precision(model.decoder)) or True)
+    assert fast.prepare_for_inference(model, "int8") == "int8"
+    assert trims == ["int8"]
