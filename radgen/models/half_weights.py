@@ -7,11 +7,11 @@ kernel behind torch's dynamic fp16 quantization, `torch.ops.quantized.linear_dyn
 half the bytes, widens them to fp32 in registers (F16C) and accumulates in fp32: on an AVX2 Zen 3,
 1.5-2.6x faster than oneDNN's packed fp32 Linear at 1-12 rows, 1.0-1.7x at 52-160 and about as
 fast at 640-1280 (`benchmarks/cpu_kernels.py --kernels half-weights`; docs/benchmarks.md, "fp16
-weights, fp32 arithmetic"). Unlike dynamic int8 (`radgen.models.int8`), nothing depends on the other rows of a
-call: the activations are not quantized, so a row's result differs between call shapes only in
-fp32's last bits, as oneDNN's fp32 kernels do, and a report's words do not change with its batch.
-What changes is the weights: each is rounded to fp16 once (relative error <= 2^-11, 8x finer than
-bf16), so a few near-tie greedy choices fall otherwise than fp32's.
+weights, fp32 arithmetic"). Unlike dynamic int8 (`radgen.models.int8`), nothing depends on the
+other rows of a call: the activations are not quantized, so a row's result differs between call
+shapes only in fp32's last bits, as oneDNN's fp32 kernels do, and a report's words do not change
+with its batch. What changes is the weights: each is rounded to fp16 once (relative error <= 2^-11,
+8x finer than bf16), so a few near-tie greedy choices fall otherwise than fp32's.
 
 Used by `radgen.models.fast.prepare_for_inference` for dtype "float16" on CPU (and for "auto" on CPUs
 without native bf16 where fbgemm runs, `radgen.models.fast.half_weights_supported`): the decoder body's Linears only;
