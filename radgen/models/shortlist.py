@@ -56,12 +56,19 @@ class ShortHead:
                  packed: PackedLinear | None = None):
         self.ids, self.weight, self.bias, self.vocabulary = ids, weight, bias, vocabulary
         self._packed = PackedLinear.from_weight(weight, bias, packed.rows_hint) if packed is not None else None
+        self._positions: dict[int, int] | None = None
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(..., shortlist) logits, the head's values for the shortlisted tokens."""
         if self._packed is not None:
             return self._packed.rows(hidden.reshape(-1, hidden.shape[-1])).reshape(*hidden.shape[:-1], -1)
         return F.linear(hidden.to(self.weight.dtype), self.weight, self.bias)
+
+    def position(self, token: int) -> int | None:
+        """Where `token` is among the listed tokens (its column in `logits`' output); None if off the list."""
+        if self._positions is None:  # made once: ShortHeads are rebuilt when the list grows
+            self._positions = {t: n for n, t in enumerate(self.ids.tolist())}
+        return self._positions.get(token)
 
     def spread(self, short: torch.Tensor) -> torch.Tensor:
         """(N, shortlist) logits as (N, vocabulary), -inf off the list, for code that indexes token ids."""

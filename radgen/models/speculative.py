@@ -25,9 +25,10 @@ Beam search and sampling are not drafted (the caller falls back to HF `generate`
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -191,14 +192,16 @@ class _GreedyRule:
         self.eos, self.penalty, self.ngram, self.min_new = eos, repetition_penalty, no_repeat_ngram_size, min_new_tokens
         self.suppressed = list(suppress_tokens)  # HF's suppress_tokens: never generated
 
-    def choose(self, logits: torch.Tensor, argmax: int, tokens: list[int]) -> int:
-        """`argmax` of the raw `logits` is the answer unless a processor changes this position."""
+    def choose(self, logits: torch.Tensor | Callable[[], torch.Tensor], argmax: int, tokens: list[int]) -> int:
+        """`argmax` of the raw `logits` (the vocabulary row, or a function that makes it: most
+        positions never need it) is the answer unless a processor changes this position."""
         banned = _banned_ngram_tokens(tokens, self.ngram) + self.suppressed
         if len(tokens) < self.min_new:
             banned.append(self.eos)
         if (self.penalty == 1.0 or not tokens) and argmax not in banned:
             return argmax  # nothing to change: the common case, no copy of the vocabulary row
-        scores = logits.to(torch.float32, copy=True)  # HF's processors run on fp32 scores
+        row = logits() if callable(logits) else logits
+        scores = row.to(torch.float32, copy=True)  # HF's processors run on fp32 scores
         if self.penalty != 1.0 and tokens:
             seen = torch.tensor(sorted(set(tokens)), device=scores.device)
             picked = scores[seen]
@@ -237,11 +240,12 @@ class _PassScores:
     def width(self) -> int:
         return (self.logits if self.logits is not None else self.hidden).shape[1]
 
-    def at(self, rows: list[int], position: int) -> torch.Tensor:
-        """(len(rows), vocabulary) logits of `rows` at `position`."""
+    def column(self, rows: list[int], position: int) -> "_Column":
+        """The logits of `rows` at `position`, as the accept walk reads them: in fp32, once, for the
+        argmax and the log-probabilities (HF greedy takes the argmax of its fp32 copy)."""
         if self.short_logits is not None:
-            return self.short.spread(self.short_logits[torch.tensor(rows, device=self.short_logits.device), position])
-        return self.full_at(rows, position)
+            return _Column(self.short_logits[torch.tensor(rows, device=self.short_logits.device), position].float(), self.short)
+        return _Column(self.full_at(rows, position).float())
 
     def full_at(self, rows: list[int], position: int) -> torch.Tensor:
         """(len(rows), vocabulary) logits of `rows` at `position` over the whole vocabulary."""
@@ -249,6 +253,35 @@ class _PassScores:
         index = torch.tensor(rows, device=source.device)
         picked = source[index, position]
         return picked if self.logits is not None else self.head(picked)
+
+
+class _Column:
+    """One position's fp32 logits for the rows the accept walk reads there: over the whole vocabulary,
+    or over a shortlist's tokens (`short`), whose other logits count as -inf.
+
+    Why not spread a shortlist column over the vocabulary first, as the walk once did: every column
+    then made, upcast and searched a (rows, 49,152) matrix, where the list's ~3,000 tokens hold
+    every value the walk reads (a processor's rare fallback spreads one row, `row`). The list's ids
+    are in vocabulary order, so its first maximum is the vocabulary's first maximum, as before."""
+
+    def __init__(self, logits: torch.Tensor, short: ShortHead | None = None):
+        self.logits, self.short = logits, short
+
+    def top(self) -> list[int]:
+        """Each row's highest-logit token (the first, on ties)."""
+        best = self.logits.max(-1).indices  # max(dim).indices: several times faster than argmax, same first maximum
+        return (best if self.short is None else self.short.ids[best]).tolist()
+
+    def row(self, k: int) -> torch.Tensor:
+        """Row k's logits over the whole vocabulary (-inf off a shortlist)."""
+        return self.logits[k] if self.short is None else self.short.spread(self.logits[k:k + 1])[0]
+
+    def value(self, k: int, token: int) -> float:
+        """Row k's logit for `token`."""
+        if self.short is None:
+            return float(self.logits[k, token])
+        at = self.short.position(token)
+        return float("-inf") if at is None else float(self.logits[k, at])
 
 
 @torch.no_grad()
@@ -354,22 +387,19 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
         for j in range(scores.width):
             if not walking:
                 break
-            # fp32 once, for the argmax and the log-probabilities: on CPU bf16 argmax over the vocabulary
-            # was ~4% of a batch-32 report, and max(dim).indices is several times faster than argmax
-            # (both return the first maximum, HF greedy's argmax of its fp32 copy)
-            logits = scores.at(walking, j).float()
-            top = logits.max(-1).indices.tolist()
+            column = scores.column(walking, j)
+            top = column.top()
             chosen, still = [], []
             for k, i in enumerate(walking):
                 row = active[i]
-                token = rule.choose(logits[k], top[k], tokens[row])
+                token = rule.choose(functools.partial(column.row, k), top[k], tokens[row])
                 if short is not None:
                     greedy_picks[row].append(token)
                 guide = guides[row] if lenient else None  # type: ignore[index]
                 if guide is not None:  # the guide's next token, from the context alone: the text never depends on the drafts
                     candidate = guide.propose(row_prefix[row] + tokens[row], 1, GUIDE_MIN_MATCH)
                     if candidate and candidate[0] != token and rule.allows(candidate[0], tokens[row]) \
-                            and float(logits[k, candidate[0]]) >= float(logits[k, token]) - guide_margin:
+                            and column.value(k, candidate[0]) >= column.value(k, token) - guide_margin:
                         token = candidate[0]
                 tokens[row].append(token)
                 chosen.append(token)
@@ -383,7 +413,7 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
                 for k, i in enumerate(walking):
                     picked_states[active[i]].append(states[k])
             else:
-                for i, value in zip(walking, token_logprobs(logits, torch.tensor(chosen, device=logits.device)).tolist()):
+                for i, value in zip(walking, token_logprobs(column.logits, torch.tensor(chosen, device=column.logits.device)).tolist()):
                     logprobs[active[i]].append(value)
             walking = still
         width = scores.width

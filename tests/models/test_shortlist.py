@@ -142,6 +142,28 @@ def test_spread_logits_are_minus_infinity_off_the_list():
     assert torch.isinf(spread[:, [0, 4, 39]]).all()
 
 
+def test_a_walked_column_reads_the_list_as_its_spread_over_the_vocabulary_would():
+    """The accept walk takes each column's top token, a row's logits and single values from the
+    listed logits alone (speculative._Column); the same answers as spreading them over the
+    vocabulary first, ties included (the first maximum in vocabulary order)."""
+    short = Shortlist()
+    short.add([30, 3, 17, 7])  # added out of order: the rows are kept in vocabulary order
+    rows = short.head(_head())
+    listed = torch.tensor([[1.0, 2.0, 2.0, 0.5],   # tokens 3, 7, 17, 30: 7 and 17 tie at the top
+                           [4.0, -1.0, 0.0, 4.0],  # 3 and 30 tie
+                           [-2.0, -3.0, -1.0, -5.0]])
+    spread = rows.spread(listed)
+    column = speculative._Column(listed, rows)
+    assert column.top() == spread.max(-1).indices.tolist() == [7, 3, 17]
+    for k in range(3):
+        assert torch.equal(column.row(k), spread[k])
+        for token in (3, 7, 17, 30, 0, 39):  # listed and off the list (-inf)
+            assert column.value(k, token) == float(spread[k, token])
+    whole = torch.randn(2, 40)
+    plain = speculative._Column(whole)
+    assert plain.top() == whole.max(-1).indices.tolist() and plain.value(1, 5) == float(whole[1, 5])
+
+
 def test_score_picks_gives_whole_vocabulary_logprobs_and_flags_off_list_winners():
     head = _head()
     hidden = torch.randn(5, 8, generator=torch.Generator().manual_seed(1))
