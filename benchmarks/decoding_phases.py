@@ -48,7 +48,7 @@ from radgen.data.dataset import lateral_inputs
 from radgen.data.study import read_manifest
 from radgen.generate.decode import generation_dataset, load_model, study_batches
 from radgen.machine import cpu_summary
-from radgen.models import generator, speculative
+from radgen.models import report_decoding, speculative
 from radgen.models.fast import base_model, decoder_precision, lm_body_and_head
 from radgen.models.padding_free import new_positions_mask
 from radgen.models.shortlist import SCORE_CHUNK
@@ -114,9 +114,9 @@ def instrument(model, clock: PhaseClock) -> None:
     model.features_and_head_input = clock.wrap(model.features_and_head_input, "image")
     model.finding_logits = clock.wrap(model.finding_logits, "image")
     model.connector.forward = clock.wrap(model.connector.forward, "image")
-    # module globals, looked up when called (generator imports these by name, _decode_again calls drafted_greedy in speculative)
-    generator.drafted_greedy = clock.wrap(speculative.drafted_greedy, "passes", drafting=True)
-    speculative.drafted_greedy = generator.drafted_greedy
+    # module globals, looked up when called (report_decoding imports these by name, _decode_again calls drafted_greedy in speculative)
+    report_decoding.drafted_greedy = clock.wrap(speculative.drafted_greedy, "passes", drafting=True)
+    speculative.drafted_greedy = report_decoding.drafted_greedy
     picks = speculative.score_picks
 
     def scored_picks(head, short, hidden, chosen, greedy):
@@ -126,7 +126,7 @@ def instrument(model, clock: PhaseClock) -> None:
         return picks(head, short, hidden, chosen, greedy)
     speculative.score_picks = clock.wrap(scored_picks, "pick scoring")
     for name in ("score_tails", "score_continuations", "label_position_logprobs"):
-        setattr(generator, name, clock.wrap(getattr(generator, name), "re-scoring"))
+        setattr(report_decoding, name, clock.wrap(getattr(report_decoding, name), "re-scoring"))
     again = speculative._decode_again
 
     def decode_again(out, rows, *args, **kwargs):

@@ -6,7 +6,7 @@ import torch
 
 from radgen.labels.labeler import label_report
 from radgen.labels.templates import NORMAL, TEMPLATES
-from radgen.models import generator as generator_module
+from radgen.models import report_decoding as decoding_module
 from radgen.models.generator import GeneratedReport
 from radgen.models import rescoring as rescoring_module
 from radgen.models import speculative as speculative_module
@@ -92,10 +92,10 @@ def test_generate_edits_and_rescores_with_the_models_own_logprobs(path, monkeypa
     if path.endswith("full-logits"):
         monkeypatch.setattr(speculative_module, "lm_body_and_head", lambda decoder: None)
         monkeypatch.setattr(rescoring_module, "lm_body_and_head", lambda decoder: None)
-        monkeypatch.setattr(generator_module, "supports_label_position_loss", lambda decoder: False)
+        monkeypatch.setattr(decoding_module, "supports_label_position_loss", lambda decoder: False)
     calls = []
-    score = generator_module.score_continuations
-    monkeypatch.setattr(generator_module, "score_continuations", lambda *a, **k: calls.append(1) or score(*a, **k))
+    score = decoding_module.score_continuations
+    monkeypatch.setattr(decoding_module, "score_continuations", lambda *a, **k: calls.append(1) or score(*a, **k))
     model = tiny("radgen-small").eval()
     images = pixels(model, batch=3)
     named = [["Edema"], [], ["Cardiomegaly", "Pleural Effusion"]]  # prompts of different lengths: one left-padded batch
@@ -134,8 +134,8 @@ def test_clear_lungs_become_otherwise_clear_beside_a_named_lung_finding_only():
 def test_rows_sharing_one_prompt_length_are_rescored_on_their_prefill_too(monkeypatch):
     # equal prompts decode as one group (no left padding): the group's prefill serves its rows
     calls = []
-    score = generator_module.score_continuations
-    monkeypatch.setattr(generator_module, "score_continuations", lambda *a, **k: calls.append(a[2]) or score(*a, **k))
+    score = decoding_module.score_continuations
+    monkeypatch.setattr(decoding_module, "score_continuations", lambda *a, **k: calls.append(a[2]) or score(*a, **k))
     model = tiny("radgen-small").eval()
     images = pixels(model, batch=2)
     named = [["Edema"], ["Edema"]]
@@ -181,7 +181,7 @@ def test_an_edit_that_only_cuts_the_end_keeps_the_decoded_log_probabilities(monk
     marks = [-0.5 - k for k in range(len(ids))]  # not the model's values: they survive only where nothing is re-scored
     reports = [GeneratedReport(text=full, token_ids=list(ids), token_logprobs=list(marks), tokens=[]) for _ in range(2)]
     edits = iter([(short, ["cut the end"]), (other, ["dropped the first sentence"])])
-    monkeypatch.setattr(generator_module, "make_consistent", lambda text, findings, observations: next(edits))
+    monkeypatch.setattr(decoding_module, "make_consistent", lambda text, findings, observations: next(edits))
     images = pixels(model, batch=2)
     with torch.no_grad():
         model._make_consistent(reports, model.visual_tokens(images), [[], []])
