@@ -23,9 +23,11 @@ def test_every_timed_pair_agrees_and_every_row_is_timed():
         if r["max_abs_diff"] is not None:
             assert r["before_ms"] > 0
             # bf16 attention: the same kernel on stacked heads (0 here, allow one bf16 rounding); a bf16
-            # decoder body: real positions through the same Linear layers (allow bf16 roundings); fp32 otherwise
+            # decoder body: real positions through the same Linear layers, whose kernels may round
+            # differently for another row count (AMX did: one step, 1/64, at values of 2-4), so allow
+            # bf16 roundings at the values' own size; fp32 otherwise
             bf16 = r["kernel"] == "attention" or r["kernel"].startswith("decoder body")
-            assert r["max_abs_diff"] <= (1e-2 if bf16 else 1e-4), r
+            assert r["max_abs_diff"] <= (1e-2 * max(1.0, r.get("max_abs_value", 1.0)) if bf16 else 1e-4), r
 
 
 def test_int8_rows_time_both_linears_and_stay_near_fp32():
