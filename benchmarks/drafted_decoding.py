@@ -2,8 +2,8 @@
 
     PYTHONPATH=. python benchmarks/drafted_decoding.py --manifest data/iu-phantom/manifest.jsonl \
         [--model radgen/assets/default_model] [--split test] [--limit 96] [--batch-sizes 1,16]
-        [--draft-tokens 16] [--threads 2] [--also-dtype float32|bfloat16|int8] [--also-pack-hint 1] [--also-concat-cache]
-        [--skip radgen-hf,...]
+        [--draft-tokens 16] [--threads 2] [--lanes N] [--also-dtype float32|bfloat16|int8] [--also-pack-hint 1]
+        [--also-concat-cache] [--also-one-lane] [--skip radgen-hf,...]
         [--json drafted_decoding.json]
 
 Drafting only pays where the model writes text it has written before, so this benchmark cannot
@@ -35,7 +35,15 @@ exactly as `radgen generate` passes them). Configs, each over the same studies a
   2026-12-02, 1), its packing decisions timed in that layout; its draft table reset as above;
 - `radgen-drafted-concat-cache` (only with --also-concat-cache): `radgen-drafted` with transformers'
   own KV cache, which concatenates every pass, instead of `radgen.models.kv_cache`'s growing one
-  (before 2026-12-02); the same numbers, so what the growing cache buys; its draft table reset as above.
+  (before 2026-12-02); the same numbers, so what the growing cache buys; its draft table reset as above;
+- `radgen-drafted-one-lane` (only with --also-one-lane): `radgen-drafted` decoding one batch at a
+  time on all the threads, as before 2026-12-03; its draft table reset as above.
+
+radgen's configs decode their batches in lanes as `radgen generate` does (`radgen.generate.lanes`:
+a bf16 decoder on 2 threads decodes two batches at once, one thread each; other precisions one at a
+time; `--lanes` overrides), each round's batches
+together; plain-peft and the one-lane config decode one batch at a time on all the threads. So a
+round needs two batches or more for lanes to matter: at batch 32, `--limit 128 --rounds 2`.
 
 Reported per config: seconds per report, reports/s, generated tokens/s, decoder passes, the real
 (unpadded) positions those passes fed the decoder (and, of them, the positions drafted decoding fed
@@ -56,6 +64,7 @@ import contextlib
 import copy
 import json
 import os
+import threading
 import time
 
 import torch
@@ -63,6 +72,7 @@ import torch
 from radgen.data.study import read_manifest
 from radgen.data.dataset import lateral_inputs
 from radgen.generate.decode import GenerationSettings, generation_dataset, load_model, study_batches
+from radgen.generate.lanes import pick_lanes, run_in_lanes
 from radgen.machine import cpu_summary
 from radgen.models import packed_linear, rescoring, speculative
 from radgen.models.fast import decoder_precision, lm_body_and_head
@@ -84,14 +94,16 @@ def count_passes(model) -> dict:
     counted = split[0] if split is not None else decoder
 
     def count(_module, _args, kwargs) -> None:
-        counter["calls"] += 1
         new = new_positions_mask(kwargs)
-        counter["positions"] += int(new.sum()) if new is not None else 0
+        with _COUNTING:  # decoding lanes call from several threads
+            counter["calls"] += 1
+            counter["positions"] += int(new.sum()) if new is not None else 0
 
     counted.register_forward_pre_hook(count, with_kwargs=True)
     return counter
 
 
+_COUNTING = threading.Lock()
 _RESCORING: dict[int, dict] = {}  # id(decoder) -> its counter, for the re-scoring passes of drafted decoding
 _score_on_cache = rescoring._score_on_cache
 
@@ -100,7 +112,8 @@ def _counted_score_on_cache(decoder, cache, cache_mask, starts, fed, targets, pa
     """rescoring's one pass, counting the positions it feeds (part of the counter's positions too)."""
     counter = _RESCORING.get(id(decoder))
     if counter is not None:
-        counter["rescored"] += sum(len(tokens) for tokens in fed)
+        with _COUNTING:
+            counter["rescored"] += sum(len(tokens) for tokens in fed)
     return _score_on_cache(decoder, cache, cache_mask, starts, fed, targets, pad)
 
 
@@ -149,13 +162,18 @@ def rotating_rounds(batches: list, names: tuple[str, ...], rounds: int):
             yield name, chunk
 
 
-def run(model, batches, draft_tokens: int, counter: dict, settings: dict) -> dict:
+def run(model, batches, draft_tokens: int, counter: dict, settings: dict, lanes: int = 1) -> dict:
+    """Decode `batches` as `radgen generate` does, `lanes` batches at once (`radgen.generate.lanes`)."""
     counter["calls"] = counter["positions"] = counter["rescored"] = 0
-    reports, wall, cpu = [], time.perf_counter(), time.process_time()
-    for batch in batches:
+
+    def decode(batch) -> list:
         # exactly what `radgen generate` passes: the study's indication and lateral view where the model uses them
-        reports += model.generate(pixel_values=batch["pixel_values"], contexts=batch.get("contexts"), **lateral_inputs(batch),
-                                  num_beams=1, draft_tokens=draft_tokens, **settings)
+        return model.generate(pixel_values=batch["pixel_values"], contexts=batch.get("contexts"), **lateral_inputs(batch),
+                              num_beams=1, draft_tokens=draft_tokens, **settings)
+
+    reports, wall, cpu = [], time.perf_counter(), time.process_time()
+    for out in run_in_lanes(decode, batches, lanes, count=len(batches)):
+        reports += out
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     tokens = sum(len(r.token_ids) for r in reports)
     return {"reports": len(reports), "seconds": wall, "cpu_seconds": cpu, "tokens": tokens, "s_per_report": wall / len(reports),
@@ -188,6 +206,11 @@ def main() -> None:
                         help="also time drafted decoding with the packed weights laid out for this many input rows")
     parser.add_argument("--also-concat-cache", action="store_true",
                         help="also time drafted decoding on transformers' concatenating KV cache")
+    parser.add_argument("--lanes", type=int, default=None,
+                        help="batches radgen's configs decode at once, as `radgen generate --lanes` (default: what "
+                             "`radgen generate` picks for --threads; plain-peft always 1)")
+    parser.add_argument("--also-one-lane", action="store_true",
+                        help="also time radgen-drafted decoding one batch at a time (what the default was before lanes)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -211,6 +234,9 @@ def main() -> None:
     concat = "radgen-drafted-concat-cache" if args.also_concat_cache else None
     if concat:
         models[concat] = load_model(args.model)
+    one_lane = "radgen-drafted-one-lane" if args.also_one_lane else None
+    if one_lane:
+        models[one_lane] = load_model(args.model)
     configs = tuple(models)
     default_dtype = decoder_precision(models["radgen-drafted"].decoder)
     seeded = len(models["radgen-drafted"].report_draft)
@@ -243,20 +269,25 @@ def main() -> None:
         # the shipped table again for every batch size: the reports an earlier batch size wrote for
         # these same studies would draft them almost whole (before 2026-12-01 they stayed, and
         # batch 32, run after batch 1, was measured on a table holding its own reports)
-        for name in ("radgen-drafted", "radgen-drafted-whole-head", extra, hinted, concat):
+        for name in ("radgen-drafted", "radgen-drafted-whole-head", extra, hinted, concat, one_lane):
             if name in models:
                 models[name].report_draft = copy.deepcopy(shipped_table)
         parts: dict[str, list[dict]] = {name: [] for name in configs}
+        lanes = {}
         for name, chunk in rotating_rounds(batches, configs, args.rounds):
             drafting = args.draft_tokens if "drafted" in name else 0
+            # plain HF + peft and the one-lane config decode a batch at a time; radgen's, as `radgen generate` does
+            laned = name not in ("plain-peft", one_lane)
+            lanes[name] = pick_lanes("cpu", args.threads, len(chunk), args.lanes, decoder_precision(models[name].decoder)) if laned else 1
             with concatenating_cache() if name == concat else contextlib.nullcontext():
-                parts[name].append(run(models[name], chunk, drafting, counters[name], settings))
+                parts[name].append(run(models[name], chunk, drafting, counters[name], settings, lanes[name]))
         results = {}
         for name in configs:
             results[name] = combine(parts[name])
             reference = results["plain-peft"]["texts"]
             results[name]["identical_to_plain"] = sum(a == b for a, b in zip(reference, results[name]["texts"]))
-            row = {"batch_size": batch_size, "config": name, **{k: v for k, v in results[name].items() if k != "texts"}}
+            row = {"batch_size": batch_size, "config": name, "lanes": lanes[name],
+                   **{k: v for k, v in results[name].items() if k != "texts"}}
             row["speedup_vs_plain"] = results["plain-peft"]["seconds"] / results[name]["seconds"]
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -267,11 +298,11 @@ def main() -> None:
                                for name, model in models.items()}, "threads": args.threads, "torch": torch.__version__,
             "cpu": cpu_summary(), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}
-    print("\n| batch | config | s per report | reports/s | tokens/s | decoder calls | decoder positions per report "
+    print("\n| batch | config | lanes | s per report | reports/s | tokens/s | decoder calls | decoder positions per report "
           "| of them re-scoring edits on a cache | identical to plain | speed-up |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['batch_size']} | {r['config']} | {r['s_per_report']:.3f} | {r['reports_per_s']:.2f} | {r['tokens_per_s']:.0f} "
+        print(f"| {r['batch_size']} | {r['config']} | {r['lanes']} | {r['s_per_report']:.3f} | {r['reports_per_s']:.2f} | {r['tokens_per_s']:.0f} "
               f"| {r['decoder_calls']} | {r['decoder_positions'] / r['reports']:.0f} | {r['rescored_positions'] / r['reports']:.1f} "
               f"| {r['identical_to_plain']}/{r['reports']} | {r['speedup_vs_plain']:.2f}x |")
     print(f"\n{len(chosen)} studies, {rows[0]['tokens_per_report']:.1f} tokens per report; load average before {load_before}, "

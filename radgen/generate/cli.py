@@ -31,6 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--repetition-penalty", type=float, default=None)
     gen.add_argument("--no-repeat-ngram", type=int, default=None, help="forbid repeating n-grams of this size (0 = off)")
     gen.add_argument("--batch-size", type=int, default=None, help="studies per batch (default: recipe, 16)")
+    gen.add_argument("--lanes", type=int, default=None,
+                     help="CPU: batches decoded at once, each on its share of the threads (default: 2 with 2+ threads, "
+                          "else 1; or $RADGEN_DECODE_LANES); the same reports, more of them a second (docs/benchmarks.md)")
     gen.add_argument("--decoder-text", action="store_true",
                      help="grounded models: return the decoder's own text, without the findings-consistency edits")
     gen.add_argument("--draft-tokens", type=int, default=None,
@@ -135,6 +138,10 @@ def run_generate(args: argparse.Namespace) -> int:
     from radgen.generate.decode import already_generated
 
     temperature_scale = load_temperature(args.temperature_scale)
+    if args.lanes is not None and args.lanes < 1:  # before the (slow) model load
+        from radgen.errors import ConfigError
+
+        raise ConfigError(f"--lanes {args.lanes}: decoding lanes must be at least 1")
     if not args.overwrite:
         inputs = resolve_inputs(args)
         if already_generated(inputs.studies, args.out):  # say so before the (slow) model load
@@ -151,7 +158,7 @@ def run_generate(args: argparse.Namespace) -> int:
         settings["num_beams"] = 1
     counts = generate_to_file(model, inputs.studies, args.out, root=inputs.root, overwrite=args.overwrite, section=args.section,
                               confidence_temperature=temperature_scale, seed=args.seed, progress=not args.no_progress,
-                              **settings)
+                              lanes=args.lanes, **settings)
     skipped = f", {inputs.skipped_text()}" if inputs.skipped else ""
     print(f"generate: {counts['generated']} generated, {counts['skipped']} already done{skipped} → {args.out}")
     return 0

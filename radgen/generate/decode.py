@@ -34,6 +34,7 @@ from radgen.data.dataset import StudyDataset, collate_studies, lateral_inputs, p
 from radgen.data.study import Study
 from radgen.errors import ConfigError, DataError, WeightsError
 from radgen.generate.confidence import geometric_mean_probability, sentence_confidences
+from radgen.generate.lanes import pick_lanes, run_in_lanes
 
 log = logging.getLogger(__name__)
 
@@ -183,14 +184,32 @@ def prediction_row(model: Any, study_id: str, report: Any, section: str, confide
     return row
 
 
+def _model_device(model: Any) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except (AttributeError, StopIteration):  # a stand-in without parameters
+        return torch.device("cpu")
+
+
+def _precision(model: Any) -> str | None:
+    from radgen.models.fast import decoder_precision
+
+    decoder = getattr(model, "decoder", None)
+    return decoder_precision(decoder) if decoder is not None else None
+
+
 def generate_reports(model: Any, studies: Sequence[Study], root: str | os.PathLike | None = None, section: str = "findings",
                      confidence_temperature: float = 1.0, progress: bool = True, seed: int = 0,
-                     on_batch: Callable[[list[dict[str, Any]]], None] | None = None, **settings: Any) -> list[dict[str, Any]]:
+                     on_batch: Callable[[list[dict[str, Any]]], None] | None = None, lanes: int | None = None,
+                     **settings: Any) -> list[dict[str, Any]]:
     """Generate one report per study; returns prediction rows (see `prediction_row`).
 
     settings: GenerationSettings fields (num_beams, max_new_tokens, do_sample, temperature, top_p,
     repetition_penalty, no_repeat_ngram_size, batch_size); None or missing = the recipe's value.
-    on_batch is called with each batch's rows as soon as they exist (streaming writers).
+    on_batch is called with each batch's rows as soon as they exist (streaming writers), in order.
+    lanes: batches decoded at once on a CPU (`radgen.generate.lanes.pick_lanes`; None: $RADGEN_DECODE_LANES,
+    else 2 for a bf16 decoder where torch has 2+ threads, else 1); sampling decodes one batch at a time,
+    so that a resumed run draws the same reports.
     """
     if section not in SECTIONS:
         raise ConfigError(f"--section must be one of {', '.join(SECTIONS)}, got '{section}'")
@@ -205,15 +224,20 @@ def generate_reports(model: Any, studies: Sequence[Study], root: str | os.PathLi
         bar = tqdm(total=len(dataset), unit="study", desc="generate")
     rows: list[dict[str, Any]] = []
     model.eval()
+    batches = -(-len(dataset) // options.batch_size)
+    lanes = 1 if options.do_sample else pick_lanes(_model_device(model), batches=batches, requested=lanes, precision=_precision(model))
+
+    def decode(batch: dict[str, Any]) -> list[dict[str, Any]]:
+        if options.do_sample:
+            # a seed per batch derived from its first study: a resumed run samples the same reports
+            digest = hashlib.sha256(f"{seed}:{batch['study_ids'][0]}".encode()).digest()
+            torch.manual_seed(int.from_bytes(digest[:8], "little") % 2**63)
+        reports = model.generate(pixel_values=batch["pixel_values"], contexts=batch.get("contexts"),
+                                 **lateral_inputs(batch), **options.generate_kwargs())
+        return [prediction_row(model, sid, rep, section, confidence_temperature) for sid, rep in zip(batch["study_ids"], reports)]
+
     try:
-        for batch in study_batches(dataset, options.batch_size):
-            if options.do_sample:
-                # a seed per batch derived from its first study: a resumed run samples the same reports
-                digest = hashlib.sha256(f"{seed}:{batch['study_ids'][0]}".encode()).digest()
-                torch.manual_seed(int.from_bytes(digest[:8], "little") % 2**63)
-            reports = model.generate(pixel_values=batch["pixel_values"], contexts=batch.get("contexts"),
-                                     **lateral_inputs(batch), **options.generate_kwargs())
-            batch_rows = [prediction_row(model, sid, rep, section, confidence_temperature) for sid, rep in zip(batch["study_ids"], reports)]
+        for batch_rows in run_in_lanes(decode, study_batches(dataset, options.batch_size), lanes, count=batches):
             rows.extend(batch_rows)
             if on_batch is not None:
                 on_batch(batch_rows)

@@ -113,12 +113,14 @@ class Shortlist:
 
     def skipped(self) -> None:
         """A decode went without the list: let past misses age, so the list is tried again."""
-        self.miss_rate *= 1 - MISS_RATE_STEP
+        with self._lock:
+            self.miss_rate *= 1 - MISS_RATE_STEP
 
     def record(self, rows: int, misses: int) -> None:
         """`rows` rows were decoded on the list, `misses` of them again without it."""
-        for missed in [True] * misses + [False] * (rows - misses):
-            self.miss_rate += MISS_RATE_STEP * (float(missed) - self.miss_rate)
+        with self._lock:  # decoding lanes record from several threads
+            for missed in [True] * misses + [False] * (rows - misses):
+                self.miss_rate += MISS_RATE_STEP * (float(missed) - self.miss_rate)
 
     def head(self, head: nn.Module, source: torch.Tensor | None = None) -> ShortHead | None:
         """`head`'s rows for the listed tokens (kept until the list grows); None where `head` has no
