@@ -37,7 +37,8 @@ exactly as `radgen generate` passes them). Configs, each over the same studies a
   own KV cache, which concatenates every pass, instead of `radgen.models.kv_cache`'s growing one
   (before 2026-12-02); the same numbers, so what the growing cache buys; its draft table reset as above;
 - `radgen-drafted-one-lane` (only with --also-one-lane): `radgen-drafted` decoding one batch at a
-  time on all the threads, as before 2026-12-03; its draft table reset as above.
+  time on all the threads, as before 2026-12-03; with --also-dtype DTYPE also
+  `radgen-drafted-DTYPE-one-lane`; their draft tables reset as above.
 
 radgen's configs decode their batches in lanes as `radgen generate` does (`radgen.generate.lanes`:
 a bf16 decoder on 2 threads decodes two batches at once, one thread each; other precisions one at a
@@ -210,7 +211,7 @@ def main() -> None:
                         help="batches radgen's configs decode at once, as `radgen generate --lanes` (default: what "
                              "`radgen generate` picks for --threads; plain-peft always 1)")
     parser.add_argument("--also-one-lane", action="store_true",
-                        help="also time radgen-drafted decoding one batch at a time (what the default was before lanes)")
+                        help="also time radgen-drafted (and the --also-dtype config) one batch at a time, as before lanes")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -235,8 +236,11 @@ def main() -> None:
     if concat:
         models[concat] = load_model(args.model)
     one_lane = "radgen-drafted-one-lane" if args.also_one_lane else None
+    one_lane_extra = f"{extra}-one-lane" if args.also_one_lane and extra else None
     if one_lane:
         models[one_lane] = load_model(args.model)
+    if one_lane_extra:
+        models[one_lane_extra] = load_model(args.model, dtype=args.also_dtype)
     configs = tuple(models)
     default_dtype = decoder_precision(models["radgen-drafted"].decoder)
     seeded = len(models["radgen-drafted"].report_draft)
@@ -269,7 +273,7 @@ def main() -> None:
         # the shipped table again for every batch size: the reports an earlier batch size wrote for
         # these same studies would draft them almost whole (before 2026-12-01 they stayed, and
         # batch 32, run after batch 1, was measured on a table holding its own reports)
-        for name in ("radgen-drafted", "radgen-drafted-whole-head", extra, hinted, concat, one_lane):
+        for name in ("radgen-drafted", "radgen-drafted-whole-head", extra, hinted, concat, one_lane, one_lane_extra):
             if name in models:
                 models[name].report_draft = copy.deepcopy(shipped_table)
         parts: dict[str, list[dict]] = {name: [] for name in configs}
@@ -277,7 +281,7 @@ def main() -> None:
         for name, chunk in rotating_rounds(batches, configs, args.rounds):
             drafting = args.draft_tokens if "drafted" in name else 0
             # plain HF + peft and the one-lane config decode a batch at a time; radgen's, as `radgen generate` does
-            laned = name not in ("plain-peft", one_lane)
+            laned = name not in ("plain-peft", one_lane, one_lane_extra)
             lanes[name] = pick_lanes("cpu", args.threads, len(chunk), args.lanes, decoder_precision(models[name].decoder)) if laned else 1
             with concatenating_cache() if name == concat else contextlib.nullcontext():
                 parts[name].append(run(models[name], chunk, drafting, counters[name], settings, lanes[name]))

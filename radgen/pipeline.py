@@ -145,10 +145,12 @@ class ReportPipeline:
         return rows[0] if single else rows
 
     def generate(self, items: Sequence[Any], batch_size: int | None = None, indications: Sequence[str | None] | None = None,
-                 laterals: Sequence[Any] | None = None, **settings: Any) -> list[dict[str, Any]]:
+                 laterals: Sequence[Any] | None = None, lanes: int | None = None, **settings: Any) -> list[dict[str, Any]]:
         import torch
 
         from radgen.generate.decode import GenerationSettings, prediction_row
+        from radgen.generate.lanes import pick_lanes, run_in_lanes
+        from radgen.models.fast import decoder_precision
 
         for given, what in ((indications, "indications"), (laterals, "laterals")):
             if given is not None and len(given) != len(items):
@@ -161,8 +163,8 @@ class ReportPipeline:
         colour = self.colour
         rows: list[dict[str, Any]] = []
         self.model.eval()
-        for start in range(0, len(items), options.batch_size):
-            chunk = range(start, min(len(items), start + options.batch_size))
+
+        def decode(chunk: range) -> list[dict[str, Any]]:
             pixels = torch.stack([self.model.image_transform(to_image(items[i], names[i], colour)) for i in chunk])
             extra: dict[str, Any] = {}
             if indications is not None:
@@ -173,8 +175,15 @@ class ReportPipeline:
                     self.model.image_transform(to_image(laterals[i], f"lateral of {names[i]}", colour)) if laterals[i] is not None
                     else torch.zeros_like(pixels[0]) for i in chunk])
             reports = self.model.generate(pixel_values=pixels, **extra, **options.generate_kwargs())
-            rows.extend(prediction_row(self.model, names[i], report, self.section, self.confidence_temperature)
-                        for i, report in zip(chunk, reports))
+            return [prediction_row(self.model, names[i], report, self.section, self.confidence_temperature)
+                    for i, report in zip(chunk, reports)]
+
+        chunks = [range(start, min(len(items), start + options.batch_size)) for start in range(0, len(items), options.batch_size)]
+        # batches side by side on a CPU, as `radgen generate` (radgen.generate.lanes); sampling one at a time
+        lanes = 1 if options.do_sample else pick_lanes(next(self.model.parameters()).device, batches=len(chunks), requested=lanes,
+                                                         precision=decoder_precision(self.model.decoder))
+        for chunk_rows in run_in_lanes(decode, chunks, lanes, count=len(chunks)):
+            rows.extend(chunk_rows)
         return rows
 
 

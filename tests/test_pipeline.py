@@ -138,3 +138,28 @@ def test_indication_and_lateral_reach_the_model(pipe, monkeypatch):
     assert seen["contexts"] == ["dyspnea"] and "lateral_mask" not in seen and row["findings"] is not None
     with pytest.raises(DataError, match="indications: 1 given for 2 inputs"):
         pipe([front, front], indication=["x"], max_new_tokens=3)
+
+
+def test_pipeline_batches_in_lanes_give_the_rows_of_one_lane_in_order(pipe, folder):
+    """Three batches of one over two lanes of one thread (the last alone) against one lane on one thread."""
+    import copy
+
+    import torch
+
+    from radgen.generate.lanes import per_thread_counts
+
+    items = [folder / "a.png", radiograph_array(seed=3), folder / "sub" / "IM0001"]
+    previous, table = torch.get_num_threads(), pipe.model.report_draft
+    try:
+        torch.set_num_threads(1)
+        pipe.model.report_draft = copy.deepcopy(table)  # both calls draft from the same table: the same pass shapes
+        one = pipe(items, batch_size=1, lanes=1)
+        torch.set_num_threads(2)
+        pipe.model.report_draft = copy.deepcopy(table)
+        laned = pipe(items, batch_size=1, lanes=2)
+    finally:
+        torch.set_num_threads(previous)
+        pipe.model.report_draft = table
+    assert [r["study_id"] for r in laned] == [r["study_id"] for r in one] == [str(folder / "a.png"), "input 1", str(folder / "sub" / "IM0001")]
+    for a, b in zip(one[:2] if per_thread_counts() else one, laned):  # the leftover third ran on two threads
+        assert a["tokens"] == b["tokens"] and a["token_logprobs"] == b["token_logprobs"]

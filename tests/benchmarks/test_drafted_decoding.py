@@ -88,6 +88,22 @@ def test_drafted_decoding_can_add_an_arm_on_the_concatenating_cache(tmp_path):
         assert rows["radgen-drafted-concat-cache"][key] == rows["radgen-drafted"][key]
 
 
+def test_drafted_decoding_times_lanes_beside_one_lane_with_the_same_text(tmp_path):
+    """Two threads, --lanes 2: the laned arms decode two of the three batch-1 studies side by side (the
+    third alone), the one-lane arms and plain-peft one at a time; fp32 (fast paths off), so all write
+    plain greedy's text."""
+    from radgen.generate.lanes import per_thread_counts
+
+    info = run_benchmark(tmp_path, "drafted_decoding.py", "--batch-sizes", "1", "--skip", "radgen-hf,radgen-drafted-cold,radgen-drafted-whole-head",
+                         "--also-dtype", "float32", "--also-one-lane", "--lanes", "2", "--rounds", "1", "--threads", "2")
+    rows = {r["config"]: r for r in info["rows"]}
+    assert list(rows) == ["plain-peft", "radgen-drafted", "radgen-drafted-float32", "radgen-drafted-one-lane",
+                          "radgen-drafted-float32-one-lane"]
+    assert all(r["reports"] == 3 and r["identical_to_plain"] == 3 for r in rows.values())
+    laned = 2 if per_thread_counts() else 1
+    assert [r["lanes"] for r in rows.values()] == [1, laned, laned, 1, 1]
+
+
 def test_draft_settings_sweep_runs_every_combination_and_the_settings_change_no_text(tmp_path):
     info = run_benchmark(tmp_path, "draft_settings.py", "--split", "test", "--batch-sizes", "2", "--orders", "1,4",
                          "--budgets", "2,160", "--draft-tokens", "1,16", "--repeats", "1")
