@@ -41,8 +41,8 @@ exactly as `radgen generate` passes them). Configs, each over the same studies a
   `radgen-drafted-DTYPE-one-lane`; their draft tables reset as above.
 
 radgen's configs decode their batches in lanes as `radgen generate` does (`radgen.generate.lanes`:
-a bf16 decoder on 2 threads decodes two batches at once, one thread each; other precisions one at a
-time; `--lanes` overrides), each round's batches
+a bf16 or fp16-weight decoder on 2 threads decodes two batches at once, one thread each; fp32 and
+int8 one at a time; `--lanes` overrides), each round's batches
 together; plain-peft and the one-lane config decode one batch at a time on all the threads. So a
 round needs two batches or more for lanes to matter: at batch 32, `--limit 128 --rounds 2`.
 

@@ -32,8 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--no-repeat-ngram", type=int, default=None, help="forbid repeating n-grams of this size (0 = off)")
     gen.add_argument("--batch-size", type=int, default=None, help="studies per batch (default: recipe, 16)")
     gen.add_argument("--lanes", type=int, default=None,
-                     help="CPU: batches decoded at once, each on its share of the threads (default: 2 with 2+ threads, "
-                          "else 1; or $RADGEN_DECODE_LANES); the same reports, more of them a second (docs/benchmarks.md)")
+                     help="CPU: batches decoded at once, each on its share of the threads (default: 2 for a bf16 or fp16-weight "
+                          "decoder with 2+ threads, else 1; or $RADGEN_DECODE_LANES); the same findings, more reports a "
+                          "second, ~0.7 GB more memory (docs/benchmarks.md, \"Two decoding lanes\")")
     gen.add_argument("--decoder-text", action="store_true",
                      help="grounded models: return the decoder's own text, without the findings-consistency edits")
     gen.add_argument("--draft-tokens", type=int, default=None,

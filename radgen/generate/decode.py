@@ -208,7 +208,7 @@ def generate_reports(model: Any, studies: Sequence[Study], root: str | os.PathLi
     repetition_penalty, no_repeat_ngram_size, batch_size); None or missing = the recipe's value.
     on_batch is called with each batch's rows as soon as they exist (streaming writers), in order.
     lanes: batches decoded at once on a CPU (`radgen.generate.lanes.pick_lanes`; None: $RADGEN_DECODE_LANES,
-    else 2 for a bf16 decoder where torch has 2+ threads, else 1); sampling decodes one batch at a time,
+    else 2 for a bf16 or fp16-weight decoder where torch has 2+ threads, else 1); sampling decodes one batch at a time,
     so that a resumed run draws the same reports.
     """
     if section not in SECTIONS:

@@ -4,11 +4,10 @@ Why: one batch on 2 threads leaves much of the machine idle. A drafted pass is a
 ops a layer (norms, rotary embedding, cache writes, attention over a few queries) that do not split
 well over threads, the walk that accepts drafted tokens is Python, and the last rows of a batch
 (and rows decoded again without the shortlist) run alone for several passes. Two batches side by
-side, one thread each, fill those gaps with the other batch's work. Measured on the project's
-2-core machines (benchmarks/drafted_decoding.py, `--lanes`; docs/benchmarks.md, Performance,
-"Two decoding lanes"): 128 test studies at batch 32 decoded in 15.8 s instead of 19.3 s on an
-Intel Xeon with AMX (2026-12-03, a scratch run before this module; the benchmark's figures are
-in the docs).
+side, one thread each, fill those gaps with the other batch's work. Measured on a 2-core Intel
+Xeon with AMX (benchmarks/drafted_decoding.py --also-one-lane; docs/benchmarks.md, Performance,
+"Two decoding lanes"): the shipped model in bf16 decoded 3.31-4.07x plain HF + peft at batch 32
+with two lanes against 2.86-3.73x with one, in the same runs.
 
 Lanes are threads of this process sharing one model: no second copy of the weights and no second
 load. What `ReportGenerator.generate` changes on the model is safe to share: the draft table and
@@ -42,12 +41,13 @@ log = logging.getLogger(__name__)
 ENV = "RADGEN_DECODE_LANES"
 # more lanes than this were never measured (2-core machines); a user may ask for more
 DEFAULT_MAX_LANES = 2
-# decoder precisions that get lanes by default: where they were measured to pay. bf16 on a CPU that
-# computes it (AMX/AVX512-BF16): the products are cheap and a pass is mostly small ops, and two lanes
-# decoded 1.17x the reports a second at batch 32 and 1.14x at batch 1 (an AMX Xeon). fp32 there is
-# bound by its products: two lanes were 0.97x. fp16 weights (the AVX2 default) were not measured on
-# an AVX2 machine; on the AMX Xeon they came out within the noise. Those get one lane unless asked.
-LANED_PRECISIONS = frozenset({"bfloat16"})
+# decoder precisions that get lanes by default: where they were measured to pay, on an AMX Xeon
+# (docs/benchmarks.md, "Two decoding lanes"). bf16 (a CPU that computes it): the products are cheap
+# and a pass is mostly small ops; two lanes decoded 0.95-1.17x the reports a second of one lane at
+# batch 32 (1.07-1.17x in four of five runs) and 1.14-1.39x at batch 1. fp16 weights with fp32
+# arithmetic (the AVX2 default): 1.11x at batch 32 there, not yet measured on an AVX2 CPU. fp32 is
+# bound by its products (1.02x: not worth the memory), int8 was not measured: one lane unless asked.
+LANED_PRECISIONS = frozenset({"bfloat16", "float16"})
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
