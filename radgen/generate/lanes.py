@@ -26,7 +26,6 @@ differently (fp32: the same text, tests/generate/test_lanes.py).
 from __future__ import annotations
 
 import concurrent.futures
-import logging
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -35,8 +34,6 @@ from typing import TypeVar
 import torch
 
 from radgen.errors import ConfigError
-
-log = logging.getLogger(__name__)
 
 ENV = "RADGEN_DECODE_LANES"
 # more lanes than this were never measured (2-core machines); a user may ask for more
