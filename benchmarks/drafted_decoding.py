@@ -73,7 +73,7 @@ import torch
 from radgen.data.study import read_manifest
 from radgen.data.dataset import lateral_inputs
 from radgen.generate.decode import GenerationSettings, generation_dataset, load_model, study_batches
-from radgen.generate.lanes import pick_lanes, run_in_lanes
+from radgen.generate.lanes import model_lanes, run_in_lanes
 from radgen.machine import cpu_summary
 from radgen.models import packed_linear, rescoring, speculative
 from radgen.models.fast import decoder_precision, lm_body_and_head
@@ -282,7 +282,7 @@ def main() -> None:
             drafting = args.draft_tokens if "drafted" in name else 0
             # plain HF + peft and the one-lane config decode a batch at a time; radgen's, as `radgen generate` does
             laned = name not in ("plain-peft", one_lane, one_lane_extra)
-            lanes[name] = pick_lanes("cpu", args.threads, len(chunk), args.lanes, decoder_precision(models[name].decoder)) if laned else 1
+            lanes[name] = model_lanes(models[name], len(chunk), args.lanes) if laned else 1  # on torch's --threads
             with concatenating_cache() if name == concat else contextlib.nullcontext():
                 parts[name].append(run(models[name], chunk, drafting, counters[name], settings, lanes[name]))
         results = {}

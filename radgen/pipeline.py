@@ -149,8 +149,7 @@ class ReportPipeline:
         import torch
 
         from radgen.generate.decode import GenerationSettings, prediction_row
-        from radgen.generate.lanes import pick_lanes, run_in_lanes
-        from radgen.models.fast import decoder_precision
+        from radgen.generate.lanes import model_lanes, run_in_lanes
 
         for given, what in ((indications, "indications"), (laterals, "laterals")):
             if given is not None and len(given) != len(items):
@@ -180,8 +179,7 @@ class ReportPipeline:
 
         chunks = [range(start, min(len(items), start + options.batch_size)) for start in range(0, len(items), options.batch_size)]
         # batches side by side on a CPU, as `radgen generate` (radgen.generate.lanes); sampling one at a time
-        lanes = 1 if options.do_sample else pick_lanes(next(self.model.parameters()).device, batches=len(chunks), requested=lanes,
-                                                         precision=decoder_precision(self.model.decoder))
+        lanes = model_lanes(self.model, len(chunks), lanes, sampling=bool(options.do_sample))
         for chunk_rows in run_in_lanes(decode, chunks, lanes, count=len(chunks)):
             rows.extend(chunk_rows)
         return rows

@@ -34,7 +34,7 @@ from radgen.data.dataset import StudyDataset, collate_studies, lateral_inputs, p
 from radgen.data.study import Study
 from radgen.errors import ConfigError, DataError, WeightsError
 from radgen.generate.confidence import geometric_mean_probability, sentence_confidences
-from radgen.generate.lanes import pick_lanes, run_in_lanes
+from radgen.generate.lanes import model_lanes, run_in_lanes
 
 log = logging.getLogger(__name__)
 
@@ -184,20 +184,6 @@ def prediction_row(model: Any, study_id: str, report: Any, section: str, confide
     return row
 
 
-def _model_device(model: Any) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except (AttributeError, StopIteration):  # a stand-in without parameters
-        return torch.device("cpu")
-
-
-def _precision(model: Any) -> str | None:
-    from radgen.models.fast import decoder_precision
-
-    decoder = getattr(model, "decoder", None)
-    return decoder_precision(decoder) if decoder is not None else None
-
-
 def generate_reports(model: Any, studies: Sequence[Study], root: str | os.PathLike | None = None, section: str = "findings",
                      confidence_temperature: float = 1.0, progress: bool = True, seed: int = 0,
                      on_batch: Callable[[list[dict[str, Any]]], None] | None = None, lanes: int | None = None,
@@ -225,7 +211,7 @@ def generate_reports(model: Any, studies: Sequence[Study], root: str | os.PathLi
     rows: list[dict[str, Any]] = []
     model.eval()
     batches = -(-len(dataset) // options.batch_size)
-    lanes = 1 if options.do_sample else pick_lanes(_model_device(model), batches=batches, requested=lanes, precision=_precision(model))
+    lanes = model_lanes(model, batches, lanes, sampling=bool(options.do_sample))
 
     def decode(batch: dict[str, Any]) -> list[dict[str, Any]]:
         if options.do_sample:

@@ -29,7 +29,7 @@ import concurrent.futures
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 
@@ -77,6 +77,22 @@ def pick_lanes(device: torch.device | str, threads: int | None = None, batches: 
     if torch.device(device).type != "cpu" or not per_thread_counts():
         return 1
     return max(1, min(lanes, threads, batches if batches is not None else lanes))
+
+
+def model_lanes(model: Any, batches: int, requested: int | None = None, sampling: bool = False) -> int:
+    """`pick_lanes` for decoding `batches` batches with `model` (a ReportGenerator) on its device and
+    decoder precision; 1 when sampling (its per-batch seeds use torch's global generator)."""
+    if sampling:
+        return 1
+    from radgen.models.fast import decoder_precision
+
+    try:
+        device = next(model.parameters()).device
+    except (AttributeError, StopIteration):  # a stand-in without parameters
+        device = torch.device("cpu")
+    decoder = getattr(model, "decoder", None)
+    return pick_lanes(device, batches=batches, requested=requested,
+                      precision=decoder_precision(decoder) if decoder is not None else None)
 
 
 def run_in_lanes(work: Callable[[Item], Result], items: Iterable[Item], lanes: int, threads: int | None = None,
