@@ -92,10 +92,14 @@ def manifest_requests(manifest: str, split: str, limit: int = 512) -> list[tuple
     return requests
 
 
-def run_clients(url: str, requests: list[tuple[bytes, str]], clients: int, duration: float) -> tuple[list[float], list[str]]:
+def run_clients(url: str, requests: list[tuple[bytes, str]], clients: int, duration: float,
+                timeline: list[tuple[float, float]] | None = None) -> tuple[list[float], list[str]]:
+    """Latencies of the answered requests and the errors; `timeline` gets (seconds from the start at
+    which a request was sent, its latency) for each answered one."""
     latencies: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
+    began = time.perf_counter()
     stop_at = time.monotonic() + duration
     turn = iter(range(10**9))
 
@@ -115,6 +119,8 @@ def run_clients(url: str, requests: list[tuple[bytes, str]], clients: int, durat
                 elapsed = time.perf_counter() - start
                 with lock:
                     (latencies.append(elapsed) if ok else errors.append(detail))
+                    if ok and timeline is not None:
+                        timeline.append((round(start - began, 3), round(elapsed, 3)))
 
     threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
     for thread in threads:
@@ -175,7 +181,8 @@ def main() -> int:
         before = httpx.get(url + "/health").json()["queue"]
         load_before = os.getloadavg()[0]
         started = time.perf_counter()
-        latencies, errors = run_clients(url, requests, args.clients, args.duration)
+        timeline: list[tuple[float, float]] = []
+        latencies, errors = run_clients(url, requests, args.clients, args.duration, timeline)
         wall = time.perf_counter() - started
         after = httpx.get(url + "/health").json()["queue"]
         load_after = os.getloadavg()[0]
@@ -197,6 +204,9 @@ def main() -> int:
         "throughput_rps": len(latencies) / wall,
         "latency_s": {"p50": percentile(latencies, 50), "p95": percentile(latencies, 95), "p99": percentile(latencies, 99),
                       "mean": statistics.fmean(latencies), "max": max(latencies)} if latencies else None,
+        # where the slow requests fall: the first round (20 uploads at once) or later rounds
+        "slowest_requests": [{"sent_at_s": sent, "latency_s": latency} for sent, latency in
+                             sorted(timeline, key=lambda item: -item[1])[:max(1, len(timeline) // 20)]],
         "server_batches": batches, "mean_batch_size": reports / batches if batches else None, "largest_batch": after["largest_batch"],
         # the worker's generating time per batch: the rest of a request's latency is waiting, decoding and transport
         "mean_batch_s": (after["busy_s"] - before["busy_s"]) / batches if batches else None,
