@@ -13,7 +13,7 @@ approximate-randomization p-value, `radgen.metrics.stats.paired_test`):
   guide_margin 0, the decoder's own greedy text; guided = retrieval-guided greedy with
   `--guide-pool`, `--guide-margin` and `--guide-floor` as min_new_tokens, the model's report memory
   or, without one, the manifest's train split; greedy-raw = greedy without the findings-consistency
-  edits; beamN = beam search); a
+  edits; any-words = greedy without the known-words rule; beamN = beam search); a
   decoding may name the decoder's inference dtype after a colon, e.g. `greedy,greedy:bfloat16`
   (`radgen.config.INFERENCE_DTYPES`; default auto, as `radgen generate`);
 * `classifier-template`: the model's own finding head + one template sentence per finding;
@@ -22,7 +22,9 @@ approximate-randomization p-value, `radgen.metrics.stats.paired_test`):
 * the reference reports themselves (the ceiling of the findings measure: what the labeler reads
   from the radiologist's text against what the image shows).
 
-Also: distinct reports as a share of the studies, and the generation time of each decoding.
+Also: distinct reports as a share of the studies, the share of reports with a word that no report of the
+train split has (cleaned as the recipe trains: misspelt or made-up words), and the generation time of
+each decoding.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from radgen.machine import cpu_summary
@@ -55,9 +58,11 @@ def _decoding(name: str, guide_margin: float = 5.0, guide_floor: int = 50, guide
         return {"num_beams": 1, "guide_margin": guide_margin, "min_new_tokens": guide_floor, "guide_pool": guide_pool}
     if name == "greedy-raw":  # the decoder's own text, without the findings-consistency edits
         return {"num_beams": 1, "consistent_findings": False}
+    if name == "any-words":  # greedy without the known-words rule (radgen.models.lexicon)
+        return {"num_beams": 1, "known_words": False}
     if name.startswith("beam") and name[4:].isdigit():
         return {"num_beams": int(name[4:])}
-    raise SystemExit(f"--decodings: '{name}' is not greedy, unguided, guided, greedy-raw or beamN")
+    raise SystemExit(f"--decodings: '{name}' is not greedy, unguided, guided, greedy-raw, any-words or beamN")
 
 
 def _dtype(name: str) -> str:
@@ -120,8 +125,12 @@ def main(argv: list[str] | None = None) -> dict:
     except MeteorUnavailable as err:
         print(f"note: METEOR skipped ({err})", file=sys.stderr)
         scorer, metrics = None, [m for m in metrics if m != "meteor"]
+    from radgen.models.memory import memory_from_studies
+
+    train = memory_from_studies(select_studies(studies, "train"), model.recipe)
+    known = {word for report in train.reports for word in train.cleaned(report).split()}
     try:
-        out = _score(args, systems, seconds, test, metrics, scorer)
+        out = _score(args, systems, seconds, test, metrics, scorer, known, train.cleaned)
     finally:
         if scorer is not None:
             scorer.close()
@@ -131,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
     return out
 
 
-def _score(args, systems, seconds, test, metrics, scorer) -> dict:
+def _score(args, systems, seconds, test, metrics, scorer, known: set[str], clean) -> dict:
     from radgen.metrics.evaluate import evaluate
     from radgen.metrics.stats import paired_test
 
@@ -144,7 +153,9 @@ def _score(args, systems, seconds, test, metrics, scorer) -> dict:
     for name, result in results.items():
         texts = [r.get("findings", "") for r in systems[name]]
         out["systems"][name] = {k: result["corpus"].get(k) for k in KEYS} | {
-            "ci95": {k: result["ci95"].get(k) for k in KEYS}, "distinct_reports": len(set(texts)) / max(len(texts), 1)}
+            "ci95": {k: result["ci95"].get(k) for k in KEYS}, "distinct_reports": len(set(texts)) / max(len(texts), 1),
+            "unknown_word_reports": sum(bool(set(clean(t).split()) - known) for t in texts) / max(len(texts), 1),
+            "unknown_words": dict(Counter(w for t in texts for w in set(clean(t).split()) - known).most_common(12))}
     for name in results:
         if name.startswith("model"):
             out["paired_vs"][name] = {}
@@ -163,14 +174,15 @@ def _score(args, systems, seconds, test, metrics, scorer) -> dict:
 
 def table(out: dict) -> str:
     lines = [f"{out['split']} split: {out['scored']} studies with a reference report; findings over {out['observations']}",
-             "| system | " + " | ".join(SHORT[k] for k in KEYS) + " | distinct reports |",
-             "|---|" + "---|" * (len(KEYS) + 1)]
+             "| system | " + " | ".join(SHORT[k] for k in KEYS) + " | distinct reports | unknown-word reports |",
+             "|---|" + "---|" * (len(KEYS) + 2)]
     for name, row in out["systems"].items():
         cells = []
         for key in KEYS:
             value, ci = row.get(key), row["ci95"].get(key)
             cells.append("–" if value is None else f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and key == KEYS[0] else ""))
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {100 * row['distinct_reports']:.0f}% |")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {100 * row['distinct_reports']:.0f}% | "
+                     f"{100 * row['unknown_word_reports']:.0f}% |")
     return "\n".join(lines)
 
 

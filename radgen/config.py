@@ -224,6 +224,9 @@ class GenerateConfig:
     # ... and the guide is the consensus report (the one most like the others, radgen.data.retrieval)
     # of this many nearest-indication reports; 1 = the nearest report itself
     guide_pool: int = 1
+    # with a report memory in the model directory, write only words its reports contain
+    # (radgen.models.lexicon); false = any token the decoder picks
+    known_words: bool = True
 
 
 @dataclass

@@ -37,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           "second, ~0.7 GB more memory (docs/benchmarks.md, \"Two decoding lanes\")")
     gen.add_argument("--decoder-text", action="store_true",
                      help="grounded models: return the decoder's own text, without the findings-consistency edits")
+    gen.add_argument("--any-words", action="store_true",
+                     help="models with a report memory: let the decoder write words its training reports lack (default: "
+                          "known words only, radgen.models.lexicon)")
     gen.add_argument("--draft-tokens", type=int, default=None,
                      help="greedy only: tokens drafted a decoder pass from earlier reports and kept where the decoder "
                           "agrees (same text, fewer passes; on CPU fewer a row in large batches); 0 = plain greedy (default: recipe, 16)")
@@ -154,7 +157,8 @@ def run_generate(args: argparse.Namespace) -> int:
                     repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram,
                     batch_size=args.batch_size, draft_tokens=args.draft_tokens, guide_margin=args.guide_margin,
                     guide_pool=args.guide_pool,
-                    consistent_findings=False if getattr(args, "decoder_text", False) else None)
+                    consistent_findings=False if getattr(args, "decoder_text", False) else None,
+                    known_words=False if getattr(args, "any_words", False) else None)
     if args.sample and args.num_beams is None:
         settings["num_beams"] = 1
     counts = generate_to_file(model, inputs.studies, args.out, root=inputs.root, overwrite=args.overwrite, section=args.section,

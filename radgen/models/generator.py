@@ -33,6 +33,7 @@ from radgen.models.build import build_parts
 from radgen.models.fast import base_model, label_position_loss, supports_label_position_loss
 from radgen.models.findings import FindingHead, verbalize
 from radgen.models.peft import SoftPrompt, merge_lora
+from radgen.models.lexicon import KNOWN_WORDS_LOCK, Lexicon, TokenLexicon
 from radgen.models.memory import ReportMemory
 from radgen.models.persist import load_pretrained, save_pretrained
 from radgen.models.report_decoding import GeneratedReport, ReportDecoding
@@ -82,6 +83,7 @@ class ReportGenerator(ReportDecoding, nn.Module):
         self._shortlisted_memory: ReportMemory | None = None  # the report memory whose tokens the shortlist holds
         self.report_memory: ReportMemory | None = None  # retrieval-guided decoding's reports (radgen.models.memory)
         self._warned_no_memory = False
+        self._known_words: tuple[ReportMemory, TokenLexicon] | None = None  # (the memory it was read from, the rule)
 
     # -- sizes --------------------------------------------------------------------------------------
     @property
@@ -197,6 +199,21 @@ class ReportGenerator(ReportDecoding, nn.Module):
         for ids in self._texts_ids(list(memory.reports)):
             self.shortlist.add(ids)
         self._shortlisted_memory = memory
+
+    def known_words(self) -> TokenLexicon | None:
+        """The known-words rule of this model's decoding (radgen.models.lexicon): the words of its report
+        memory's reports, cleaned as the recipe trains; None without a report memory. Built once per memory."""
+        memory = self.report_memory
+        if memory is None:
+            return None
+        with KNOWN_WORDS_LOCK:  # decoding lanes ask from two threads at once: build it once
+            cached = self._known_words
+            if cached is None or cached[0] is not memory:
+                words = Lexicon.from_texts(memory.cleaned(report) for report in memory.reports)
+                rows = self.decoder.get_input_embeddings().num_embeddings
+                cached = (memory, TokenLexicon(words, self.tokenizer, self.eos_id(), vocabulary=rows))
+                self._known_words = cached
+        return cached[1]
 
     def add_draft_reports(self, reports: list[str]) -> int:
         """Seed greedy decoding's draft table with report texts (e.g. reports this model wrote on a

@@ -68,9 +68,9 @@ class ReportMemory:
         self._vouched_only = vouched_only
         self.study_ids = list(study_ids) if study_ids is not None else [str(i) for i in range(len(reports))]
         self._index = TfidfIndex(self.indications)
-        cleaned = Counter(self._clean(r) for r in self.reports)
+        cleaned = Counter(self.cleaned(r) for r in self.reports)
         self.most_frequent = cleaned.most_common(1)[0][0]
-        self._most_frequent_at = next(i for i, r in enumerate(self.reports) if self._clean(r) == self.most_frequent)
+        self._most_frequent_at = next(i for i, r in enumerate(self.reports) if self.cleaned(r) == self.most_frequent)
         self._report_index: NgramIndex | None = None  # built at the first pooled lookup
 
     def __len__(self) -> int:
@@ -85,11 +85,12 @@ class ReportMemory:
         self._vouched_only = bool(value)
         self._report_index = None  # the consensus is taken over the guides' text: rebuild it for the new one
 
-    def _clean(self, report: str) -> str:
+    def cleaned(self, report: str) -> str:
+        """`report` cleaned as the recipe trains (data.cleaning): the text the model learnt to write."""
         return clean_report(report, self.cleaning)
 
     def _guide_text(self, report: str) -> str:
-        text = self._clean(report)
+        text = self.cleaned(report)
         return vouched_sentences(text) if self.vouched_only else text
 
     def lookup(self, context: str | None, pool: int = 1) -> tuple[str, str]:

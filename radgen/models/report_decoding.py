@@ -20,6 +20,7 @@ import torch
 from radgen.models.consistency import make_consistent
 from radgen.models.fast import label_position_logprobs, supports_label_position_loss
 from radgen.models.rescoring import PrefillState, common_prefix_length, score_continuations, score_tails
+from radgen.models.lexicon import KnownWordsProcessor, TokenLexicon
 from radgen.models.speculative import NgramDraft, drafted_greedy, supports_drafting
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class ReportDecoding:
                  repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0, min_new_tokens: int = 0,
                  draft_tokens: int = 16, findings: list[list[str]] | None = None, consistent_findings: bool = True,
                  contexts: list[str | None] | None = None, guide_margin: float = 0.0, guide_pool: int = 1,
-                 **lateral: torch.Tensor | None) -> list[GeneratedReport]:
+                 known_words: bool = True, **lateral: torch.Tensor | None) -> list[GeneratedReport]:
         """Decode one report per image with the decoder's HF `generate` (KV cache on).
 
         Greedy decoding on a causal decoder instead drafts up to `draft_tokens` tokens a pass from
@@ -77,6 +78,8 @@ class ReportDecoding:
         drafted greedy: retrieval-guided greedy, each row guided by the memory's report for its
         context (radgen.models.speculative.drafted_greedy); 0: the greedy text. `guide_pool` > 1: the
         guide is the consensus report of that many nearest-indication reports (`ReportMemory.lookup`).
+        `known_words` (with a report memory): the decoder writes only words its training reports contain
+        (`radgen.models.lexicon`); False: any token.
         """
         # only the modules in training mode are switched, and exactly they switch back: a model kept in
         # eval mode (every inference caller) skips two walks over its ~850 modules a call
@@ -97,6 +100,7 @@ class ReportDecoding:
             prefixes = [self.prefix_ids(findings[i] if findings is not None else None, contexts[i] if contexts is not None else None)
                         for i in range(batch)]
             visual = self.connector(features)
+            lexicon = self.known_words() if known_words else None
             reports: list[GeneratedReport | None] = [None] * batch
             groups: dict[int, list[int]] = {}
             edit = probs is not None and consistent_findings and self.grounded_prompt
@@ -122,7 +126,7 @@ class ReportDecoding:
                                            device=visual.device)
                 reports, prefill = self._generate(visual, prefix, num_beams, max_new_tokens, do_sample, temperature, top_p,  # type: ignore[assignment]
                                                   repetition_penalty, no_repeat_ngram_size, min_new_tokens, draft_tokens, prefix_mask, edit,
-                                                  guides, guide_margin)
+                                                  guides, guide_margin, lexicon)
                 prefills += [(list(range(batch)), prefill)] if prefill is not None else []
             else:
                 for i, ids in enumerate(prefixes):
@@ -133,7 +137,8 @@ class ReportDecoding:
                 decoded, prefill = self._generate(visual[index] if len(rows) < batch else visual, prefix, num_beams, max_new_tokens,
                                                   do_sample, temperature, top_p, repetition_penalty, no_repeat_ngram_size,
                                                   min_new_tokens, draft_tokens, keep_prefill=edit,
-                                                  guides=[guides[i] for i in rows] if guides is not None else None, guide_margin=guide_margin)
+                                                  guides=[guides[i] for i in rows] if guides is not None else None, guide_margin=guide_margin,
+                                                  lexicon=lexicon)
                 prefills += [(rows, prefill)] if prefill is not None else []
                 for i, report in zip(rows, decoded):
                     reports[i] = report
@@ -217,11 +222,12 @@ class ReportDecoding:
     def _generate(self, visual, prefix, num_beams, max_new_tokens, do_sample, temperature, top_p,
                   repetition_penalty, no_repeat_ngram_size, min_new_tokens, draft_tokens,
                   prefix_mask: torch.Tensor | None = None, keep_prefill: bool = False, guides: list[str] | None = None,
-                  guide_margin: float = 0.0) -> tuple[list[GeneratedReport], PrefillState | None]:
+                  guide_margin: float = 0.0, lexicon: TokenLexicon | None = None) -> tuple[list[GeneratedReport], PrefillState | None]:
         """Decode a batch: visual tokens (B, T, H), prefix ids (B, P). `prefix_mask` (B, P), causal
         decoders only: 0 marks the left padding of shorter prefixes (None: every position is real).
         With `keep_prefill`, drafted decoding also returns its prefill (`score_continuations`); else None.
-        `guides`: one retrieved report per row for retrieval-guided greedy (drafted decoding only)."""
+        `guides`: one retrieved report per row for retrieval-guided greedy (drafted decoding only).
+        `lexicon`: the known-words rule (`radgen.models.lexicon`), every decoding; None: any token."""
         device = visual.device
         batch = visual.shape[0]
         eos, pad = self.eos_id(), self.tokenizer.pad_token_id
@@ -244,7 +250,7 @@ class ReportDecoding:
                                  max_new_tokens, draft_tokens, repetition_penalty, no_repeat_ngram_size, min_new_tokens,
                                  attention_mask=None if prefix_mask is None else full_mask, keep_prefill=keep_prefill,
                                  guides=tables, guide_margin=guide_margin, suppress_tokens=self.suppressed_tokens(),
-                                 shortlist=self.shortlist)
+                                 shortlist=self.shortlist, lexicon=lexicon)
             for prefix_ids, ids in zip(rows, out.token_ids):
                 self.report_draft.add(prefix_ids + ids)
             return [self._report(torch.tensor(ids, dtype=torch.long), torch.tensor(lp), eos)
@@ -260,6 +266,10 @@ class ReportDecoding:
         suppressed = self.suppressed_tokens()
         if suppressed:
             options["suppress_tokens"] = suppressed
+        if lexicon is not None:  # HF generate: a logits processor (with inputs_embeds, input_ids hold the new tokens only)
+            from transformers import LogitsProcessorList
+
+            options["logits_processor"] = LogitsProcessorList([KnownWordsProcessor(lexicon, 0 if self.is_causal else prefix.shape[1])])
         if do_sample:
             options.update(temperature=temperature, top_p=top_p)
         else:

@@ -24,7 +24,7 @@ shortlist stands aside, and it tries again as the misses age.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -167,25 +167,35 @@ class Shortlist:
 
 
 def score_picks(head: nn.Module, short: ShortHead, hidden: Sequence[torch.Tensor], picks: Sequence[Sequence[int]],
-                greedy: Sequence[Sequence[int]]) -> tuple[list[list[float]], list[bool]]:
+                greedy: Sequence[Sequence[int]], allowed: Callable[[int, int, int], bool] | None = None,
+                ) -> tuple[list[list[float]], list[bool]]:
     """Per row: the log-probability of each picked token (fp32 log-softmax over the whole vocabulary)
     from its position's hidden state, and whether a token off the list has a raw logit at least the
     greedy pick's at some position (the row must be decoded again without the list). `greedy[r][j]`
-    is the processors' choice at position j, which a guide may have replaced by `picks[r][j]`."""
+    is the processors' choice at position j, which a guide may have replaced by `picks[r][j]`.
+    `allowed(r, j, token)`: whether a processor that forbids tokens outright (the known-words rule)
+    lets `token` stand at row r's position j; an off-list token it forbids there is no miss."""
     counts = [len(p) for p in picks]
     if not sum(counts):
         return [[] for _ in picks], [False] * len(picks)
     states = torch.cat([h for h in hidden if len(h)])
     chosen = torch.tensor([t for row in picks for t in row], device=states.device)
     best = torch.tensor([t for row in greedy for t in row], device=states.device)
-    values, off_list = [], []
+    where = [(row, j) for row, n in enumerate(counts) for j in range(n)]
+    values, beaten = [], []
     for start in range(0, len(states), SCORE_CHUNK):
         logits = head(states[start:start + SCORE_CHUNK]).float()
         values.append(token_logprobs(logits, chosen[start:start + SCORE_CHUNK]))
         reference = logits.gather(1, best[start:start + SCORE_CHUNK, None]).squeeze(1)
         logits[:, short.ids] = float("-inf")
-        off_list.append(logits.max(-1).values >= reference)
-    flat, beaten = torch.cat(values).tolist(), torch.cat(off_list).tolist()
+        above = (logits.max(-1).values >= reference).tolist()
+        if allowed is not None:
+            for p in (p for p, hit in enumerate(above) if hit):
+                row, j = where[start + p]
+                rivals = (logits[p] >= reference[p]).nonzero().flatten().tolist()
+                above[p] = any(allowed(row, j, token) for token in rivals)
+        beaten.extend(above)
+    flat = torch.cat(values).tolist()
     out, missed, at = [], [], 0
     for n in counts:
         out.append(flat[at:at + n])

@@ -36,6 +36,7 @@ from torch import nn
 
 from radgen.models.fast import base_model, lm_body_and_head, token_logprobs
 from radgen.models.kv_cache import growing_cache
+from radgen.models.lexicon import TokenLexicon
 from radgen.models.rescoring import PrefillState, cache_argument, keep_decoded
 from radgen.models.shortlist import ShortHead, Shortlist, score_picks
 
@@ -188,9 +189,10 @@ class _GreedyRule:
     argmax stands unless a processor would change it (tests compare with HF `generate`)."""
 
     def __init__(self, eos: int, repetition_penalty: float, no_repeat_ngram_size: int, min_new_tokens: int,
-                 suppress_tokens: Sequence[int] = ()):
+                 suppress_tokens: Sequence[int] = (), lexicon: TokenLexicon | None = None):
         self.eos, self.penalty, self.ngram, self.min_new = eos, repetition_penalty, no_repeat_ngram_size, min_new_tokens
         self.suppressed = list(suppress_tokens)  # HF's suppress_tokens: never generated
+        self.lexicon = lexicon  # known words only (radgen.models.lexicon); None: any token
 
     def choose(self, logits: torch.Tensor | Callable[[], torch.Tensor], argmax: int, tokens: list[int]) -> int:
         """`argmax` of the raw `logits` (the vocabulary row, or a function that makes it: most
@@ -198,7 +200,7 @@ class _GreedyRule:
         banned = _banned_ngram_tokens(tokens, self.ngram) + self.suppressed
         if len(tokens) < self.min_new:
             banned.append(self.eos)
-        if (self.penalty == 1.0 or not tokens) and argmax not in banned:
+        if (self.penalty == 1.0 or not tokens) and argmax not in banned and (self.lexicon is None or self.lexicon.allows(argmax, tokens)):
             return argmax  # nothing to change: the common case, no copy of the vocabulary row
         row = logits() if callable(logits) else logits
         scores = row.to(torch.float32, copy=True)  # HF's processors run on fp32 scores
@@ -208,11 +210,16 @@ class _GreedyRule:
             scores[seen] = torch.where(picked < 0, picked * self.penalty, picked / self.penalty)
         if banned:
             scores[banned] = -float("inf")
+        if self.lexicon is not None:
+            return self.lexicon.best(scores, tokens)
         return int(scores.argmax())
 
     def allows(self, token: int, tokens: list[int]) -> bool:
-        """Whether a processor forbids `token` after `tokens` (min_new_tokens' eos, a repeated n-gram, a suppressed token)."""
+        """Whether a processor forbids `token` after `tokens` (min_new_tokens' eos, a repeated n-gram, a
+        suppressed token, a word that is not known)."""
         if (token == self.eos and len(tokens) < self.min_new) or token in self.suppressed:
+            return False
+        if self.lexicon is not None and not self.lexicon.allows(token, tokens):
             return False
         return token not in _banned_ngram_tokens(tokens, self.ngram)
 
@@ -289,7 +296,8 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
                    eos: int, pad: int, max_new_tokens: int, draft_tokens: int = 16, repetition_penalty: float = 1.0,
                    no_repeat_ngram_size: int = 0, min_new_tokens: int = 0, attention_mask: torch.Tensor | None = None,
                    keep_prefill: bool = False, guides: Sequence[NgramDraft | None] | None = None,
-                   guide_margin: float = 0.0, suppress_tokens: Sequence[int] = (), shortlist: Shortlist | None = None) -> DraftedOutput:
+                   guide_margin: float = 0.0, suppress_tokens: Sequence[int] = (), shortlist: Shortlist | None = None,
+                   lexicon: TokenLexicon | None = None) -> DraftedOutput:
     """Greedy-decode each row of `inputs_embeds` (B, P, D) with drafted passes.
 
     `prefix_ids` are the token ids at the end of the prefix (bos + prompt) that the draft's
@@ -317,11 +325,13 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
     checked against the whole vocabulary when the batch ends (`radgen.models.shortlist`); rows a
     token off the list could have changed are decoded again without it. The same text and
     log-probabilities, fewer head rows a pass.
+
+    `lexicon`: only known words are written (`radgen.models.lexicon`): a processor like the others.
     """
     batch, length = inputs_embeds.shape[:2]
     device = inputs_embeds.device
     embed = decoder.get_input_embeddings()
-    rule = _GreedyRule(eos, repetition_penalty, no_repeat_ngram_size, min_new_tokens, suppress_tokens)
+    rule = _GreedyRule(eos, repetition_penalty, no_repeat_ngram_size, min_new_tokens, suppress_tokens, lexicon)
     cache = growing_cache()  # passes write into spare room, not a copy of the cache each (radgen.models.kv_cache)
     mask = torch.ones(batch, length, dtype=torch.long, device=device) if attention_mask is None else attention_mask.to(device, torch.long)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -444,14 +454,17 @@ def drafted_greedy(decoder: nn.Module, inputs_embeds: torch.Tensor, draft: Ngram
         passes += 1
     out = DraftedOutput(tokens, logprobs, passes, prefill)
     if short is not None:
-        scored_picks, missed = score_picks(split[1], short, [torch.stack(s) if s else s for s in picked_states], tokens, greedy_picks)
+        # an off-list token the known-words rule forbids there could not have been picked
+        allowed = None if lexicon is None else (lambda row, j, token: lexicon.allows(token, tokens[row][:j]))
+        scored_picks, missed = score_picks(split[1], short, [torch.stack(s) if s else s for s in picked_states], tokens, greedy_picks,
+                                           allowed)
         out.logprobs = scored_picks
         again = [row for row in range(batch) if missed[row]]
         shortlist.record(batch, len(again))  # type: ignore[union-attr]
         if again:
             _decode_again(out, again, decoder, inputs_embeds, draft, row_prefix, eos, pad, max_new_tokens, draft_tokens,
                           repetition_penalty, no_repeat_ngram_size, min_new_tokens, attention_mask, keep_prefill, guides,
-                          guide_margin, suppress_tokens)
+                          guide_margin, suppress_tokens, lexicon)
     return out
 
 
@@ -476,14 +489,15 @@ def _short_head(shortlist: Shortlist | None, split, draft: NgramDraft, guides, e
 def _decode_again(out: DraftedOutput, rows: list[int], decoder: nn.Module, inputs_embeds: torch.Tensor, draft: NgramDraft,
                   row_prefix: list[list[int]], eos: int, pad: int, max_new_tokens: int, draft_tokens: int, repetition_penalty: float,
                   no_repeat_ngram_size: int, min_new_tokens: int, attention_mask: torch.Tensor | None, keep_prefill: bool,
-                  guides: Sequence[NgramDraft | None] | None, guide_margin: float, suppress_tokens: Sequence[int]) -> None:
+                  guides: Sequence[NgramDraft | None] | None, guide_margin: float, suppress_tokens: Sequence[int],
+                  lexicon: TokenLexicon | None) -> None:
     """Decode `rows` of a shortlisted call again over the whole vocabulary, in place of their picks in `out`."""
     index = torch.tensor(rows, device=inputs_embeds.device)
     again = drafted_greedy(decoder, inputs_embeds[index], draft, [row_prefix[r] for r in rows], eos, pad, max_new_tokens,
                            draft_tokens, repetition_penalty, no_repeat_ngram_size, min_new_tokens,
                            attention_mask=None if attention_mask is None else attention_mask[index], keep_prefill=keep_prefill,
                            guides=None if guides is None else [guides[r] for r in rows], guide_margin=guide_margin,
-                           suppress_tokens=suppress_tokens)
+                           suppress_tokens=suppress_tokens, lexicon=lexicon)
     for k, row in enumerate(rows):
         out.token_ids[row], out.logprobs[row] = again.token_ids[k], again.logprobs[k]
         if out.prefill is not None and again.prefill is not None:
