@@ -102,6 +102,10 @@ class TokenLexicon:
         return "".join(reversed(parts))
 
     def _complete(self, word: str) -> bool:
+        # "" after a space token alone counts as whole too: SmolLM2 spells " 3" as " " + "3", and where
+        # the decoder writes that space and then changes its mind, forcing a digit after it wrote worse
+        # text ("abnormality . 3 x x x right") than letting a word or the end follow (a double space,
+        # which the sentence split removes)
         return word == "" or word in self.lexicon.words
 
     def allows(self, token: int, tokens: Sequence[int]) -> bool:
