@@ -213,6 +213,8 @@ class ReportGenerator(ReportDecoding, nn.Module):
                 rows = self.decoder.get_input_embeddings().num_embeddings
                 cached = (memory, TokenLexicon(words, self.tokenizer, self.eos_id(), vocabulary=rows))
                 self._known_words = cached
+                if self.shortlist is not None:  # every token the rule allows is on the list: a pick the rule moved
+                    self.shortlist.add(cached[1].possible)  # off the decoder's choice is never beaten off the list
         return cached[1]
 
     def add_draft_reports(self, reports: list[str]) -> int:

@@ -90,6 +90,10 @@ class TokenLexicon:
         for token_id, (starts, text) in enumerate(zip(self.starts, self.texts)):
             if not starts and text:
                 self._by_text.setdefault(text, []).append(token_id)
+        # every token the rule allows somewhere: a known word's beginning, or a piece of one after its first letter
+        inner = {word[i:j] for word in lexicon.words for i in range(1, len(word)) for j in range(i + 1, len(word) + 1)}
+        self.possible = frozenset([eos] + [t for t, ok in enumerate(self._new_word.tolist()) if ok]
+                                  + [t for text, ids in self._by_text.items() if text in inner or text in prefixes for t in ids])
 
     def word_so_far(self, tokens: Sequence[int]) -> str:
         """The word the row is writing: its text since the last token that started a word."""
@@ -110,6 +114,8 @@ class TokenLexicon:
 
     def allows(self, token: int, tokens: Sequence[int]) -> bool:
         """Whether `token` may come after `tokens` (the row's new tokens so far)."""
+        if token not in self.possible:
+            return False
         word = self.word_so_far(tokens)
         if token == self.eos:
             return self._complete(word)

@@ -133,3 +133,18 @@ def test_the_cli_and_the_settings_turn_the_rule_off():
     assert GenerationSettings.from_recipe(recipe, known_words=False).generate_kwargs()["known_words"] is False
     args = build_parser().parse_args(["generate", "--model", "m", "--data", "d.jsonl", "--out", "o.jsonl", "--any-words"])
     assert args.any_words is True
+
+
+def test_every_token_the_rule_allows_is_possible_and_goes_on_the_shortlist(model, rule):
+    space = ids(model, " heart")[0]
+    for history in [[], ids(model, " the"), ids(model, " cardio"), ids(model, " no pleural"), ids(model, " the") + [space]]:
+        assert set(rule.mask(history).nonzero().flatten().tolist()) <= rule.possible
+    assert not rule.allows(ids(model, " fracture")[0], [])  # impossible anywhere: rejected before the word walk
+    model.report_memory = ReportMemory(["cough"], ["The heart is normal in size."], cleaning="r2gen-iu")
+    try:
+        model.shortlist = type(model.shortlist)()
+        lexicon = model.known_words()
+        # a pick the rule moved off the decoder's choice could otherwise be beaten by an allowed token off the list
+        assert lexicon.possible <= set(model.shortlist._tokens)
+    finally:
+        model.report_memory = None
