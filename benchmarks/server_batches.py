@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from serve_load import manifest_requests  # noqa: E402
 
+from radgen.io import atomic_write_json  # noqa: E402
 from radgen.machine import cpu_summary  # noqa: E402
 
 
@@ -72,8 +73,6 @@ def main(argv: list[str] | None = None) -> dict:
            "command": "PYTHONPATH=. python benchmarks/server_batches.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     print(json.dumps(totals))
     if args.json:
-        from radgen.io import atomic_write_json
-
         atomic_write_json(args.json, out)
     return out
 
