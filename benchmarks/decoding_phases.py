@@ -119,11 +119,11 @@ def instrument(model, clock: PhaseClock) -> None:
     speculative.drafted_greedy = report_decoding.drafted_greedy
     picks = speculative.score_picks
 
-    def scored_picks(head, short, hidden, chosen, greedy):
+    def scored_picks(head, short, hidden, chosen, greedy, *args, **kwargs):
         rows = sum(len(row) for row in chosen)
         clock.head_positions["pick scoring"] += rows
         clock.head_calls["pick scoring"] += -(-rows // SCORE_CHUNK)
-        return picks(head, short, hidden, chosen, greedy)
+        return picks(head, short, hidden, chosen, greedy, *args, **kwargs)
     speculative.score_picks = clock.wrap(scored_picks, "pick scoring")
     for name in ("score_tails", "score_continuations", "label_position_logprobs"):
         setattr(report_decoding, name, clock.wrap(getattr(report_decoding, name), "re-scoring"))
