@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.benchmarks.test_drafted_decoding import run_benchmark
@@ -32,3 +34,30 @@ def test_decoding_phases_split_the_wall_time_and_bound_it_below(tmp_path, fast_p
         assert 0 < row["floor_s_per_report"] < row["s_per_report"] and row["floor_with_image_s_per_report"] > row["floor_s_per_report"]
         # the floor is below the measured time, so the speed-up it allows exceeds the measured one
         assert row["plain_s_per_report"] > 0 and row["ceiling_vs_plain"] > row["speedup_vs_plain"] > 0
+
+
+def test_the_instrumented_pick_scoring_forwards_every_argument(monkeypatch):
+    """The phase clock wraps `score_picks`; the shipped model passes it the known-words check too
+    (a wrapper that dropped it failed with a TypeError on the shipped model only: the tiny one has no shortlist)."""
+    import sys
+
+    from radgen.models import report_decoding, speculative
+    from tests.generate.fixtures import tiny_model
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    monkeypatch.delitem(sys.modules, "decoding_phases", raising=False)
+    import decoding_phases
+
+    seen = []
+    monkeypatch.setattr(speculative, "score_picks", lambda *args, **kwargs: seen.append((args, kwargs)) or ([[0.0]], [False]))
+    for module, names in ((report_decoding, ("drafted_greedy", "score_tails", "score_continuations", "label_position_logprobs")),
+                          (speculative, ("drafted_greedy", "_decode_again"))):
+        for name in names:  # instrument() replaces these module globals: put them back after the test
+            monkeypatch.setattr(module, name, getattr(module, name))
+    clock = decoding_phases.PhaseClock()
+    decoding_phases.instrument(tiny_model(), clock)
+    allowed = object()
+    assert speculative.score_picks("head", "short", [], [[1, 2]], [[1, 2]], allowed) == ([[0.0]], [False])
+    assert speculative.score_picks("head", "short", [], [[3]], [[3]], allowed=allowed) == ([[0.0]], [False])
+    assert [call[0][5] if len(call[0]) > 5 else call[1]["allowed"] for call in seen] == [allowed, allowed]
+    assert clock.head_positions["pick scoring"] == 3 and clock.seconds["pick scoring"] > 0
