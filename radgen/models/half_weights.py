@@ -15,7 +15,7 @@ with its batch. What changes is the weights: each is rounded to fp16 once (relat
 
 Used by `radgen.models.fast.prepare_for_inference` for dtype "float16" on CPU (and for "auto" on CPUs
 without native bf16 where fbgemm runs, `radgen.models.fast.half_weights_supported`): the decoder body's Linears only;
-the LM head stays fp32 (its shortlist rows must give the whole head's logits to the bit,
+the LM head stays fp32 (its shortlist rows must give the whole head's logits, to the bit where it is packed,
 `radgen.models.shortlist`), as do the image encoder and connector.
 """
 

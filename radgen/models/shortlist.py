@@ -11,8 +11,11 @@ off the list would have beaten the pick. Greedy's processors only lower logits (
 `min_new_tokens`, suppressed tokens; a repetition penalty turns the shortlist off), so an off-list
 token whose raw logit is below the pick's could not have been chosen; a row where one is not is
 decoded again with the whole head. The text is the greedy text either way: the listed rows run
-through the head's own kind of kernel (packed for oneDNN where the head is), which gives each
-logit the head's value to the bit, so even near-ties fall the same way. Measured on that CPU:
+through the head's own kind of kernel. Packed for oneDNN where the head is, that gives each logit
+the head's value to the bit, so even near-ties fall the same way; a plain head's BLAS may sum in
+another order for another column count (MKL's AVX2 kernels do at some shapes), which gives the
+same values to fp32 rounding, so there a near-tie may fall otherwise, as between the decoder
+body's pass shapes (a drafted pass runs other row counts than plain greedy). Measured on that CPU:
 10% off a batch-1 report, 8% off batch 32, the same 290 test reports (docs/benchmarks.md,
 Performance, "Drafted picks over a shortlist of the vocabulary").
 
@@ -49,7 +52,8 @@ class ShortHead:
     `packed`: the head's `PackedLinear`, whose rows these are packed like (the same layout). Each
     logit then comes from the same kernel as the head's, which sums it in the same order whatever
     the other rows are: the values the head gives the same positions, to the bit
-    (tests/models/test_shortlist.py), so near-ties fall as the head's do.
+    (tests/models/test_shortlist.py), so near-ties fall as the head's do. A plain head's rows go
+    through `F.linear` as the head does: the same values to fp32 rounding (see the module's note).
     """
 
     def __init__(self, ids: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, vocabulary: int,
