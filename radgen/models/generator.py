@@ -32,9 +32,9 @@ from radgen.errors import ConfigError
 from radgen.models.build import build_parts
 from radgen.models.fast import base_model, label_position_loss, supports_label_position_loss
 from radgen.models.findings import FindingHead, verbalize
-from radgen.models.peft import SoftPrompt, merge_lora
 from radgen.models.lexicon import KNOWN_WORDS_LOCK, Lexicon, TokenLexicon
 from radgen.models.memory import ReportMemory
+from radgen.models.peft import SoftPrompt, merge_lora
 from radgen.models.persist import load_pretrained, save_pretrained
 from radgen.models.report_decoding import GeneratedReport, ReportDecoding
 from radgen.models.shortlist import Shortlist

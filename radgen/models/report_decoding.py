@@ -19,8 +19,8 @@ import torch
 
 from radgen.models.consistency import make_consistent
 from radgen.models.fast import label_position_logprobs, supports_label_position_loss
-from radgen.models.rescoring import PrefillState, common_prefix_length, score_continuations, score_tails
 from radgen.models.lexicon import KnownWordsProcessor, TokenLexicon
+from radgen.models.rescoring import PrefillState, common_prefix_length, score_continuations, score_tails
 from radgen.models.speculative import NgramDraft, drafted_greedy, supports_drafting
 
 log = logging.getLogger(__name__)
