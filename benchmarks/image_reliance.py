@@ -90,7 +90,7 @@ def blind_twin(args: argparse.Namespace) -> dict:
     from radgen.generate.decode import generate_reports, load_model, select_studies
     from radgen.metrics.evaluate import evaluate
     from radgen.metrics.stats import paired_test
-    from radgen.models.findings import targets_from_labels
+    from radgen.models.findings import FindingEnsemble, targets_from_labels
     from radgen.pipeline import resolve_model
     from radgen.train.finding_head import fit_head_on_pooled
 
@@ -101,6 +101,8 @@ def blind_twin(args: argparse.Namespace) -> dict:
     options = {"num_beams": args.num_beams, "batch_size": args.batch_size}
 
     twin = copy.deepcopy(model)
+    if isinstance(twin.findings, FindingEnsemble):  # a head that sees only blank images learns the priors: one member does
+        twin.findings = twin.findings.members[0]
     size = model.image_transform.size
     from PIL import Image
 

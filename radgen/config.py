@@ -110,6 +110,7 @@ class FindingsConfig:
     lateral: bool = False  # the head also sees the study's lateral view when it has one (radgen/models/findings.py)
     lateral_dropout: float = 0.15  # training: share of studies whose lateral view is hidden, so a frontal-only input is in-distribution
     tune_encoder_blocks: int = 0  # >0: the head gets a trainable copy of the encoder's last N blocks (radgen/models/findings.py)
+    members: int = 1  # >1: that many heads fitted from different seeds, their probabilities averaged (FindingEnsemble)
 
 
 @dataclass

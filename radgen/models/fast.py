@@ -439,25 +439,26 @@ def fold_batch_norms(module: nn.Module) -> int:
 def _fold_encoder_batch_norms(model: Any) -> int:
     """Fold the image encoder's (and a finding head's own encoder blocks') batch norms where that
     keeps their outputs (checked on one random image, else left as they were, with a note)."""
-    encoder, tail = model.encoder, getattr(getattr(model, "findings", None), "tail", None)
+    encoder, head = model.encoder, getattr(model, "findings", None)
+    tails = head.tails() if head is not None else []
     size = getattr(encoder, "image_size", None)
     if encoder.training or not isinstance(size, int) or not any(isinstance(m, nn.BatchNorm2d) for m in encoder.modules()):
         return 0
     probe = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(next(encoder.parameters()).device)
-    blocks = model._head_blocks() if tail is not None else 0
+    blocks = model._head_blocks() if tails else 0
 
     def outputs() -> list[torch.Tensor]:
         if not blocks:
             return [encoder(probe)]
         tokens, trunk = encoder.split_forward(probe, blocks)
-        return [tokens, trunk, tail(trunk)]
+        return [tokens, trunk] + [tail(trunk) for tail in head.tails()]
 
-    before, saved = outputs(), (copy.deepcopy(encoder), copy.deepcopy(tail))
-    folded = fold_batch_norms(encoder) + (fold_batch_norms(tail) if blocks else 0)
+    before, saved = outputs(), (copy.deepcopy(encoder), copy.deepcopy(head) if blocks else None)
+    folded = fold_batch_norms(encoder) + (sum(fold_batch_norms(tail) for tail in tails) if blocks else 0)
     if folded and not all(torch.allclose(a, b, rtol=1e-3, atol=1e-4) for a, b in zip(before, outputs())):
         model.encoder = saved[0]
         if blocks:
-            model.findings.tail = saved[1]
+            model.findings = saved[1]
         _note_once(f"folding the image encoder's batch norms changed its outputs ({type(encoder).__name__}); kept them unfolded")
         return 0
     return folded
@@ -509,8 +510,9 @@ def prepare_for_inference(model: Any, dtype: str = "auto", merge: bool = True, p
         model.encoder.prepare_for_inference()
         if getattr(getattr(model, "findings", None), "tail_blocks", 0) and getattr(model.encoder, "channels_last", False):
             # the head's copy of the last blocks reads the encoder's (now channels-last) trunk map
-            model.findings.tail.to(memory_format=torch.channels_last)
-            fold_same_padding(model.findings.tail)
+            for tail in model.findings.tails():
+                tail.to(memory_format=torch.channels_last)
+                fold_same_padding(tail)
     decoder = model.decoder
     current = next(decoder.parameters()).dtype
     chosen = resolve_inference_dtype(dtype, next(decoder.parameters()).device)

@@ -26,6 +26,7 @@ the decoder keeps the frozen features it was trained on (docs/benchmarks.md, "Gr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -133,6 +134,10 @@ class FindingHead(nn.Module):
                     module.eval()
         return self
 
+    def tails(self) -> list[nn.Module]:
+        """The head's own encoder blocks (none without model.findings.tune_encoder_blocks)."""
+        return [self.tail] if self.tail_blocks else []
+
     @staticmethod
     def hide_lateral(pooled: torch.Tensor, share: float, generator: torch.Generator | None = None) -> torch.Tensor:
         """Training augmentation for a lateral head's pooled rows: hide the lateral of about `share` of them."""
@@ -183,11 +188,69 @@ class FindingHead(nn.Module):
         return chosen
 
 
-def build_finding_head(cfg: FindingsConfig, encoder_width: int, encoder: Any = None) -> FindingHead | None:
+class FindingEnsemble(nn.Module):
+    """`model.findings.members` FindingHeads of one recipe, fitted from different seeds; a study's
+    probability of each observation is their mean, thresholded on validation data like one head's.
+
+    Why: the fit is the noisy part of the findings. Two fits of the same head recipe on the same
+    features differ by about 0.03 in finding F1 on IU-Phantom's val split (docs/benchmarks.md,
+    "Grounding"), more than the head changes that were tried there; the mean of several fits keeps
+    what they agree on and cancels most of what any one fit learned by chance. Each member is a
+    whole head with its own encoder blocks, so it costs one head's time a member (a few ms an
+    image, against the decoder's hundreds).
+
+    Same interface as FindingHead where the model uses it (`forward` → logits, `predict`,
+    `thresholds`, `observations`, `lateral`, `tail_blocks`): `forward` returns the logit of the
+    mean probability, so `predict`'s sigmoid gives that mean back.
+    """
+
+    def __init__(self, members: Sequence[FindingHead]):
+        super().__init__()
+        if len(members) < 2:
+            raise ConfigError(f"a finding ensemble needs at least 2 members, got {len(members)}")
+        first = members[0]
+        if any(m.observations != first.observations or m.lateral != first.lateral or m.tail_blocks != first.tail_blocks
+               for m in members):
+            raise ConfigError("the members of a finding ensemble must share observations, lateral and tune_encoder_blocks")
+        self.members = nn.ModuleList(members)
+        self.observations = list(first.observations)
+        self.lateral = first.lateral
+        self.tail_blocks = first.tail_blocks
+        self.register_buffer("thresholds", torch.full((len(self.observations),), 0.5))
+
+    def forward(self, features: torch.Tensor, lateral: torch.Tensor | None = None,
+                lateral_mask: torch.Tensor | None = None) -> torch.Tensor:
+        probs = torch.stack([torch.sigmoid(m(features, lateral, lateral_mask).float()) for m in self.members]).mean(0)
+        # the mean of sigmoids, as a logit: 1e-7 keeps a unanimous 0 or 1 finite (fp32 resolves it)
+        return torch.logit(probs, eps=1e-7)
+
+    def tails(self) -> list[nn.Module]:
+        return [tail for member in self.members for tail in member.tails()]
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """BCE of the ensemble's logits with the first member's class balance (`radgen train`
+        trains the members jointly this way; `radgen fit-findings` fits each on its own)."""
+        return self.members[0].loss(logits, targets)
+
+    def set_class_balance(self, targets: torch.Tensor, max_pos_weight: float) -> None:
+        for member in self.members:
+            member.set_class_balance(targets, max_pos_weight)
+
+    predict = FindingHead.predict
+    set_thresholds = FindingHead.set_thresholds
+
+
+def build_finding_head(cfg: FindingsConfig, encoder_width: int, encoder: Any = None) -> FindingHead | FindingEnsemble | None:
     """The head of a grounded recipe (None when model.findings.enabled is false). `encoder` (an
-    ImageEncoder) is needed when model.findings.tune_encoder_blocks > 0: the tail is copied from it."""
+    ImageEncoder) is needed when model.findings.tune_encoder_blocks > 0: the tail is copied from it.
+    `model.findings.members` > 1 builds a FindingEnsemble of that many heads."""
     if not cfg.enabled:
         return None
+    if cfg.members < 1:
+        raise ConfigError(f"model.findings.members must be >= 1, got {cfg.members}")
+    if cfg.members > 1:
+        one = replace(cfg, members=1)
+        return FindingEnsemble([build_finding_head(one, encoder_width, encoder) for _ in range(cfg.members)])
     if cfg.tune_encoder_blocks < 0:
         raise ConfigError(f"model.findings.tune_encoder_blocks must be >= 0, got {cfg.tune_encoder_blocks}")
     if cfg.label_source not in LABEL_SOURCES:

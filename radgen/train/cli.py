@@ -42,8 +42,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fit.add_argument("--patience", type=int, default=None,
                      help="epochs without a better val loss before stopping (default 30, or 4 for a head with encoder blocks)")
     fit.add_argument("--tune-encoder-blocks", type=int, default=None, metavar="N",
-                     help="give the head a new trainable copy of the encoder's last N blocks (0: none) and fit it from scratch; "
-                          "default: keep the model's model.findings.tune_encoder_blocks")
+                     help="an N other than the model's: a new head with a trainable copy of the encoder's last N blocks (0: none), "
+                          "fitted from scratch; default: keep the model's model.findings.tune_encoder_blocks")
+    fit.add_argument("--members", type=int, default=None, metavar="K",
+                     help="fit a new head of K members from seeds SEED..SEED+K-1 and average their probabilities "
+                          "(model.findings.members; 1: one new head); default: refit the model's head as it is")
+    fit.add_argument("--seed", type=int, default=0, help="seed of the new head's weights and of the fit's batch order (default 0)")
     fit.add_argument("--tail-lr", type=float, default=1e-4, help="learning rate of the head's encoder blocks (the head's own: 3e-4)")
     fit.add_argument("--no-progress", action="store_true")
     fit.set_defaults(func=run_fit_findings)
@@ -79,7 +83,10 @@ def run_fit_findings(args: argparse.Namespace) -> int:
     import json
     from dataclasses import asdict
 
+    import torch
+
     from radgen.errors import ConfigError
+    from radgen.io import atomic_write_text
     from radgen.models import ReportGenerator
     from radgen.models.findings import build_finding_head
     from radgen.pipeline import MODEL_NAMES, resolve_model
@@ -94,20 +101,28 @@ def run_fit_findings(args: argparse.Namespace) -> int:
     model = ReportGenerator.from_pretrained(str(source))
     recipe = model.recipe
     recipe.data.manifest = args.data
-    if args.tune_encoder_blocks is not None and args.tune_encoder_blocks != recipe.model.findings.tune_encoder_blocks:
+    new_blocks = args.tune_encoder_blocks is not None and args.tune_encoder_blocks != recipe.model.findings.tune_encoder_blocks
+    if new_blocks or args.members is not None:
         if getattr(model, "findings", None) is None:
             raise ConfigError(f"recipe '{recipe.name}' has no finding head to fit (model.findings.enabled=false)")
-        recipe.model.findings.tune_encoder_blocks = args.tune_encoder_blocks
+        if args.members is not None and args.members < 1:
+            raise ConfigError(f"--members must be at least 1, got {args.members}")
+        if args.tune_encoder_blocks is not None:
+            recipe.model.findings.tune_encoder_blocks = args.tune_encoder_blocks
+        if args.members is not None:
+            recipe.model.findings.members = args.members
+        torch.manual_seed(args.seed)  # the new heads' initial weights
         model.findings = build_finding_head(recipe.model.findings, model.encoder.hidden_size, model.encoder)
     train_set, val_set = load_splits(recipe, model.image_transform)
     cache_dir = args.feature_cache_dir or Path(source).parent / "feature_cache"
     fit = fit_finding_head(model, train_set, val_set, cache_dir, recipe.model.findings.label_source, args.max_epochs,
-                           args.patience, progress=not args.no_progress, tail_lr=args.tail_lr)
+                           args.patience, seed=args.seed, progress=not args.no_progress, tail_lr=args.tail_lr)
     out = Path(args.out or source)
     model.save_pretrained(out, base_weights=False)
-    (out / "finding_head_fit.json").write_text(json.dumps(asdict(fit), indent=2) + "\n")
-    print(f"finding head fitted: best val loss {fit.val_loss:.4f} at epoch {fit.best_epoch}, val micro-F1 {fit.val_micro_f1:.3f} "
-          f"(thresholds tuned on val) → {out}")
+    atomic_write_text(out / "finding_head_fit.json", json.dumps(asdict(fit), indent=2) + "\n")
+    what = (f"{len(fit.members)} members, mean best val loss {fit.val_loss:.4f}" if fit.members
+            else f"best val loss {fit.val_loss:.4f} at epoch {fit.best_epoch}")
+    print(f"finding head fitted: {what}, val micro-F1 {fit.val_micro_f1:.3f} (thresholds tuned on val) → {out}")
     return 0
 
 

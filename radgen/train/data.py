@@ -155,8 +155,9 @@ def lateral_head(recipe: RecipeConfig) -> bool:
     return recipe.model.findings.enabled and recipe.model.findings.lateral
 
 
-def load_splits(recipe: RecipeConfig, image_transform: object) -> tuple[Sequence[dict], Sequence[dict]]:
-    """StudyDatasets for the train and val splits of `recipe.data.manifest` (image paths relative to it)."""
+def load_splits(recipe: RecipeConfig, image_transform: object, extra: Sequence[str] = ()) -> tuple[Sequence[dict], ...]:
+    """StudyDatasets for the train and val splits of `recipe.data.manifest` (image paths relative to it),
+    then one per split named in `extra` (e.g. "test"), loaded as val is: one example per study."""
     from radgen.data.dataset import StudyDataset, per_study_images
     from radgen.data.study import read_manifest
 
@@ -170,10 +171,11 @@ def load_splits(recipe: RecipeConfig, image_transform: object) -> tuple[Sequence
     options = dict(section=data.section, cleaning=data.cleaning, images=data.images, max_images=data.max_images, views=data.views,
                    context_section=recipe.model.context.section, lateral=lateral_head(recipe), colour=data.colour)
     train = [s for s in studies if (s.split or "").lower() in TRAIN_SPLITS]
-    val = [s for s in studies if (s.split or "").lower() in VAL_SPLITS]
     if not train:
         raise DataError(f"{path}: no study has split 'train' (found splits: {sorted({s.split for s in studies})}); assign splits first")
     # validation stays one example per study (each_frontal expands the train split only), so val
     # loss and the quick BLEU are per study, as `radgen generate` / `evaluate` score
-    val_options = {**options, "images": per_study_images(data.images)}
-    return StudyDataset(train, image_transform, root=path.parent, **options), StudyDataset(val, image_transform, root=path.parent, **val_options)
+    per_study = {**options, "images": per_study_images(data.images)}
+    held_out = [StudyDataset([s for s in studies if (s.split or "").lower() in names], image_transform, root=path.parent, **per_study)
+                for names in (VAL_SPLITS, *((name.lower(),) for name in extra))]
+    return (StudyDataset(train, image_transform, root=path.parent, **options), *held_out)

@@ -18,14 +18,14 @@ import copy
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from radgen.errors import ConfigError
-from radgen.models.findings import targets_from_labels
+from radgen.models.findings import FindingEnsemble, targets_from_labels
 from radgen.train.evaluation import study_finding_labels, tune_thresholds
 from radgen.train.feature_cache import FeatureCache, encoder_identity, fill_cache
 
@@ -40,6 +40,7 @@ class HeadFit:
     val_auroc: dict[str, float]  # per observation with positives in val
     val_micro_f1: float  # at the thresholds tuned on val (optimistic)
     thresholds: dict[str, float]
+    members: list[dict] = field(default_factory=list)  # a FindingEnsemble: each member's seed, epochs and val loss
 
 
 def _cached_head_inputs(model: Any, dataset: Sequence[dict], cache_dir: str | Path, batch_size: int,
@@ -71,8 +72,9 @@ def _views(model: Any, cache: FeatureCache, records: Sequence[dict]) -> tuple[to
 
 def _pooled_features(model: Any, dataset: Sequence[dict], cache_dir: str | Path, batch_size: int, progress: bool) -> torch.Tensor:
     cache, records = _cached_head_inputs(model, dataset, cache_dir, batch_size, progress)
+    head = model.findings.members[0] if isinstance(model.findings, FindingEnsemble) else model.findings  # pools alike without a tail
     # in chunks: the token features of every study at once would take GBs; their pools are small
-    return torch.cat([model.findings.pool(*_views(model, cache, records[start:start + 256]))
+    return torch.cat([head.pool(*_views(model, cache, records[start:start + 256]))
                       for start in range(0, len(records), 256)])
 
 
@@ -183,7 +185,10 @@ def fit_finding_head(model: Any, train_set: Sequence[dict], val_set: Sequence[di
 
     A plain head trains on pooled encoder features (defaults: 300 epochs, patience 30); a head with
     its own encoder blocks (model.findings.tune_encoder_blocks) on trunk maps, with them
-    (`fit_head_with_tail`; defaults: 25 epochs, patience 4, batch 32)."""
+    (`fit_head_with_tail`; defaults: 25 epochs, patience 4, batch 32). A FindingEnsemble's members
+    are fitted one after the other, member i from seed `seed + i`, each on its own; the thresholds
+    are then tuned on their mean probability. The HeadFit's epochs and loss are the last member's
+    and the mean of the members' best val losses; `members` lists each."""
     head = getattr(model, "findings", None)
     if head is None:
         raise ConfigError(f"recipe '{model.recipe.name}' has no finding head to fit (model.findings.enabled=false)")
@@ -194,26 +199,43 @@ def fit_finding_head(model: Any, train_set: Sequence[dict], val_set: Sequence[di
     val_y = targets_from_labels(*study_finding_labels(val_set), names, label_source)[0]
     model.eval()
     spec = model.recipe.model.findings
+    members = list(head.members) if isinstance(head, FindingEnsemble) else [head]
     if head.tail_blocks:
         with torch.no_grad():
             train_cache, train_records = _cached_head_inputs(model, train_set, cache_dir, 32, progress)
             val_cache, val_records = _cached_head_inputs(model, val_set, cache_dir, 32, progress)
             train_views, val_views = _views(model, train_cache, train_records), _views(model, val_cache, val_records)
-        epoch, best_epoch, best_loss, val_logits = fit_head_with_tail(
-            head, train_views, train_y, val_views, val_y, spec.max_pos_weight, max_epochs or 25, patience or 4, lr, tail_lr,
-            weight_decay, 32, seed, spec.lateral_dropout, progress)
     else:
-        with torch.no_grad():
+        with torch.no_grad():  # pooling has no parameters without a tail: one pool serves every member
             train_x = _pooled_features(model, train_set, cache_dir, batch_size, progress)
             val_x = _pooled_features(model, val_set, cache_dir, batch_size, progress)
-        epoch, best_epoch, best_loss = fit_head_on_pooled(head, train_x, train_y, val_x, val_y, spec.max_pos_weight, max_epochs or 300,
-                                                          patience or 30, lr, weight_decay, batch_size, seed, spec.lateral_dropout)
+    fits, member_probs = [], []
+    for index, member in enumerate(members):
+        if head.tail_blocks:
+            epoch, best_epoch, best_loss, val_logits = fit_head_with_tail(
+                member, train_views, train_y, val_views, val_y, spec.max_pos_weight, max_epochs or 25, patience or 4, lr, tail_lr,
+                weight_decay, 32, seed + index, spec.lateral_dropout, progress)
+        else:
+            epoch, best_epoch, best_loss = fit_head_on_pooled(member, train_x, train_y, val_x, val_y, spec.max_pos_weight,
+                                                              max_epochs or 300, patience or 30, lr, weight_decay, batch_size,
+                                                              seed + index, spec.lateral_dropout)
+            with torch.no_grad():
+                val_logits = member.classify(val_x)
         with torch.no_grad():
-            val_logits = head.classify(val_x)
+            probs = torch.sigmoid(val_logits.float())
+            member_f1 = tune_thresholds(member, probs, val_y)[0] if len(members) > 1 else None
+        member_probs.append(probs)
+        fits.append({"seed": seed + index, "epochs": epoch, "best_epoch": best_epoch, "val_loss": round(best_loss, 5),
+                     **({"val_micro_f1": round(member_f1, 4)} if member_f1 is not None else {})})
+        if len(members) > 1:
+            log.info("finding head member %d of %d: best val BCE %.4f at epoch %d of %d; val micro-F1 %.3f", index + 1,
+                     len(members), best_loss, best_epoch, epoch, member_f1)
     with torch.no_grad():
-        micro_f1, aurocs = tune_thresholds(head, torch.sigmoid(val_logits), val_y)
+        micro_f1, aurocs = tune_thresholds(head, torch.stack(member_probs).mean(0), val_y)
     aurocs = {name: round(value, 4) for name, value in aurocs.items()}
-    fit = HeadFit(epoch, best_epoch, best_loss, aurocs, micro_f1, {n: round(float(t), 4) for n, t in zip(names, head.thresholds)})
+    loss = sum(f["val_loss"] for f in fits) / len(fits)
+    fit = HeadFit(fits[-1]["epochs"], fits[-1]["best_epoch"], loss, aurocs, micro_f1,
+                  {n: round(float(t), 4) for n, t in zip(names, head.thresholds)}, fits if len(fits) > 1 else [])
     log.info("finding head: best val BCE %.4f at epoch %d of %d; val micro-F1 %.3f at tuned thresholds; val AUROC %s",
-             best_loss, best_epoch, epoch, micro_f1, ", ".join(f"{n} {a:.3f}" for n, a in aurocs.items()))
+             loss, fit.best_epoch, fit.epochs, micro_f1, ", ".join(f"{n} {a:.3f}" for n, a in aurocs.items()))
     return fit

@@ -1,0 +1,125 @@
+"""Is a finding head of several members better than one? Each member alone against their mean, in one run.
+
+    PYTHONPATH=. python benchmarks/finding_members.py --model work/ens3 --data work/default-model/phantom/manifest.jsonl \
+        --compare radgen/assets/default_model --json finding_members.json
+
+For a model whose finding head is a `FindingEnsemble` (`radgen fit-findings --members K`): the
+probabilities of each member, of the mean of the first k members (k = 2..K) and, with `--compare`,
+of another model's head, on the val and test splits of `--data`. Every system gets its per-observation
+thresholds tuned on val for best F1 (as `fit-findings` tunes them), then is scored on test against the
+manifest's image truth (`labels.chexpert`) with `radgen.metrics.findings` (the observations with at
+least 10 positives), and compared with the whole ensemble by a paired bootstrap
+(`radgen.metrics.stats.paired_test`). This scores the head's findings, which the shipped decoding
+states in the text; `benchmarks/grounding.py` scores the text itself, next to the baselines.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _grounded import grounded_parser  # noqa: E402
+
+
+def _probabilities(model, dataset, batch_size: int, heads: list) -> list:
+    """Per head in `heads` (callables of head input, lateral input, mask → logits): (N, K) probabilities."""
+    import torch
+
+    out: list[list[torch.Tensor]] = [[] for _ in heads]
+    with torch.no_grad():
+        for start in range(0, len(dataset), batch_size):
+            items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+            front = model.head_input(torch.stack([item["pixel_values"] for item in items]))
+            side = mask = None
+            if "lateral_pixel_values" in items[0]:
+                side = model.head_input(torch.stack([item["lateral_pixel_values"] for item in items]))
+                mask = torch.tensor([bool(item["has_lateral"]) for item in items])
+            for rows, head in zip(out, heads):
+                rows.append(torch.sigmoid(head(front, side, mask).float()))
+    return [torch.cat(rows) for rows in out]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = grounded_parser(__doc__.split("\n\n")[0], split="test")
+    parser.add_argument("--compare", default=None, help="another model (a single head, e.g. the shipped one) scored the same way")
+    parser.add_argument("--min-positives", type=int, default=10, help="observations scored: those with this many positives in the split")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from radgen.machine import cpu_summary
+    from radgen.metrics.findings import finding_statistic
+    from radgen.metrics.stats import bootstrap, paired_test
+    from radgen.models import ReportGenerator
+    from radgen.models.findings import FindingEnsemble, FindingHead, targets_from_labels
+    from radgen.pipeline import resolve_model
+    from radgen.train.data import load_splits
+    from radgen.train.evaluation import study_finding_labels
+
+    torch.manual_seed(0)
+    model = ReportGenerator.from_pretrained(str(resolve_model(args.model))).eval()
+    if not isinstance(getattr(model, "findings", None), FindingEnsemble):
+        raise SystemExit(f"{args.model}: its finding head has one member; fit one with radgen fit-findings --members K")
+    model.recipe.data.manifest = args.data
+    _, val_set, test_set = load_splits(model.recipe, model.image_transform, extra=[args.split])
+    if args.limit:
+        raise SystemExit("--limit: thresholds and F1 are meant over whole splits; run without it")
+    members = list(model.findings.members)
+    started = time.perf_counter()
+    probs = {}
+    for name, dataset in (("val", val_set), (args.split, test_set)):
+        rows = _probabilities(model, dataset, args.batch_size, members)
+        probs[name] = {f"member {i + 1}": p for i, p in enumerate(rows)}
+        for k in range(2, len(members) + 1):
+            probs[name][f"mean of members 1-{k}"] = torch.stack(rows[:k]).mean(0)
+    if args.compare:
+        other = ReportGenerator.from_pretrained(str(resolve_model(args.compare))).eval()
+        if other.recipe.model.findings.tune_encoder_blocks != model.recipe.model.findings.tune_encoder_blocks:
+            raise SystemExit("--compare: a model whose head reads the same encoder input (tune_encoder_blocks) is needed")
+        for name, dataset in (("val", val_set), (args.split, test_set)):
+            probs[name][f"compare: {args.compare}"] = _probabilities(other, dataset, args.batch_size, [other.findings])[0]
+    seconds = time.perf_counter() - started
+
+    names = model.findings.observations
+    val_labels, test_labels = study_finding_labels(val_set)[0], study_finding_labels(test_set)[0]
+    if any(label is None for label in [*val_labels, *test_labels]):
+        raise SystemExit(f"{args.data}: every val and {args.split} study needs labels.chexpert (the image truth)")
+    val_y = targets_from_labels(val_labels, [""] * len(val_labels), names, "manifest")[0]
+    tuner = FindingHead(1, names)
+    statistics, thresholds = {}, {}
+    for system in probs["val"]:
+        thresholds[system] = tuner.set_thresholds(probs["val"][system], val_y)
+        found = probs[args.split][system] >= torch.tensor(thresholds[system])
+        predicted = [{n: 1 for n, hit in zip(names, row) if hit} for row in found.tolist()]
+        statistics[system], protocol = finding_statistic(predicted, test_labels, args.min_positives)
+    whole = f"mean of members 1-{len(members)}"
+    key = "findings_abnormal_micro_f1"
+    results = {}
+    for system, statistic in statistics.items():
+        corpus = statistic.corpus()
+        results[system] = {key: round(float(corpus[key]), 4),
+                           "findings_abnormal_macro_f1": round(float(corpus["findings_abnormal_macro_f1"]), 4),
+                           "ci95": [round(v, 4) for v in bootstrap([statistic], args.bootstrap)[key]]}
+        if system != whole:
+            paired = paired_test([statistic], [statistics[whole]], args.bootstrap)[key]
+            results[system]["ensemble_minus_this"] = {"delta": round(paired.delta, 4), "ci95": [round(v, 4) for v in paired.ci],
+                                                      "p": round(paired.p_value, 4)}
+    out = {"model": args.model, "compare": args.compare, "split": args.split, "studies": len(test_set), "val_studies": len(val_set),
+           "observations": protocol["findings_observations"], "members": len(members), "seconds": round(seconds, 1),
+           "machine": {"cpu": cpu_summary()}, "thresholds": thresholds, "systems": results}
+    print(f"{'system':<44} {'micro-F1':>9} {'95% CI':>16} {'ensemble - this':>24}")
+    for system, row in results.items():
+        versus = row.get("ensemble_minus_this")
+        text = f"{versus['delta']:+.3f} (p={versus['p']:.3f})" if versus else "-"
+        print(f"{system:<44} {row[key]:>9.3f} {str(row['ci95']):>16} {text:>24}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    return out
+
+
+if __name__ == "__main__":
+    main()

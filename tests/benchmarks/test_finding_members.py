@@ -1,0 +1,62 @@
+"""benchmarks/finding_members.py: each member, their mean and another head, tuned on val and scored on test."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from radgen.data.study import read_manifest, write_manifest
+from radgen.models import ReportGenerator
+from tests.generate.fixtures import tiny_model
+from tests.train.imaging import write_studies
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_members_and_their_mean_are_scored_against_the_image_truth(tmp_path):
+    manifest = write_studies(tmp_path / "studies", train=6, val=36)
+    studies = read_manifest(manifest)
+    for study in studies[6 + 18:]:  # the second half of val becomes the test split
+        study.split = "test"
+    write_manifest(manifest, studies)
+    tiny_model("radgen-small", "model.findings.members=2").save_pretrained(str(tmp_path / "ens"))
+    tiny_model("radgen-small").save_pretrained(str(tmp_path / "one"))
+    out = tmp_path / "out.json"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "finding_members.py"), "--model", str(tmp_path / "ens"), "--data",
+                    str(manifest), "--compare", str(tmp_path / "one"), "--min-positives", "3", "--bootstrap", "50", "--json", str(out)],
+                   check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "RADGEN_NO_CPU_FAST_PATHS": "1"}, timeout=600)
+    result = json.loads(out.read_text())
+    assert (result["studies"], result["val_studies"], result["members"]) == (18, 18, 2)
+    # the cases of tests/train/imaging.py: a third cardiomegaly, a third effusion
+    assert result["observations"] == {"Cardiomegaly": 6, "Pleural Effusion": 6}
+    systems = result["systems"]
+    assert list(systems) == ["member 1", "member 2", "mean of members 1-2", f"compare: {tmp_path / 'one'}"]
+    whole = systems["mean of members 1-2"]["findings_abnormal_micro_f1"]
+    for name in ("member 1", "member 2"):
+        assert abs(systems[name]["ensemble_minus_this"]["delta"] - (whole - systems[name]["findings_abnormal_micro_f1"])) < 2e-4
+
+    # member 1's F1 by hand: its probabilities at the thresholds the script chose, against the manifest's labels
+    model = ReportGenerator.from_pretrained(str(tmp_path / "ens")).eval()
+    model.recipe.data.manifest = str(manifest)
+    from radgen.train.data import load_splits
+
+    test_set = load_splits(model.recipe, model.image_transform, extra=["test"])[2]
+    names = model.findings.observations
+    thresholds = torch.tensor(result["thresholds"]["member 1"])
+    tp = fp = fn = 0
+    with torch.no_grad():
+        for i in range(len(test_set)):
+            item = test_set[i]
+            front = model.head_input(item["pixel_values"][None])
+            side = model.head_input(item["lateral_pixel_values"][None])
+            probs = torch.sigmoid(model.findings.members[0](front, side, torch.tensor([bool(item["has_lateral"])])))[0]
+            truth = test_set.studies[i].labels["chexpert"]
+            for name in ("Cardiomegaly", "Pleural Effusion"):
+                said, present = bool(probs[names.index(name)] >= thresholds[names.index(name)]), truth.get(name) in (1, -1)
+                tp, fp, fn = tp + (said and present), fp + (said and not present), fn + (present and not said)
+    assert systems["member 1"]["findings_abnormal_micro_f1"] == round(2 * tp / max(2 * tp + fp + fn, 1), 4)
