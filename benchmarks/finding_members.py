@@ -111,14 +111,20 @@ def main(argv: list[str] | None = None) -> dict:
     out = {"model": args.model, "compare": args.compare, "split": args.split, "studies": len(test_set), "val_studies": len(val_set),
            "observations": protocol["findings_observations"], "members": len(members), "seconds": round(seconds, 1),
            "machine": {"cpu": cpu_summary()}, "thresholds": thresholds, "systems": results}
-    print(f"{'system':<44} {'micro-F1':>9} {'95% CI':>16} {'ensemble - this':>24}")
-    for system, row in results.items():
-        versus = row.get("ensemble_minus_this")
-        text = f"{versus['delta']:+.3f} (p={versus['p']:.3f})" if versus else "-"
-        print(f"{system:<44} {row[key]:>9.3f} {str(row['ci95']):>16} {text:>24}")
+    print(table(results))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     return out
+
+
+def table(results: dict) -> str:
+    """A markdown table: each system's test micro-F1, its CI, and the whole ensemble's paired difference."""
+    lines = ["| system | finding micro-F1 | 95% CI | ensemble minus this |", "|---|---|---|---|"]
+    for system, row in results.items():
+        versus = row.get("ensemble_minus_this")
+        difference = f"{versus['delta']:+.3f} (p={versus['p']:.3f})" if versus else "–"
+        lines.append(f"| {system} | {row['findings_abnormal_micro_f1']:.3f} | [{row['ci95'][0]:.3f}, {row['ci95'][1]:.3f}] | {difference} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
