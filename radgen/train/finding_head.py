@@ -225,7 +225,7 @@ def fit_finding_head(model: Any, train_set: Sequence[dict], val_set: Sequence[di
             probs = torch.sigmoid(val_logits.float())
             member_f1 = tune_thresholds(member, probs, val_y)[0] if len(members) > 1 else None
         member_probs.append(probs)
-        fits.append({"seed": seed + index, "epochs": epoch, "best_epoch": best_epoch, "val_loss": round(best_loss, 5),
+        fits.append({"seed": seed + index, "epochs": epoch, "best_epoch": best_epoch, "val_loss": best_loss,
                      **({"val_micro_f1": round(member_f1, 4)} if member_f1 is not None else {})})
         if len(members) > 1:
             log.info("finding head member %d of %d: best val BCE %.4f at epoch %d of %d; val micro-F1 %.3f", index + 1,
