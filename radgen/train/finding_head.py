@@ -116,7 +116,8 @@ def fit_head_on_pooled(head: Any, train_x: torch.Tensor, train_y: torch.Tensor, 
 def fit_head_with_tail(head: Any, train: tuple, train_y: torch.Tensor, val: tuple, val_y: torch.Tensor,
                        max_pos_weight: float = 10.0, max_epochs: int = 25, patience: int = 4, lr: float = 3e-4,
                        tail_lr: float = 1e-4, weight_decay: float = 0.1, batch_size: int = 32, seed: int = 0,
-                       lateral_dropout: float = 0.0, progress: bool = True) -> tuple[int, int, float, torch.Tensor]:
+                       lateral_dropout: float = 0.0, progress: bool = True,
+                       label: str = "finding head + encoder blocks") -> tuple[int, int, float, torch.Tensor]:
     """Train a head that has its own encoder blocks (`head.tail`) on cached trunk maps.
 
     `train` / `val`: (frontal maps, lateral maps or None, lateral mask or None). Unlike the pooled fit,
@@ -148,7 +149,7 @@ def fit_head_with_tail(head: Any, train: tuple, train_y: torch.Tensor, val: tupl
                               for start in range(0, len(val_y), 128)])
 
     best_loss, best_epoch, best_state, best_logits, epoch = math.inf, 0, copy.deepcopy(head.state_dict()), None, 0
-    bar = tqdm(total=max_epochs, desc="finding head + encoder blocks", unit="epoch", disable=not progress, leave=False)
+    bar = tqdm(total=max_epochs, desc=label, unit="epoch", disable=not progress, leave=False)
     for epoch in range(1, max_epochs + 1):
         head.train()
         order = torch.randperm(len(train_y), generator=generator)
@@ -214,7 +215,8 @@ def fit_finding_head(model: Any, train_set: Sequence[dict], val_set: Sequence[di
         if head.tail_blocks:
             epoch, best_epoch, best_loss, val_logits = fit_head_with_tail(
                 member, train_views, train_y, val_views, val_y, spec.max_pos_weight, max_epochs or 25, patience or 4, lr, tail_lr,
-                weight_decay, 32, seed + index, spec.lateral_dropout, progress)
+                weight_decay, 32, seed + index, spec.lateral_dropout, progress,
+                f"finding head member {index + 1}/{len(members)} + encoder blocks" if len(members) > 1 else "finding head + encoder blocks")
         else:
             epoch, best_epoch, best_loss = fit_head_on_pooled(member, train_x, train_y, val_x, val_y, spec.max_pos_weight,
                                                               max_epochs or 300, patience or 30, lr, weight_decay, batch_size,
