@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> dict:
     from radgen.metrics.findings import finding_statistic
     from radgen.metrics.stats import bootstrap, paired_test
     from radgen.models import ReportGenerator
-    from radgen.models.findings import FindingEnsemble, FindingHead, targets_from_labels
+    from radgen.models.findings import FindingEnsemble, best_f1_thresholds, targets_from_labels
     from radgen.pipeline import resolve_model
     from radgen.train.data import load_splits
     from radgen.train.evaluation import study_finding_labels
@@ -89,10 +89,9 @@ def main(argv: list[str] | None = None) -> dict:
     if any(label is None for label in [*val_labels, *test_labels]):
         raise SystemExit(f"{args.data}: every val and {args.split} study needs labels.chexpert (the image truth)")
     val_y = targets_from_labels(val_labels, [""] * len(val_labels), names, "manifest")[0]
-    tuner = FindingHead(1, names)
     statistics, thresholds = {}, {}
     for system in probs["val"]:
-        thresholds[system] = tuner.set_thresholds(probs["val"][system], val_y)
+        thresholds[system] = best_f1_thresholds(probs["val"][system], val_y)
         found = probs[args.split][system] >= torch.tensor(thresholds[system])
         predicted = [{n: 1 for n, hit in zip(names, row) if hit} for row in found.tolist()]
         statistics[system], protocol = finding_statistic(predicted, test_labels, args.min_positives)

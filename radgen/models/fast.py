@@ -451,7 +451,7 @@ def _fold_encoder_batch_norms(model: Any) -> int:
         if not blocks:
             return [encoder(probe)]
         tokens, trunk = encoder.split_forward(probe, blocks)
-        return [tokens, trunk] + [tail(trunk) for tail in head.tails()]
+        return [tokens, trunk] + [tail(trunk) for tail in tails]
 
     before, saved = outputs(), (copy.deepcopy(encoder), copy.deepcopy(head) if blocks else None)
     folded = fold_batch_norms(encoder) + (sum(fold_batch_norms(tail) for tail in tails) if blocks else 0)

@@ -167,25 +167,30 @@ class FindingHead(nn.Module):
         self.pos_weight.copy_(weight.clamp(min=1.0, max=max_pos_weight))
 
     def set_thresholds(self, probs: torch.Tensor, targets: torch.Tensor, min_positives: int = 3) -> list[float]:
-        """Per observation, the threshold that maximises F1 on (probs, targets); 0.5 where fewer than
-        `min_positives` positives make the choice noise. Returns the thresholds."""
-        chosen = []
-        for k in range(probs.shape[1]):
-            p, t = probs[:, k].float(), targets[:, k].bool()
-            if int(t.sum()) < min_positives:
-                chosen.append(0.5)
-                continue
-            candidates = torch.unique(p)
-            best, best_f1 = 0.5, -1.0
-            for value in candidates.tolist():
-                hit = p >= value
-                tp = float((hit & t).sum())
-                f1 = 2 * tp / max(float(hit.sum()) + float(t.sum()), 1.0)
-                if f1 > best_f1 + 1e-12:
-                    best, best_f1 = value, f1
-            chosen.append(float(best))
+        """Set the thresholds to `best_f1_thresholds(probs, targets, min_positives)`; returns them."""
+        chosen = best_f1_thresholds(probs, targets, min_positives)
         self.thresholds.copy_(torch.tensor(chosen))
         return chosen
+
+
+def best_f1_thresholds(probs: torch.Tensor, targets: torch.Tensor, min_positives: int = 3) -> list[float]:
+    """Per observation (column), the threshold that maximises F1 on (probs, targets); 0.5 where fewer
+    than `min_positives` positives make the choice noise."""
+    chosen = []
+    for k in range(probs.shape[1]):
+        p, t = probs[:, k].float(), targets[:, k].bool()
+        if int(t.sum()) < min_positives:
+            chosen.append(0.5)
+            continue
+        best, best_f1 = 0.5, -1.0
+        for value in torch.unique(p).tolist():
+            hit = p >= value
+            tp = float((hit & t).sum())
+            f1 = 2 * tp / max(float(hit.sum()) + float(t.sum()), 1.0)
+            if f1 > best_f1 + 1e-12:
+                best, best_f1 = value, f1
+        chosen.append(float(best))
+    return chosen
 
 
 class FindingEnsemble(nn.Module):

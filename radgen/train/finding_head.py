@@ -216,7 +216,7 @@ def fit_finding_head(model: Any, train_set: Sequence[dict], val_set: Sequence[di
             epoch, best_epoch, best_loss, val_logits = fit_head_with_tail(
                 member, train_views, train_y, val_views, val_y, spec.max_pos_weight, max_epochs or 25, patience or 4, lr, tail_lr,
                 weight_decay, 32, seed + index, spec.lateral_dropout, progress,
-                f"finding head member {index + 1}/{len(members)} + encoder blocks" if len(members) > 1 else "finding head + encoder blocks")
+                f"finding head{f' member {index + 1}/{len(members)}' if len(members) > 1 else ''} + encoder blocks")
         else:
             epoch, best_epoch, best_loss = fit_head_on_pooled(member, train_x, train_y, val_x, val_y, spec.max_pos_weight,
                                                               max_epochs or 300, patience or 30, lr, weight_decay, batch_size,
