@@ -111,6 +111,9 @@ class FindingsConfig:
     lateral_dropout: float = 0.15  # training: share of studies whose lateral view is hidden, so a frontal-only input is in-distribution
     tune_encoder_blocks: int = 0  # >0: the head gets a trainable copy of the encoder's last N blocks (radgen/models/findings.py)
     members: int = 1  # >1: that many heads fitted from different seeds, their probabilities averaged (FindingEnsemble)
+    # a head with encoder blocks may read the images at another size than the decoder's encoder (e.g. 320 for
+    # small nodules): images are then prepared at the larger of the two and each pass resizes to its own; None = the encoder's
+    image_size: int | None = None
 
 
 @dataclass

@@ -25,10 +25,13 @@ from radgen.models.peft import SoftPrompt, apply_peft
 from radgen.models.sources import SourceCache
 
 
-def image_transform_for(encoder) -> object:
+def image_transform_for(encoder, head_image_size: int | None = None) -> object:
+    """The images' preparation: at the encoder's size, or at a finding head's larger size
+    (model.findings.image_size), from which the encoder's pass resizes (ReportGenerator.encode_images)."""
     from radgen.data.images import ImageTransform
 
-    return ImageTransform(encoder.image_size, encoder.mean, encoder.std, channels=3, resize=encoder.resize)
+    size = max(encoder.image_size, head_image_size or 0)
+    return ImageTransform(size, encoder.mean, encoder.std, channels=3, resize=encoder.resize)
 
 
 class ModelParts(NamedTuple):
@@ -75,4 +78,5 @@ def build_parts(recipe: RecipeConfig, meta: bool = False) -> ModelParts:
         raise WeightsError(f"decoder '{spec.decoder.name}' has {decoder.get_input_embeddings().num_embeddings} token embeddings "
                            f"but its tokenizer '{spec.decoder.tokenizer or spec.decoder.name}' has {len(tokenizer)} tokens; "
                            "use the decoder's own tokenizer (unset model.decoder.tokenizer)")
-    return ModelParts(encoder, connector, decoder, tokenizer, image_transform_for(encoder), prompt, findings)
+    head_size = spec.findings.image_size if findings is not None else None
+    return ModelParts(encoder, connector, decoder, tokenizer, image_transform_for(encoder, head_size), prompt, findings)

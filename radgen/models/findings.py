@@ -264,6 +264,9 @@ def build_finding_head(cfg: FindingsConfig, encoder_width: int, encoder: Any = N
         raise ConfigError(f"model.findings.prompt_template must contain '{{findings}}', got {cfg.prompt_template!r}")
     if not 0.0 <= cfg.lateral_dropout < 1.0:
         raise ConfigError(f"model.findings.lateral_dropout must be in [0, 1), got {cfg.lateral_dropout}")
+    if cfg.image_size is not None and (cfg.image_size < 32 or not cfg.tune_encoder_blocks):
+        raise ConfigError(f"model.findings.image_size={cfg.image_size}: a head reads images at its own size only with its own "
+                          "encoder blocks (model.findings.tune_encoder_blocks > 0) and at 32 px or more; unset it to use the encoder's")
     tail = None
     if cfg.tune_encoder_blocks:
         if encoder is None:

@@ -228,8 +228,10 @@ class ReportGenerator(ReportDecoding, nn.Module):
 
     # -- vision -------------------------------------------------------------------------------------
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) → encoder features (B, N, D): what a frozen-encoder feature cache stores."""
-        return self.encoder(pixel_values.to(self._device()))
+        """(B, C, H, W) → encoder features (B, N, D): what a frozen-encoder feature cache stores.
+        Images prepared at a finding head's larger size (model.findings.image_size) are resized to the
+        encoder's first."""
+        return self.encoder(_at_size(pixel_values.to(self._device()), self.encoder.image_size, self._prepared_size()))
 
     def image_features(self, pixel_values: torch.Tensor | None = None, image_features: torch.Tensor | None = None) -> torch.Tensor:
         if (pixel_values is None) == (image_features is None):
@@ -252,6 +254,8 @@ class ReportGenerator(ReportDecoding, nn.Module):
             features = self.image_features(pixel_values, image_features)
             return features, features
         if pixel_values is not None and image_features is None:
+            if self.head_image_size() != self.encoder.image_size:  # the head reads its own pass at its own size
+                return self.encode_images(pixel_values), self.head_input(pixel_values)
             return self.encoder.split_forward(pixel_values.to(self._device()), blocks)
         if head_features is None:
             raise ConfigError(f"recipe '{self.recipe.name}': the finding head reads the encoder's trunk maps "
@@ -262,13 +266,23 @@ class ReportGenerator(ReportDecoding, nn.Module):
         """How many encoder blocks the finding head has its own copy of (0: it reads the encoder's output)."""
         return self.findings.tail_blocks if hasattr(self, "findings") else 0
 
+    def head_image_size(self) -> int:
+        """The size the finding head reads images at: model.findings.image_size, else the encoder's."""
+        size = self.recipe.model.findings.image_size if self._head_blocks() else None
+        return size or self.encoder.image_size
+
+    def _prepared_size(self) -> int:
+        """The size `image_transform` prepares images at: the larger of the encoder's and the head's."""
+        return max(self.encoder.image_size, self.head_image_size())
+
     def head_input(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The finding head's input for images: encoder features, or trunk maps for a head with a tail
         (the encoder stops where the tail starts)."""
         blocks = self._head_blocks()
         if not blocks:
             return self.encode_images(pixel_values)
-        return self.encoder.split_forward(pixel_values.to(self._device()), blocks, tokens=False)[1]
+        pixels = _at_size(pixel_values.to(self._device()), self.head_image_size(), self._prepared_size())
+        return self.encoder.split_forward(pixels, blocks, tokens=False)[1]
 
     @torch.no_grad()
     def predict_findings(self, pixel_values: torch.Tensor | None = None, image_features: torch.Tensor | None = None,
@@ -433,6 +447,16 @@ class ReportGenerator(ReportDecoding, nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str, device: str | torch.device | None = None) -> "ReportGenerator":
         return load_pretrained(directory, build=build_model, device=device)
+
+
+def _at_size(pixels: torch.Tensor, size: int, prepared: int) -> torch.Tensor:
+    """Images prepared at `prepared` px (B, C, prepared, prepared), resized to `size` for a pass that
+    reads them there; anything else is passed on as it is. Bicubic with antialiasing, as PIL's resize
+    of the image itself would be, so the decoder's encoder sees what it was trained on up to resampling."""
+    if size == prepared or tuple(pixels.shape[-2:]) != (prepared, prepared):
+        return pixels
+    return nn.functional.interpolate(pixels.float(), size=(size, size), mode="bicubic", antialias=True,
+                                     align_corners=False).to(pixels.dtype)
 
 
 def build_model(recipe: RecipeConfig, meta: bool = False, apply_first_stage: bool = True) -> ReportGenerator:

@@ -47,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fit.add_argument("--members", type=int, default=None, metavar="K",
                      help="fit a new head of K members from seeds SEED..SEED+K-1 and average their probabilities "
                           "(model.findings.members; 1: one new head); default: refit the model's head as it is")
+    fit.add_argument("--image-size", type=int, default=None, metavar="PX",
+                     help="a new head that reads the images at PX (model.findings.image_size, e.g. 320 for small nodules; "
+                          "needs encoder blocks); the decoder's encoder keeps its size. Default: keep the model's")
     fit.add_argument("--seed", type=int, default=0, help="seed of the new head's weights and of the fit's batch order (default 0)")
     fit.add_argument("--tail-lr", type=float, default=1e-4, help="learning rate of the head's encoder blocks (the head's own: 3e-4)")
     fit.add_argument("--no-progress", action="store_true")
@@ -88,6 +91,7 @@ def run_fit_findings(args: argparse.Namespace) -> int:
     from radgen.errors import ConfigError
     from radgen.io import atomic_write_text
     from radgen.models import ReportGenerator
+    from radgen.models.build import image_transform_for
     from radgen.models.findings import build_finding_head
     from radgen.pipeline import MODEL_NAMES, resolve_model
     from radgen.train.data import load_splits
@@ -102,7 +106,8 @@ def run_fit_findings(args: argparse.Namespace) -> int:
     recipe = model.recipe
     recipe.data.manifest = args.data
     new_blocks = args.tune_encoder_blocks is not None and args.tune_encoder_blocks != recipe.model.findings.tune_encoder_blocks
-    if new_blocks or args.members is not None:
+    new_size = args.image_size is not None and args.image_size != (recipe.model.findings.image_size or model.encoder.image_size)
+    if new_blocks or new_size or args.members is not None:
         if getattr(model, "findings", None) is None:
             raise ConfigError(f"recipe '{recipe.name}' has no finding head to fit (model.findings.enabled=false)")
         if args.members is not None and args.members < 1:
@@ -111,8 +116,11 @@ def run_fit_findings(args: argparse.Namespace) -> int:
             recipe.model.findings.tune_encoder_blocks = args.tune_encoder_blocks
         if args.members is not None:
             recipe.model.findings.members = args.members
+        if args.image_size is not None:
+            recipe.model.findings.image_size = None if args.image_size == model.encoder.image_size else args.image_size
         torch.manual_seed(args.seed)  # the new heads' initial weights
         model.findings = build_finding_head(recipe.model.findings, model.encoder.hidden_size, model.encoder)
+        model.image_transform = image_transform_for(model.encoder, recipe.model.findings.image_size)
     train_set, val_set = load_splits(recipe, model.image_transform)
     cache_dir = args.feature_cache_dir or Path(source).parent / "feature_cache"
     fit = fit_finding_head(model, train_set, val_set, cache_dir, recipe.model.findings.label_source, args.max_epochs,

@@ -48,7 +48,8 @@ def _cached_head_inputs(model: Any, dataset: Sequence[dict], cache_dir: str | Pa
     """The head's inputs for every image of `dataset`, cached: encoder features, or for a head with
     its own encoder blocks the trunk maps that feed them (cached under their own identity)."""
     blocks = model.findings.tail_blocks
-    identity = encoder_identity(model) + (f"-trunk{blocks}" if blocks else "")
+    size = model.head_image_size()  # the transform alone does not tell a head's size (a smaller head reads the encoder's images)
+    identity = encoder_identity(model) + (f"-trunk{blocks}" if blocks else "") + (f"-{size}px" if size != model.encoder.image_size else "")
     cache = FeatureCache(cache_dir, identity, "float16")
     records, encoded = fill_cache(model, dataset, cache, batch_size, next(model.parameters()).device, None, progress,
                                   encode=model.head_input if blocks else None)
