@@ -1,14 +1,15 @@
-"""Is a finding head of several members better than one? Each member alone against their mean, in one run.
+"""Is a finding head of several members better than one, or than another model's head? Scored side by side in one run.
 
     PYTHONPATH=. python benchmarks/finding_members.py --model work/ens3 --data work/default-model/phantom/manifest.jsonl \
         --compare radgen/assets/default_model --json finding_members.json
 
-For a model whose finding head is a `FindingEnsemble` (`radgen fit-findings --members K`): the
-probabilities of each member, of the mean of the first k members (k = 2..K) and, with `--compare`,
-of another model's head, on the val and test splits of `--data`. Every system gets its per-observation
+For a model's finding head (a `FindingEnsemble` of `radgen fit-findings --members K`, or one head):
+the probabilities of each member, of the mean of the first k members (k = 2..K) and, with `--compare`,
+of another model's head (on its own preparation of the same studies' images: its head may read
+another size), on the val and test splits of `--data`. Every system gets its per-observation
 thresholds tuned on val for best F1 (as `fit-findings` tunes them), then is scored on test against the
 manifest's image truth (`labels.chexpert`) with `radgen.metrics.findings` (the observations with at
-least 10 positives), and compared with the whole ensemble by a paired bootstrap
+least 10 positives), and compared with the whole head (all members) by a paired bootstrap
 (`radgen.metrics.stats.paired_test`). This scores the head's findings, which the shipped decoding
 states in the text; `benchmarks/grounding.py` scores the text itself, next to the baselines.
 """
@@ -62,13 +63,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     torch.manual_seed(0)
     model = ReportGenerator.from_pretrained(str(resolve_model(args.model))).eval()
-    if not isinstance(getattr(model, "findings", None), FindingEnsemble):
-        raise SystemExit(f"{args.model}: its finding head has one member; fit one with radgen fit-findings --members K")
+    if getattr(model, "findings", None) is None:
+        raise SystemExit(f"{args.model}: it has no finding head")
     model.recipe.data.manifest = args.data
     _, val_set, test_set = load_splits(model.recipe, model.image_transform, extra=[args.split])
     if args.limit:
         raise SystemExit("--limit: thresholds and F1 are meant over whole splits; run without it")
-    members = list(model.findings.members)
+    members = list(model.findings.members) if isinstance(model.findings, FindingEnsemble) else [model.findings]
     started = time.perf_counter()
     probs = {}
     for name, dataset in (("val", val_set), (args.split, test_set)):
@@ -78,9 +79,13 @@ def main(argv: list[str] | None = None) -> dict:
             probs[name][f"mean of members 1-{k}"] = torch.stack(rows[:k]).mean(0)
     if args.compare:
         other = ReportGenerator.from_pretrained(str(resolve_model(args.compare))).eval()
-        if other.recipe.model.findings.tune_encoder_blocks != model.recipe.model.findings.tune_encoder_blocks:
-            raise SystemExit("--compare: a model whose head reads the same encoder input (tune_encoder_blocks) is needed")
-        for name, dataset in (("val", val_set), (args.split, test_set)):
+        if getattr(other, "findings", None) is None:
+            raise SystemExit(f"--compare {args.compare}: it has no finding head")
+        other.recipe.data.manifest = args.data  # its own image preparation (its head may read another size)
+        _, other_val, other_test = load_splits(other.recipe, other.image_transform, extra=[args.split])
+        for name, dataset, own in (("val", other_val, val_set), (args.split, other_test, test_set)):
+            if [s.study_id for s in dataset.studies] != [s.study_id for s in own.studies]:
+                raise SystemExit(f"--compare {args.compare}: its {name} studies are not the model's (other data settings)")
             probs[name][f"compare: {args.compare}"] = _probabilities(other, dataset, args.batch_size, [other.findings])[0]
     seconds = time.perf_counter() - started
 
@@ -95,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
         found = probs[args.split][system] >= torch.tensor(thresholds[system])
         predicted = [{n: 1 for n, hit in zip(names, row) if hit} for row in found.tolist()]
         statistics[system], protocol = finding_statistic(predicted, test_labels, args.min_positives)
-    whole = f"mean of members 1-{len(members)}"
+    whole = f"mean of members 1-{len(members)}" if len(members) > 1 else "member 1"
     key = "findings_abnormal_micro_f1"
     results = {}
     for system, statistic in statistics.items():
@@ -117,8 +122,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def table(results: dict) -> str:
-    """A markdown table: each system's test micro-F1, its CI, and the whole ensemble's paired difference."""
-    lines = ["| system | finding micro-F1 | 95% CI | ensemble minus this |", "|---|---|---|---|"]
+    """A markdown table: each system's test micro-F1, its CI, and the whole head's paired difference."""
+    lines = ["| system | finding micro-F1 | 95% CI | the whole head minus this |", "|---|---|---|---|"]
     for system, row in results.items():
         versus = row.get("ensemble_minus_this")
         difference = f"{versus['delta']:+.3f} (p={versus['p']:.3f})" if versus else "–"

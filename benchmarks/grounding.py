@@ -42,10 +42,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _grounded import grounded_parser  # noqa: E402
 
 KEYS = ["findings_abnormal_micro_f1", "findings_abnormal_macro_f1", "findings_cardiomegaly_f1", "findings_support_devices_f1",
-        "findings_pleural_effusion_f1", "findings_edema_f1", "bleu4", "meteor", "rouge_l", "cider_d"]
+        "findings_pleural_effusion_f1", "findings_edema_f1", "findings_lung_lesion_f1", "findings_lung_opacity_f1",
+        "findings_atelectasis_f1", "bleu4", "meteor", "rouge_l", "cider_d"]
 SHORT = {"findings_abnormal_micro_f1": "finding micro-F1", "findings_abnormal_macro_f1": "macro-F1",
          "findings_cardiomegaly_f1": "cardiomeg.", "findings_support_devices_f1": "devices", "findings_pleural_effusion_f1": "effusion",
-         "findings_edema_f1": "edema", "bleu4": "BLEU-4", "meteor": "METEOR", "rouge_l": "ROUGE-L", "cider_d": "CIDEr-D"}
+         "findings_edema_f1": "edema", "findings_lung_lesion_f1": "lesion", "findings_lung_opacity_f1": "opacity",
+         "findings_atelectasis_f1": "atelectasis", "bleu4": "BLEU-4", "meteor": "METEOR", "rouge_l": "ROUGE-L", "cider_d": "CIDEr-D"}
 
 
 def _decoding(name: str, guide_margin: float = 5.0, guide_floor: int = 50, guide_pool: int = 40) -> dict:

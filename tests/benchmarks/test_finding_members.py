@@ -60,3 +60,22 @@ def test_members_and_their_mean_are_scored_against_the_image_truth(tmp_path):
                 said, present = bool(probs[names.index(name)] >= thresholds[names.index(name)]), truth.get(name) in (1, -1)
                 tp, fp, fn = tp + (said and present), fp + (said and not present), fn + (present and not said)
     assert systems["member 1"]["findings_abnormal_micro_f1"] == round(2 * tp / max(2 * tp + fp + fn, 1), 4)
+
+
+def test_a_single_head_at_its_own_size_against_another_model(tmp_path):
+    manifest = write_studies(tmp_path / "studies", train=6, val=24)
+    studies = read_manifest(manifest)
+    for study in studies[6 + 12:]:
+        study.split = "test"
+    write_manifest(manifest, studies)
+    tiny_model("radgen-small", "model.findings.tune_encoder_blocks=2", "model.findings.image_size=96").save_pretrained(str(tmp_path / "big"))
+    tiny_model("radgen-small").save_pretrained(str(tmp_path / "one"))
+    out = tmp_path / "out.json"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "finding_members.py"), "--model", str(tmp_path / "big"), "--data",
+                    str(manifest), "--compare", str(tmp_path / "one"), "--min-positives", "3", "--bootstrap", "50", "--json", str(out)],
+                   check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "RADGEN_NO_CPU_FAST_PATHS": "1"}, timeout=600)
+    result = json.loads(out.read_text())
+    assert result["members"] == 1 and list(result["systems"]) == ["member 1", f"compare: {tmp_path / 'one'}"]
+    systems = result["systems"]
+    versus = systems[f"compare: {tmp_path / 'one'}"]["ensemble_minus_this"]["delta"]
+    assert abs(versus - (systems["member 1"]["findings_abnormal_micro_f1"] - systems[f"compare: {tmp_path / 'one'}"]["findings_abnormal_micro_f1"])) < 2e-4
