@@ -30,14 +30,14 @@ $R train radgen-small "data.manifest=$WORK/phantom/manifest_balanced.jsonl" stag
   "train.init_from=$WORK/run/best" train.warmup_steps=20 train.warmup_ratio=0 train.eval_every=80 train.eval_max_batches=10 \
   train.eval_generate=0 train.save_every=80 train.early_stopping_patience=4 train.log_every=5 \
   "train.feature_cache_dir=$WORK/feature_cache" generate.guide_margin=5 generate.guide_pool=40 generate.min_new_tokens=45 --output-dir "$WORK/run2"
-# 3c. Fit the finding head alone: three heads from seeds 1-3, each with its own trainable copy of the
-#     encoder's last two blocks, on cached trunk maps (about 15 min each on 2 cores; the decoder and its
-#     frozen encoder are untouched); their probabilities are averaged and the per-observation
-#     thresholds tuned on the val split (radgen/train/finding_head.py; why three: docs/benchmarks.md,
-#     "Grounding", "A finding head of three fits").
+# 3c. Fit the finding head alone, from seed 1, with its own trainable copy of the encoder's last two
+#     blocks, reading the images at 320 px (the decoder's encoder keeps 224), on cached trunk maps
+#     (about 1 hour on 2 cores; the decoder and its frozen encoder are untouched); the per-observation
+#     thresholds are tuned on the val split (radgen/train/finding_head.py; why 320 px: docs/benchmarks.md,
+#     "Grounding", "A finding head at 320 px").
 $R fit-findings "$WORK/run2/best" --data "$WORK/phantom/manifest.jsonl" --feature-cache-dir "$WORK/feature_cache" \
-  --tune-encoder-blocks 2 --members 3 --seed 1
-# 4. Export only the trained weights (finding head + connector + LoRA adapter, about 65 MB) with the model card.
+  --tune-encoder-blocks 2 --image-size 320 --members 1 --seed 1
+# 4. Export only the trained weights (finding head + connector + LoRA adapter, about 32 MB) with the model card.
 $R model export "$WORK/run2" --out radgen/assets/default_model --card radgen/assets/default_model/model_card.json   # the card is read before the folder is replaced
 # 4b. Store the training split's reports, keyed by indication, for retrieval-guided greedy decoding
 #     (generate.guide_margin; radgen/models/memory.py): verbatim IU text, CC BY-NC-ND 4.0.
