@@ -18,19 +18,29 @@ from tests.train.imaging import write_studies
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_members_and_their_mean_are_scored_against_the_image_truth(tmp_path):
-    manifest = write_studies(tmp_path / "studies", train=6, val=36)
+def _studies(tmp_path, val: int) -> Path:
+    """6 train studies and `val` more, whose second half becomes the test split."""
+    manifest = write_studies(tmp_path / "studies", train=6, val=val)
     studies = read_manifest(manifest)
-    for study in studies[6 + 18:]:  # the second half of val becomes the test split
+    for study in studies[6 + val // 2:]:
         study.split = "test"
     write_manifest(manifest, studies)
+    return manifest
+
+
+def _run(tmp_path, manifest: Path, model: str, compare: str) -> dict:
+    out = tmp_path / "out.json"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "finding_members.py"), "--model", str(tmp_path / model), "--data",
+                    str(manifest), "--compare", str(tmp_path / compare), "--min-positives", "3", "--bootstrap", "50", "--json", str(out)],
+                   check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "RADGEN_NO_CPU_FAST_PATHS": "1"}, timeout=600)
+    return json.loads(out.read_text())
+
+
+def test_members_and_their_mean_are_scored_against_the_image_truth(tmp_path):
+    manifest = _studies(tmp_path, 36)
     tiny_model("radgen-small", "model.findings.members=2").save_pretrained(str(tmp_path / "ens"))
     tiny_model("radgen-small").save_pretrained(str(tmp_path / "one"))
-    out = tmp_path / "out.json"
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "finding_members.py"), "--model", str(tmp_path / "ens"), "--data",
-                    str(manifest), "--compare", str(tmp_path / "one"), "--min-positives", "3", "--bootstrap", "50", "--json", str(out)],
-                   check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "RADGEN_NO_CPU_FAST_PATHS": "1"}, timeout=600)
-    result = json.loads(out.read_text())
+    result = _run(tmp_path, manifest, "ens", "one")
     assert (result["studies"], result["val_studies"], result["members"]) == (18, 18, 2)
     # the cases of tests/train/imaging.py: a third cardiomegaly, a third effusion
     assert result["observations"] == {"Cardiomegaly": 6, "Pleural Effusion": 6}
@@ -63,18 +73,10 @@ def test_members_and_their_mean_are_scored_against_the_image_truth(tmp_path):
 
 
 def test_a_single_head_at_its_own_size_against_another_model(tmp_path):
-    manifest = write_studies(tmp_path / "studies", train=6, val=24)
-    studies = read_manifest(manifest)
-    for study in studies[6 + 12:]:
-        study.split = "test"
-    write_manifest(manifest, studies)
+    manifest = _studies(tmp_path, 24)
     tiny_model("radgen-small", "model.findings.tune_encoder_blocks=2", "model.findings.image_size=96").save_pretrained(str(tmp_path / "big"))
     tiny_model("radgen-small").save_pretrained(str(tmp_path / "one"))
-    out = tmp_path / "out.json"
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "finding_members.py"), "--model", str(tmp_path / "big"), "--data",
-                    str(manifest), "--compare", str(tmp_path / "one"), "--min-positives", "3", "--bootstrap", "50", "--json", str(out)],
-                   check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "RADGEN_NO_CPU_FAST_PATHS": "1"}, timeout=600)
-    result = json.loads(out.read_text())
+    result = _run(tmp_path, manifest, "big", "one")
     assert result["members"] == 1 and list(result["systems"]) == ["member 1", f"compare: {tmp_path / 'one'}"]
     systems = result["systems"]
     versus = systems[f"compare: {tmp_path / 'one'}"]["ensemble_minus_this"]["delta"]
