@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -105,6 +106,11 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~_current_umask())  # mkdtemp makes 0700
     try:
         yield tmp
+        for item in tmp.rglob("*"):
+            # writers that create their files owner-only (safetensors' save_file: 0600) get what a
+            # plain open() gives, so a saved model can be shared as any other file
+            if item.is_file() and not item.is_symlink() and stat.S_IMODE(item.stat().st_mode) == 0o600:
+                os.chmod(item, _FILE_MODE)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)

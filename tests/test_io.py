@@ -14,6 +14,14 @@ def test_atomic_files_get_normal_permissions(tmp_path):
         (d / "f").write_text("y")
     assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o777 & ~mask
     assert (tmp_path / "d" / "f").read_text() == "y"
+    # a library that writes owner-only files inside the folder (safetensors does) does not make the model private
+    import torch
+    from safetensors.torch import save_file
+
+    with atomic_dir(tmp_path / "m") as d:
+        (d / "sub").mkdir()
+        save_file({"w": torch.zeros(2)}, str(d / "sub" / "model.safetensors"))
+    assert stat.S_IMODE((tmp_path / "m" / "sub" / "model.safetensors").stat().st_mode) == 0o666 & ~mask
 
 
 def test_a_killed_writes_leftovers_go_at_the_next_write_of_that_file_once_stale(tmp_path):
