@@ -25,12 +25,16 @@ from radgen.models.peft import SoftPrompt, apply_peft
 from radgen.models.sources import SourceCache
 
 
+def prepared_image_size(encoder_size: int, head_image_size: int | None) -> int:
+    """The size images are prepared at: the larger of the encoder's and a finding head's own
+    (model.findings.image_size); each pass resizes from there (ReportGenerator.encode_images, head_input)."""
+    return max(encoder_size, head_image_size or 0)
+
+
 def image_transform_for(encoder, head_image_size: int | None = None) -> object:
-    """The images' preparation: at the encoder's size, or at a finding head's larger size
-    (model.findings.image_size), from which the encoder's pass resizes (ReportGenerator.encode_images)."""
     from radgen.data.images import ImageTransform
 
-    size = max(encoder.image_size, head_image_size or 0)
+    size = prepared_image_size(encoder.image_size, head_image_size)
     return ImageTransform(size, encoder.mean, encoder.std, channels=3, resize=encoder.resize)
 
 

@@ -29,7 +29,7 @@ from torch import nn
 from radgen.config import RecipeConfig
 from radgen.data.text import clean_context
 from radgen.errors import ConfigError
-from radgen.models.build import build_parts
+from radgen.models.build import build_parts, prepared_image_size
 from radgen.models.fast import base_model, label_position_loss, supports_label_position_loss
 from radgen.models.findings import FindingHead, verbalize
 from radgen.models.lexicon import KNOWN_WORDS_LOCK, Lexicon, TokenLexicon
@@ -273,7 +273,7 @@ class ReportGenerator(ReportDecoding, nn.Module):
 
     def _prepared_size(self) -> int:
         """The size `image_transform` prepares images at: the larger of the encoder's and the head's."""
-        return max(self.encoder.image_size, self.head_image_size())
+        return prepared_image_size(self.encoder.image_size, self.head_image_size())
 
     def head_input(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The finding head's input for images: encoder features, or trunk maps for a head with a tail

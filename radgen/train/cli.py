@@ -106,7 +106,7 @@ def run_fit_findings(args: argparse.Namespace) -> int:
     recipe = model.recipe
     recipe.data.manifest = args.data
     new_blocks = args.tune_encoder_blocks is not None and args.tune_encoder_blocks != recipe.model.findings.tune_encoder_blocks
-    new_size = args.image_size is not None and args.image_size != (recipe.model.findings.image_size or model.encoder.image_size)
+    new_size = args.image_size is not None and args.image_size != model.head_image_size()
     if new_blocks or new_size or args.members is not None:
         if getattr(model, "findings", None) is None:
             raise ConfigError(f"recipe '{recipe.name}' has no finding head to fit (model.findings.enabled=false)")
