@@ -245,17 +245,26 @@ class FindingEnsemble(nn.Module):
     set_thresholds = FindingHead.set_thresholds
 
 
-def build_finding_head(cfg: FindingsConfig, encoder_width: int, encoder: Any = None) -> FindingHead | FindingEnsemble | None:
+def build_finding_head(cfg: FindingsConfig, encoder_width: int, encoder: Any = None,
+                       seed: int | None = None) -> FindingHead | FindingEnsemble | None:
     """The head of a grounded recipe (None when model.findings.enabled is false). `encoder` (an
     ImageEncoder) is needed when model.findings.tune_encoder_blocks > 0: the tail is copied from it.
-    `model.findings.members` > 1 builds a FindingEnsemble of that many heads."""
+    `model.findings.members` > 1 builds a FindingEnsemble of that many heads.
+
+    `seed`: member i's initial weights are drawn right after `torch.manual_seed(seed + i)` (and its
+    fit's dropout continues that stream), so a head of K members from seed S is the K one-member
+    heads from seeds S..S+K-1 side by side, and an ensemble can be grown a member at a time
+    (`radgen fit-findings --add-members`) with the same result."""
     if not cfg.enabled:
         return None
     if cfg.members < 1:
         raise ConfigError(f"model.findings.members must be >= 1, got {cfg.members}")
     if cfg.members > 1:
         one = replace(cfg, members=1)
-        return FindingEnsemble([build_finding_head(one, encoder_width, encoder) for _ in range(cfg.members)])
+        return FindingEnsemble([build_finding_head(one, encoder_width, encoder, None if seed is None else seed + index)
+                                for index in range(cfg.members)])
+    if seed is not None:
+        torch.manual_seed(seed)
     if cfg.tune_encoder_blocks < 0:
         raise ConfigError(f"model.findings.tune_encoder_blocks must be >= 0, got {cfg.tune_encoder_blocks}")
     if cfg.label_source not in LABEL_SOURCES:
@@ -272,8 +281,13 @@ def build_finding_head(cfg: FindingsConfig, encoder_width: int, encoder: Any = N
         if encoder is None:
             raise ConfigError("model.findings.tune_encoder_blocks needs the image encoder to copy its last blocks from")
         tail = encoder.tail_copy(cfg.tune_encoder_blocks)
-    return FindingHead(encoder_width, observations_for(cfg), cfg.hidden_size, cfg.dropout, lateral=cfg.lateral,
+    head = FindingHead(encoder_width, observations_for(cfg), cfg.hidden_size, cfg.dropout, lateral=cfg.lateral,
                        tail=tail, tail_blocks=cfg.tune_encoder_blocks)
+    if seed is not None:
+        # the fit's dropout draws from the global generator: `fit_finding_head` resumes it from here,
+        # so this member fits the same whether it is fitted alone or after other members
+        head.rng_after_init = torch.get_rng_state()
+    return head
 
 
 def verbalize(findings: Sequence[str], cfg: FindingsConfig) -> str:

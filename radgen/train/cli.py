@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
 from radgen.arguments import allow_intermixed
 
@@ -47,6 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fit.add_argument("--members", type=int, default=None, metavar="K",
                      help="fit a new head of K members from seeds SEED..SEED+K-1 and average their probabilities "
                           "(model.findings.members; 1: one new head); default: refit the model's head as it is")
+    fit.add_argument("--add-members", type=int, default=None, metavar="K",
+                     help="keep the model's fitted head and fit K more members from seeds SEED..SEED+K-1, then tune the "
+                          "thresholds on the mean of all (the same head as one fit of all of them with --members)")
     fit.add_argument("--image-size", type=int, default=None, metavar="PX",
                      help="a new head that reads the images at PX (model.findings.image_size, e.g. 320 for small nodules; "
                           "needs encoder blocks); the decoder's encoder keeps its size. Default: keep the model's")
@@ -84,15 +88,13 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_fit_findings(args: argparse.Namespace) -> int:
     import json
-    from dataclasses import asdict
-
-    import torch
+    from dataclasses import asdict, replace
 
     from radgen.errors import ConfigError
     from radgen.io import atomic_write_text
     from radgen.models import ReportGenerator
     from radgen.models.build import image_transform_for
-    from radgen.models.findings import build_finding_head
+    from radgen.models.findings import FindingEnsemble, build_finding_head
     from radgen.pipeline import MODEL_NAMES, resolve_model
     from radgen.train.data import load_splits
     from radgen.train.finding_head import fit_finding_head
@@ -107,9 +109,22 @@ def run_fit_findings(args: argparse.Namespace) -> int:
     recipe.data.manifest = args.data
     new_blocks = args.tune_encoder_blocks is not None and args.tune_encoder_blocks != recipe.model.findings.tune_encoder_blocks
     new_size = args.image_size is not None and args.image_size != model.head_image_size()
-    if new_blocks or new_size or args.members is not None:
-        if getattr(model, "findings", None) is None:
-            raise ConfigError(f"recipe '{recipe.name}' has no finding head to fit (model.findings.enabled=false)")
+    if (new_blocks or new_size or args.members is not None or args.add_members is not None) and getattr(model, "findings", None) is None:
+        raise ConfigError(f"recipe '{recipe.name}' has no finding head to fit (model.findings.enabled=false)")
+    keep, kept_records = 0, []
+    if args.add_members is not None:
+        if new_blocks or new_size or args.members is not None:
+            raise ConfigError("--add-members grows the model's head as it is; it cannot be combined with --members, or with a "
+                              "--tune-encoder-blocks or --image-size other than the model's (fit a new head with those first)")
+        if args.add_members < 1:
+            raise ConfigError(f"--add-members must be at least 1, got {args.add_members}")
+        keep = len(_members_of(model.findings))
+        kept_records = _fitted_members(Path(source), keep)
+        cfg = recipe.model.findings
+        cfg.members = keep + args.add_members
+        added = build_finding_head(replace(cfg, members=args.add_members), model.encoder.hidden_size, model.encoder, seed=args.seed)
+        model.findings = FindingEnsemble(_members_of(model.findings) + _members_of(added))
+    elif new_blocks or new_size or args.members is not None:
         if args.members is not None and args.members < 1:
             raise ConfigError(f"--members must be at least 1, got {args.members}")
         if args.tune_encoder_blocks is not None:
@@ -118,13 +133,14 @@ def run_fit_findings(args: argparse.Namespace) -> int:
             recipe.model.findings.members = args.members
         if args.image_size is not None:
             recipe.model.findings.image_size = None if args.image_size == model.encoder.image_size else args.image_size
-        torch.manual_seed(args.seed)  # the new heads' initial weights
-        model.findings = build_finding_head(recipe.model.findings, model.encoder.hidden_size, model.encoder)
+        model.findings = build_finding_head(recipe.model.findings, model.encoder.hidden_size, model.encoder, seed=args.seed)
         model.image_transform = image_transform_for(model.encoder, recipe.model.findings.image_size)
     train_set, val_set = load_splits(recipe, model.image_transform)
     cache_dir = args.feature_cache_dir or Path(source).parent / "feature_cache"
     fit = fit_finding_head(model, train_set, val_set, cache_dir, recipe.model.findings.label_source, args.max_epochs,
-                           args.patience, seed=args.seed, progress=not args.no_progress, tail_lr=args.tail_lr)
+                           args.patience, seed=args.seed, progress=not args.no_progress, tail_lr=args.tail_lr, keep=keep)
+    for record, earlier in zip(fit.members, kept_records):
+        record.update({**earlier, **record})  # what the earlier fit said of a kept member (its seed), re-measured here
     out = Path(args.out or source)
     model.save_pretrained(out, base_weights=False)
     atomic_write_text(out / "finding_head_fit.json", json.dumps(asdict(fit), indent=2) + "\n")
@@ -132,6 +148,26 @@ def run_fit_findings(args: argparse.Namespace) -> int:
             else f"best val loss {fit.val_loss:.4f} at epoch {fit.best_epoch}")
     print(f"finding head fitted: {what}, val micro-F1 {fit.val_micro_f1:.3f} (thresholds tuned on val) → {out}")
     return 0
+
+
+def _members_of(head: Any) -> list:
+    from radgen.models.findings import FindingEnsemble
+
+    return list(head.members) if isinstance(head, FindingEnsemble) else [head]
+
+
+def _fitted_members(model_dir: Path, count: int) -> list[dict]:
+    """One record for each of the `count` members of the head saved in `model_dir`: what its
+    finding_head_fit.json says of them (their seeds), or nothing for a head fitted otherwise."""
+    import json
+
+    path = model_dir / "finding_head_fit.json"
+    report = json.loads(path.read_text()) if path.is_file() else {}
+    if len(report.get("members") or []) == count:
+        return [dict(member) for member in report["members"]]
+    if count == 1 and "seed" in report:
+        return [{"seed": report["seed"]}]
+    return [{} for _ in range(count)]
 
 
 def run_sweep(args: argparse.Namespace) -> int:

@@ -41,6 +41,7 @@ class HeadFit:
     val_micro_f1: float  # at the thresholds tuned on val (optimistic)
     thresholds: dict[str, float]
     members: list[dict] = field(default_factory=list)  # a FindingEnsemble: each member's seed, epochs and val loss
+    seed: int | None = None  # the first fitted member's
 
 
 def _cached_head_inputs(model: Any, dataset: Sequence[dict], cache_dir: str | Path, batch_size: int,
@@ -114,6 +115,23 @@ def fit_head_on_pooled(head: Any, train_x: torch.Tensor, train_y: torch.Tensor, 
     return epoch, best_epoch, best_loss
 
 
+def _logits_of(head: Any, views: tuple, rows: torch.Tensor, lateral_mask: torch.Tensor | None = None) -> torch.Tensor:
+    front, side, mask = views
+    if side is None:
+        return head(front[rows].float())
+    return head(front[rows].float(), side[rows].float(), mask[rows] if lateral_mask is None else lateral_mask)
+
+
+def head_logits(head: Any, views: tuple, chunk: int = 128) -> torch.Tensor:
+    """A head-with-encoder-blocks' logits on cached views (as `_views` gives them), in eval mode, in
+    chunks of `chunk` studies (the trunk maps of a whole split in fp32 would take GBs)."""
+    head.eval()
+    count = len(views[0])
+    with torch.no_grad():
+        return torch.cat([_logits_of(head, views, torch.arange(start, min(start + chunk, count)))
+                          for start in range(0, count, chunk)])
+
+
 def fit_head_with_tail(head: Any, train: tuple, train_y: torch.Tensor, val: tuple, val_y: torch.Tensor,
                        max_pos_weight: float = 10.0, max_epochs: int = 25, patience: int = 4, lr: float = 3e-4,
                        tail_lr: float = 1e-4, weight_decay: float = 0.1, batch_size: int = 32, seed: int = 0,
@@ -137,17 +155,8 @@ def fit_head_with_tail(head: Any, train: tuple, train_y: torch.Tensor, val: tupl
     generator = torch.Generator().manual_seed(seed)
     front, side, mask = train
 
-    def logits_of(views: tuple, rows: torch.Tensor, lateral_mask: torch.Tensor | None = None) -> torch.Tensor:
-        f, s, m = views
-        if s is None:
-            return head(f[rows].float())
-        return head(f[rows].float(), s[rows].float(), m[rows] if lateral_mask is None else lateral_mask)
-
     def val_logits() -> torch.Tensor:
-        head.eval()
-        with torch.no_grad():
-            return torch.cat([logits_of(val, torch.arange(start, min(start + 128, len(val_y))))
-                              for start in range(0, len(val_y), 128)])
+        return head_logits(head, val)
 
     best_loss, best_epoch, best_state, best_logits, epoch = math.inf, 0, copy.deepcopy(head.state_dict()), None, 0
     bar = tqdm(total=max_epochs, desc=label, unit="epoch", disable=not progress, leave=False)
@@ -159,7 +168,7 @@ def fit_head_with_tail(head: Any, train: tuple, train_y: torch.Tensor, val: tupl
             kept = None
             if mask is not None:  # see FindingHead: some studies train without their lateral
                 kept = mask[rows] & (torch.rand(len(rows), generator=generator) >= lateral_dropout)
-            loss = head.loss(logits_of(train, rows, kept), train_y[rows])
+            loss = head.loss(_logits_of(head, train, rows, kept), train_y[rows])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -181,7 +190,7 @@ def fit_head_with_tail(head: Any, train: tuple, train_y: torch.Tensor, val: tupl
 def fit_finding_head(model: Any, train_set: Sequence[dict], val_set: Sequence[dict], cache_dir: str | Path,
                      label_source: str = "auto", max_epochs: int | None = None, patience: int | None = None, lr: float = 3e-4,
                      weight_decay: float = 0.1, batch_size: int = 64, seed: int = 0, progress: bool = True,
-                     tail_lr: float = 1e-4) -> HeadFit:
+                     tail_lr: float = 1e-4, keep: int = 0) -> HeadFit:
     """Train only `model.findings` on cached inputs of `train_set`; early-stop on the BCE of `val_set`;
     keep the best epoch's weights; tune thresholds on `val_set`. Returns what it measured.
 
@@ -190,7 +199,11 @@ def fit_finding_head(model: Any, train_set: Sequence[dict], val_set: Sequence[di
     (`fit_head_with_tail`; defaults: 25 epochs, patience 4, batch 32). A FindingEnsemble's members
     are fitted one after the other, member i from seed `seed + i`, each on its own; the thresholds
     are then tuned on their mean probability. The HeadFit's epochs and loss are the last member's
-    and the mean of the members' best val losses; `members` lists each."""
+    and the mean of the members' best val losses; `members` lists each.
+
+    `keep`: the ensemble's first `keep` members are fitted already (`radgen fit-findings
+    --add-members`): they are left as they are and only their val probabilities join the mean; the
+    others are fitted from seeds `seed`, `seed + 1`, ... ."""
     head = getattr(model, "findings", None)
     if head is None:
         raise ConfigError(f"recipe '{model.recipe.name}' has no finding head to fit (model.findings.enabled=false)")
@@ -202,6 +215,8 @@ def fit_finding_head(model: Any, train_set: Sequence[dict], val_set: Sequence[di
     model.eval()
     spec = model.recipe.model.findings
     members = list(head.members) if isinstance(head, FindingEnsemble) else [head]
+    if not 0 <= keep < len(members):
+        raise ConfigError(f"keep={keep}: a head of {len(members)} members must have at least one member to fit")
     if head.tail_blocks:
         with torch.no_grad():
             train_cache, train_records = _cached_head_inputs(model, train_set, cache_dir, 32, progress)
@@ -213,22 +228,35 @@ def fit_finding_head(model: Any, train_set: Sequence[dict], val_set: Sequence[di
             val_x = _pooled_features(model, val_set, cache_dir, batch_size, progress)
     fits, member_probs = [], []
     for index, member in enumerate(members):
-        if head.tail_blocks:
-            epoch, best_epoch, best_loss, val_logits = fit_head_with_tail(
-                member, train_views, train_y, val_views, val_y, spec.max_pos_weight, max_epochs or 25, patience or 4, lr, tail_lr,
-                weight_decay, 32, seed + index, spec.lateral_dropout, progress,
-                f"finding head{f' member {index + 1}/{len(members)}' if len(members) > 1 else ''} + encoder blocks")
-        else:
-            epoch, best_epoch, best_loss = fit_head_on_pooled(member, train_x, train_y, val_x, val_y, spec.max_pos_weight,
-                                                              max_epochs or 300, patience or 30, lr, weight_decay, batch_size,
-                                                              seed + index, spec.lateral_dropout)
+        if index < keep:
             with torch.no_grad():
-                val_logits = member.classify(val_x)
+                logits = head_logits(member, val_views) if head.tail_blocks else member.classify(val_x)
+                probs = torch.sigmoid(logits.float())
+                member_probs.append(probs)
+                fits.append({"kept": True, "val_loss": float(member.loss(logits, val_y)),
+                             "val_micro_f1": round(tune_thresholds(member, probs, val_y)[0], 4)})
+            continue
+        member_seed = seed + index - keep
+        resume = getattr(member, "rng_after_init", None)  # see build_finding_head(seed=...)
+        with torch.random.fork_rng(devices=[], enabled=resume is not None):
+            if resume is not None:
+                torch.set_rng_state(resume)
+            if head.tail_blocks:
+                epoch, best_epoch, best_loss, val_logits = fit_head_with_tail(
+                    member, train_views, train_y, val_views, val_y, spec.max_pos_weight, max_epochs or 25, patience or 4, lr,
+                    tail_lr, weight_decay, 32, member_seed, spec.lateral_dropout, progress,
+                    f"finding head{f' member {index + 1}/{len(members)}' if len(members) > 1 else ''} + encoder blocks")
+            else:
+                epoch, best_epoch, best_loss = fit_head_on_pooled(member, train_x, train_y, val_x, val_y, spec.max_pos_weight,
+                                                                  max_epochs or 300, patience or 30, lr, weight_decay, batch_size,
+                                                                  member_seed, spec.lateral_dropout)
+                with torch.no_grad():
+                    val_logits = member.classify(val_x)
         with torch.no_grad():
             probs = torch.sigmoid(val_logits.float())
             member_f1 = tune_thresholds(member, probs, val_y)[0] if len(members) > 1 else None
         member_probs.append(probs)
-        fits.append({"seed": seed + index, "epochs": epoch, "best_epoch": best_epoch, "val_loss": best_loss,
+        fits.append({"seed": member_seed, "epochs": epoch, "best_epoch": best_epoch, "val_loss": best_loss,
                      **({"val_micro_f1": round(member_f1, 4)} if member_f1 is not None else {})})
         if len(members) > 1:
             log.info("finding head member %d of %d: best val BCE %.4f at epoch %d of %d; val micro-F1 %.3f", index + 1,
@@ -238,7 +266,7 @@ def fit_finding_head(model: Any, train_set: Sequence[dict], val_set: Sequence[di
     aurocs = {name: round(value, 4) for name, value in aurocs.items()}
     loss = sum(f["val_loss"] for f in fits) / len(fits)
     fit = HeadFit(fits[-1]["epochs"], fits[-1]["best_epoch"], loss, aurocs, micro_f1,
-                  {n: round(float(t), 4) for n, t in zip(names, head.thresholds)}, fits if len(fits) > 1 else [])
+                  {n: round(float(t), 4) for n, t in zip(names, head.thresholds)}, fits if len(fits) > 1 else [], seed)
     log.info("finding head: best val BCE %.4f at epoch %d of %d; val micro-F1 %.3f at tuned thresholds; val AUROC %s",
              loss, fit.best_epoch, fit.epochs, micro_f1, ", ".join(f"{n} {a:.3f}" for n, a in aurocs.items()))
     return fit

@@ -114,3 +114,42 @@ def test_joint_training_reaches_every_member(ensemble):
     # the members' own encoder blocks keep the encoder's batch-norm statistics in training, as one head's do
     assert not any(module.training for tail in head.tails() for module in tail.modules()
                    if isinstance(module, torch.nn.modules.batchnorm._BatchNorm))
+
+
+@pytest.mark.parametrize("blocks", [0, 2])
+def test_add_members_grows_a_fitted_head_into_the_head_one_fit_of_all_gives(tmp_path, capsys, blocks):
+    manifest = write_studies(tmp_path / "studies", train=24, val=9)
+    torch.manual_seed(0)
+    build_model(load_recipe("radgen-small", size="tiny")).save_pretrained(tmp_path / "m")
+    common = ["--data", str(manifest), "--max-epochs", "4", "--patience", "4", "--no-progress",
+              "--feature-cache-dir", str(tmp_path / "cache"), "--tune-encoder-blocks", str(blocks)]
+    assert main(["fit-findings", str(tmp_path / "m"), "--members", "2", "--seed", "5", "--out", str(tmp_path / "both"), *common]) == 0
+    assert main(["fit-findings", str(tmp_path / "m"), "--members", "1", "--seed", "5", "--out", str(tmp_path / "one"), *common]) == 0
+    assert main(["fit-findings", str(tmp_path / "one"), "--add-members", "1", "--seed", "6", "--out", str(tmp_path / "grown"),
+                 *common]) == 0
+    capsys.readouterr()
+    both, one, grown = (ReportGenerator.from_pretrained(tmp_path / name) for name in ("both", "one", "grown"))
+    assert isinstance(grown.findings, FindingEnsemble) and grown.recipe.model.findings.members == 2
+    # the first member is the one-member head, untouched; the added one is what the joint fit's second member is
+    for key, value in one.findings.state_dict().items():
+        if key != "thresholds":
+            assert torch.equal(grown.findings.members[0].state_dict()[key], value), key
+    for key, value in both.findings.state_dict().items():
+        torch.testing.assert_close(grown.findings.state_dict()[key], value, rtol=0, atol=1e-6, msg=key)
+    grown_report = json.loads((tmp_path / "grown" / "finding_head_fit.json").read_text())
+    both_report = json.loads((tmp_path / "both" / "finding_head_fit.json").read_text())
+    assert [m["seed"] for m in grown_report["members"]] == [5, 6] and grown_report["members"][0]["kept"]
+    assert grown_report["val_micro_f1"] == pytest.approx(both_report["val_micro_f1"])
+    assert grown_report["val_loss"] == pytest.approx(both_report["val_loss"], abs=1e-5)
+
+
+def test_add_members_refuses_what_would_change_the_kept_head(tmp_path, capsys):
+    torch.manual_seed(0)
+    build_model(load_recipe("radgen-small", size="tiny")).save_pretrained(tmp_path / "m")
+    manifest = write_studies(tmp_path / "studies", train=4, val=2)
+    for extra, message in ((["--members", "2"], "cannot be combined"), (["--image-size", "96"], "cannot be combined"),
+                           (["--tune-encoder-blocks", "1"], "cannot be combined"), ([], "must be at least 1")):
+        assert main(["fit-findings", str(tmp_path / "m"), "--data", str(manifest), "--out", str(tmp_path / "o"),
+                     "--add-members", "0" if not extra else "1", *extra]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
