@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
     from radgen.metrics.findings import finding_statistic
     from radgen.metrics.stats import bootstrap, paired_test
     from radgen.models import ReportGenerator
-    from radgen.models.findings import FindingEnsemble, best_f1_thresholds, targets_from_labels
+    from radgen.models.findings import best_f1_thresholds, head_members, targets_from_labels
     from radgen.pipeline import resolve_model
     from radgen.train.data import load_splits
     from radgen.train.evaluation import study_finding_labels
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
     _, val_set, test_set = load_splits(model.recipe, model.image_transform, extra=[args.split])
     if args.limit:
         raise SystemExit("--limit: thresholds and F1 are meant over whole splits; run without it")
-    members = list(model.findings.members) if isinstance(model.findings, FindingEnsemble) else [model.findings]
+    members = head_members(model.findings)
     started = time.perf_counter()
     probs = {}
     for name, dataset in (("val", val_set), (args.split, test_set)):

@@ -245,6 +245,11 @@ class FindingEnsemble(nn.Module):
     set_thresholds = FindingHead.set_thresholds
 
 
+def head_members(head: FindingHead | FindingEnsemble) -> list[FindingHead]:
+    """The heads whose probabilities a model's finding head averages (itself, for one head)."""
+    return list(head.members) if isinstance(head, FindingEnsemble) else [head]
+
+
 def build_finding_head(cfg: FindingsConfig, encoder_width: int, encoder: Any = None,
                        seed: int | None = None) -> FindingHead | FindingEnsemble | None:
     """The head of a grounded recipe (None when model.findings.enabled is false). `encoder` (an

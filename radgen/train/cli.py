@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Any
 
 from radgen.arguments import allow_intermixed
 
@@ -94,7 +93,7 @@ def run_fit_findings(args: argparse.Namespace) -> int:
     from radgen.io import atomic_write_text
     from radgen.models import ReportGenerator
     from radgen.models.build import image_transform_for
-    from radgen.models.findings import FindingEnsemble, build_finding_head
+    from radgen.models.findings import FindingEnsemble, build_finding_head, head_members
     from radgen.pipeline import MODEL_NAMES, resolve_model
     from radgen.train.data import load_splits
     from radgen.train.finding_head import fit_finding_head
@@ -118,12 +117,12 @@ def run_fit_findings(args: argparse.Namespace) -> int:
                               "--tune-encoder-blocks or --image-size other than the model's (fit a new head with those first)")
         if args.add_members < 1:
             raise ConfigError(f"--add-members must be at least 1, got {args.add_members}")
-        keep = len(_members_of(model.findings))
+        keep = len(head_members(model.findings))
         kept_records = _fitted_members(Path(source), keep)
         cfg = recipe.model.findings
         cfg.members = keep + args.add_members
         added = build_finding_head(replace(cfg, members=args.add_members), model.encoder.hidden_size, model.encoder, seed=args.seed)
-        model.findings = FindingEnsemble(_members_of(model.findings) + _members_of(added))
+        model.findings = FindingEnsemble(head_members(model.findings) + head_members(added))
     elif new_blocks or new_size or args.members is not None:
         if args.members is not None and args.members < 1:
             raise ConfigError(f"--members must be at least 1, got {args.members}")
@@ -148,12 +147,6 @@ def run_fit_findings(args: argparse.Namespace) -> int:
             else f"best val loss {fit.val_loss:.4f} at epoch {fit.best_epoch}")
     print(f"finding head fitted: {what}, val micro-F1 {fit.val_micro_f1:.3f} (thresholds tuned on val) → {out}")
     return 0
-
-
-def _members_of(head: Any) -> list:
-    from radgen.models.findings import FindingEnsemble
-
-    return list(head.members) if isinstance(head, FindingEnsemble) else [head]
 
 
 def _fitted_members(model_dir: Path, count: int) -> list[dict]:

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from radgen.errors import ConfigError
-from radgen.models.findings import FindingEnsemble, targets_from_labels
+from radgen.models.findings import head_members, targets_from_labels
 from radgen.train.evaluation import study_finding_labels, tune_thresholds
 from radgen.train.feature_cache import FeatureCache, encoder_identity, fill_cache
 
@@ -74,7 +74,7 @@ def _views(model: Any, cache: FeatureCache, records: Sequence[dict]) -> tuple[to
 
 def _pooled_features(model: Any, dataset: Sequence[dict], cache_dir: str | Path, batch_size: int, progress: bool) -> torch.Tensor:
     cache, records = _cached_head_inputs(model, dataset, cache_dir, batch_size, progress)
-    head = model.findings.members[0] if isinstance(model.findings, FindingEnsemble) else model.findings  # pools alike without a tail
+    head = head_members(model.findings)[0]  # the members pool alike without a tail
     # in chunks: the token features of every study at once would take GBs; their pools are small
     return torch.cat([head.pool(*_views(model, cache, records[start:start + 256]))
                       for start in range(0, len(records), 256)])
@@ -214,7 +214,7 @@ def fit_finding_head(model: Any, train_set: Sequence[dict], val_set: Sequence[di
     val_y = targets_from_labels(*study_finding_labels(val_set), names, label_source)[0]
     model.eval()
     spec = model.recipe.model.findings
-    members = list(head.members) if isinstance(head, FindingEnsemble) else [head]
+    members = head_members(head)
     if not 0 <= keep < len(members):
         raise ConfigError(f"keep={keep}: a head of {len(members)} members must have at least one member to fit")
     if head.tail_blocks:
