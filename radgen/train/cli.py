@@ -53,7 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fit.add_argument("--image-size", type=int, default=None, metavar="PX",
                      help="a new head that reads the images at PX (model.findings.image_size, e.g. 320 for small nodules; "
                           "needs encoder blocks); the decoder's encoder keeps its size. Default: keep the model's")
-    fit.add_argument("--seed", type=int, default=0, help="seed of the new head's weights and of the fit's batch order (default 0)")
+    fit.add_argument("--seed", type=int, default=0, help="seed of the first new member: its initial weights, dropout and batch order; member i gets "
+                                                         "SEED+i (default 0)")
     fit.add_argument("--tail-lr", type=float, default=1e-4, help="learning rate of the head's encoder blocks (the head's own: 3e-4)")
     fit.add_argument("--no-progress", action="store_true")
     fit.set_defaults(func=run_fit_findings)
