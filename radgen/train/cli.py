@@ -36,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                             "for best F1 on the val split, and save the model to --out (default: in place).")
     fit.add_argument("model", help="a saved model folder, a run folder (its best/) or a shipped model name (radgen-small; needs --out)")
     fit.add_argument("--data", required=True, help="manifest with train and val splits (labels.chexpert, else report labels)")
+    fit.add_argument("--extra-train", nargs="+", action="extend", default=[], metavar="MANIFEST",
+                     help="more manifests whose train studies join --data's train split for the head only, e.g. IU-Phantom "
+                          "renders of the same studies from other seeds (radgen data phantom --split train --seed 1)")
     fit.add_argument("--feature-cache-dir", default=None, help="frozen-encoder feature cache to reuse (default MODEL/../feature_cache)")
     fit.add_argument("--out", default=None, help="where to save the model (default: replace MODEL)")
     fit.add_argument("--max-epochs", type=int, default=None, help="default 300, or 25 for a head with encoder blocks")
@@ -135,7 +138,7 @@ def run_fit_findings(args: argparse.Namespace) -> int:
             recipe.model.findings.image_size = None if args.image_size == model.encoder.image_size else args.image_size
         model.findings = build_finding_head(recipe.model.findings, model.encoder.hidden_size, model.encoder, seed=args.seed)
         model.image_transform = image_transform_for(model.encoder, recipe.model.findings.image_size)
-    train_set, val_set = load_splits(recipe, model.image_transform)
+    train_set, val_set = load_splits(recipe, model.image_transform, extra_train=args.extra_train)
     cache_dir = args.feature_cache_dir or Path(source).parent / "feature_cache"
     fit = fit_finding_head(model, train_set, val_set, cache_dir, recipe.model.findings.label_source, args.max_epochs,
                            args.patience, seed=args.seed, progress=not args.no_progress, tail_lr=args.tail_lr, keep=keep)

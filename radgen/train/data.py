@@ -155,9 +155,15 @@ def lateral_head(recipe: RecipeConfig) -> bool:
     return recipe.model.findings.enabled and recipe.model.findings.lateral
 
 
-def load_splits(recipe: RecipeConfig, image_transform: object, extra: Sequence[str] = ()) -> tuple[Sequence[dict], ...]:
+def load_splits(recipe: RecipeConfig, image_transform: object, extra: Sequence[str] = (),
+                extra_train: Sequence[str | Path] = ()) -> tuple[Sequence[dict], ...]:
     """StudyDatasets for the train and val splits of `recipe.data.manifest` (image paths relative to it),
-    then one per split named in `extra` (e.g. "test"), loaded as val is: one example per study."""
+    then one per split named in `extra` (e.g. "test"), loaded as val is: one example per study.
+
+    `extra_train`: more manifests whose train studies join the train split (image paths relative to
+    their own manifest), e.g. further IU-Phantom renders of the same training studies from other
+    seeds (`radgen data phantom --split train --seed 1`). Their other splits are ignored: val and
+    test stay the main manifest's."""
     from radgen.data.dataset import StudyDataset, per_study_images
     from radgen.data.study import read_manifest
 
@@ -173,9 +179,27 @@ def load_splits(recipe: RecipeConfig, image_transform: object, extra: Sequence[s
     train = [s for s in studies if (s.split or "").lower() in TRAIN_SPLITS]
     if not train:
         raise DataError(f"{path}: no study has split 'train' (found splits: {sorted({s.split for s in studies})}); assign splits first")
+    train += [study for more in extra_train for study in _train_studies_of(Path(more))]
     # validation stays one example per study (each_frontal expands the train split only), so val
     # loss and the quick BLEU are per study, as `radgen generate` / `evaluate` score
     per_study = {**options, "images": per_study_images(data.images)}
     held_out = [StudyDataset([s for s in studies if (s.split or "").lower() in names], image_transform, root=path.parent, **per_study)
                 for names in (VAL_SPLITS, *((name.lower(),) for name in extra))]
     return (StudyDataset(train, image_transform, root=path.parent, **options), *held_out)
+
+
+def _train_studies_of(path: Path) -> list:
+    """The train studies of another manifest, their relative image paths made absolute (they are
+    relative to that manifest's folder, not the main one's)."""
+    from dataclasses import replace
+
+    from radgen.data.study import read_manifest
+
+    if not path.is_file():
+        raise DataError(f"{path}: extra training manifest not found; pass a manifest.jsonl written by `radgen data`")
+    studies = [s for s in read_manifest(path) if (s.split or "").lower() in TRAIN_SPLITS]
+    if not studies:
+        raise DataError(f"{path}: no study has split 'train'; an extra training manifest adds train studies only")
+    folder = path.parent.resolve()
+    return [replace(s, images=[replace(ref, path=ref.path if Path(ref.path).is_absolute() else str(folder / ref.path))
+                               for ref in s.images]) for s in studies]

@@ -81,3 +81,65 @@ def test_fit_with_encoder_blocks_trains_the_tail_on_cached_trunk_maps(tmp_path, 
     assert report["best_epoch"] >= 1 and set(report["val_auroc"]) == {"Cardiomegaly", "Pleural Effusion"}
     # the saved model still loads the original (in place) without a tail
     assert ReportGenerator.from_pretrained(tmp_path / "m").findings.tail_blocks == 0
+
+
+def _renders_of(studies_dir, out, seed: int, splits=("train",)):
+    """The studies of studies_dir/manifest.jsonl in `splits`, rendered again from another seed into `out`."""
+    from radgen.data.phantom.render import render_study
+    from radgen.data.study import read_manifest, write_manifest
+
+    source = [s for s in read_manifest(studies_dir / "manifest.jsonl") if s.split in splits]
+    write_manifest(out / "manifest.jsonl", [render_study(s, out, seed=seed, size=64) for s in source])
+    return out / "manifest.jsonl"
+
+
+def test_extra_training_manifests_join_the_train_split_only(tmp_path):
+    from radgen.data.dataset import StudyDataset
+
+    manifest = write_studies(tmp_path / "studies", train=3, val=2)
+    extra = _renders_of(tmp_path / "studies", tmp_path / "elsewhere" / "seed1", seed=1, splits=("train", "val"))
+    model = build_model(load_recipe("radgen-small", size="tiny"))
+    recipe = load_recipe("radgen-small", size="tiny", overrides=[f"data.manifest={manifest}"])
+    train_set, val_set = load_splits(recipe, model.image_transform, extra_train=[extra])
+    assert len(train_set) == 6 and len(val_set) == 2  # the extra manifest's val studies are not added
+    own = StudyDataset(extra, model.image_transform, lateral=True)  # its paths, resolved against its own folder
+    for index in range(3):
+        added, expected = train_set[3 + index], own[index]
+        assert added["study_id"] == expected["study_id"] == train_set[index]["study_id"]
+        assert added["image_key"] == expected["image_key"] != train_set[index]["image_key"]  # another render
+        assert torch.equal(added["pixel_values"], expected["pixel_values"])
+        assert torch.equal(added["lateral_pixel_values"], expected["lateral_pixel_values"])
+
+
+def test_extra_training_manifest_errors_name_the_file(tmp_path):
+    from radgen.errors import DataError
+
+    manifest = write_studies(tmp_path / "studies", train=2, val=1)
+    val_only = _renders_of(tmp_path / "studies", tmp_path / "val_only", seed=1, splits=("val",))
+    model = build_model(load_recipe("radgen-small", size="tiny"))
+    recipe = load_recipe("radgen-small", size="tiny", overrides=[f"data.manifest={manifest}"])
+    for path, message in [(tmp_path / "missing.jsonl", "extra training manifest not found"), (val_only, "no study has split 'train'")]:
+        try:
+            load_splits(recipe, model.image_transform, extra_train=[path])
+        except DataError as error:
+            assert str(path) in str(error) and message in str(error)
+        else:
+            raise AssertionError(f"{path}: no error")
+
+
+def test_cli_fits_on_extra_training_renders(tmp_path, capsys):
+    manifest = write_studies(tmp_path / "studies", train=6, val=3)
+    extra = _renders_of(tmp_path / "studies", tmp_path / "seed1", seed=1)
+    torch.manual_seed(0)
+    build_model(load_recipe("radgen-small", size="tiny")).save_pretrained(tmp_path / "m")
+    args = ["fit-findings", str(tmp_path / "m"), "--data", str(manifest), "--max-epochs", "2", "--no-progress"]
+    assert main(args + ["--feature-cache-dir", str(tmp_path / "plain"), "--out", str(tmp_path / "plain_out")]) == 0
+    assert main(args + ["--extra-train", str(extra), "--feature-cache-dir", str(tmp_path / "more"),
+                        "--out", str(tmp_path / "more_out")]) == 0
+    def cached(cache_dir):  # images in the feature cache: what the fit read (2 views a study)
+        return sum(len(json.loads(index.read_text())) for index in cache_dir.glob("*/index.json"))
+    assert cached(tmp_path / "plain") == 2 * 9 and cached(tmp_path / "more") == 2 * (9 + 6)
+    plain = ReportGenerator.from_pretrained(tmp_path / "plain_out").findings.state_dict()
+    more = ReportGenerator.from_pretrained(tmp_path / "more_out").findings.state_dict()
+    assert not torch.equal(plain["pos_weight"], more["pos_weight"]) or any(
+        not torch.equal(plain[k], more[k]) for k in plain if k not in {"thresholds", "pos_weight"})
