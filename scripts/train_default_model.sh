@@ -14,6 +14,12 @@ R=.venv/bin/radgen
 [ -f "$WORK/iu.jsonl" ] || $R data prepare --format iu-xray-r2gen --root "$IU" --out "$WORK/iu.jsonl"
 # 2. IU-Phantom radiographs (PA + lateral, 512 px) for every study.
 [ -f "$WORK/phantom/manifest.jsonl" ] || $R data phantom --manifest "$WORK/iu.jsonl" --out "$WORK/phantom" --seed 0
+# 2b. The training studies rendered twice more (seeds 1 and 2: other patients and finding placements,
+#     the same labels), for the finding head's fit only (step 3c; the decoder trains on step 2's renders).
+for SEED in 1 2; do
+  [ -f "$WORK/phantom_train_seed$SEED/manifest.jsonl" ] || $R data phantom --manifest "$WORK/iu.jsonl" --split train \
+    --out "$WORK/phantom_train_seed$SEED" --seed $SEED
+done
 # 3. Train radgen-small (finding head + connector + LoRA; frozen encoder features cached, PA and
 #    lateral). The head learns the phantom's labels (labels.chexpert) from both views; its thresholds
 #    are tuned on the val split at every evaluation; the prompt gives the study's indication (80% of
@@ -32,11 +38,13 @@ $R train radgen-small "data.manifest=$WORK/phantom/manifest_balanced.jsonl" stag
   "train.feature_cache_dir=$WORK/feature_cache" generate.guide_margin=5 generate.guide_pool=40 generate.min_new_tokens=45 --output-dir "$WORK/run2"
 # 3c. Fit the finding head alone, from seed 1, with its own trainable copy of the encoder's last two
 #     blocks, reading the images at 320 px (the decoder's encoder keeps 224), on cached trunk maps
-#     (about 1 hour on 2 cores; the decoder and its frozen encoder are untouched); the per-observation
+#     (about 45 min on 2 cores; the decoder and its frozen encoder are untouched); the per-observation
 #     thresholds are tuned on the val split (radgen/train/finding_head.py; why 320 px: docs/benchmarks.md,
-#     "Grounding", "A finding head at 320 px").
+#     "Grounding", "A finding head at 320 px"). It trains on the three renders of every training study
+#     (step 2b; why: docs/benchmarks.md, "Grounding", "Three renders of each training study"), 8 epochs.
 $R fit-findings "$WORK/run2/best" --data "$WORK/phantom/manifest.jsonl" --feature-cache-dir "$WORK/feature_cache" \
-  --tune-encoder-blocks 2 --image-size 320 --members 1 --seed 1
+  --tune-encoder-blocks 2 --image-size 320 --members 1 --seed 1 --max-epochs 8 --patience 2 \
+  --extra-train "$WORK/phantom_train_seed1/manifest.jsonl" "$WORK/phantom_train_seed2/manifest.jsonl"
 # 4. Export only the trained weights (finding head + connector + LoRA adapter, about 32 MB) with the model card.
 $R model export "$WORK/run2" --out radgen/assets/default_model --card radgen/assets/default_model/model_card.json   # the card is read before the folder is replaced
 # 4b. Store the training split's reports, keyed by indication, for retrieval-guided greedy decoding
