@@ -79,10 +79,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from radgen.config import load_recipe
-    from radgen.train.trainer import train
+    from radgen.train.trainer import end_distributed, train
 
     recipe = load_recipe(args.config, args.overrides, size=args.size)
     result = train(recipe, args.output_dir, resume=args.resume, max_steps=args.max_steps, progress=not args.no_progress)
+    end_distributed()
     best = f"best {result.best_metric:.4f} at step {result.best_step}" if result.best_metric is not None else "no validation split"
     print(f"trained {result.global_step} steps in {result.seconds:.0f} s ({best}; {result.skipped_steps} non-finite steps skipped"
           f"{'; stopped early' if result.stopped_early else ''}) → {Path(result.run_dir) / 'best'}")

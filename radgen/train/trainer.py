@@ -535,3 +535,13 @@ def _progress_bar(total: int, initial: int, enabled: bool) -> Any:
 def train(recipe: RecipeConfig, output_dir: str | Path | None = None, resume: bool = False, **kwargs: Any) -> TrainResult:
     """Python entry point: `radgen.train.train(load_recipe("radgen-small", size="tiny"), "runs/x")`."""
     return Trainer(recipe, output_dir=output_dir, resume=resume, **kwargs).train()
+
+
+def end_distributed() -> None:
+    """Take down the process group of a torchrun / accelerate launch, if one is up; call once, before
+    the process exits. Why: a rank that exits with its gloo group alive can abort in the group's C++
+    teardown ("terminate called without an active exception", SIGABRT; seen once in
+    tests/train/test_distributed.py), failing a launch whose training finished. Not done inside
+    `train()`, so a script may train twice in one process."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from radgen.train.trainer import Trainer
+from radgen.train.trainer import Trainer, end_distributed
 from tests.train.fakes import FakeStudies, TinyReportGenerator, fake_recipe
 
 
@@ -42,6 +42,7 @@ def main(argv: list[str]) -> None:
     factory = _no_dropout if "--no-dropout" in argv else TinyReportGenerator
     Trainer(recipe, out, resume="--resume" in argv, model_factory=factory,
             train_dataset=FakeStudies(20), val_dataset=FakeStudies(6, seed=1, prefix="v"), collate=collate, progress=False).train()
+    end_distributed()  # as `radgen train` does
 
 
 if __name__ == "__main__":
