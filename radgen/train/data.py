@@ -201,5 +201,5 @@ def _train_studies_of(path: Path) -> list:
     if not studies:
         raise DataError(f"{path}: no study has split 'train'; an extra training manifest adds train studies only")
     folder = path.parent.resolve()
-    return [replace(s, images=[replace(ref, path=ref.path if Path(ref.path).is_absolute() else str(folder / ref.path))
-                               for ref in s.images]) for s in studies]
+    return [replace(s, images=[replace(ref, path=str(absolute)) for ref, absolute in zip(s.images, s.image_paths(folder))])
+            for s in studies]
