@@ -59,6 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fit.add_argument("--seed", type=int, default=0, help="seed of the first new member: its initial weights, dropout and batch order; member i gets "
                                                          "SEED+i (default 0)")
     fit.add_argument("--tail-lr", type=float, default=1e-4, help="learning rate of the head's encoder blocks (the head's own: 3e-4)")
+    fit.add_argument("--thresholds-only", action="store_true",
+                     help="keep the head's weights; only re-tune its per-observation thresholds on the val split of --data "
+                          "(e.g. a site's own validation studies)")
     fit.add_argument("--no-progress", action="store_true")
     fit.set_defaults(func=run_fit_findings)
 
@@ -108,9 +111,18 @@ def run_fit_findings(args: argparse.Namespace) -> int:
         # the default writes in place: never into the installed package
         raise ConfigError(f"{args.model}: fit-findings saves into the model folder by default, and this is the shipped model "
                           "inside the installation; pass --out DIR")
+    if args.thresholds_only:
+        fitting = [flag for flag, value in (("--extra-train", args.extra_train), ("--max-epochs", args.max_epochs),
+                                            ("--patience", args.patience), ("--tune-encoder-blocks", args.tune_encoder_blocks),
+                                            ("--members", args.members), ("--add-members", args.add_members),
+                                            ("--image-size", args.image_size)) if value not in (None, [])]
+        if fitting:
+            raise ConfigError(f"--thresholds-only keeps the head as it is; drop {', '.join(fitting)}")
     model = ReportGenerator.from_pretrained(str(source))
     recipe = model.recipe
     recipe.data.manifest = args.data
+    if args.thresholds_only:
+        return _retune_only(model, source, args)
     new_blocks = args.tune_encoder_blocks is not None and args.tune_encoder_blocks != recipe.model.findings.tune_encoder_blocks
     new_size = args.image_size is not None and args.image_size != model.head_image_size()
     if (new_blocks or new_size or args.members is not None or args.add_members is not None) and getattr(model, "findings", None) is None:
@@ -151,6 +163,30 @@ def run_fit_findings(args: argparse.Namespace) -> int:
     what = (f"{len(fit.members)} members, mean best val loss {fit.val_loss:.4f}" if fit.members
             else f"best val loss {fit.val_loss:.4f} at epoch {fit.best_epoch}")
     print(f"finding head fitted: {what}, val micro-F1 {fit.val_micro_f1:.3f} (thresholds tuned on val) → {out}")
+    return 0
+
+
+def _retune_only(model, source: Path, args: argparse.Namespace) -> int:
+    """`fit-findings --thresholds-only`: new thresholds, the same weights; finding_head_fit.json keeps
+    the fit's record with the thresholds and val micro-F1 replaced (and says so)."""
+    import json
+
+    from radgen.io import atomic_write_text
+    from radgen.train.data import load_splits
+    from radgen.train.finding_head import retune_thresholds
+
+    _, val_set = load_splits(model.recipe, model.image_transform)
+    cache_dir = args.feature_cache_dir or Path(source).parent / "feature_cache"
+    micro_f1, thresholds = retune_thresholds(model, val_set, cache_dir, model.recipe.model.findings.label_source,
+                                             progress=not args.no_progress)
+    record_path = Path(source) / "finding_head_fit.json"
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    record.update({"val_micro_f1": micro_f1, "thresholds": thresholds,
+                   "thresholds_retuned_on": f"{Path(args.data).name}, {len(val_set)} val studies"})
+    out = Path(args.out or source)
+    model.save_pretrained(out, base_weights=False)
+    atomic_write_text(out / "finding_head_fit.json", json.dumps(record, indent=2) + "\n")
+    print(f"finding head thresholds re-tuned on {len(val_set)} val studies: val micro-F1 {micro_f1:.3f} → {out}")
     return 0
 
 

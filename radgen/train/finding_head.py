@@ -270,3 +270,28 @@ def fit_finding_head(model: Any, train_set: Sequence[dict], val_set: Sequence[di
     log.info("finding head: best val BCE %.4f at epoch %d of %d; val micro-F1 %.3f at tuned thresholds; val AUROC %s",
              loss, fit.best_epoch, fit.epochs, micro_f1, ", ".join(f"{n} {a:.3f}" for n, a in aurocs.items()))
     return fit
+
+
+def retune_thresholds(model: Any, val_set: Sequence[dict], cache_dir: str | Path, label_source: str = "auto",
+                      progress: bool = True) -> tuple[float, dict[str, float]]:
+    """Tune `model.findings`' per-observation thresholds on `val_set` (best F1, as a fit tunes them)
+    without changing its weights: for another validation set (a site's own studies), or after the
+    threshold rule changed (`radgen fit-findings --thresholds-only`). Returns the micro-F1 there at
+    the new thresholds (optimistic: tuned on the same studies) and them, by observation."""
+    head = getattr(model, "findings", None)
+    if head is None:
+        raise ConfigError(f"recipe '{model.recipe.name}' has no finding head (model.findings.enabled=false)")
+    if not val_set:
+        raise ConfigError("tuning the finding head's thresholds needs a validation split")
+    val_y = targets_from_labels(*study_finding_labels(val_set), head.observations, label_source)[0]
+    model.eval()
+    with torch.no_grad():
+        if head.tail_blocks:
+            cache, records = _cached_head_inputs(model, val_set, cache_dir, 32, progress)
+            views = _views(model, cache, records)
+            probs = torch.stack([torch.sigmoid(head_logits(member, views).float()) for member in head_members(head)]).mean(0)
+        else:
+            pooled = _pooled_features(model, val_set, cache_dir, 64, progress)
+            probs = torch.stack([torch.sigmoid(member.classify(pooled).float()) for member in head_members(head)]).mean(0)
+        micro_f1 = tune_thresholds(head, probs, val_y)[0]
+    return micro_f1, {n: round(float(t), 4) for n, t in zip(head.observations, head.thresholds)}

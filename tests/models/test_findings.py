@@ -6,7 +6,7 @@ import torch
 from radgen.config import FindingsConfig
 from radgen.errors import ConfigError
 from radgen.models import ReportGenerator
-from radgen.models.findings import DEFAULT_OBSERVATIONS, FindingHead, names_from_targets, targets_from_labels, verbalize
+from radgen.models.findings import best_f1_thresholds, DEFAULT_OBSERVATIONS, FindingHead, names_from_targets, targets_from_labels, verbalize
 from tests.models.conftest import pixels, tiny
 
 
@@ -31,15 +31,37 @@ def test_targets_take_manifest_labels_uncertain_as_present_and_label_reports_wit
 
 def test_thresholds_maximise_f1_per_observation_and_stay_half_with_too_few_positives():
     head = FindingHead(4, ["A", "B"])
-    # A: positives at 0.3 and 0.4, negatives at 0.1, 0.2, 0.35 -> threshold 0.3 gives tp 2, fp 1 (F1 0.8);
-    # 0.4 gives tp 1, fp 0 (F1 0.667): 0.3 wins. B: one positive only -> 0.5.
+    # A: positives at 0.3 and 0.4, negatives at 0.1, 0.2, 0.35 -> counting 0.3 and up gives tp 2, fp 1
+    # (F1 0.8); 0.4 and up gives tp 1, fp 0 (F1 0.667): 0.3 wins, and the threshold goes halfway in
+    # logits to the next score down, 0.2: odds sqrt(3/7 * 1/4) = 0.32733, p = 0.32733 / 1.32733.
+    # B: one positive only -> 0.5.
     probs = torch.tensor([[0.3, 0.9], [0.4, 0.1], [0.1, 0.2], [0.2, 0.2], [0.35, 0.3]])
     targets = torch.tensor([[1, 1], [1, 0], [0, 0], [0, 0], [0, 0]], dtype=torch.float32)
-    assert head.set_thresholds(probs, targets, min_positives=2) == pytest.approx([0.3, 0.5])
-    assert head.thresholds.tolist() == pytest.approx([0.3, 0.5])
-    logits = torch.logit(torch.tensor([[0.31, 0.49], [0.29, 0.51]]))
+    assert head.set_thresholds(probs, targets, min_positives=2) == pytest.approx([0.24661, 0.5], abs=1e-5)
+    assert head.thresholds.tolist() == pytest.approx([0.24661, 0.5], abs=1e-5)
+    logits = torch.logit(torch.tensor([[0.25, 0.49], [0.24, 0.51]]))
     _, names = head.predict(logits)
     assert names == [["A"], ["B"]]
+
+
+def test_threshold_sits_in_the_middle_of_the_gap_and_keeps_the_tuning_decisions():
+    # separable: negatives up to 0.5, positives from 0.98 -> any threshold in (0.5, 0.98] is perfect;
+    # the middle in logits is odds sqrt(1 * 49) = 7, p = 0.875 (the old rule took the edge, 0.98)
+    probs = torch.tensor([[0.1], [0.5], [0.98], [0.99], [0.999]])
+    targets = torch.tensor([[0], [0], [1], [1], [1]], dtype=torch.float32)
+    assert best_f1_thresholds(probs, targets) == pytest.approx([0.875], abs=1e-6)
+    assert best_f1_thresholds(probs, targets, placement="edge") == pytest.approx([0.98])
+    with pytest.raises(ValueError, match="placement"):
+        best_f1_thresholds(probs, targets, placement="centre")
+    # scores one float32 step apart: no middle exists, the edge keeps the decisions exact
+    top = torch.tensor(1.0)
+    below = torch.nextafter(top, torch.tensor(0.0))
+    probs = torch.stack([torch.tensor(0.2), below, top, top, top]).unsqueeze(1)
+    (threshold,) = best_f1_thresholds(probs, targets)
+    assert ((probs[:, 0] >= threshold) == targets[:, 0].bool()).all()
+    # the lowest score is the best threshold (everything present): nothing below, the edge itself
+    probs = torch.tensor([[0.6], [0.7], [0.8]])
+    assert best_f1_thresholds(probs, torch.ones(3, 1)) == pytest.approx([0.6])
 
 
 def test_class_balance_is_negatives_over_positives_capped():

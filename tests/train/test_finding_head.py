@@ -143,3 +143,31 @@ def test_cli_fits_on_extra_training_renders(tmp_path, capsys):
     more = ReportGenerator.from_pretrained(tmp_path / "more_out").findings.state_dict()
     assert not torch.equal(plain["pos_weight"], more["pos_weight"]) or any(
         not torch.equal(plain[k], more[k]) for k in plain if k not in {"thresholds", "pos_weight"})
+
+
+def test_cli_retunes_only_the_thresholds(tmp_path, capsys):
+    manifest = write_studies(tmp_path / "studies", train=12, val=9)  # 3 val positives each of cardiomegaly and effusion: tuned
+    torch.manual_seed(0)
+    build_model(load_recipe("radgen-small", size="tiny")).save_pretrained(tmp_path / "m")
+    cache = ["--feature-cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    assert main(["fit-findings", str(tmp_path / "m"), "--data", str(manifest), "--max-epochs", "5", *cache]) == 0
+    fitted = ReportGenerator.from_pretrained(tmp_path / "m")
+    tuned = fitted.findings.thresholds.clone()
+    fitted.findings.thresholds.fill_(0.5)  # thresholds from elsewhere (another site, an older rule)
+    fitted.save_pretrained(tmp_path / "edited", base_weights=False)
+    (tmp_path / "edited" / "finding_head_fit.json").write_text((tmp_path / "m" / "finding_head_fit.json").read_text())
+    capsys.readouterr()
+    assert main(["fit-findings", str(tmp_path / "edited"), "--data", str(manifest), "--thresholds-only", "--out", str(tmp_path / "out"),
+                 *cache]) == 0
+    assert "thresholds re-tuned on 9 val studies" in capsys.readouterr().out
+    out = ReportGenerator.from_pretrained(tmp_path / "out")
+    # the fit's own tuning, on the same val studies, is what the re-tune must find again
+    assert not torch.equal(tuned, torch.full_like(tuned, 0.5))
+    assert torch.allclose(out.findings.thresholds, tuned, atol=1e-4)
+    before, after = fitted.state_dict(), out.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k != "findings.thresholds")
+    record = json.loads((tmp_path / "out" / "finding_head_fit.json").read_text())
+    assert record["thresholds_retuned_on"] == "manifest.jsonl, 9 val studies" and "best_epoch" in record  # the fit's record kept
+    assert [record["thresholds"][n] for n in out.findings.observations] == [round(float(t), 4) for t in out.findings.thresholds]
+    assert main(["fit-findings", str(tmp_path / "m"), "--data", str(manifest), "--thresholds-only", "--members", "2"]) == 2
+    assert "--thresholds-only keeps the head as it is; drop --members" in capsys.readouterr().err
