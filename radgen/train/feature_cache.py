@@ -33,6 +33,7 @@ import torch
 
 from radgen.errors import DataError
 from radgen.io import atomic_open, atomic_write_json
+from radgen.threads import rebalance_threads
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +196,7 @@ def fill_cache(
         encoded += len(pending_keys)
         pending_keys.clear()
         pending_pixels.clear()
+        rebalance_threads()
 
     for index in tqdm(range(len(dataset)), desc="feature cache", unit="img", disable=not progress, leave=False):
         item = dataset[index]

@@ -26,6 +26,7 @@ import torch
 
 from radgen.errors import ConfigError
 from radgen.models.findings import head_members, targets_from_labels
+from radgen.threads import rebalance_threads
 from radgen.train.evaluation import study_finding_labels, tune_thresholds
 from radgen.train.feature_cache import FeatureCache, encoder_identity, fill_cache
 
@@ -92,6 +93,7 @@ def fit_head_on_pooled(head: Any, train_x: torch.Tensor, train_y: torch.Tensor, 
     generator = torch.Generator().manual_seed(seed)
     best_loss, best_epoch, best_state, epoch = math.inf, 0, copy.deepcopy(head.state_dict()), 0
     for epoch in range(1, max_epochs + 1):
+        rebalance_threads()
         head.train()
         order = torch.randperm(len(train_x), generator=generator)
         for start in range(0, len(order), batch_size):
@@ -172,6 +174,7 @@ def fit_head_with_tail(head: Any, train: tuple, train_y: torch.Tensor, val: tupl
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            rebalance_threads()
         logits = val_logits()
         val_loss = float(head.loss(logits, val_y))
         bar.update(1)

@@ -34,6 +34,7 @@ from radgen.config import RecipeConfig, recipe_to_yaml
 from radgen.data.dataset import lateral_inputs
 from radgen.errors import ConfigError, DataError
 from radgen.io import atomic_write_json, atomic_write_text
+from radgen.threads import rebalance_threads
 from radgen.train import checkpoint as ckpt
 from radgen.train.data import BatchPlan, collate_features, collate_pixels, load_splits, report_lengths
 from radgen.models.findings import names_from_targets, targets_from_labels
@@ -249,6 +250,7 @@ class Trainer:
         window_samples = 0
         while state.stage_step < stage.steps:
             mean_loss, grad_norm, lr_used = self._optimizer_step(model, raw_model, batches, optimizer, scheduler, to_inputs, state)
+            rebalance_threads()
             state.global_step += 1
             state.stage_step += 1
             state.step_in_epoch += 1

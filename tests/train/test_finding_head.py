@@ -12,7 +12,10 @@ from radgen.train.finding_head import fit_finding_head
 from tests.train.imaging import write_studies
 
 
-def test_fit_trains_only_the_head_and_lowers_its_validation_loss(tmp_path):
+def test_fit_trains_only_the_head_and_lowers_its_validation_loss(tmp_path, monkeypatch):
+    rebalanced = []  # the thread count may follow the load between epochs (radgen.threads.rebalance_threads)
+    monkeypatch.setattr("radgen.train.finding_head.rebalance_threads", lambda: rebalanced.append(1))
+    monkeypatch.setattr("radgen.train.feature_cache.rebalance_threads", lambda: rebalanced.append(1))
     manifest = write_studies(tmp_path / "studies", train=24, val=9)
     torch.manual_seed(0)
     recipe = load_recipe("radgen-small", size="tiny", overrides=[f"data.manifest={manifest}"])
@@ -43,6 +46,7 @@ def test_fit_trains_only_the_head_and_lowers_its_validation_loss(tmp_path):
         initial = float(head.loss(head.classify(val_x), val_y))
     assert abs(fitted - fit.val_loss) < 1e-3  # the kept weights are the best epoch's (cache in fp16: small drift)
     assert fitted < initial
+    assert len(rebalanced) >= fit.epochs + 1  # every epoch, and the cache's encoding batches
 
 
 def test_cli_fits_a_saved_model_in_place(tmp_path, capsys):

@@ -153,3 +153,11 @@ def test_length_buckets_train_on_the_same_examples_in_other_batches(tmp_path, fa
     with pytest.raises(Exception, match="train.length_buckets must be >= 0"):
         _train(tmp_path, fake_collate, "bad", recipe=fake_recipe(**{"train.length_buckets": -1}))
 
+
+
+def test_long_jobs_let_the_thread_count_follow_the_load(tmp_path, fake_collate, monkeypatch):
+    # radgen.threads.rebalance_threads re-picks an automatic count between steps (tests/test_threads.py)
+    calls = []
+    monkeypatch.setattr("radgen.train.trainer.rebalance_threads", lambda: calls.append("step"))
+    _train(tmp_path, fake_collate)
+    assert len(calls) == 8  # once per optimizer step
