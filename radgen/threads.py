@@ -10,7 +10,7 @@ A count picked that way is a guess from one moment. Long jobs (training, `fit-fi
 feature cache) call `rebalance_threads()` between steps: at most every 30 s it re-counts the cores
 free to this process over the time since the last count (idle cores plus the ones it used itself)
 and sets that. Why: a fit started while another job was finishing ran its whole hour on 1 thread
-of 2, at half speed (717 s an epoch against about 360 s; docs/benchmarks.md, "Grounding").
+of 2, at half speed (717 s an epoch against 387 s on both; docs/benchmarks.md, "Grounding").
 """
 
 from __future__ import annotations
