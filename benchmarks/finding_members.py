@@ -44,6 +44,18 @@ def _probabilities(model, dataset, batch_size: int, heads: list) -> list:
     return [torch.cat(rows) for rows in out]
 
 
+def image_truth(val_set, test_set, names: list[str], data: str, split: str) -> tuple:
+    """(val targets (N, K) over `names`, the scored split's label dicts) from the manifest's
+    labels.chexpert, the image truth; exits with a clear message where a study has none."""
+    from radgen.models.findings import targets_from_labels
+    from radgen.train.evaluation import study_finding_labels
+
+    val_labels, test_labels = study_finding_labels(val_set)[0], study_finding_labels(test_set)[0]
+    if any(label is None for label in [*val_labels, *test_labels]):
+        raise SystemExit(f"{data}: every val and {split} study needs labels.chexpert (the image truth)")
+    return targets_from_labels(val_labels, [""] * len(val_labels), names, "manifest")[0], test_labels
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = grounded_parser(__doc__.split("\n\n")[0], split="test")
     parser.add_argument("--compare", default=None, help="another model (a single head, e.g. the shipped one) scored the same way")
@@ -56,10 +68,9 @@ def main(argv: list[str] | None = None) -> dict:
     from radgen.metrics.findings import finding_statistic
     from radgen.metrics.stats import bootstrap, paired_test
     from radgen.models import ReportGenerator
-    from radgen.models.findings import best_f1_thresholds, head_members, targets_from_labels
+    from radgen.models.findings import best_f1_thresholds, head_members
     from radgen.pipeline import resolve_model
     from radgen.train.data import load_splits
-    from radgen.train.evaluation import study_finding_labels
 
     torch.manual_seed(0)
     model = ReportGenerator.from_pretrained(str(resolve_model(args.model))).eval()
@@ -90,10 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     seconds = time.perf_counter() - started
 
     names = model.findings.observations
-    val_labels, test_labels = study_finding_labels(val_set)[0], study_finding_labels(test_set)[0]
-    if any(label is None for label in [*val_labels, *test_labels]):
-        raise SystemExit(f"{args.data}: every val and {args.split} study needs labels.chexpert (the image truth)")
-    val_y = targets_from_labels(val_labels, [""] * len(val_labels), names, "manifest")[0]
+    val_y, test_labels = image_truth(val_set, test_set, names, args.data, args.split)
     statistics, thresholds = {}, {}
     for system in probs["val"]:
         thresholds[system] = best_f1_thresholds(probs["val"][system], val_y)

@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _grounded import grounded_parser  # noqa: E402
-from finding_members import _probabilities  # noqa: E402
+from finding_members import _probabilities, image_truth  # noqa: E402
 
 PLACEMENTS = ("edge", "middle")
 
@@ -78,10 +78,9 @@ def main(argv: list[str] | None = None) -> dict:
     from radgen.metrics.findings import finding_statistic
     from radgen.metrics.stats import bootstrap, paired_test
     from radgen.models import ReportGenerator
-    from radgen.models.findings import best_f1_thresholds, targets_from_labels
+    from radgen.models.findings import best_f1_thresholds
     from radgen.pipeline import resolve_model
     from radgen.train.data import load_splits
-    from radgen.train.evaluation import study_finding_labels
 
     model = ReportGenerator.from_pretrained(str(resolve_model(args.model))).eval()
     if getattr(model, "findings", None) is None:
@@ -92,10 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
     val_p, test_p = (_probabilities(model, dataset, args.batch_size, [model.findings])[0] for dataset in (val_set, test_set))
     seconds = time.perf_counter() - started
     names = model.findings.observations
-    val_labels, test_labels = study_finding_labels(val_set)[0], study_finding_labels(test_set)[0]
-    if any(label is None for label in [*val_labels, *test_labels]):
-        raise SystemExit(f"{args.data}: every val and {args.split} study needs labels.chexpert (the image truth)")
-    val_y = targets_from_labels(val_labels, [""] * len(val_labels), names, "manifest")[0]
+    val_y, test_labels = image_truth(val_set, test_set, names, args.data, args.split)
     columns = [k for k in range(len(names)) if int(val_y[:, k].sum()) >= args.min_positives]
     cv = cross_validated(val_p, val_y, columns, args.splits)
 
