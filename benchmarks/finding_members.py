@@ -10,8 +10,12 @@ another size), on the val and test splits of `--data`. Every system gets its per
 thresholds tuned on val for best F1 (as `fit-findings` tunes them), then is scored on test against the
 manifest's image truth (`labels.chexpert`) with `radgen.metrics.findings` (the observations with at
 least 10 positives), and compared with the whole head (all members) by a paired bootstrap
-(`radgen.metrics.stats.paired_test`). This scores the head's findings, which the shipped decoding
-states in the text; `benchmarks/grounding.py` scores the text itself, next to the baselines.
+(`radgen.metrics.stats.paired_test`). With `--split val` that score is in-sample (the thresholds
+are tuned on the studies they are scored on), so each system also gets a cross-validated val
+micro-F1 (`--cv-splits` random halvings of val: thresholds tuned on one half, scored on the other,
+both ways; the same halvings for every system, so "halvings won" is paired). This scores the head's
+findings, which the shipped decoding states in the text; `benchmarks/grounding.py` scores the text
+itself, next to the baselines.
 """
 
 from __future__ import annotations
@@ -44,6 +48,39 @@ def _probabilities(model, dataset, batch_size: int, heads: list) -> list:
     return [torch.cat(rows) for rows in out]
 
 
+def _pooled_micro_f1(parts: list[tuple]) -> float:
+    """Micro-F1 of (probs, targets, thresholds) parts, their counts summed."""
+    tp = predicted = true = 0
+    for probs, targets, thresholds in parts:
+        hit = probs >= thresholds
+        tp += int((hit & targets).sum())
+        predicted += int(hit.sum())
+        true += int(targets.sum())
+    return 2 * tp / max(predicted + true, 1)
+
+
+def halving_f1s(probs, targets, columns: list[int], splits: int, placement: str = "middle", seed: int = 0) -> list[float]:
+    """Two-fold cross-validation of the thresholds on (probs, targets), `splits` times: each random
+    halving tunes them (`best_f1_thresholds`) on one half and scores the other, both ways, the
+    counts pooled; micro-F1 over `columns`. The same seed gives the same halvings (paired)."""
+    import torch
+
+    from radgen.models.findings import best_f1_thresholds
+
+    generator = torch.Generator().manual_seed(seed)
+    probs, targets = probs[:, columns], targets[:, columns].bool()
+    scores = []
+    for _ in range(splits):
+        order = torch.randperm(len(probs), generator=generator)
+        halves = (order[: len(order) // 2], order[len(order) // 2:])
+        parts = []
+        for tune, score in (halves, halves[::-1]):
+            thresholds = torch.tensor(best_f1_thresholds(probs[tune], targets[tune].float(), placement=placement))
+            parts.append((probs[score], targets[score], thresholds))
+        scores.append(_pooled_micro_f1(parts))
+    return scores
+
+
 def image_truth(val_set, test_set, names: list[str], data: str, split: str) -> tuple:
     """(val targets (N, K) over `names`, the scored split's label dicts) from the manifest's
     labels.chexpert, the image truth; exits with a clear message where a study has none."""
@@ -60,6 +97,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = grounded_parser(__doc__.split("\n\n")[0], split="test")
     parser.add_argument("--compare", default=None, help="another model (a single head, e.g. the shipped one) scored the same way")
     parser.add_argument("--min-positives", type=int, default=10, help="observations scored: those with this many positives in the split")
+    parser.add_argument("--cv-splits", type=int, default=200,
+                        help="random halvings of val for each system's cross-validated val micro-F1 (0: none)")
     args = parser.parse_args(argv)
 
     import torch
@@ -110,6 +149,9 @@ def main(argv: list[str] | None = None) -> dict:
         statistics[system], protocol = finding_statistic(predicted, test_labels, args.min_positives)
     whole = f"mean of members 1-{len(members)}" if len(members) > 1 else "member 1"
     key = "findings_abnormal_micro_f1"
+    # on val itself the thresholds are tuned on the studies they are scored on; cross-validation is not
+    columns = [k for k in range(len(names)) if int(val_y[:, k].sum()) >= args.min_positives]
+    halvings = {system: halving_f1s(p, val_y, columns, args.cv_splits) for system, p in probs["val"].items()} if args.cv_splits else {}
     results = {}
     for system, statistic in statistics.items():
         corpus = statistic.corpus()
@@ -120,9 +162,15 @@ def main(argv: list[str] | None = None) -> dict:
             paired = paired_test([statistic], [statistics[whole]], args.bootstrap)[key]
             results[system]["ensemble_minus_this"] = {"delta": round(paired.delta, 4), "ci95": [round(v, 4) for v in paired.ci],
                                                       "p": round(paired.p_value, 4)}
+        if halvings:
+            scores = halvings[system]
+            results[system]["val_cv_micro_f1"] = round(sum(scores) / len(scores), 4)
+            if system != whole:
+                results[system]["val_cv_halvings_whole_head_wins"] = sum(w > o for w, o in zip(halvings[whole], scores))
+                results[system]["val_cv_halvings_this_wins"] = sum(o > w for w, o in zip(halvings[whole], scores))
     out = {"model": args.model, "compare": args.compare, "split": args.split, "studies": len(test_set), "val_studies": len(val_set),
            "observations": protocol["findings_observations"], "members": len(members), "seconds": round(seconds, 1),
-           "machine": {"cpu": cpu_summary()}, "thresholds": thresholds, "systems": results}
+           "machine": {"cpu": cpu_summary()}, "val_cv_splits": args.cv_splits, "thresholds": thresholds, "systems": results}
     print(table(results))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
@@ -130,12 +178,18 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def table(results: dict) -> str:
-    """A markdown table: each system's test micro-F1, its CI, and the whole head's paired difference."""
-    lines = ["| system | finding micro-F1 | 95% CI | the whole head minus this |", "|---|---|---|---|"]
+    """A markdown table: each system's micro-F1 on the scored split, its CI, the whole head's paired
+    difference, and (with --cv-splits) its cross-validated val micro-F1 and the halvings each side won."""
+    lines = ["| system | finding micro-F1 | 95% CI | the whole head minus this | val, 2-fold CV | halvings won (whole head / this) |",
+             "|---|---|---|---|---|---|"]
     for system, row in results.items():
         versus = row.get("ensemble_minus_this")
         difference = f"{versus['delta']:+.3f} (p={versus['p']:.3f})" if versus else "–"
-        lines.append(f"| {system} | {row['findings_abnormal_micro_f1']:.3f} | [{row['ci95'][0]:.3f}, {row['ci95'][1]:.3f}] | {difference} |")
+        cv = f"{row['val_cv_micro_f1']:.3f}" if "val_cv_micro_f1" in row else "–"
+        won = (f"{row['val_cv_halvings_whole_head_wins']} / {row['val_cv_halvings_this_wins']}"
+               if "val_cv_halvings_this_wins" in row else "–")
+        lines.append(f"| {system} | {row['findings_abnormal_micro_f1']:.3f} | [{row['ci95'][0]:.3f}, {row['ci95'][1]:.3f}] | "
+                     f"{difference} | {cv} | {won} |")
     return "\n".join(lines)
 
 

@@ -25,40 +25,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _grounded import grounded_parser  # noqa: E402
-from finding_members import _probabilities, image_truth  # noqa: E402
+from finding_members import _probabilities, halving_f1s, image_truth  # noqa: E402
 
 PLACEMENTS = ("edge", "middle")
 
 
-def _pooled_micro_f1(parts: list[tuple]) -> float:
-    """Micro-F1 of (probs, targets, thresholds) parts, their counts summed."""
-    tp = predicted = true = 0
-    for probs, targets, thresholds in parts:
-        hit = probs >= thresholds
-        tp += int((hit & targets).sum())
-        predicted += int(hit.sum())
-        true += int(targets.sum())
-    return 2 * tp / max(predicted + true, 1)
-
-
 def cross_validated(probs, targets, columns: list[int], splits: int, seed: int = 0) -> dict:
     """Per placement, the micro-F1 of two-fold cross-validation on (probs, targets) over `splits` halvings."""
-    import torch
-
-    from radgen.models.findings import best_f1_thresholds
-
-    generator = torch.Generator().manual_seed(seed)
-    scores: dict[str, list[float]] = {p: [] for p in PLACEMENTS}
-    probs, targets = probs[:, columns], targets[:, columns].bool()
-    for _ in range(splits):
-        order = torch.randperm(len(probs), generator=generator)
-        halves = (order[: len(order) // 2], order[len(order) // 2:])
-        for placement in PLACEMENTS:
-            parts = []
-            for tune, score in (halves, halves[::-1]):
-                thresholds = torch.tensor(best_f1_thresholds(probs[tune], targets[tune].float(), placement=placement))
-                parts.append((probs[score], targets[score], thresholds))
-            scores[placement].append(_pooled_micro_f1(parts))
+    scores = {p: halving_f1s(probs, targets, columns, splits, p, seed) for p in PLACEMENTS}
     edge, middle = scores["edge"], scores["middle"]
     return {"splits": splits, "mean_micro_f1": {p: round(sum(v) / len(v), 4) for p, v in scores.items()},
             "middle_wins": sum(m > e for m, e in zip(middle, edge)), "edge_wins": sum(e > m for m, e in zip(middle, edge))}

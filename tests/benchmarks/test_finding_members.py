@@ -31,7 +31,7 @@ def _studies(tmp_path, val: int) -> Path:
 def _run(tmp_path, manifest: Path, model: str, compare: str) -> dict:
     out = tmp_path / "out.json"
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "finding_members.py"), "--model", str(tmp_path / model), "--data",
-                    str(manifest), "--compare", str(tmp_path / compare), "--min-positives", "3", "--bootstrap", "50", "--json", str(out)],
+                    str(manifest), "--compare", str(tmp_path / compare), "--min-positives", "3", "--bootstrap", "50", "--cv-splits", "20", "--json", str(out)],
                    check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "RADGEN_NO_CPU_FAST_PATHS": "1"}, timeout=600)
     return json.loads(out.read_text())
 
@@ -49,6 +49,11 @@ def test_members_and_their_mean_are_scored_against_the_image_truth(tmp_path):
     whole = systems["mean of members 1-2"]["findings_abnormal_micro_f1"]
     for name in ("member 1", "member 2"):
         assert abs(systems[name]["ensemble_minus_this"]["delta"] - (whole - systems[name]["findings_abnormal_micro_f1"])) < 2e-4
+    # cross-validated on val: a score for every system, and the paired halvings each side won
+    assert all(0.0 <= row["val_cv_micro_f1"] <= 1.0 for row in systems.values())
+    for name in ("member 1", "member 2"):
+        assert systems[name]["val_cv_halvings_whole_head_wins"] + systems[name]["val_cv_halvings_this_wins"] <= 20
+    assert "val_cv_halvings_this_wins" not in systems["mean of members 1-2"]
 
     # member 1's F1 by hand: its probabilities at the thresholds the script chose, against the manifest's labels
     model = ReportGenerator.from_pretrained(str(tmp_path / "ens")).eval()

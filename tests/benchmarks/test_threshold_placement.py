@@ -16,7 +16,8 @@ from tests.generate.fixtures import tiny_model
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from threshold_placement import _pooled_micro_f1, cross_validated  # noqa: E402
+from finding_members import _pooled_micro_f1  # noqa: E402
+from threshold_placement import cross_validated  # noqa: E402
 
 
 def test_pooled_micro_f1_sums_the_counts_of_both_halves():
