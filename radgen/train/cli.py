@@ -171,11 +171,15 @@ def _retune_only(model, source: Path, args: argparse.Namespace) -> int:
     the fit's record with the thresholds and val micro-F1 replaced (and says so)."""
     import json
 
+    from radgen.errors import ConfigError
     from radgen.io import atomic_write_text
     from radgen.train.data import load_splits
     from radgen.train.finding_head import retune_thresholds
 
     _, val_set = load_splits(model.recipe, model.image_transform)
+    if not val_set:
+        raise ConfigError(f"{args.data}: no study has split 'val'; --thresholds-only tunes on the val split "
+                          "(mark some labelled studies \"split\": \"val\")")
     cache_dir = args.feature_cache_dir or Path(source).parent / "feature_cache"
     micro_f1, thresholds = retune_thresholds(model, val_set, cache_dir, model.recipe.model.findings.label_source,
                                              progress=not args.no_progress)

@@ -175,3 +175,6 @@ def test_cli_retunes_only_the_thresholds(tmp_path, capsys):
     assert [record["thresholds"][n] for n in out.findings.observations] == [round(float(t), 4) for t in out.findings.thresholds]
     assert main(["fit-findings", str(tmp_path / "m"), "--data", str(manifest), "--thresholds-only", "--members", "2"]) == 2
     assert "--thresholds-only keeps the head as it is; drop --members" in capsys.readouterr().err
+    no_val = write_studies(tmp_path / "train_only", train=6, val=0)
+    assert main(["fit-findings", str(tmp_path / "m"), "--data", str(no_val), "--thresholds-only", *cache]) == 2
+    assert f"{no_val}: no study has split 'val'" in capsys.readouterr().err
