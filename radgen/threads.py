@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +95,10 @@ class ThreadBalancer:
     CPU time over the wall time), capped by the affinity mask, at least 1. The clocks are arguments
     so tests can drive them."""
 
-    def __init__(self, interval: float = REBALANCE_SECONDS, cores: int | None = None, clock=time.monotonic,
-                 machine_times=None, own_time=time.process_time):
+    def __init__(self, interval: float = REBALANCE_SECONDS, cores: int | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 machine_times: Callable[[], tuple[float, float] | None] | None = None,
+                 own_time: Callable[[], float] = time.process_time):
         self.interval = interval
         self.cores = allowed_cores() if cores is None else cores
         self.clock, self.own_time = clock, own_time
