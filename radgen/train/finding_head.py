@@ -81,6 +81,20 @@ def _pooled_features(model: Any, dataset: Sequence[dict], cache_dir: str | Path,
                       for start in range(0, len(records), 256)])
 
 
+def _head_inputs(model: Any, dataset: Sequence[dict], cache_dir: str | Path, batch_size: int, progress: bool) -> Any:
+    """What every member of `model.findings` reads for `dataset`: the cached views (`_views`) for a
+    head with its own encoder blocks, else the pooled features (pooling has no parameters without
+    encoder blocks, so one pool serves every member)."""
+    if model.findings.tail_blocks:
+        return _views(model, *_cached_head_inputs(model, dataset, cache_dir, 32, progress))
+    return _pooled_features(model, dataset, cache_dir, batch_size, progress)
+
+
+def _member_logits(member: Any, inputs: Any) -> torch.Tensor:
+    """One member's logits on `_head_inputs`."""
+    return head_logits(member, inputs) if member.tail_blocks else member.classify(inputs)
+
+
 def fit_head_on_pooled(head: Any, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
                        max_pos_weight: float = 10.0, max_epochs: int = 300, patience: int = 30, lr: float = 3e-4,
                        weight_decay: float = 0.1, batch_size: int = 64, seed: int = 0, lateral_dropout: float = 0.0) -> tuple[int, int, float]:
@@ -220,20 +234,14 @@ def fit_finding_head(model: Any, train_set: Sequence[dict], val_set: Sequence[di
     members = head_members(head)
     if not 0 <= keep < len(members):
         raise ConfigError(f"keep={keep}: a head of {len(members)} members must have at least one member to fit")
-    if head.tail_blocks:
-        with torch.no_grad():
-            train_cache, train_records = _cached_head_inputs(model, train_set, cache_dir, 32, progress)
-            val_cache, val_records = _cached_head_inputs(model, val_set, cache_dir, 32, progress)
-            train_views, val_views = _views(model, train_cache, train_records), _views(model, val_cache, val_records)
-    else:
-        with torch.no_grad():  # pooling has no parameters without a tail: one pool serves every member
-            train_x = _pooled_features(model, train_set, cache_dir, batch_size, progress)
-            val_x = _pooled_features(model, val_set, cache_dir, batch_size, progress)
+    with torch.no_grad():
+        train_inputs = _head_inputs(model, train_set, cache_dir, batch_size, progress)
+        val_inputs = _head_inputs(model, val_set, cache_dir, batch_size, progress)
     fits, member_probs = [], []
     for index, member in enumerate(members):
         if index < keep:
             with torch.no_grad():
-                logits = head_logits(member, val_views) if head.tail_blocks else member.classify(val_x)
+                logits = _member_logits(member, val_inputs)
                 probs = torch.sigmoid(logits.float())
                 member_probs.append(probs)
                 fits.append({"kept": True, "val_loss": float(member.loss(logits, val_y)),
@@ -246,15 +254,15 @@ def fit_finding_head(model: Any, train_set: Sequence[dict], val_set: Sequence[di
                 torch.set_rng_state(resume)
             if head.tail_blocks:
                 epoch, best_epoch, best_loss, val_logits = fit_head_with_tail(
-                    member, train_views, train_y, val_views, val_y, spec.max_pos_weight, max_epochs or 25, patience or 4, lr,
+                    member, train_inputs, train_y, val_inputs, val_y, spec.max_pos_weight, max_epochs or 25, patience or 4, lr,
                     tail_lr, weight_decay, 32, member_seed, spec.lateral_dropout, progress,
                     f"finding head{f' member {index + 1}/{len(members)}' if len(members) > 1 else ''} + encoder blocks")
             else:
-                epoch, best_epoch, best_loss = fit_head_on_pooled(member, train_x, train_y, val_x, val_y, spec.max_pos_weight,
+                epoch, best_epoch, best_loss = fit_head_on_pooled(member, train_inputs, train_y, val_inputs, val_y, spec.max_pos_weight,
                                                                   max_epochs or 300, patience or 30, lr, weight_decay, batch_size,
                                                                   member_seed, spec.lateral_dropout)
                 with torch.no_grad():
-                    val_logits = member.classify(val_x)
+                    val_logits = member.classify(val_inputs)
         with torch.no_grad():
             probs = torch.sigmoid(val_logits.float())
             member_f1 = tune_thresholds(member, probs, val_y)[0] if len(members) > 1 else None
@@ -289,12 +297,7 @@ def retune_thresholds(model: Any, val_set: Sequence[dict], cache_dir: str | Path
     val_y = targets_from_labels(*study_finding_labels(val_set), head.observations, label_source)[0]
     model.eval()
     with torch.no_grad():
-        if head.tail_blocks:
-            cache, records = _cached_head_inputs(model, val_set, cache_dir, 32, progress)
-            views = _views(model, cache, records)
-            probs = torch.stack([torch.sigmoid(head_logits(member, views).float()) for member in head_members(head)]).mean(0)
-        else:
-            pooled = _pooled_features(model, val_set, cache_dir, 64, progress)
-            probs = torch.stack([torch.sigmoid(member.classify(pooled).float()) for member in head_members(head)]).mean(0)
+        inputs = _head_inputs(model, val_set, cache_dir, 64, progress)
+        probs = torch.stack([torch.sigmoid(_member_logits(member, inputs).float()) for member in head_members(head)]).mean(0)
         micro_f1 = tune_thresholds(head, probs, val_y)[0]
     return micro_f1, {n: round(float(t), 4) for n, t in zip(head.observations, head.thresholds)}
