@@ -4,9 +4,10 @@
         --compare radgen/assets/default_model --json finding_members.json
 
 For a model's finding head (a `FindingEnsemble` of `radgen fit-findings --members K`, or one head):
-the probabilities of each member, of the mean of the first k members (k = 2..K) and, with `--compare`,
-of another model's head (on its own preparation of the same studies' images: its head may read
-another size), on the val and test splits of `--data`. Every system gets its per-observation
+the probabilities of each member, of the mean of the first k members (k = 2..K; the mean of their
+logits and the mean of their probabilities, the two `model.findings.member_mean` rules) and, with
+`--compare`, of another model's head (on its own preparation of the same studies' images: its head
+may read another size) and of both heads' members together, on the val and test splits of `--data`. Every system gets its per-observation
 thresholds tuned on val for best F1 (as `fit-findings` tunes them), then is scored on test against the
 manifest's image truth (`labels.chexpert`) with `radgen.metrics.findings` (the observations with at
 least 10 positives), and compared with the whole head (all members) by a paired bootstrap
@@ -30,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _grounded import grounded_parser  # noqa: E402
 
 
-def _probabilities(model, dataset, batch_size: int, heads: list) -> list:
-    """Per head in `heads` (callables of head input, lateral input, mask → logits): (N, K) probabilities."""
+def _logits(model, dataset, batch_size: int, heads: list) -> list:
+    """Per head in `heads` (callables of head input, lateral input, mask → logits): (N, K) fp32 logits."""
     import torch
 
     out: list[list[torch.Tensor]] = [[] for _ in heads]
@@ -44,8 +45,17 @@ def _probabilities(model, dataset, batch_size: int, heads: list) -> list:
                 side = model.head_input(torch.stack([item["lateral_pixel_values"] for item in items]))
                 mask = torch.tensor([bool(item["has_lateral"]) for item in items])
             for rows, head in zip(out, heads):
-                rows.append(torch.sigmoid(head(front, side, mask).float()))
+                rows.append(head(front, side, mask).float())
     return [torch.cat(rows) for rows in out]
+
+
+def _means(logits: list, which: str) -> dict:
+    """The probabilities of `logits`' heads combined both ways a FindingEnsemble can (model.findings.member_mean)."""
+    import torch
+
+    stacked = torch.stack(logits)
+    return {f"logit mean of {which}": torch.sigmoid(stacked.mean(0)),
+            f"probability mean of {which}": torch.sigmoid(stacked).mean(0)}
 
 
 def _pooled_micro_f1(parts: list[tuple]) -> float:
@@ -120,13 +130,14 @@ def main(argv: list[str] | None = None) -> dict:
     if args.limit:
         raise SystemExit("--limit: thresholds and F1 are meant over whole splits; run without it")
     members = head_members(model.findings)
+    rule = getattr(model.findings, "mean", "logit")  # how the model's own head combines its members
     started = time.perf_counter()
-    probs = {}
+    logits, probs = {}, {}
     for name, dataset in (("val", val_set), (args.split, test_set)):
-        rows = _probabilities(model, dataset, args.batch_size, members)
-        probs[name] = {f"member {i + 1}": p for i, p in enumerate(rows)}
+        logits[name] = _logits(model, dataset, args.batch_size, members)
+        probs[name] = {f"member {i + 1}": torch.sigmoid(p) for i, p in enumerate(logits[name])}
         for k in range(2, len(members) + 1):
-            probs[name][f"mean of members 1-{k}"] = torch.stack(rows[:k]).mean(0)
+            probs[name].update(_means(logits[name][:k], f"members 1-{k}"))
     if args.compare:
         other = ReportGenerator.from_pretrained(str(resolve_model(args.compare))).eval()
         if getattr(other, "findings", None) is None:
@@ -136,7 +147,11 @@ def main(argv: list[str] | None = None) -> dict:
         for name, dataset, own in (("val", other_val, val_set), (args.split, other_test, test_set)):
             if [s.study_id for s in dataset.studies] != [s.study_id for s in own.studies]:
                 raise SystemExit(f"--compare {args.compare}: its {name} studies are not the model's (other data settings)")
-            probs[name][f"compare: {args.compare}"] = _probabilities(other, dataset, args.batch_size, [other.findings])[0]
+            other_logits = _logits(other, dataset, args.batch_size, [other.findings])[0]
+            probs[name][f"compare: {args.compare}"] = torch.sigmoid(other_logits)
+            # both heads as members of one: would the two together beat either?
+            ours = f"members 1-{len(members)}" if len(members) > 1 else "member 1"
+            probs[name].update(_means([*logits[name], other_logits], f"{ours} and compare"))
     seconds = time.perf_counter() - started
 
     names = model.findings.observations
@@ -147,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
         found = probs[args.split][system] >= torch.tensor(thresholds[system])
         predicted = [{n: 1 for n, hit in zip(names, row) if hit} for row in found.tolist()]
         statistics[system], protocol = finding_statistic(predicted, test_labels, args.min_positives)
-    whole = f"mean of members 1-{len(members)}" if len(members) > 1 else "member 1"
+    whole = f"{rule} mean of members 1-{len(members)}" if len(members) > 1 else "member 1"
     key = "findings_abnormal_micro_f1"
     # on val itself the thresholds are tuned on the studies they are scored on; cross-validation is not
     columns = [k for k in range(len(names)) if int(val_y[:, k].sum()) >= args.min_positives]
@@ -169,7 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
                 results[system]["val_cv_halvings_whole_head_wins"] = sum(w > o for w, o in zip(halvings[whole], scores))
                 results[system]["val_cv_halvings_this_wins"] = sum(o > w for w, o in zip(halvings[whole], scores))
     out = {"model": args.model, "compare": args.compare, "split": args.split, "studies": len(test_set), "val_studies": len(val_set),
-           "observations": protocol["findings_observations"], "members": len(members), "seconds": round(seconds, 1),
+           "observations": protocol["findings_observations"], "members": len(members), "whole_head": whole, "seconds": round(seconds, 1),
            "machine": {"cpu": cpu_summary()}, "val_cv_splits": args.cv_splits, "thresholds": thresholds, "systems": results}
     print(table(results))
     if args.json:

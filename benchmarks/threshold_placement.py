@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _grounded import grounded_parser  # noqa: E402
-from finding_members import _probabilities, halving_f1s, image_truth  # noqa: E402
+from finding_members import _logits, halving_f1s, image_truth  # noqa: E402
 
 PLACEMENTS = ("edge", "middle")
 
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
     model.recipe.data.manifest = args.data
     _, val_set, test_set = load_splits(model.recipe, model.image_transform, extra=[args.split])
     started = time.perf_counter()
-    val_p, test_p = (_probabilities(model, dataset, args.batch_size, [model.findings])[0] for dataset in (val_set, test_set))
+    val_p, test_p = (torch.sigmoid(_logits(model, dataset, args.batch_size, [model.findings])[0]) for dataset in (val_set, test_set))
     seconds = time.perf_counter() - started
     names = model.findings.observations
     val_y, test_labels = image_truth(val_set, test_set, names, args.data, args.split)

@@ -110,7 +110,10 @@ class FindingsConfig:
     lateral: bool = False  # the head also sees the study's lateral view when it has one (radgen/models/findings.py)
     lateral_dropout: float = 0.15  # training: share of studies whose lateral view is hidden, so a frontal-only input is in-distribution
     tune_encoder_blocks: int = 0  # >0: the head gets a trainable copy of the encoder's last N blocks (radgen/models/findings.py)
-    members: int = 1  # >1: that many heads fitted from different seeds, their probabilities averaged (FindingEnsemble)
+    members: int = 1  # >1: that many heads fitted from different seeds, combined by member_mean (FindingEnsemble)
+    # how an ensemble combines its members: "logit" (the mean of their logits) or "probability" (the mean of
+    # their probabilities); why logit: docs/benchmarks.md, "Grounding", "Two heads, their logits averaged"
+    member_mean: str = "logit"
     # a head with encoder blocks may read the images at another size than the decoder's encoder (e.g. 320 for
     # small nodules): images are then prepared at the larger of the two and each pass resizes to its own; None = the encoder's
     image_size: int | None = None

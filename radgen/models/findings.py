@@ -39,6 +39,7 @@ from radgen.labels.observations import CHEXPERT_14, NO_FINDING
 
 DEFAULT_OBSERVATIONS: tuple[str, ...] = tuple(name for name in CHEXPERT_14 if name != NO_FINDING)
 LABEL_SOURCES = ("auto", "manifest", "report")
+MEMBER_MEANS = ("logit", "probability")  # how a FindingEnsemble combines its members (model.findings.member_mean)
 
 
 def observations_for(cfg: FindingsConfig) -> list[str]:
@@ -214,8 +215,10 @@ def best_f1_thresholds(probs: torch.Tensor, targets: torch.Tensor, min_positives
 
 
 class FindingEnsemble(nn.Module):
-    """`model.findings.members` FindingHeads of one recipe, fitted from different seeds; a study's
-    probability of each observation is their mean, thresholded on validation data like one head's.
+    """`model.findings.members` FindingHeads of one recipe, fitted from different seeds (or on other
+    renders of the training studies); a study's logit of each observation is the mean of theirs
+    (`mean="logit"`, the default) or of their probabilities (`mean="probability"`), thresholded on
+    validation data like one head's.
 
     Why: the fit is the noisy part of the findings. Two fits of the same head recipe on the same
     features differ by about 0.03 in finding F1 on IU-Phantom's val split (docs/benchmarks.md,
@@ -224,20 +227,30 @@ class FindingEnsemble(nn.Module):
     whole head with its own encoder blocks, so it costs one head's time a member (a few ms an
     image, against the decoder's hundreds).
 
+    Why the mean of logits by default: a member's confident answers (cardiomegaly at 0.999, tuned
+    thresholds near 0.99) are far apart in logits and crowded together in probabilities; averaging
+    probabilities lets one unsure member pull a study across such a threshold. On IU-Phantom's val
+    split, cross-validated, two heads' logit mean scored 0.877 against 0.867 for their probability
+    mean and 0.863 for the better head alone (docs/benchmarks.md, "Grounding", "Two heads, their
+    logits averaged").
+
     Same interface as FindingHead where the model uses it (`forward` → logits, `predict`,
-    `thresholds`, `observations`, `lateral`, `tail_blocks`): `forward` returns the logit of the
-    mean probability, so `predict`'s sigmoid gives that mean back.
+    `thresholds`, `observations`, `lateral`, `tail_blocks`): with `mean="probability"` `forward`
+    returns the logit of the mean probability, so `predict`'s sigmoid gives that mean back.
     """
 
-    def __init__(self, members: Sequence[FindingHead]):
+    def __init__(self, members: Sequence[FindingHead], mean: str = "logit"):
         super().__init__()
         if len(members) < 2:
             raise ConfigError(f"a finding ensemble needs at least 2 members, got {len(members)}")
+        if mean not in MEMBER_MEANS:
+            raise ConfigError(f"model.findings.member_mean: '{mean}' is not one of {', '.join(MEMBER_MEANS)}")
         first = members[0]
         if any(m.observations != first.observations or m.lateral != first.lateral or m.tail_blocks != first.tail_blocks
                for m in members):
             raise ConfigError("the members of a finding ensemble must share observations, lateral and tune_encoder_blocks")
         self.members = nn.ModuleList(members)
+        self.mean = mean
         self.observations = list(first.observations)
         self.lateral = first.lateral
         self.tail_blocks = first.tail_blocks
@@ -245,9 +258,11 @@ class FindingEnsemble(nn.Module):
 
     def forward(self, features: torch.Tensor, lateral: torch.Tensor | None = None,
                 lateral_mask: torch.Tensor | None = None) -> torch.Tensor:
-        probs = torch.stack([torch.sigmoid(m(features, lateral, lateral_mask).float()) for m in self.members]).mean(0)
+        logits = torch.stack([m(features, lateral, lateral_mask).float() for m in self.members])
+        if self.mean == "logit":
+            return logits.mean(0)
         # the mean of sigmoids, as a logit: 1e-7 keeps a unanimous 0 or 1 finite (fp32 resolves it)
-        return torch.logit(probs, eps=1e-7)
+        return torch.logit(torch.sigmoid(logits).mean(0), eps=1e-7)
 
     def tails(self) -> list[nn.Module]:
         return [tail for member in self.members for tail in member.tails()]
@@ -284,10 +299,12 @@ def build_finding_head(cfg: FindingsConfig, encoder_width: int, encoder: Any = N
         return None
     if cfg.members < 1:
         raise ConfigError(f"model.findings.members must be >= 1, got {cfg.members}")
+    if cfg.member_mean not in MEMBER_MEANS:
+        raise ConfigError(f"model.findings.member_mean: '{cfg.member_mean}' is not one of {', '.join(MEMBER_MEANS)}")
     if cfg.members > 1:
         one = replace(cfg, members=1)
         return FindingEnsemble([build_finding_head(one, encoder_width, encoder, None if seed is None else seed + index)
-                                for index in range(cfg.members)])
+                                for index in range(cfg.members)], mean=cfg.member_mean)
     if seed is not None:
         torch.manual_seed(seed)
     if cfg.tune_encoder_blocks < 0:

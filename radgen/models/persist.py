@@ -220,7 +220,12 @@ def _read(directory: Path) -> tuple[RecipeConfig, dict[str, Any]]:
         if not path.is_file():
             raise WeightsError(f"{directory}: not a radgen model folder ({path.name} missing); "
                                "create one with ReportGenerator.save_pretrained or `radgen train`")
-    recipe = from_dict(RecipeConfig, yaml.safe_load(config.read_text()), str(config))
+    raw = yaml.safe_load(config.read_text())
+    findings = ((raw or {}).get("model") or {}).get("findings") if isinstance(raw, dict) else None
+    if isinstance(findings, dict) and (findings.get("members") or 1) > 1 and "member_mean" not in findings:
+        # saved before model.findings.member_mean existed: its thresholds were tuned on the members' mean probability
+        findings["member_mean"] = "probability"
+    recipe = from_dict(RecipeConfig, raw, str(config))
     return recipe, json.loads(meta.read_text())
 
 

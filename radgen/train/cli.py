@@ -48,11 +48,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="an N other than the model's: a new head with a trainable copy of the encoder's last N blocks (0: none), "
                           "fitted from scratch; default: keep the model's model.findings.tune_encoder_blocks")
     fit.add_argument("--members", type=int, default=None, metavar="K",
-                     help="fit a new head of K members from seeds SEED..SEED+K-1 and average their probabilities "
-                          "(model.findings.members; 1: one new head); default: refit the model's head as it is")
+                     help="fit a new head of K members from seeds SEED..SEED+K-1 and average their logits "
+                          "(model.findings.members, member_mean; 1: one new head); default: refit the model's head as it is")
     fit.add_argument("--add-members", type=int, default=None, metavar="K",
-                     help="keep the model's fitted head and fit K more members from seeds SEED..SEED+K-1, then tune the "
-                          "thresholds on the mean of all (the same head as one fit of all of them with --members)")
+                     help="keep the model's fitted head and fit K more members from seeds SEED..SEED+K-1 (on --extra-train "
+                          "too, if given), then tune the thresholds on the mean of all (the same head as one fit of all of "
+                          "them with --members, when the data are the same)")
     fit.add_argument("--image-size", type=int, default=None, metavar="PX",
                      help="a new head that reads the images at PX (model.findings.image_size, e.g. 320 for small nodules; "
                           "needs encoder blocks); the decoder's encoder keeps its size. Default: keep the model's")
@@ -139,7 +140,7 @@ def run_fit_findings(args: argparse.Namespace) -> int:
         cfg = recipe.model.findings
         cfg.members = keep + args.add_members
         added = build_finding_head(replace(cfg, members=args.add_members), model.encoder.hidden_size, model.encoder, seed=args.seed)
-        model.findings = FindingEnsemble(head_members(model.findings) + head_members(added))
+        model.findings = FindingEnsemble(head_members(model.findings) + head_members(added), mean=cfg.member_mean)
     elif new_blocks or new_size or args.members is not None:
         if args.members is not None and args.members < 1:
             raise ConfigError(f"--members must be at least 1, got {args.members}")

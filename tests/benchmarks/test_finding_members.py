@@ -45,36 +45,41 @@ def test_members_and_their_mean_are_scored_against_the_image_truth(tmp_path):
     # the cases of tests/train/imaging.py: a third cardiomegaly, a third effusion
     assert result["observations"] == {"Cardiomegaly": 6, "Pleural Effusion": 6}
     systems = result["systems"]
-    assert list(systems) == ["member 1", "member 2", "mean of members 1-2", f"compare: {tmp_path / 'one'}"]
-    whole = systems["mean of members 1-2"]["findings_abnormal_micro_f1"]
+    assert list(systems) == ["member 1", "member 2", "logit mean of members 1-2", "probability mean of members 1-2",
+                             f"compare: {tmp_path / 'one'}", "logit mean of members 1-2 and compare",
+                             "probability mean of members 1-2 and compare"]
+    assert result["whole_head"] == "logit mean of members 1-2"  # the head's own rule (model.findings.member_mean)
+    whole = systems["logit mean of members 1-2"]["findings_abnormal_micro_f1"]
     for name in ("member 1", "member 2"):
         assert abs(systems[name]["ensemble_minus_this"]["delta"] - (whole - systems[name]["findings_abnormal_micro_f1"])) < 2e-4
     # cross-validated on val: a score for every system, and the paired halvings each side won
     assert all(0.0 <= row["val_cv_micro_f1"] <= 1.0 for row in systems.values())
     for name in ("member 1", "member 2"):
         assert systems[name]["val_cv_halvings_whole_head_wins"] + systems[name]["val_cv_halvings_this_wins"] <= 20
-    assert "val_cv_halvings_this_wins" not in systems["mean of members 1-2"]
+    assert "val_cv_halvings_this_wins" not in systems["logit mean of members 1-2"]
 
-    # member 1's F1 by hand: its probabilities at the thresholds the script chose, against the manifest's labels
+    # F1 by hand: member 1's and the whole head's probabilities (the model's own forward) at the
+    # thresholds the script chose, against the manifest's labels
     model = ReportGenerator.from_pretrained(str(tmp_path / "ens")).eval()
     model.recipe.data.manifest = str(manifest)
     from radgen.train.data import load_splits
 
     test_set = load_splits(model.recipe, model.image_transform, extra=["test"])[2]
     names = model.findings.observations
-    thresholds = torch.tensor(result["thresholds"]["member 1"])
-    tp = fp = fn = 0
-    with torch.no_grad():
-        for i in range(len(test_set)):
-            item = test_set[i]
-            front = model.head_input(item["pixel_values"][None])
-            side = model.head_input(item["lateral_pixel_values"][None])
-            probs = torch.sigmoid(model.findings.members[0](front, side, torch.tensor([bool(item["has_lateral"])])))[0]
-            truth = test_set.studies[i].labels["chexpert"]
-            for name in ("Cardiomegaly", "Pleural Effusion"):
-                said, present = bool(probs[names.index(name)] >= thresholds[names.index(name)]), truth.get(name) in (1, -1)
-                tp, fp, fn = tp + (said and present), fp + (said and not present), fn + (present and not said)
-    assert systems["member 1"]["findings_abnormal_micro_f1"] == round(2 * tp / max(2 * tp + fp + fn, 1), 4)
+    for system, head in (("member 1", model.findings.members[0]), ("logit mean of members 1-2", model.findings)):
+        thresholds = torch.tensor(result["thresholds"][system])
+        tp = fp = fn = 0
+        with torch.no_grad():
+            for i in range(len(test_set)):
+                item = test_set[i]
+                front = model.head_input(item["pixel_values"][None])
+                side = model.head_input(item["lateral_pixel_values"][None])
+                probs = torch.sigmoid(head(front, side, torch.tensor([bool(item["has_lateral"])])))[0]
+                truth = test_set.studies[i].labels["chexpert"]
+                for name in ("Cardiomegaly", "Pleural Effusion"):
+                    said, present = bool(probs[names.index(name)] >= thresholds[names.index(name)]), truth.get(name) in (1, -1)
+                    tp, fp, fn = tp + (said and present), fp + (said and not present), fn + (present and not said)
+        assert systems[system]["findings_abnormal_micro_f1"] == round(2 * tp / max(2 * tp + fp + fn, 1), 4), system
 
 
 def test_a_single_head_at_its_own_size_against_another_model(tmp_path):
@@ -82,7 +87,9 @@ def test_a_single_head_at_its_own_size_against_another_model(tmp_path):
     tiny_model("radgen-small", "model.findings.tune_encoder_blocks=2", "model.findings.image_size=96").save_pretrained(str(tmp_path / "big"))
     tiny_model("radgen-small").save_pretrained(str(tmp_path / "one"))
     result = _run(tmp_path, manifest, "big", "one")
-    assert result["members"] == 1 and list(result["systems"]) == ["member 1", f"compare: {tmp_path / 'one'}"]
+    assert result["members"] == 1 and list(result["systems"]) == ["member 1", f"compare: {tmp_path / 'one'}",
+                                                                  "logit mean of member 1 and compare",
+                                                                  "probability mean of member 1 and compare"]
     systems = result["systems"]
     versus = systems[f"compare: {tmp_path / 'one'}"]["ensemble_minus_this"]["delta"]
     assert abs(versus - (systems["member 1"]["findings_abnormal_micro_f1"] - systems[f"compare: {tmp_path / 'one'}"]["findings_abnormal_micro_f1"])) < 2e-4

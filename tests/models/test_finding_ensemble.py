@@ -1,4 +1,4 @@
-"""A finding head of several members (model.findings.members): the mean of their probabilities."""
+"""A finding head of several members (model.findings.members): the mean of their logits (or probabilities)."""
 
 import copy
 import json
@@ -22,19 +22,46 @@ def ensemble():
     return tiny("radgen-small", "model.findings.tune_encoder_blocks=2", "model.findings.members=3").eval()
 
 
-def test_the_probability_is_the_mean_of_the_members(ensemble):
+def test_the_logit_is_the_mean_of_the_members(ensemble):
     head = ensemble.findings
-    assert isinstance(head, FindingEnsemble) and len(head.members) == 3
+    assert isinstance(head, FindingEnsemble) and len(head.members) == 3 and head.mean == "logit"
     assert head.tail_blocks == 2 and len(head.tails()) == 3
     # members start from different weights (so they do not fit alike)
     assert not torch.equal(head.members[0].mlp[0].weight, head.members[1].mlp[0].weight)
     images = pixels(ensemble)
     head_input = ensemble.head_input(images)
-    by_hand = torch.stack([torch.sigmoid(member(head_input)) for member in head.members]).mean(0)
+    by_hand = torch.sigmoid(torch.stack([member(head_input) for member in head.members]).mean(0))
     probs, names = ensemble.predict_findings(pixel_values=images)
     torch.testing.assert_close(probs, by_hand)
     head.thresholds.fill_(0.5)
     assert names == [[n for n, p in zip(head.observations, row) if p >= 0.5] for row in by_hand.tolist()]
+
+
+def test_member_mean_probability_averages_the_probabilities():
+    torch.manual_seed(0)
+    model = tiny("radgen-small", "model.findings.members=2", "model.findings.member_mean=probability").eval()
+    head = model.findings
+    images = pixels(model)
+    head_input = model.head_input(images)
+    by_hand = torch.stack([torch.sigmoid(member(head_input)) for member in head.members]).mean(0)
+    torch.testing.assert_close(model.predict_findings(pixel_values=images)[0], by_hand)
+    # the two means differ where members disagree: the test above would pass for either rule otherwise
+    logit_mean = torch.sigmoid(torch.stack([member(head_input) for member in head.members]).mean(0))
+    assert not torch.allclose(by_hand, logit_mean)
+    with pytest.raises(ConfigError, match="member_mean: 'median' is not one of logit, probability"):
+        tiny("radgen-small", "model.findings.member_mean=median")
+
+
+def test_an_ensemble_saved_before_member_mean_keeps_the_probability_mean(ensemble, tmp_path):
+    import yaml
+
+    ensemble.save_pretrained(tmp_path / "m")
+    config = tmp_path / "m" / "radgen_config.yaml"
+    raw = yaml.safe_load(config.read_text())
+    assert raw["model"]["findings"]["member_mean"] == "logit"
+    del raw["model"]["findings"]["member_mean"]  # as an ensemble saved by an earlier radgen
+    config.write_text(yaml.safe_dump(raw))
+    assert ReportGenerator.from_pretrained(tmp_path / "m").findings.mean == "probability"
 
 
 def test_a_unanimous_answer_stays_finite():
