@@ -258,7 +258,12 @@ class FindingEnsemble(nn.Module):
 
     def forward(self, features: torch.Tensor, lateral: torch.Tensor | None = None,
                 lateral_mask: torch.Tensor | None = None) -> torch.Tensor:
-        logits = torch.stack([m(features, lateral, lateral_mask).float() for m in self.members])
+        return self.combine([m(features, lateral, lateral_mask) for m in self.members])
+
+    def combine(self, member_logits: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The ensemble's fp32 logits from its members' (the same shape each), by `self.mean`: what
+        `forward` returns, and what a fit tunes the thresholds on from the members' cached logits."""
+        logits = torch.stack([m.float() for m in member_logits])
         if self.mean == "logit":
             return logits.mean(0)
         # the mean of sigmoids, as a logit: 1e-7 keeps a unanimous 0 or 1 finite (fp32 resolves it)
@@ -281,8 +286,17 @@ class FindingEnsemble(nn.Module):
 
 
 def head_members(head: FindingHead | FindingEnsemble) -> list[FindingHead]:
-    """The heads whose probabilities a model's finding head averages (itself, for one head)."""
+    """The heads whose outputs a model's finding head averages (itself, for one head)."""
     return list(head.members) if isinstance(head, FindingEnsemble) else [head]
+
+
+def combine_member_logits(head: FindingHead | FindingEnsemble, member_logits: Sequence[torch.Tensor]) -> torch.Tensor:
+    """`head`'s logits from those of its members (`head_members(head)`'s order): one head's own,
+    or an ensemble's mean by its rule (model.findings.member_mean)."""
+    if isinstance(head, FindingEnsemble):
+        return head.combine(member_logits)
+    (only,) = member_logits
+    return only.float()
 
 
 def build_finding_head(cfg: FindingsConfig, encoder_width: int, encoder: Any = None,

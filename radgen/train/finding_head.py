@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from radgen.errors import ConfigError
-from radgen.models.findings import head_members, targets_from_labels
+from radgen.models.findings import combine_member_logits, head_members, targets_from_labels
 from radgen.threads import rebalance_threads
 from radgen.train.evaluation import study_finding_labels, tune_thresholds
 from radgen.train.feature_cache import FeatureCache, encoder_identity, fill_cache
@@ -237,13 +237,13 @@ def fit_finding_head(model: Any, train_set: Sequence[dict], val_set: Sequence[di
     with torch.no_grad():
         train_inputs = _head_inputs(model, train_set, cache_dir, batch_size, progress)
         val_inputs = _head_inputs(model, val_set, cache_dir, batch_size, progress)
-    fits, member_probs = [], []
+    fits, member_logits = [], []
     for index, member in enumerate(members):
         if index < keep:
             with torch.no_grad():
                 logits = _member_logits(member, val_inputs)
                 probs = torch.sigmoid(logits.float())
-                member_probs.append(probs)
+                member_logits.append(logits)
                 fits.append({"kept": True, "val_loss": float(member.loss(logits, val_y)),
                              "val_micro_f1": round(tune_thresholds(member, probs, val_y)[0], 4)})
             continue
@@ -266,14 +266,14 @@ def fit_finding_head(model: Any, train_set: Sequence[dict], val_set: Sequence[di
         with torch.no_grad():
             probs = torch.sigmoid(val_logits.float())
             member_f1 = tune_thresholds(member, probs, val_y)[0] if len(members) > 1 else None
-        member_probs.append(probs)
+        member_logits.append(val_logits)
         fits.append({"seed": member_seed, "epochs": epoch, "best_epoch": best_epoch, "val_loss": best_loss,
                      **({"val_micro_f1": round(member_f1, 4)} if member_f1 is not None else {})})
         if len(members) > 1:
             log.info("finding head member %d of %d: best val BCE %.4f at epoch %d of %d; val micro-F1 %.3f", index + 1,
                      len(members), best_loss, best_epoch, epoch, member_f1)
     with torch.no_grad():
-        micro_f1, aurocs = tune_thresholds(head, torch.stack(member_probs).mean(0), val_y)
+        micro_f1, aurocs = tune_thresholds(head, torch.sigmoid(combine_member_logits(head, member_logits)), val_y)
     aurocs = {name: round(value, 4) for name, value in aurocs.items()}
     loss = sum(f["val_loss"] for f in fits) / len(fits)
     fit = HeadFit(fits[-1]["epochs"], fits[-1]["best_epoch"], loss, aurocs, micro_f1,
@@ -298,6 +298,6 @@ def retune_thresholds(model: Any, val_set: Sequence[dict], cache_dir: str | Path
     model.eval()
     with torch.no_grad():
         inputs = _head_inputs(model, val_set, cache_dir, 64, progress)
-        probs = torch.stack([torch.sigmoid(_member_logits(member, inputs).float()) for member in head_members(head)]).mean(0)
+        probs = torch.sigmoid(combine_member_logits(head, [_member_logits(member, inputs) for member in head_members(head)]))
         micro_f1 = tune_thresholds(head, probs, val_y)[0]
     return micro_f1, {n: round(float(t), 4) for n, t in zip(head.observations, head.thresholds)}

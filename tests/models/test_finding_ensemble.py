@@ -180,3 +180,42 @@ def test_add_members_refuses_what_would_change_the_kept_head(tmp_path, capsys):
                      "--add-members", "0" if not extra else "1", *extra]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("rule", ["logit", "probability"])
+def test_thresholds_are_tuned_on_the_ensembles_own_rule(tmp_path, capsys, rule):
+    """members that disagree (one sure, one unsure) score a study differently under the two means;
+    `--thresholds-only` must tune on the mean the ensemble predicts with"""
+    from radgen.models.findings import targets_from_labels
+    from radgen.train.data import load_splits
+    from radgen.train.evaluation import study_finding_labels
+
+    manifest = write_studies(tmp_path / "studies", train=4, val=12)
+    torch.manual_seed(0)
+    model = tiny("radgen-small", "model.findings.members=2", f"model.findings.member_mean={rule}")
+    with torch.no_grad():  # member 1 says "present" with conviction, member 2 leans "absent"
+        model.findings.members[0].mlp[-1].bias.fill_(4.0)
+        model.findings.members[0].mlp[-1].weight.mul_(20.0)
+        model.findings.members[1].mlp[-1].bias.fill_(-1.0)
+    model.save_pretrained(tmp_path / "m")
+    assert main(["fit-findings", str(tmp_path / "m"), "--data", str(manifest), "--thresholds-only", "--no-progress",
+                 "--feature-cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out")]) == 0
+    capsys.readouterr()
+    tuned = ReportGenerator.from_pretrained(tmp_path / "out").eval()
+    assert tuned.findings.mean == rule
+    tuned.recipe.data.manifest = str(manifest)
+    _, val_set = load_splits(tuned.recipe, tuned.image_transform)
+    images = torch.stack([val_set[i]["pixel_values"] for i in range(len(val_set))])
+    lateral = torch.stack([val_set[i]["lateral_pixel_values"] for i in range(len(val_set))])
+    mask = torch.tensor([bool(val_set[i]["has_lateral"]) for i in range(len(val_set))])
+    head_in, side_in = tuned.head_input(images), tuned.head_input(lateral)
+    with torch.no_grad():
+        member_logits = [member(head_in, side_in, mask).float() for member in tuned.findings.members]
+    by_rule = {"logit": torch.sigmoid(torch.stack(member_logits).mean(0)),
+               "probability": torch.sigmoid(torch.stack(member_logits)).mean(0)}
+    val_y = targets_from_labels(*study_finding_labels(val_set), tuned.findings.observations)[0]
+    expected = {r: FindingHead(4, tuned.findings.observations).set_thresholds(p, val_y) for r, p in by_rule.items()}
+    other = "probability" if rule == "logit" else "logit"
+    # the two rules put the thresholds in different places here, so this test tells them apart
+    assert max(abs(a - b) for a, b in zip(expected[rule], expected[other])) > 0.02
+    assert tuned.findings.thresholds.tolist() == pytest.approx(expected[rule], abs=2e-3)  # the fit read fp16-cached features
