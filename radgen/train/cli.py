@@ -158,9 +158,14 @@ def run_fit_findings(args: argparse.Namespace) -> int:
                            args.patience, seed=args.seed, progress=not args.no_progress, tail_lr=args.tail_lr, keep=keep)
     for record, earlier in zip(fit.members, kept_records):
         record.update({**earlier, **record})  # what the earlier fit said of a kept member (its seed), re-measured here
+    # what this fit trained on: members of one head may have been fitted on other data (--add-members --extra-train)
+    trained_on = {"train_studies": len(train_set), "extra_train": [str(path) for path in args.extra_train or []]}
+    for record in fit.members[keep:]:
+        record.update(trained_on)
     out = Path(args.out or source)
     model.save_pretrained(out, base_weights=False)
-    atomic_write_text(out / "finding_head_fit.json", json.dumps(asdict(fit), indent=2) + "\n")
+    report = asdict(fit) if fit.members else {**asdict(fit), **trained_on}
+    atomic_write_text(out / "finding_head_fit.json", json.dumps(report, indent=2) + "\n")
     what = (f"{len(fit.members)} members, mean best val loss {fit.val_loss:.4f}" if fit.members
             else f"best val loss {fit.val_loss:.4f} at epoch {fit.best_epoch}")
     print(f"finding head fitted: {what}, val micro-F1 {fit.val_micro_f1:.3f} (thresholds tuned on val) → {out}")

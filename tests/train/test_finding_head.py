@@ -147,6 +147,18 @@ def test_cli_fits_on_extra_training_renders(tmp_path, capsys):
     more = ReportGenerator.from_pretrained(tmp_path / "more_out").findings.state_dict()
     assert not torch.equal(plain["pos_weight"], more["pos_weight"]) or any(
         not torch.equal(plain[k], more[k]) for k in plain if k not in {"thresholds", "pos_weight"})
+    # the fit record says what each fit trained on
+    def trained_on(out):
+        record = json.loads((tmp_path / out / "finding_head_fit.json").read_text())
+        return record["train_studies"], record["extra_train"]
+    assert trained_on("plain_out") == (6, []) and trained_on("more_out") == (12, [str(extra)])
+    # a member added on more renders says so; the kept one keeps its own record
+    assert main(["fit-findings", str(tmp_path / "plain_out"), "--data", str(manifest), "--max-epochs", "2",
+                "--no-progress", "--add-members", "1", "--seed", "3", "--extra-train", str(extra),
+                "--feature-cache-dir", str(tmp_path / "more"), "--out", str(tmp_path / "grown")]) == 0
+    kept, added = json.loads((tmp_path / "grown" / "finding_head_fit.json").read_text())["members"]
+    assert kept["kept"] and "train_studies" not in kept
+    assert (added["seed"], added["train_studies"], added["extra_train"]) == (3, 12, [str(extra)])
 
 
 def test_cli_retunes_only_the_thresholds(tmp_path, capsys):
