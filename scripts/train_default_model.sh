@@ -14,9 +14,9 @@ R=.venv/bin/radgen
 [ -f "$WORK/iu.jsonl" ] || $R data prepare --format iu-xray-r2gen --root "$IU" --out "$WORK/iu.jsonl"
 # 2. IU-Phantom radiographs (PA + lateral, 512 px) for every study.
 [ -f "$WORK/phantom/manifest.jsonl" ] || $R data phantom --manifest "$WORK/iu.jsonl" --out "$WORK/phantom" --seed 0
-# 2b. The training studies rendered twice more (seeds 1 and 2: other patients and finding placements,
-#     the same labels), for the finding head's fit only (step 3c; the decoder trains on step 2's renders).
-for SEED in 1 2; do
+# 2b. The training studies rendered four more times (seeds 1-4: other patients and finding placements,
+#     the same labels), for the finding head's fits only (steps 3c and 3d; the decoder trains on step 2's renders).
+for SEED in 1 2 3 4; do
   [ -f "$WORK/phantom_train_seed$SEED/manifest.jsonl" ] || $R data phantom --manifest "$WORK/iu.jsonl" --split train \
     --out "$WORK/phantom_train_seed$SEED" --seed $SEED
 done
@@ -45,7 +45,14 @@ $R train radgen-small "data.manifest=$WORK/phantom/manifest_balanced.jsonl" stag
 $R fit-findings "$WORK/run2/best" --data "$WORK/phantom/manifest.jsonl" --feature-cache-dir "$WORK/feature_cache" \
   --tune-encoder-blocks 2 --image-size 320 --members 1 --seed 1 --max-epochs 8 --patience 2 \
   --extra-train "$WORK/phantom_train_seed1/manifest.jsonl" "$WORK/phantom_train_seed2/manifest.jsonl"
-# 4. Export only the trained weights (finding head + connector + LoRA adapter, about 32 MB) with the model card.
+# 3d. A second member, the same recipe fitted on five renders of every training study (seeds 0-4), kept
+#     beside step 3c's head; the two heads' logits are averaged (model.findings.member_mean: logit) and
+#     the thresholds re-tuned on val for that mean (why: docs/benchmarks.md, "Grounding", "Two heads,
+#     their logits averaged"; about 48 min, most of it the fit).
+$R fit-findings "$WORK/run2/best" --data "$WORK/phantom/manifest.jsonl" --feature-cache-dir "$WORK/feature_cache" \
+  --add-members 1 --seed 1 --max-epochs 8 --patience 2 \
+  --extra-train "$WORK"/phantom_train_seed{1,2,3,4}/manifest.jsonl
+# 4. Export only the trained weights (two finding heads + connector + LoRA adapter, about 48 MB) with the model card.
 $R model export "$WORK/run2" --out radgen/assets/default_model --card radgen/assets/default_model/model_card.json   # the card is read before the folder is replaced
 # 4b. Store the training split's reports, keyed by indication, for retrieval-guided greedy decoding
 #     (generate.guide_margin; radgen/models/memory.py): verbatim IU text, CC BY-NC-ND 4.0.
