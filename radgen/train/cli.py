@@ -202,15 +202,16 @@ def _retune_only(model, source: Path, args: argparse.Namespace) -> int:
 
 def _fitted_members(model_dir: Path, count: int) -> list[dict]:
     """One record for each of the `count` members of the head saved in `model_dir`: what its
-    finding_head_fit.json says of them (their seeds), or nothing for a head fitted otherwise."""
+    finding_head_fit.json says of them (their seeds, and what they trained on where it says), or
+    nothing for a head fitted otherwise."""
     import json
 
     path = model_dir / "finding_head_fit.json"
     report = json.loads(path.read_text()) if path.is_file() else {}
     if len(report.get("members") or []) == count:
         return [dict(member) for member in report["members"]]
-    if count == 1 and "seed" in report:
-        return [{"seed": report["seed"]}]
+    if count == 1 and "seed" in report:  # one head's fit is recorded at the top level
+        return [{key: report[key] for key in ("seed", "train_studies", "extra_train") if key in report}]
     return [{} for _ in range(count)]
 
 

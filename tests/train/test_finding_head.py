@@ -157,7 +157,7 @@ def test_cli_fits_on_extra_training_renders(tmp_path, capsys):
                 "--no-progress", "--add-members", "1", "--seed", "3", "--extra-train", str(extra),
                 "--feature-cache-dir", str(tmp_path / "more"), "--out", str(tmp_path / "grown")]) == 0
     kept, added = json.loads((tmp_path / "grown" / "finding_head_fit.json").read_text())["members"]
-    assert kept["kept"] and "train_studies" not in kept
+    assert kept["kept"] and (kept["train_studies"], kept["extra_train"]) == (6, [])
     assert (added["seed"], added["train_studies"], added["extra_train"]) == (3, 12, [str(extra)])
 
 
