@@ -192,10 +192,12 @@ def _cider_scores(hyps: list[_Text], refs: list[list[_Text]], sigma: float = 6.0
             for k in range(MAX_N):
                 vh, vr = vec_h[k], vec_r[k]
                 val = 0.0
-                for g in vh.keys() & vr.keys():
-                    y = vr[g]
-                    x = vh[g]
-                    val += (x if x < y else y) * y
+                # in the hypothesis' n-gram order, as pycocoevalcap: a set intersection's order changes with
+                # the process's hash seed, and with it the sum's last bit
+                for g, x in vh.items():
+                    y = vr.get(g)
+                    if y is not None:
+                        val += (x if x < y else y) * y
                 if norm_h[k] != 0 and norm_r[k] != 0:
                     val /= norm_h[k] * norm_r[k]
                 total += val * penalty

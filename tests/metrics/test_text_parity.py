@@ -1,6 +1,10 @@
 """BLEU / ROUGE-L / CIDEr-D must equal pycocoevalcap 1.2 (the independent reference) on the same inputs."""
 
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -84,3 +88,15 @@ def test_bit_parallel_lcs_matches_dynamic_programming():
         a = [rng.choice("abcde") for _ in range(rng.randint(0, 80))]
         b = [rng.choice("abcde") for _ in range(rng.randint(0, 80))]
         assert lcs_length(a, b) == _lcs_table(a, b)
+
+
+def test_cider_d_is_the_same_to_the_bit_whatever_the_hash_seed():
+    # a set's iteration order follows the process's hash seed; a sum taken in that order changes its
+    # last bit between runs, and a rerun of an evaluation must give the same numbers
+    code = ("from radgen.metrics.text import text_metrics; from tests.metrics._reports import report_pairs; "
+            "print(repr(text_metrics(*report_pairs(300, seed=3), metrics=('cider_d',)).per_study['cider_d'].tolist()))")
+    root = Path(__file__).resolve().parents[2]
+    outputs = {subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONPATH": str(root), "PYTHONHASHSEED": str(seed)}).stdout
+               for seed in range(1, 5)}
+    assert len(outputs) == 1
