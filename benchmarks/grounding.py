@@ -22,6 +22,11 @@ approximate-randomization p-value, `radgen.metrics.stats.paired_test`):
 * the reference reports themselves (the ceiling of the findings measure: what the labeler reads
   from the radiologist's text against what the image shows).
 
+`--split-images` takes the `--split` studies' images from another manifest of the same studies, e.g.
+rendered again with another seed (`radgen data phantom --manifest iu.jsonl --split test --seed 11
+--out test_seed11`); labels, reports and the baselines' train split stay `--data`'s. How far the
+figures move between renders of the same studies is how far one test render is from another.
+
 Also: distinct reports as a share of the studies, the share of reports with a word that no report of the
 train split has (cleaned as the recipe trains: misspelt or made-up words), and the generation time of
 each decoding.
@@ -76,6 +81,21 @@ def _dtype(name: str) -> str:
     return dtype
 
 
+def with_images_from(studies: list, manifest: str) -> list:
+    """`studies` with each one's images taken from `manifest` (by study id), as absolute paths."""
+    from dataclasses import replace
+
+    from radgen.data.study import read_manifest
+
+    root = Path(manifest).resolve().parent
+    images = {s.study_id: [replace(image, path=str(root / image.path)) for image in s.images] for s in read_manifest(manifest)}
+    missing = [s.study_id for s in studies if not images.get(s.study_id)]
+    if missing:
+        raise SystemExit(f"--split-images {manifest}: {len(missing)} of the {len(studies)} studies have no images there "
+                         f"(first: {missing[0]}); render the same split of the same reports")
+    return [replace(s, images=images[s.study_id]) for s in studies]
+
+
 def main(argv: list[str] | None = None) -> dict:
     from radgen.data.study import read_manifest
     from radgen.generate.classifier_template import classifier_template_predictions
@@ -90,10 +110,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--guide-floor", type=int, default=50, help="the `guided` decoding's min_new_tokens (default: val's pick)")
     parser.add_argument("--guide-pool", type=int, default=40, help="the `guided` decoding's guide pool (generate.guide_pool; "
                                                                     "default: val's pick) and consensus-train's pool")
+    parser.add_argument("--split-images", default=None, metavar="MANIFEST",
+                        help="take the --split studies' images from this manifest (the same studies rendered again)")
     args = parser.parse_args(argv)
 
     studies = read_manifest(args.data)
     test = select_studies(studies, args.split, args.limit)
+    if args.split_images:
+        test = with_images_from(test, args.split_images)
     root = Path(args.data).parent
     # every name parsed before any model loads: a typo fails at once, not after minutes of decoding
     decodings = [(name, _decoding(name, args.guide_margin, args.guide_floor, args.guide_pool), _dtype(name)) for name in args.decodings.split(",")]
@@ -149,7 +173,7 @@ def _score(args, systems, seconds, test, metrics, scorer, known: set[str], clean
     results = {name: evaluate(rows, test, metrics=metrics, bootstrap=args.bootstrap, return_statistics=True, meteor_scorer=scorer)
                for name, rows in systems.items()}
     first = next(iter(systems))
-    out: dict = {"split": args.split, "studies": len(test), "scored": results[first]["n_studies"], "model": args.model,
+    out: dict = {"split": args.split, "split_images": args.split_images, "studies": len(test), "scored": results[first]["n_studies"], "model": args.model,
                  "observations": results[first]["protocol"].get("findings_observations"), "seconds": seconds,
                  "machine": {"cpu": cpu_summary()}, "systems": {}, "paired_vs": {}}
     for name, result in results.items():
