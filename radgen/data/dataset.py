@@ -222,8 +222,12 @@ class StudyDataset(Dataset):
         return ":colour=keep" if self.colour == "keep" else ""
 
     def lateral_ref(self, study: Study) -> ImageRef | None:
-        """The study's first lateral (non-frontal) view among the kept views, if any."""
-        return next((ref for ref in study.images if not ref.is_frontal and (self.views is None or ref.view in self.views)), None)
+        """The study's first lateral (non-frontal) view among the kept views, if any, never the image
+        read as its frontal one (the first image it decodes): a study of one image of unknown view has
+        no lateral, where it used to be read as both."""
+        primary = next(iter(self._select_refs(study)), None)
+        return next((ref for ref in study.images if not ref.is_frontal and (self.views is None or ref.view in self.views)
+                     and ref is not primary), None)
 
     def _add_lateral(self, study: Study, item: dict[str, Any]) -> None:
         ref = self.lateral_ref(study)

@@ -54,3 +54,24 @@ def test_a_study_without_a_lateral_gets_zeros_and_a_false_mask(tmp_path):
     assert encoded == 3
     batch = collate_features([CachedFeatures(records, cache)[i] for i in range(2)])
     assert batch["lateral_mask"].tolist() == [False, True] and (batch["lateral_features"][0] == 0).all()
+
+
+def test_an_image_of_unknown_view_read_as_the_frontal_is_not_also_the_lateral(tmp_path):
+    # `radgen generate scans/` gives each loose file view UNKNOWN: the one image is the frontal, there is no lateral
+    import json
+
+    manifest = write_studies(tmp_path / "studies", train=3, val=1)
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    pa, lateral = rows[0]["images"]
+    rows[0]["images"] = [{"path": pa["path"], "view": "UNKNOWN"}]
+    rows[1]["images"] = [{"path": pa["path"], "view": "UNKNOWN"}, {"path": lateral["path"], "view": "UNKNOWN"}]
+    rows[2]["images"] = [{"path": lateral["path"], "view": "LATERAL"}]  # a lateral alone is read as the frontal
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    model = tiny("radgen-small").eval()
+    recipe = load_recipe("radgen-small", size="tiny", overrides=[f"data.manifest={manifest}"])
+    train, _ = load_splits(recipe, model.image_transform)
+    assert [train[i]["has_lateral"] for i in range(3)] == [False, True, False]
+    assert (train[0]["lateral_pixel_values"] == 0).all() and (train[2]["lateral_pixel_values"] == 0).all()
+    # two unknown views: the first is the frontal, the second the lateral
+    assert torch.equal(train[1]["pixel_values"], train[0]["pixel_values"])
+    assert not torch.equal(train[1]["lateral_pixel_values"], train[1]["pixel_values"])
