@@ -73,8 +73,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """INPUT/--model/--split/--limit/--device/--no-merge-lora/--dtype (shared with `radgen explain`)."""
     parser.add_argument("input", nargs="?", default=None, metavar="IMAGE_OR_DIR_OR_MANIFEST",
-                        help="a PNG/JPEG/DICOM image, a folder of them (recursed; unreadable files are counted and skipped) "
-                             "or a manifest .jsonl")
+                        help="a PNG/JPEG/DICOM image, a folder of them (recursed; unreadable files are counted and skipped; "
+                             "a frontal and a lateral view of one study become one study) or a manifest .jsonl")
+    parser.add_argument("--one-study-per-image", action="store_true",
+                        help="in a folder, every image is a study of its own (default: a frontal and a lateral view of one study, "
+                             "by DICOM StudyInstanceUID or by file names that differ only in the view word, e.g. x_PA.png and "
+                             "x_LATERAL.png, are one study, and the finding head reads both)")
     parser.add_argument("--data", default=None, help="same as IMAGE_OR_DIR_OR_MANIFEST (kept for existing scripts)")
     parser.add_argument("--model", default=None,
                         help="a shipped model name (radgen-small, the default), a save_pretrained folder or a training run folder (uses RUN/best)")
@@ -105,7 +109,7 @@ def resolve_inputs(args: argparse.Namespace, only_ids: set[str] | None = None):
     if source is None:
         raise ConfigError("no input: pass an image, a folder of images or a manifest .jsonl, "
                           "e.g. `radgen generate scans/ --out preds.jsonl`")
-    inputs = collect_inputs(source)
+    inputs = collect_inputs(source, pair_views=not getattr(args, "one_study_per_image", False))
     if only_ids is not None:
         inputs.studies = [s for s in inputs.studies if s.study_id in only_ids]
     inputs.studies = select_studies(inputs.studies, args.split, args.limit)
@@ -165,7 +169,8 @@ def run_generate(args: argparse.Namespace) -> int:
                               confidence_temperature=temperature_scale, seed=args.seed, progress=not args.no_progress,
                               lanes=args.lanes, **settings)
     skipped = f", {inputs.skipped_text()}" if inputs.skipped else ""
-    print(f"generate: {counts['generated']} generated, {counts['skipped']} already done{skipped} → {args.out}")
+    paired = f" ({inputs.paired} of the {len(inputs.studies)} studies a frontal + lateral pair)" if inputs.paired else ""
+    print(f"generate: {counts['generated']} generated, {counts['skipped']} already done{skipped}{paired} → {args.out}")
     return 0
 
 
