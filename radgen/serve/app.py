@@ -1,8 +1,9 @@
 """The FastAPI app: REST API, health check, OpenAPI spec and the one-page web UI.
 
-    POST /v1/reports   multipart: file=<PNG|JPEG|DICOM bytes>, heatmap=true|false
+    POST /v1/reports   multipart: file=<PNG|JPEG|DICOM bytes>, heatmap=true|false, indication=<text>,
+                       lateral=<PNG|JPEG|DICOM bytes> (the study's lateral view; both optional)
                        → {findings, impression, section, sentences: [{text, confidence}], confidence,
-                          heatmap (base64 PNG, only when asked), model: {card}}
+                          lateral_read, heatmap (base64 PNG, only when asked), model: {card}}
     GET  /health       → {status, model, queue: {waiting, max_queue, max_batch}}
     GET  /v1/model     → the model card
     GET  /             → static page (radgen/serve/static/, no external resources: works offline)
@@ -14,7 +15,8 @@ set), 403 cross-origin POST, 413 upload too large, 415 not PNG/JPEG/DICOM by con
 undecodable image, image over the pixel budget or DICOM without pixels, 503 too many requests in
 flight, 504 not done within --timeout.
 
-Memory per request is bounded: the upload is read in memory (never spooled to disk), at most
+Memory per request is bounded: the upload (at most two images, each within --max-upload-bytes) is
+read in memory (never spooled to disk), at most
 `max_queue + max_batch` requests are in flight (more get 503 before their image is decoded),
 decoding runs on `decode_workers` threads under the pixel budget and inside the request's
 timeout, and a queued request keeps only its model tensor (plus a <= 512 px preview when a heatmap
@@ -51,6 +53,7 @@ from radgen.serve.security import LOOPBACK_HOSTS, SecurityMiddleware
 logger = logging.getLogger("radgen.serve")
 STATIC_DIR = Path(__file__).parent / "static"
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries, part headers and the small form fields
+IMAGES_PER_REQUEST = 2  # the frontal view and, optionally, the lateral
 # a clinical indication is a phrase; the model keeps its first words (model.context.max_words)
 MAX_INDICATION_CHARS = 500
 
@@ -92,6 +95,7 @@ def create_app(service: ReportService, settings: ServeSettings | None = None) ->
     # The multipart parser spools a file part to a temporary file past 1 MB; an upload (PHI in a
     # DICOM header) must stay in memory, and the body limit below already bounds its size.
     MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, settings.max_upload_bytes + MULTIPART_OVERHEAD)
+    body_limit = settings.max_upload_bytes * IMAGES_PER_REQUEST + MULTIPART_OVERHEAD
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -106,7 +110,7 @@ def create_app(service: ReportService, settings: ServeSettings | None = None) ->
     # max_body_size: answered with 413 while the body streams in (Content-Length or chunked).
     app = _App(
         title="radgen", version=__version__, lifespan=lifespan,
-        max_body_size=settings.max_upload_bytes + MULTIPART_OVERHEAD,
+        max_body_size=body_limit,
         description="Draft chest X-ray reports from images (PNG/JPEG/DICOM). Research software: NOT for clinical use.",
     )
     app.state.service, app.state.queue, app.state.settings = service, queue, settings
@@ -142,14 +146,21 @@ def create_app(service: ReportService, settings: ServeSettings | None = None) ->
     async def create_report(file: UploadFile = File(..., description="PNG, JPEG or DICOM (Part 10) image"),
                             heatmap: bool = Form(False, description="also return an attention overlay (base64 PNG)"),
                             indication: str = Form("", max_length=MAX_INDICATION_CHARS,
-                                                   description="the study's clinical indication, e.g. 'chest pain' (optional)")) -> dict[str, Any]:
+                                                   description="the study's clinical indication, e.g. 'chest pain' (optional)"),
+                            lateral: UploadFile | None = File(None, description="the study's lateral view, PNG, JPEG or DICOM "
+                                                              "(optional): a grounded model's finding head reads it next to the frontal")) -> dict[str, Any]:
         nonlocal in_flight
         started = time.perf_counter()
         data = await file.read(settings.max_upload_bytes + 1)
         await file.close()  # drop the parser's in-memory copy now, not when the request ends
-        size = len(data)
-        if size > settings.max_upload_bytes:
-            raise HTTPException(413, f"upload too large: the limit is {settings.max_upload_bytes} bytes")
+        lateral_data = None
+        if lateral is not None:
+            lateral_data = await lateral.read(settings.max_upload_bytes + 1)
+            await lateral.close()
+        size = len(data) + len(lateral_data or b"")
+        for what, content in (("upload", data), ("lateral upload", lateral_data)):
+            if content is not None and len(content) > settings.max_upload_bytes:
+                raise HTTPException(413, f"{what} too large: the limit is {settings.max_upload_bytes} bytes an image")
         # Admission before decoding: --max-queue bounds how many uploads are held, not only how
         # many decoded images wait for the model.
         if in_flight >= capacity:
@@ -158,9 +169,10 @@ def create_app(service: ReportService, settings: ServeSettings | None = None) ->
         deadline = time.monotonic() + settings.timeout_s
         try:
             prepared = await asyncio.wait_for(
-                asyncio.get_running_loop().run_in_executor(decoders, _prepare_before, service, data, heatmap, deadline, indication),
+                asyncio.get_running_loop().run_in_executor(decoders, _prepare_before, service, data, heatmap, deadline, indication,
+                                                           lateral_data),
                 timeout=settings.timeout_s)
-            del data
+            del data, lateral_data
             result = await queue.submit(prepared, timeout=max(0.0, deadline - time.monotonic()))
         except UnsupportedMediaError as err:
             raise HTTPException(415, str(err)) from None
@@ -186,8 +198,9 @@ def create_app(service: ReportService, settings: ServeSettings | None = None) ->
     return app
 
 
-def _prepare_before(service: ReportService, data: bytes, heatmap: bool, deadline: float, indication: str = "") -> Any:
+def _prepare_before(service: ReportService, data: bytes, heatmap: bool, deadline: float, indication: str = "",
+                    lateral: bytes | None = None) -> Any:
     """Decode on a decoder thread, unless the caller's deadline passed while the upload waited."""
     if time.monotonic() > deadline:
         raise TimeoutError
-    return service.prepare(data, heatmap, indication)
+    return service.prepare(data, heatmap, indication, lateral)

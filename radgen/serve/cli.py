@@ -79,7 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             "(default 300; 0: no wait); at an idle server a lone request waits 50 ms for others")
     serve.add_argument("--max-queue", type=int, default=32, help="requests that may wait; more get 503")
     serve.add_argument("--timeout", type=float, default=60.0, help="seconds a request may wait for its report; then 504")
-    serve.add_argument("--max-upload-mb", type=float, default=20.0, help="largest accepted upload; larger gets 413")
+    serve.add_argument("--max-upload-mb", type=float, default=20.0, help="largest accepted image (the upload, and its lateral view); larger gets 413")
     serve.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                        help="a Host name clients may use (repeatable); default: 127.0.0.1, localhost, ::1 on a loopback "
                             "address, any name otherwise")

@@ -6,7 +6,8 @@ Kept apart from the web layer so `radgen demo`, the load benchmark and tests use
   128) — a filename or a client's Content-Type is never trusted.
 * `ReportService.prepare(data)`: sniff, decode with `radgen.data.images.decode_image` (DataError on
   corrupt input, an image over the pixel budget or DICOM without pixels), apply the model's
-  ImageTransform; keep a small preview only when a heatmap is asked for.
+  ImageTransform; keep a small preview only when a heatmap is asked for. `lateral=`: the study's
+  lateral view, decoded the same way where the model's finding head reads one.
 * `ReportService.run_batch(jobs)`: one batched `model.generate`, then per report the sentences with
   confidences and, when asked, an attention heatmap. Runs on the BatchQueue's worker thread only.
 
@@ -186,6 +187,7 @@ class Prepared:
     pixel_values: torch.Tensor  # (C, H, W)
     heatmap: bool = False
     indication: str = ""  # the request's clinical indication (prompt context for models that read one)
+    lateral_pixel_values: torch.Tensor | None = None  # the study's lateral view, for a finding head that reads one
 
 
 class ReportService:
@@ -217,24 +219,40 @@ class ReportService:
             check_safetensors(path / WEIGHTS_FILE)  # a truncated copy: one line, not a loader traceback
         return cls(load_model(path, dtype=dtype), model_dir=path, **options)
 
-    def prepare(self, data: bytes, heatmap: bool = False, indication: str = "") -> Prepared:
-        """Sniff + decode + transform; UnsupportedMediaError (415) or DataError (422)."""
+    @property
+    def reads_lateral(self) -> bool:
+        """Whether the model's finding head reads a lateral view next to the frontal one (radgen-small's does)."""
+        findings = getattr(self.model, "findings", None)
+        return findings is not None and bool(getattr(findings, "lateral", False))
+
+    def prepare(self, data: bytes, heatmap: bool = False, indication: str = "", lateral: bytes | None = None) -> Prepared:
+        """Sniff + decode + transform the upload, and its lateral view when one is given and the model
+        reads it; UnsupportedMediaError (415) or DataError (422), naming the lateral where it is at fault."""
+        kind, image = self._decode(data, "uploaded")
+        lateral_pixel_values = None
+        if lateral is not None and self.reads_lateral:
+            lateral_pixel_values = self.model.image_transform(self._decode(lateral, "uploaded lateral")[1])
+        return Prepared(kind=kind, image=heatmap_preview(image) if heatmap else None, pixel_values=self.model.image_transform(image),
+                        heatmap=heatmap, indication=indication, lateral_pixel_values=lateral_pixel_values)
+
+    def _decode(self, data: bytes, what: str) -> tuple[str, Image.Image]:
         from radgen.data.images import decode_image, encoder_colour
 
-        kind = sniff_kind(data)
+        try:
+            kind = sniff_kind(data)
+        except UnsupportedMediaError as err:
+            raise UnsupportedMediaError(f"{what} file: {err}") from None
         try:
             # decode_image refuses, from the header, anything over the pixel budget (images.MAX_PIXELS).
             # the recipe's data.colour: a colour model (ROCO, seed 001) sees the upload's colours as in training
-            image = decode_image(data, f"uploaded {kind.upper()} file",
+            image = decode_image(data, f"{what} {kind.upper()} file",
                                  colour=encoder_colour(self.model.recipe.data.colour, self.model.image_transform))
         except DataError as err:
             if "no PixelData" in str(err):  # the data layer's hint ("remove it from the manifest") is for datasets
-                raise DataError("the uploaded DICOM file has no pixel data (a structured report or header-only file); "
+                raise DataError(f"the {what} DICOM file has no pixel data (a structured report or header-only file); "
                                 "upload a DICOM that contains the radiograph image") from None
             raise
-        pixel_values = self.model.image_transform(image)
-        return Prepared(kind=kind, image=heatmap_preview(image) if heatmap else None, pixel_values=pixel_values, heatmap=heatmap,
-                        indication=indication)
+        return kind, image
 
     def run_batch(self, jobs: list[Prepared]) -> list[dict[str, Any]]:
         try:
@@ -244,11 +262,19 @@ class ReportService:
 
     def _run_batch(self, jobs: list[Prepared]) -> list[dict[str, Any]]:
         pixel_values = torch.stack([job.pixel_values for job in jobs])
+        laterals: dict[str, torch.Tensor] = {}
+        if any(job.lateral_pixel_values is not None for job in jobs):
+            # zeros keep the batch rectangular; the mask tells the head which studies have a lateral
+            laterals["lateral_mask"] = torch.tensor([job.lateral_pixel_values is not None for job in jobs])
+            laterals["lateral_pixel_values"] = torch.stack([
+                job.lateral_pixel_values if job.lateral_pixel_values is not None else torch.zeros_like(job.pixel_values) for job in jobs])
         with torch.inference_mode():
-            reports = self.model.generate(pixel_values=pixel_values, contexts=[job.indication for job in jobs], **self.generate_options)
+            reports = self.model.generate(pixel_values=pixel_values, contexts=[job.indication for job in jobs], **laterals,
+                                          **self.generate_options)
         results = []
         for job, pixels, report in zip(jobs, pixel_values, reports):
             result = report_json(self.model, report)
+            result["lateral_read"] = job.lateral_pixel_values is not None
             if job.heatmap:
                 # Outside inference_mode: the gradient fallback of radgen.explain needs autograd.
                 overlays = attention_overlays(self.model, job.image, pixels[None], report.token_ids, result.pop("_spans"))
@@ -261,6 +287,6 @@ class ReportService:
             results.append(result)
         return results
 
-    def report_for_bytes(self, data: bytes, heatmap: bool = False) -> dict[str, Any]:
-        """One image, no queue (CLI / notebook use)."""
-        return self.run_batch([self.prepare(data, heatmap)])[0]
+    def report_for_bytes(self, data: bytes, heatmap: bool = False, lateral: bytes | None = None) -> dict[str, Any]:
+        """One image (and its lateral view, optional), no queue (CLI / notebook use)."""
+        return self.run_batch([self.prepare(data, heatmap, lateral=lateral)])[0]

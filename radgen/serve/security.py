@@ -48,7 +48,7 @@ def _security_headers(path: str, api: bool) -> list[tuple[bytes, bytes]]:
 
 
 class SecurityMiddleware:
-    """ASGI middleware; see the module docstring. `upload_limit` words the 413 message."""
+    """ASGI middleware; see the module docstring. `upload_limit` (bytes an image) words the 413 message."""
 
     def __init__(self, app: ASGIApp, allowed_hosts: Iterable[str] | None, upload_limit: int) -> None:
         self.app = app
@@ -102,7 +102,7 @@ class SecurityMiddleware:
 
     def _detail(self, status: int, body: bytes) -> str:
         if status == 413:
-            return f"upload too large: the limit is {self.upload_limit} bytes"
+            return f"upload too large: the limit is {self.upload_limit} bytes an image"
         text = " ".join(body.decode("utf-8", "replace").split())[:200]
         return _PLAIN_DETAIL.get(status) or text or f"HTTP {status}"
 

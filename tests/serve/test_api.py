@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import logging
 
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
+import radgen
 from radgen.serve import ServeSettings, create_app
-from tests.serve.tiny_model import dicom_bytes, jpeg_bytes, png_bytes
+from tests.serve.tiny_model import dicom_bytes, jpeg_bytes, png_bytes, radiograph
 
 LOCAL = "http://127.0.0.1:8000"  # the server answers to loopback Host names only (DNS rebinding)
 
@@ -182,3 +185,28 @@ def test_indication_form_field_reaches_the_prompt_and_is_bounded(client, service
     assert post(client, png_bytes()).status_code == 200 and seen[-1] == [""]
     too_long = post(client, png_bytes(), indication="x" * 501)
     assert too_long.status_code == 422 and "indication" in too_long.text
+
+
+def test_a_lateral_view_reaches_the_finding_head_and_is_checked_like_the_upload(client, service, model_dir):
+    front, side = png_bytes(radiograph(seed=1)), png_bytes(radiograph(seed=2))
+    both = client.post("/v1/reports", files={"file": ("pa.png", front, "application/octet-stream"),
+                                             "lateral": ("lat.png", side, "application/octet-stream")})
+    assert both.status_code == 200, both.text
+    alone = post(client, front).json()
+    assert both.json()["lateral_read"] is True and alone["lateral_read"] is False
+    # the head's answer is the pipeline's for the same two views, and moves with the lateral
+    pipe = radgen.load(str(model_dir), device="cpu")
+    expected = pipe(Image.open(io.BytesIO(front)), lateral=Image.open(io.BytesIO(side)))["finding_probs"]
+    assert both.json()["finding_probs"] == pytest.approx(expected, abs=1e-4)
+    assert alone["finding_probs"] != pytest.approx(expected, abs=1e-4)
+
+    # a bad lateral is refused as a bad upload is, and the message says which file
+    wrong = client.post("/v1/reports", files={"file": ("pa.png", front, "application/octet-stream"),
+                                              "lateral": ("lat.gif", b"GIF89a" + b"\0" * 300, "application/octet-stream")})
+    assert wrong.status_code == 415 and wrong.json()["detail"].startswith("uploaded lateral file: unsupported file type")
+    broken = client.post("/v1/reports", files={"file": ("pa.png", front, "application/octet-stream"),
+                                               "lateral": ("lat.png", side[:60], "application/octet-stream")})
+    assert broken.status_code == 422 and "lateral" in broken.json()["detail"]
+    big = client.post("/v1/reports", files={"file": ("pa.png", front, "application/octet-stream"),
+                                            "lateral": ("lat.png", side + b"\0" * 200_001, "application/octet-stream")})
+    assert big.status_code == 413 and big.json()["detail"] == "lateral upload too large: the limit is 200000 bytes an image"

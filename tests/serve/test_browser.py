@@ -183,3 +183,30 @@ def test_wrong_file_shows_the_servers_message(server, browser, tmp_path):
     browser.find_element(By.ID, "file-input").send_keys(str(bad))
     WebDriverWait(browser, 30).until(ec.text_to_be_present_in_element((By.ID, "status"), "415"))
     assert "PNG, JPEG or DICOM" in browser.find_element(By.ID, "status").text
+
+
+def test_a_lateral_view_chosen_on_the_page_reaches_the_finding_head(server, browser, tmp_path):
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from radgen.data.phantom import render_terms
+
+    views = render_terms(["Pleural Effusion/left"], "browser-lateral", size=256).images
+    paths = {}
+    for view in ("PA", "LATERAL"):
+        paths[view] = tmp_path / f"{view}.png"
+        paths[view].write_bytes(png_bytes(Image.fromarray(views[view], mode="L")))
+    wait = WebDriverWait(browser, 60)
+    browser.get(server + "/")
+    browser.find_element(By.ID, "file-input").send_keys(str(paths["PA"]))
+    wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "Draft report ready"))
+    assert not browser.find_element(By.ID, "lateral-note").is_displayed()
+    alone = browser.find_element(By.ID, "finding-table").text
+    # a lateral chosen after the frontal: the report is written again, from both views
+    browser.find_element(By.ID, "lateral-input").send_keys(str(paths["LATERAL"]))
+    wait.until(ec.visibility_of_element_located((By.ID, "lateral-note")))
+    wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "Draft report ready"))
+    assert "lateral view" in browser.find_element(By.ID, "lateral-note").text
+    assert browser.find_element(By.ID, "finding-table").text != alone  # the head's probabilities moved

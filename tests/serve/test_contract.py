@@ -58,7 +58,7 @@ class _Exploding:
 
     card = {"name": "exploding"}
 
-    def prepare(self, data, heatmap, indication):
+    def prepare(self, data, heatmap, indication, lateral=None):
         raise RuntimeError(f"secret patient detail {indication}")
 
     def run_batch(self, jobs):  # never reached
@@ -131,7 +131,7 @@ class _Gated:
         self.inner, self.card = service, service.card
         self.gate, self.entered = threading.Event(), threading.Event()
 
-    def prepare(self, data, heatmap, indication):
+    def prepare(self, data, heatmap, indication, lateral=None):
         return self.inner.prepare(data, heatmap, indication)
 
     def run_batch(self, jobs):

@@ -57,8 +57,11 @@ def test_heatmap_is_drawn_on_a_bounded_preview(client):
 
 
 def test_every_error_body_is_json(client, service, monkeypatch):
-    too_big = post(client, b"\x89PNG" + b"\0" * 5_000_000)  # refused by the body limit while streaming
-    assert too_big.status_code == 413 and too_big.json() == {"detail": "upload too large: the limit is 4000000 bytes"}
+    # past the body limit (two images of 4 MB and the form's allowance): refused while streaming
+    too_big = post(client, b"\x89PNG" + b"\0" * 9_000_000)
+    assert too_big.status_code == 413 and too_big.json() == {"detail": "upload too large: the limit is 4000000 bytes an image"}
+    one_too_big = post(client, b"\x89PNG" + b"\0" * 5_000_000)  # within the body limit, one image over: refused by the handler
+    assert one_too_big.status_code == 413 and one_too_big.json() == {"detail": "upload too large: the limit is 4000000 bytes an image"}
     assert client.get("/missing").json() == {"detail": "Not Found"}
     assert client.get("/static/missing.js").headers["content-type"] == "application/json"
     bad_form = client.post("/v1/reports", content=b"abc", headers={"content-type": "multipart/form-data"})
@@ -123,7 +126,7 @@ class _SlowDecode(ReportService):
         self.gate, self.entered, self.decoded = threading.Event(), threading.Event(), threading.Event()
         self.started = 0
 
-    def prepare(self, *args, **kwargs):  # whatever the app passes (data, heatmap, indication) goes through
+    def prepare(self, *args, **kwargs):  # whatever the app passes (data, heatmap, indication, lateral) goes through
         self.started += 1
         self.entered.set()
         self.gate.wait(GATE_LIMIT_S)

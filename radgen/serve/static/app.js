@@ -114,6 +114,7 @@
     $("guide-note").hidden = !r.guide_study_id;
     $("guide-note").textContent = r.guide_study_id ? "Wording guided by stored report " + r.guide_study_id +
       " (the training study with the nearest indication); the findings are the image head's." : "";
+    $("lateral-note").hidden = !r.lateral_read;
     $("report").hidden = false;
     $("heatmap-toggle").disabled = false;
   }
@@ -151,6 +152,8 @@
     form.append("file", state.file);
     form.append("heatmap", withHeatmap ? "true" : "false");
     form.append("indication", $("indication-input").value.slice(0, 500));
+    const lateral = $("lateral-input").files[0];
+    if (lateral) form.append("lateral", lateral);
     const response = await fetch("/v1/reports", { method: "POST", body: form, headers: headers() });
     if (response.status === 401) { needToken(); throw new Error("this server needs an access token"); }
     if (!response.ok) throw new Error(response.status + ": " + (await errorText(response)));
@@ -249,6 +252,8 @@
     zone.classList.remove("over");
     if (e.dataTransfer.files.length) analyse(e.dataTransfer.files[0]);
   });
+  // a lateral chosen (or cleared) after the frontal image: the report is written again with it
+  $("lateral-input").addEventListener("change", () => { if (state.file) analyse(state.file); });
   $("heatmap-toggle").addEventListener("change", toggleHeatmap);
   for (const id of ["findings", "impression"]) {
     $(id).addEventListener("mouseover", showSentenceMap);
