@@ -133,23 +133,22 @@ def _file_view(relative: str, data: bytes) -> tuple[str, tuple]:
 
 def _paired_studies(files: list[tuple[str, str, tuple]], folder: Path) -> list[Study]:
     """One study per file, except a group of files sharing a key with a frontal and a lateral view: one study."""
-    groups: dict[tuple, list[tuple[str, str]]] = {}
+    groups: dict[tuple, list[ImageRef]] = {}
     for relative, view, key in files:
-        groups.setdefault(key, []).append((relative, view))
+        groups.setdefault(key, []).append(ImageRef(path=relative, view=view))
     studies: list[Study] = []
-    for key, members in groups.items():
-        frontal = [m for m in members if m[1] in ("PA", "AP", "FRONTAL")]
-        if not frontal or not any(view in _LATERAL_VIEWS for _, view in members):
-            studies += [Study(study_id=relative, images=[ImageRef(path=relative, view=view)]) for relative, view in members]
+    for key, refs in groups.items():
+        frontal = [ref for ref in refs if ref.is_frontal]
+        if not frontal or not any(ref.view in _LATERAL_VIEWS for ref in refs):
+            studies += [Study(study_id=ref.path, images=[ref]) for ref in refs]
             continue
-        ordered = frontal + [m for m in members if m not in frontal]
         if key[0] == "name":
-            _, rest = view_from_name(frontal[0][0])
-            parent = Path(frontal[0][0]).parent.as_posix()
+            parent = Path(frontal[0].path).parent.as_posix()
+            rest = view_from_name(frontal[0].path)[1]
             study_id = "/".join(part for part in (parent if parent != "." else "", rest) if part) or folder.name
         else:
-            study_id = frontal[0][0]
-        studies.append(Study(study_id=study_id, images=[ImageRef(path=relative, view=view) for relative, view in ordered]))
+            study_id = frontal[0].path
+        studies.append(Study(study_id=study_id, images=frontal + [ref for ref in refs if not ref.is_frontal]))
     return studies
 
 
