@@ -2,7 +2,7 @@
 uploads at the pixel budget, then normal load, all from 20 concurrent clients; peak server memory.
 
     PYTHONPATH=. python benchmarks/serve_adversarial.py [--model DIR] [--clients 20] [--rounds 3]
-        [--load-seconds 20] [--max-seconds 170] [--json serve_adversarial.json]
+        [--load-seconds 20] [--max-seconds 170] [--with-lateral] [--json serve_adversarial.json]
 
 Starts `python -m radgen serve` (the shipped default model unless --model) in a subprocess on a free
 port of 127.0.0.1 (never another host) and runs three phases, each with --clients threads:
@@ -15,6 +15,9 @@ port of 127.0.0.1 (never another host) and runs three phases, each with --client
    --load-seconds.
 3. at the budget: every client posts one 6000x6000 PNG (36 Mpx, under the 40 Mpx budget) with
    heatmap=true.
+`--with-lateral`: every request carries two images. In phase 1 the frontal (`file`) is the 1024x1024
+PNG and the bomb is the study's lateral view (the `lateral` field), so the lateral's own checks
+answer; in phases 2 and 3 the upload is sent as both views (two 36 Mpx PNGs a request).
 Phases 2 and 3 must get 200s, and otherwise only the overload answers 503/504 (queue full, past
 --timeout): a slow or busy machine is not a failure, a crash or a 500 is.
 
@@ -118,31 +121,33 @@ def png(width: int, height: int) -> bytes:
     return buffer.getvalue()
 
 
-def post(client: httpx.Client, url: str, data: bytes, heatmap: bool) -> int:
+def post(client: httpx.Client, url: str, data: bytes, heatmap: bool, lateral: bytes | None = None) -> int:
+    files = {"file": ("upload", data, "application/octet-stream")}
+    if lateral is not None:
+        files["lateral"] = ("lateral", lateral, "application/octet-stream")
     try:
-        return client.post(url + "/v1/reports", files={"file": ("upload", data, "application/octet-stream")},
-                           data={"heatmap": "true" if heatmap else "false"}, timeout=120).status_code
+        return client.post(url + "/v1/reports", files=files, data={"heatmap": "true" if heatmap else "false"}, timeout=120).status_code
     except httpx.HTTPError as err:
         return -1 if not isinstance(err, httpx.TimeoutException) else -2
 
 
-def burst(url: str, uploads: list[bytes], clients: int, heatmap: bool, stop_at: float) -> Counter:
-    """Each client posts every upload in `uploads` once; returns status counts."""
+def burst(url: str, uploads: list[tuple[bytes, bytes | None]], clients: int, heatmap: bool, stop_at: float) -> Counter:
+    """Each client posts every (upload, lateral or None) in `uploads` once; returns status counts."""
     def client(_index: int) -> Counter:
         counts: Counter = Counter()
         with httpx.Client() as http:
-            for data in uploads:
+            for data, lateral in uploads:
                 if time.monotonic() > stop_at:
                     counts["not sent (time limit)"] += 1
                     continue
-                counts[post(http, url, data, heatmap)] += 1
+                counts[post(http, url, data, heatmap, lateral)] += 1
         return counts
 
     with ThreadPoolExecutor(clients) as pool:
         return sum(pool.map(client, range(clients)), Counter())
 
 
-def load(url: str, data: bytes, clients: int, seconds: float, stop_at: float) -> Counter:
+def load(url: str, data: bytes, clients: int, seconds: float, stop_at: float, lateral: bytes | None = None) -> Counter:
     end = min(time.monotonic() + seconds, stop_at)
     counts: Counter = Counter()
     lock = threading.Lock()
@@ -150,7 +155,7 @@ def load(url: str, data: bytes, clients: int, seconds: float, stop_at: float) ->
     def client(_index: int) -> None:
         with httpx.Client() as http:
             while time.monotonic() < end:
-                status = post(http, url, data, heatmap=False)
+                status = post(http, url, data, heatmap=False, lateral=lateral)
                 with lock:
                     counts[status] += 1
 
@@ -166,6 +171,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--load-seconds", type=float, default=20.0)
     parser.add_argument("--max-seconds", type=float, default=170.0)
+    parser.add_argument("--with-lateral", action="store_true", help="every request also sends its upload as the lateral view")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     if not (1 <= args.clients <= 64 and 1 <= args.rounds <= 10 and 0 < args.load_seconds <= 120 and 0 < args.max_seconds <= 600):
@@ -209,18 +215,19 @@ def main() -> int:
             phases[name]["memory_at_end_mb"] = memory_mb(server.pid)
             resettable = resettable and reset_peak(server.pid)
         t = time.monotonic()
-        counts = burst(url, list(bomb_bytes.values()) * args.rounds, args.clients, True, stop_at)
+        bombs_sent = [(normal, bomb) if args.with_lateral else (bomb, None) for bomb in bomb_bytes.values()]
+        counts = burst(url, bombs_sent * args.rounds, args.clients, True, stop_at)
         phases["bombs"] = {"requests": sum(counts.values()), "status": dict(counts), "seconds": round(time.monotonic() - t, 1)}
         record("bombs")
         ok &= set(counts) == {422}
         t = time.monotonic()
-        counts = load(url, normal, args.clients, args.load_seconds, stop_at)
+        counts = load(url, normal, args.clients, args.load_seconds, stop_at, normal if args.with_lateral else None)
         phases["load 1024^2 PNG"] = {"requests": sum(counts.values()), "status": dict(counts),
                                      "seconds": round(time.monotonic() - t, 1)}
         record("load 1024^2 PNG")
         ok &= set(counts) <= {200, 503, 504} and counts[200] > 0
         t = time.monotonic()
-        counts = burst(url, [at_budget], args.clients, True, stop_at)
+        counts = burst(url, [(at_budget, at_budget if args.with_lateral else None)], args.clients, True, stop_at)
         phases["36 Mpx PNG with heatmap"] = {"requests": sum(counts.values()), "status": dict(counts),
                                              "seconds": round(time.monotonic() - t, 1)}
         record("36 Mpx PNG with heatmap")
@@ -230,7 +237,7 @@ def main() -> int:
         report.update({
             "phases": phases, "server_alive_after": alive, "peak_rss_mb": round(max(overall_peak, peak_rss_mb(server.pid))),
             "upload_sizes_bytes": {**{k: len(v) for k, v in bomb_bytes.items()}, "png 6000^2": len(at_budget), "png 1024^2": len(normal)},
-            "clients": args.clients, "model": args.model or "shipped default (radgen/assets/default_model)",
+            "clients": args.clients, "with_lateral": args.with_lateral, "model": args.model or "shipped default (radgen/assets/default_model)",
             "seconds": round(time.monotonic() - started, 1), "date": time.strftime("%Y-%m-%d"),
             "hardware": {"cpu": cpu_description(), "cpus": os.cpu_count(), "python": platform.python_version()},
             "ok": bool(ok),
