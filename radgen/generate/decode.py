@@ -146,9 +146,12 @@ def generation_dataset(model: Any, studies: Sequence[Study], root: str | os.Path
     `generate` writes one report per study, so "list" and "each_frontal" recipes decode from the first frontal image.
     """
     data = model.recipe.data
+    # a file handed to `generate` has view UNKNOWN unless its name or DICOM header names one
+    # (radgen.generate.inputs): a recipe trained on some views reads it rather than refusing the study
+    views = (*data.views, "UNKNOWN") if data.views else None
     return StudyDataset(list(studies), model.image_transform, root=root, section=section, cleaning=data.cleaning,
                         images=per_study_images(data.images), max_images=data.max_images,
-                        views=data.views, drop_empty_reports=False, context_section=model.recipe.model.context.section,
+                        views=views, drop_empty_reports=False, context_section=model.recipe.model.context.section,
                         lateral=hasattr(model, "findings") and model.findings.lateral, colour=data.colour)
 
 

@@ -159,3 +159,11 @@ def test_each_frontal_is_a_recipe_mode_and_val_stays_per_study(tmp_path):
 
     generated = generation_dataset(SimpleNamespace(recipe=recipe, image_transform=TRANSFORM), [studies[0], val], tmp_path, "findings")
     assert [generated[i]["study_id"] for i in range(len(generated))] == ["two-frontal", "val-study"]
+    # a loose file (`radgen generate scans/`: view UNKNOWN) is read by a recipe trained on PA/AP views,
+    # while a file known to be a lateral is still left out
+    loose = Study("scan.png", images=[ImageRef(path=studies[0].images[0].path, view="UNKNOWN")])
+    lateral = Study("side.png", images=[ImageRef(path=studies[0].images[0].path, view="LATERAL")])
+    model = SimpleNamespace(recipe=recipe, image_transform=TRANSFORM)
+    assert generation_dataset(model, [loose], tmp_path, "findings")[0]["study_id"] == "scan.png"
+    with pytest.raises(DataError, match="no usable image of views PA,AP"):
+        generation_dataset(model, [lateral], tmp_path, "findings")
