@@ -18,7 +18,10 @@ with the head's findings of each study:
   2026-11-30 22:00 UTC);
 * `+ fragments dropped` (the default now): also drops sentence fragments first, sentences with no
   word of three letters or more besides "xxxx" and a last sentence with no closing period
-  (`make_consistent(text, findings, head observations)`).
+  (`make_consistent(text, findings, head observations)`);
+* `+ all-clear dropped beside a finding` and `+ all-clear reworded beside a finding`: also drop, or
+  reword as "no other acute disease", a sentence clearing the whole study ("no acute disease")
+  beside a named finding it contradicts (`make_consistent(..., all_clear="drop" | "reword")`).
 
 Next to them, the `nearest-train` baseline. Each is scored by `radgen.metrics.evaluate` (findings
 against the manifest's `labels.chexpert`, BLEU-4, METEOR 1.5 when Java is there, ROUGE-L, CIDEr-D),
@@ -61,17 +64,23 @@ def main(argv: list[str] | None = None) -> dict:
     raw = generate_reports(model, chosen, root=Path(args.data).parent, batch_size=args.batch_size, consistent_findings=False)
     observations = model.findings.observations
 
-    def replay(rows: list[dict], head_list: list[str], lung_wording: bool = False, fragments: bool = False) -> list[dict]:
-        return [{**r, "findings": make_consistent(r["findings"], r["findings_predicted"], head_list, lung_wording, fragments)[0]}
+    def replay(rows: list[dict], head_list: list[str], lung_wording: bool = False, fragments: bool = False,
+               all_clear: str = "keep") -> list[dict]:
+        return [{**r, "findings": make_consistent(r["findings"], r["findings_predicted"], head_list, lung_wording, fragments,
+                                                  all_clear=all_clear)[0]}
                 for r in rows]
 
     ids = {s.study_id for s in chosen}
     systems = {"decoder text": raw, "named only": replay(raw, []), "named + unnamed": replay(raw, observations),
                "+ lungs otherwise clear": replay(raw, observations, lung_wording=True),
                "+ fragments dropped (default)": replay(raw, observations, lung_wording=True, fragments=True),
+               "+ all-clear dropped beside a finding": replay(raw, observations, lung_wording=True, fragments=True, all_clear="drop"),
+               "+ all-clear reworded beside a finding": replay(raw, observations, lung_wording=True, fragments=True, all_clear="reword"),
                "nearest-train": [r for r in baseline_predictions(studies, "nearest-train", test_split=args.split) if r["study_id"] in ids]}
     steps = [("named + unnamed", "named only"), ("+ lungs otherwise clear", "named + unnamed"),
-             ("+ fragments dropped (default)", "+ lungs otherwise clear")]
+             ("+ fragments dropped (default)", "+ lungs otherwise clear"),
+             ("+ all-clear dropped beside a finding", "+ fragments dropped (default)"),
+             ("+ all-clear reworded beside a finding", "+ fragments dropped (default)")]
     metrics = ["findings", "bleu", "meteor", "rouge_l", "cider_d"]
     try:
         scorer = MeteorScorer()

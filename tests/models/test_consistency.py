@@ -194,3 +194,22 @@ def test_an_edit_that_only_cuts_the_end_keeps_the_decoded_log_probabilities(monk
     expected = [float(logits[0, start + j - 1, t]) for j, t in enumerate(reports[1].token_ids)]
     assert reports[1].token_ids == text_ids(other)
     torch.testing.assert_close(torch.tensor(reports[1].token_logprobs), torch.tensor(expected), atol=2e-5, rtol=2e-6)
+
+
+def test_a_sentence_clearing_the_study_is_kept_dropped_or_reworded_beside_a_finding_it_contradicts():
+    text = "the heart is enlarged . no acute cardiopulmonary disease . there is a pleural effusion ."
+    findings = ["Cardiomegaly", "Pleural Effusion"]
+    assert make_consistent(text, findings) == (text, [])  # the default keeps it (val: n-gram scores fell without it)
+    dropped, edits = make_consistent(text, findings, all_clear="drop")
+    assert dropped == "the heart is enlarged . there is a pleural effusion ."
+    assert edits == ["dropped 'no acute cardiopulmonary disease .' (clears the study, beside Cardiomegaly, Pleural Effusion)"]
+    reworded, _ = make_consistent(text, findings, all_clear="reword")
+    assert reworded == "the heart is enlarged . no other acute cardiopulmonary disease . there is a pleural effusion ."
+    assert make_consistent("no evidence of active disease .", ["Edema"], all_clear="reword")[0].startswith(
+        "no evidence of other active disease .")
+    assert "normal chest" not in make_consistent("normal chest .", ["Edema"], all_clear="reword")[0]  # nothing to reword: dropped
+    # beside devices, a lesion or a fracture IU's radiologists still clear the study: it stays
+    granuloma = "calcified granuloma in the right upper lobe . no acute disease ."
+    assert "no acute disease ." in make_consistent(granuloma, ["Lung Lesion", "Support Devices"], all_clear="drop")[0]
+    with pytest.raises(ValueError, match="all_clear='remove'"):
+        make_consistent(text, findings, all_clear="remove")
