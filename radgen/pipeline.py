@@ -148,6 +148,7 @@ class ReportPipeline:
                  laterals: Sequence[Any] | None = None, lanes: int | None = None, **settings: Any) -> list[dict[str, Any]]:
         import torch
 
+        from radgen.data.dataset import stacked_laterals
         from radgen.generate.decode import GenerationSettings, prediction_row
         from radgen.generate.lanes import model_lanes, run_in_lanes
 
@@ -168,11 +169,9 @@ class ReportPipeline:
             extra: dict[str, Any] = {}
             if indications is not None:
                 extra["contexts"] = [indications[i] for i in chunk]
-            if laterals is not None and any(laterals[i] is not None for i in chunk):
-                extra["lateral_mask"] = torch.tensor([laterals[i] is not None for i in chunk])
-                extra["lateral_pixel_values"] = torch.stack([
-                    self.model.image_transform(to_image(laterals[i], f"lateral of {names[i]}", colour)) if laterals[i] is not None
-                    else torch.zeros_like(pixels[0]) for i in chunk])
+            if laterals is not None:
+                extra.update(stacked_laterals([self.model.image_transform(to_image(laterals[i], f"lateral of {names[i]}", colour))
+                                               if laterals[i] is not None else None for i in chunk], pixels[0]))
             reports = self.model.generate(pixel_values=pixels, **extra, **options.generate_kwargs())
             return [prediction_row(self.model, names[i], report, self.section, self.confidence_temperature)
                     for i, report in zip(chunk, reports)]

@@ -280,6 +280,16 @@ def collate_studies(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
 LATERAL_KEYS = ("lateral_pixel_values", "lateral_features", "lateral_mask")
 
 
+def stacked_laterals(laterals: Sequence[torch.Tensor | None], like: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-study lateral views (None where a study has none) as the model's keyword arguments:
+    zeros keep the batch rectangular and `lateral_mask` tells the head which studies have one;
+    empty when none has a lateral."""
+    if all(lateral is None for lateral in laterals):
+        return {}
+    return {"lateral_mask": torch.tensor([lateral is not None for lateral in laterals]),
+            "lateral_pixel_values": torch.stack([lateral if lateral is not None else torch.zeros_like(like) for lateral in laterals])}
+
+
 def lateral_inputs(batch: dict[str, Any], device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
     """A batch's lateral-view entries (for a lateral finding head), as keyword arguments of the
     model's forward / generate / predict_findings; empty when the batch has none."""

@@ -261,13 +261,10 @@ class ReportService:
             release_free_heap()
 
     def _run_batch(self, jobs: list[Prepared]) -> list[dict[str, Any]]:
+        from radgen.data.dataset import stacked_laterals
+
         pixel_values = torch.stack([job.pixel_values for job in jobs])
-        laterals: dict[str, torch.Tensor] = {}
-        if any(job.lateral_pixel_values is not None for job in jobs):
-            # zeros keep the batch rectangular; the mask tells the head which studies have a lateral
-            laterals["lateral_mask"] = torch.tensor([job.lateral_pixel_values is not None for job in jobs])
-            laterals["lateral_pixel_values"] = torch.stack([
-                job.lateral_pixel_values if job.lateral_pixel_values is not None else torch.zeros_like(job.pixel_values) for job in jobs])
+        laterals = stacked_laterals([job.lateral_pixel_values for job in jobs], pixel_values[0])
         with torch.inference_mode():
             reports = self.model.generate(pixel_values=pixel_values, contexts=[job.indication for job in jobs], **laterals,
                                           **self.generate_options)
