@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python benchmarks/decoding_phases.py --manifest data/iu-phantom/manifest.jsonl \
         [--model radgen/assets/default_model] [--split test] [--limit 64] [--batch-sizes 1,32]
-        [--threads 2] [--plain] [--json decoding_phases.json]
+        [--threads 2] [--plain] [--ops] [--json decoding_phases.json]
 
 Why: drafted decoding (`radgen.models.speculative`) feeds the decoder fewer positions than plain
 greedy only at batch 1; at batch 32 both feed about as many (plain: prompt + one position a token;
@@ -25,7 +25,13 @@ measures both sides of that argument in one process:
   measured) and everything that is neither a product nor a weight read are left out, so the floor
   is below anything reachable;
 - with `--plain`, plain HF + peft greedy (`drafted_decoding.py`'s `plain-peft`) over the same
-  batches, and the speed-up the floor would give over it.
+  batches, and the speed-up the floor would give over it;
+- with `--ops`, each batch size's first batch decoded once more under torch's profiler: the CPU
+  time of its matrix products, convolutions, attention and every other op, and the rate its matrix
+  products ran at (the decoder positions' and LM-head rows' multiply-adds over the products' time),
+  next to the best fp32 rate above. A product rate near that best says the products cannot get
+  faster on this CPU at this precision, only fewer. (The LM head's shortlist products count as time,
+  not as work, so the rate is a slight underestimate; the profiler's own cost lands in "outside ops".)
 
 Shares and floors are per report. The phase clock charges each moment to the innermost phase
 running, so the phases add up to the wall time.
@@ -201,9 +207,48 @@ def read_rate(megabytes: int = 512, repeats: int = 5) -> float:
     return x.numel() * 4 / sorted(times)[len(times) // 2] / 1e9
 
 
+# torch op names (profiler keys) by kind; anything else is "other ops"
+OP_KINDS = {
+    "matrix products": ("linear_dynamic_fp16", "linear_dynamic", "_linear_pointwise", "aten::addmm", "aten::mm", "aten::bmm",
+                        "aten::matmul", "aten::linear", "qlinear"),
+    "convolutions": ("convolution",),
+    "attention": ("scaled_dot_product",),
+}
+
+
+def op_kind(name: str) -> str:
+    for kind, keys in OP_KINDS.items():
+        if any(key in name for key in keys):
+            return kind
+    return "other ops"
+
+
+def op_profile(model, batch, draft_tokens: int, settings: dict, clock: PhaseClock, body_flops: float, head_flops: float) -> dict:
+    """One batch decoded under torch's profiler: CPU seconds a report by op kind (self time, so nested ops
+    are not counted twice), the rest of the wall time as "outside ops" (Python, the profiler's own cost),
+    and the matrix products' rate in GFLOP/s."""
+    from torch.profiler import ProfilerActivity, profile
+
+    clock.reset()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        timed = run(model, [batch], draft_tokens, {}, settings)
+    reports = timed["reports"]
+    seconds: dict[str, float] = defaultdict(float)
+    for event in prof.key_averages():
+        seconds[op_kind(event.key)] += event.self_cpu_time_total / 1e6
+    inside = sum(seconds.values())
+    kinds = {kind: seconds.get(kind, 0.0) / reports for kind in (*OP_KINDS, "other ops")}
+    kinds["outside ops"] = max(0.0, timed["seconds"] - inside) / reports
+    work = sum(clock.positions.values()) * body_flops + sum(clock.head_positions.values()) * head_flops
+    products = seconds.get("matrix products", 0.0)
+    return {"reports": reports, "s_per_report": timed["seconds"] / reports, "kinds_s_per_report": kinds,
+            "product_gflops": work / products / 1e9 if products else 0.0}
+
+
 def main() -> None:
     parser = study_parser(__doc__.splitlines()[0], split="test", batch_sizes="1,32")
     parser.add_argument("--plain", action="store_true", help="also time plain HF + peft greedy over the same batches")
+    parser.add_argument("--ops", action="store_true", help="also profile one batch a batch size: time by op kind, the products' rate")
     parser.set_defaults(limit=64)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -259,6 +304,9 @@ def main() -> None:
             plain_seconds, plain_tokens = timed["seconds"], timed["tokens"]
             row.update(plain_s_per_report=plain_seconds / reports, plain_tokens_per_report=plain_tokens / reports,
                        speedup_vs_plain=plain_seconds / seconds, ceiling_vs_plain=plain_seconds / reports / row["floor_with_image_s_per_report"])
+        if args.ops:
+            model.report_draft = copy.deepcopy(shipped_table)
+            row["ops"] = op_profile(model, batches[0], draft_tokens, settings, clock, body_flops, head_flops)
         rows.append(row)
         print(json.dumps(row), flush=True)
 
@@ -276,6 +324,12 @@ def main() -> None:
             print(f"\nbatch {row['batch_size']}: plain HF + peft {row['plain_s_per_report']:.3f} s a report; the default {row['speedup_vs_plain']:.2f}x; "
                   f"at the floor (image as measured, the decoder's products at {rate:.0f} GFLOP/s or its weight reads at "
                   f"{bandwidth:.1f} GB/s, nothing else) {row['ceiling_vs_plain']:.2f}x")
+    for row in rows:
+        if "ops" in row:
+            ops = row["ops"]
+            shares = ", ".join(f"{kind} {t:.3f}" for kind, t in ops["kinds_s_per_report"].items())
+            print(f"\nbatch {row['batch_size']}, one batch of {ops['reports']} under the profiler ({ops['s_per_report']:.3f} s a report): "
+                  f"{shares} s a report; matrix products at {ops['product_gflops']:.0f} GFLOP/s (best fp32 rate {rate:.0f})")
     info = {"model": args.model, "split": args.split, "studies": len(chosen), "threads": args.threads, "draft_tokens": draft_tokens,
             "settings": settings, "decoder_dtype": decoder_precision(model.decoder),
             "product_rate_gflops": rate, "read_rate_gb_s": bandwidth, "body_mflop_per_position": body_flops / 1e6,

@@ -68,6 +68,18 @@ def default_image() -> bytes:
     return buffer.getvalue()
 
 
+def minor_faults(pid: int) -> int | None:
+    """The process's minor page faults so far (/proc/PID/stat), None where there is no /proc. A
+    server whose large blocks are reused from the heap takes few a batch; one that maps them fresh
+    takes one per 4 KiB page touched (radgen.allocator)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[7])  # field 10 of proc(5), counted after the command name
+
+
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile (no interpolation): the smallest value with >= q% of values at or below it."""
     ordered = sorted(values)
@@ -180,12 +192,14 @@ def main() -> int:
         httpx.post(url + "/v1/reports", files={"file": ("chest.png", image, "image/png")}, timeout=120).raise_for_status()
         before = httpx.get(url + "/health").json()["queue"]
         load_before = os.getloadavg()[0]
+        faults_before = minor_faults(server.pid)
         started = time.perf_counter()
         timeline: list[tuple[float, float]] = []
         latencies, errors = run_clients(url, requests, args.clients, args.duration, timeline)
         wall = time.perf_counter() - started
         after = httpx.get(url + "/health").json()["queue"]
         load_after = os.getloadavg()[0]
+        faults_after = minor_faults(server.pid)
     finally:
         server.terminate()
         try:
@@ -210,6 +224,9 @@ def main() -> int:
         "server_batches": batches, "mean_batch_size": reports / batches if batches else None, "largest_batch": after["largest_batch"],
         # the worker's generating time per batch: the rest of a request's latency is waiting, decoding and transport
         "mean_batch_s": (after["busy_s"] - before["busy_s"]) / batches if batches else None,
+        # the server process's minor page faults in the timed window, per report generated
+        "server_faults_per_report": (faults_after - faults_before) / reports
+        if reports and faults_before is not None and faults_after is not None else None,
         "hardware": {"cpu": cpu_summary(), "cpus": os.cpu_count(), "torch": torch.__version__,
                      "python": platform.python_version(),
                      "load_average_1min": [round(load_before, 2), round(load_after, 2)]},

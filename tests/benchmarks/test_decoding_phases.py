@@ -11,7 +11,7 @@ from tests.benchmarks.test_drafted_decoding import run_benchmark
 
 @pytest.mark.parametrize("fast_paths", [False, True])
 def test_decoding_phases_split_the_wall_time_and_bound_it_below(tmp_path, fast_paths):
-    info = run_benchmark(tmp_path, "decoding_phases.py", "--batch-sizes", "1,2", "--plain", fast_paths=fast_paths)
+    info = run_benchmark(tmp_path, "decoding_phases.py", "--batch-sizes", "1,2", "--plain", "--ops", fast_paths=fast_paths)
     assert info["product_rate_gflops"] > 0 and info["read_rate_gb_s"] > 0 and info["body_mflop_per_position"] > 0
     assert [row["batch_size"] for row in info["rows"]] == [1, 2]
     for row in info["rows"]:
@@ -34,6 +34,24 @@ def test_decoding_phases_split_the_wall_time_and_bound_it_below(tmp_path, fast_p
         assert 0 < row["floor_s_per_report"] < row["s_per_report"] and row["floor_with_image_s_per_report"] > row["floor_s_per_report"]
         # the floor is below the measured time, so the speed-up it allows exceeds the measured one
         assert row["plain_s_per_report"] > 0 and row["ceiling_vs_plain"] > row["speedup_vs_plain"] > 0
+        # the profiled batch: its op kinds' times add up to its wall time, and the products did work at a finite rate
+        ops = row["ops"]
+        assert set(ops["kinds_s_per_report"]) == {"matrix products", "convolutions", "attention", "other ops", "outside ops"}
+        assert ops["kinds_s_per_report"]["matrix products"] > 0 and ops["kinds_s_per_report"]["convolutions"] > 0
+        assert sum(ops["kinds_s_per_report"].values()) >= ops["s_per_report"] * 0.99
+        assert 0 < ops["product_gflops"] < 1e5
+
+
+def test_op_kinds_sort_the_kernels_a_decoding_runs():
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from decoding_phases import op_kind
+
+    assert op_kind("quantized::linear_dynamic_fp16") == op_kind("mkldnn::_linear_pointwise") == op_kind("aten::addmm") == "matrix products"
+    assert op_kind("aten::mkldnn_convolution") == "convolutions"
+    assert op_kind("aten::_scaled_dot_product_flash_attention_for_cpu") == "attention"
+    assert op_kind("aten::silu") == op_kind("aten::index_select") == "other ops"
 
 
 def test_the_instrumented_pick_scoring_forwards_every_argument(monkeypatch):

@@ -24,3 +24,17 @@ def test_serve_load_reports_latency_batches_and_the_workers_time(tmp_path):
     # the worker's time per batch is real (above zero) and, with at most 3 callers, each of which
     # waited for its batch, no longer than the slowest request's whole latency
     assert 0 < info["mean_batch_s"] <= info["latency_s"]["max"]
+    if sys.platform.startswith("linux"):  # a server that decoded images touched some pages
+        assert info["server_faults_per_report"] > 0
+
+
+def test_minor_faults_reads_this_process_and_is_none_without_proc(monkeypatch):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import resource
+
+    from serve_load import minor_faults
+
+    if sys.platform.startswith("linux"):
+        own = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        assert abs(minor_faults(os.getpid()) - own) <= own // 10 + 1000
+    assert minor_faults(-1) is None
