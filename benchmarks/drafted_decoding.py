@@ -197,6 +197,9 @@ def study_parser(description: str, split: str, batch_sizes: str) -> argparse.Arg
 
 
 def main() -> None:
+    from radgen.allocator import one_heap_for_all_threads
+
+    one_heap_for_all_threads()  # as `radgen generate` does first thing: lanes are threads (radgen.allocator)
     parser = study_parser(__doc__.splitlines()[0], split="test", batch_sizes="1,16")
     parser.add_argument("--draft-tokens", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=4, help="configs take turns over this many slices of the batches")

@@ -19,6 +19,19 @@ The other side of keeping freed memory: `release_free_heap` gives the heap's fre
 (glibc's malloc_trim) where a process knows it has just freed much that it will not reuse soon: after
 `prepare_for_inference` replaced the decoder's Linear weights (packed, fp16 or int8 copies), and
 after each server batch (`radgen.serve.inference`).
+
+Threads: glibc gives each thread that allocates its own arena (up to 8 per core), and caps an
+arena's heap at 64 MiB, so in any thread but the main one a larger block (a batch's convolution
+maps at 320 px, the LM head's logits over many rows) is mapped fresh and faulted in at every
+allocation, whatever the threshold above. `radgen serve` decodes on a worker thread and
+`radgen generate` two batches at once on two lane threads (`radgen.generate.lanes`), so those two
+commands call `one_heap_for_all_threads` (glibc's M_ARENA_MAX=1) before any thread allocates.
+Measured on a 2-core AVX2-only EPYC VM (docs/benchmarks.md, Performance, "One heap for every
+thread"): a server batch of 20 on a worker thread took 270k page faults and 10.9-11.4 s, against
+15-160k and 9.2-9.5 s on the main heap; two lanes at batch 32 decoded 0.355-0.387 s a report against
+0.385-0.412 s. The threads then share one malloc lock: one batch on the main thread, whose OpenMP
+helper now allocates from the same heap, measured 0.397-0.456 s a report against 0.373-0.408 s, so
+`radgen demo` and the Python API keep glibc's default.
 """
 
 from __future__ import annotations
@@ -34,9 +47,11 @@ log = logging.getLogger(__name__)
 
 MMAP_THRESHOLD = 256 << 20  # blocks up to this size come from the heap
 TRIM_THRESHOLD = 512 << 20  # free heap memory kept before it is returned to the system
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # glibc's mallopt parameter numbers (malloc.h)
 _USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+_USER_ARENA_SETTINGS = ("MALLOC_ARENA_MAX",)
 _applied: list[bool] = []
+_one_heap: list[bool] = []
 
 
 def _mallopt(parameter: int, value: int) -> bool:
@@ -47,8 +62,7 @@ def keep_large_blocks_in_heap() -> bool:
     """Raise glibc's mmap and trim thresholds for this process (once); True when they are set."""
     if _applied:
         return _applied[0]
-    usable = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
-    if not usable or any(name in os.environ for name in _USER_SETTINGS):
+    if not _glibc() or any(name in os.environ for name in _USER_SETTINGS):
         _applied.append(False)
         return False
     try:
@@ -57,6 +71,31 @@ def keep_large_blocks_in_heap() -> bool:
         done = False
     log.debug("glibc mmap threshold %s MiB: %s", MMAP_THRESHOLD >> 20, "set" if done else "not set")
     _applied.append(done)
+    return done
+
+
+def _glibc() -> bool:
+    return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+
+
+def one_heap_for_all_threads() -> bool:
+    """Let every thread allocate from glibc's main heap (M_ARENA_MAX=1), once; True when set.
+
+    Takes effect for threads that have not allocated yet, so call it before starting any: the
+    `radgen` command does, first thing. Nothing happens where the C library is not glibc, where the
+    user set MALLOC_ARENA_MAX or an arena tunable (GLIBC_TUNABLES), or with RADGEN_NO_CPU_FAST_PATHS=1."""
+    if _one_heap:
+        return _one_heap[0]
+    user = any(name in os.environ for name in _USER_ARENA_SETTINGS) or "arena" in os.environ.get("GLIBC_TUNABLES", "")
+    if not _glibc() or user or os.environ.get("RADGEN_NO_CPU_FAST_PATHS", "").strip().lower() in ("1", "true", "yes", "on"):
+        _one_heap.append(False)
+        return False
+    try:
+        done = _mallopt(_M_ARENA_MAX, 1)
+    except (OSError, AttributeError):
+        done = False
+    log.debug("glibc arenas: %s", "one for every thread" if done else "glibc's default")
+    _one_heap.append(done)
     return done
 
 
