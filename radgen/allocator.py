@@ -31,7 +31,8 @@ thread"): a server batch of 20 on a worker thread took 270k page faults and 10.9
 15-160k and 9.2-9.5 s on the main heap; two lanes at batch 32 decoded 0.355-0.387 s a report against
 0.385-0.412 s. The threads then share one malloc lock: one batch on the main thread, whose OpenMP
 helper now allocates from the same heap, measured 0.397-0.456 s a report against 0.373-0.408 s, so
-`radgen demo` and the Python API keep glibc's default.
+`radgen demo` and the Python API keep glibc's default (a `radgen generate` of one batch decodes on
+the main thread too, and pays that cost: the command sets the heap before it knows how many batches).
 """
 
 from __future__ import annotations
