@@ -137,8 +137,9 @@ def _faults_in_a_thread(mode: str) -> int:
 def test_a_worker_thread_reuses_large_blocks_only_on_the_main_heap():
     # glibc's default: the thread's own arena cannot hold 96 MiB, so every allocation is a fresh mapping
     assert _faults_in_a_thread("default") >= 10
-    # on the main heap most come from the heap's own pages (measured 0-4 of 12 on a 2-core VM)
-    assert _faults_in_a_thread("one-heap") <= 6
+    # on the main heap most come from the heap's own pages (measured 0-4 of 12 on a 2-core VM, the
+    # most under a concurrent test; glibc's default faulted all 12 in every run)
+    assert _faults_in_a_thread("one-heap") <= 8
 
 
 def test_one_heap_respects_the_users_settings_and_the_fast_paths_switch(monkeypatch):
