@@ -51,6 +51,7 @@ TRIM_THRESHOLD = 512 << 20  # free heap memory kept before it is returned to the
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # glibc's mallopt parameter numbers (malloc.h)
 _USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 _USER_ARENA_SETTINGS = ("MALLOC_ARENA_MAX",)
+NO_FAST_PATHS_ENV = "RADGEN_NO_CPU_FAST_PATHS"  # every CPU fast path off (radgen.models.fast reads it too)
 _applied: list[bool] = []
 _one_heap: list[bool] = []
 
@@ -75,6 +76,12 @@ def keep_large_blocks_in_heap() -> bool:
     return done
 
 
+def fast_paths_disabled() -> bool:
+    """RADGEN_NO_CPU_FAST_PATHS=1: every CPU fast path off. Here, not in radgen.models.fast, so the
+    `radgen` command can read it before importing torch."""
+    return os.environ.get(NO_FAST_PATHS_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def _glibc() -> bool:
     return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
@@ -88,7 +95,7 @@ def one_heap_for_all_threads() -> bool:
     if _one_heap:
         return _one_heap[0]
     user = any(name in os.environ for name in _USER_ARENA_SETTINGS) or "arena" in os.environ.get("GLIBC_TUNABLES", "")
-    if not _glibc() or user or os.environ.get("RADGEN_NO_CPU_FAST_PATHS", "").strip().lower() in ("1", "true", "yes", "on"):
+    if not _glibc() or user or fast_paths_disabled():
         _one_heap.append(False)
         return False
     try:

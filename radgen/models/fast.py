@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from radgen.allocator import keep_large_blocks_in_heap, release_free_heap
+from radgen.allocator import NO_FAST_PATHS_ENV, fast_paths_disabled, keep_large_blocks_in_heap, release_free_heap
 from radgen.config import INFERENCE_DTYPES
 from radgen.models import packed_linear
 from radgen.models.attention import use_grouped_attention
@@ -49,9 +49,8 @@ from radgen.models.same_padding import fold_same_padding
 # Causal LMs whose logits are exactly `lm_head(last_hidden_state)` (no logit scaling / soft-capping /
 # extra projection after the body), so the loss may skip masked rows. Others take the plain path.
 _PLAIN_HEAD_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "opt", "gpt2", "phi3"}
-# Set to 1 to turn off every CPU-specific fast path (weight packing, int8 kernels); also what tests
-# use to run the fallback branch on a CPU that has the fast one.
-NO_FAST_PATHS_ENV = "RADGEN_NO_CPU_FAST_PATHS"
+# NO_FAST_PATHS_ENV (radgen.allocator), set to 1, turns off every CPU-specific fast path (weight
+# packing, int8 kernels); also what tests use to run the fallback branch on a CPU that has the fast one.
 # 1: always pack the decoder's Linear weights for oneDNN at inference, 0: never; unset: time both on
 # one of the model's own layers and keep the faster (`packing_pays`)
 PACK_ENV = "RADGEN_PACK_LINEARS"
@@ -150,10 +149,6 @@ def split_by_counts(flat: list[float], counts: list[int]) -> list[list[float]]:
         out.append(flat[at:at + count])
         at += count
     return out
-
-
-def fast_paths_disabled() -> bool:
-    return os.environ.get(NO_FAST_PATHS_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def packing_available() -> bool:
